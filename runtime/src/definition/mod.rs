@@ -1,0 +1,210 @@
+//! The workflow format (SPEC §2): parsing from JSON or YAML, validation that reports every
+//! problem with its path, and the compiled form the engine runs.
+
+mod validate;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+pub use validate::validate;
+
+use crate::expr::{Script, Template, ValueTemplate};
+use crate::retry::RetryPolicy;
+
+/// One problem in a definition, at its path (e.g. `steps[2].input.to`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Where, e.g. `steps[1].branch[0].when`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The syntax a definition was sent in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `application/json`.
+    Json,
+    /// `application/yaml`.
+    Yaml,
+}
+
+/// Parses a body into a JSON document. A syntax error is a 400, not a 422.
+pub fn parse(body: &[u8], format: Format) -> Result<Value, String> {
+    match format {
+        Format::Json => serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}")),
+        Format::Yaml => serde_yaml_ng::from_slice(body).map_err(|e| format!("malformed YAML: {e}")),
+    }
+}
+
+/// What starts a workflow.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    /// Only through the API.
+    Manual,
+    /// A per-workflow URL, optionally HMAC-signed.
+    Webhook {
+        /// The HMAC-SHA256 secret, when signatures are required.
+        secret: Option<String>,
+    },
+    /// An app event of a type, optionally filtered.
+    Event {
+        /// The event type, e.g. `lead.created`.
+        event_type: String,
+        /// A Rhai filter on `event`.
+        when: Option<Script>,
+    },
+}
+
+impl Trigger {
+    /// The stored name of the trigger kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Webhook { .. } => "webhook",
+            Trigger::Event { .. } => "event",
+        }
+    }
+}
+
+/// Where a `goto` goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A step, by index.
+    Step(usize),
+    /// The end of the run (succeeded).
+    End,
+}
+
+/// What an action step does when it fails for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnError {
+    /// The run fails (default).
+    Fail,
+    /// The step is marked failed and the run goes on with the next step.
+    Continue,
+    /// The run goes on at another step.
+    Goto(Target),
+}
+
+/// How long a delay lasts.
+#[derive(Debug, Clone)]
+pub enum Delay {
+    /// A fixed duration.
+    For(Duration),
+    /// Until a time (RFC 3339, or epoch milliseconds), rendered from a template.
+    Until(Template),
+}
+
+/// One arm of a branch.
+#[derive(Debug, Clone)]
+pub struct Arm {
+    /// The condition; `None` for `else`.
+    pub when: Option<Script>,
+    /// Where to go when it holds.
+    pub goto: Target,
+}
+
+/// A step kind with its compiled parts.
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    /// Run an action module.
+    Action {
+        /// The module's kind, e.g. `http.request`.
+        kind: String,
+        /// The input, compiled.
+        input: ValueTemplate,
+        /// The connection's name, when given.
+        connection: Option<String>,
+        /// Retry policy (the step's, else the action's default).
+        retry: RetryPolicy,
+        /// Timeout of one attempt.
+        timeout: Duration,
+        /// What a final failure does.
+        on_error: OnError,
+    },
+    /// Wait, durably.
+    Delay(Delay),
+    /// Go to the first arm whose condition holds.
+    Branch(Vec<Arm>),
+    /// Wait for an event of a type whose `match` holds, up to a timeout.
+    WaitFor {
+        /// The event type.
+        event_type: String,
+        /// A Rhai filter; `event` is the awaited event's data, the rest is the run's scope.
+        matcher: Option<Script>,
+        /// How long to wait.
+        timeout: Duration,
+        /// Where to go on timeout (default: the next step).
+        on_timeout: Option<Target>,
+    },
+    /// Compute named values (`vars.<name>`).
+    Set(Vec<(String, Script)>),
+    /// End the run, succeeded.
+    End,
+}
+
+/// One step of a workflow.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The step's id.
+    pub id: String,
+    /// What it does.
+    pub kind: StepKind,
+}
+
+/// A validated, compiled workflow: what the engine runs. Immutable per version, so it is cached.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    /// Its name.
+    pub name: String,
+    /// Its trigger.
+    pub trigger: Trigger,
+    /// Parameter values (defaults filled), as `params`.
+    pub params: Value,
+    /// Its steps, in order.
+    pub steps: Vec<Step>,
+    /// Step index by id.
+    pub index: HashMap<String, usize>,
+    /// `enabled` as written, if it was.
+    pub enabled: Option<bool>,
+    /// The document it was compiled from.
+    pub source: Value,
+}
+
+impl Workflow {
+    /// The index of the step after `i` in list order, or `None` at the end.
+    pub fn next_after(&self, i: usize) -> Option<usize> {
+        (i + 1 < self.steps.len()).then_some(i + 1)
+    }
+}
+
+/// A shared compiled workflow.
+pub type SharedWorkflow = Arc<Workflow>;
+
+/// Parses a duration such as `30s`, `15m`, `2h`, `1d` or `1w`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("'{s}' is not a duration like 30s, 15m, 2h, 1d or 1w: {e}"))
+}
+
+/// Serde support for durations written as `30s`, `2h`, ….
+pub mod duration_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes a duration as `humantime` text.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    /// Reads a duration from text.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}

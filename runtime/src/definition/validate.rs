@@ -1,0 +1,598 @@
+//! Validation: walks the document once, collects every problem with its path, and compiles what
+//! is valid. Nothing is saved unless the problem list is empty.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::{Arm, Delay, OnError, Problem, Step, StepKind, Target, Trigger, Workflow, parse_duration};
+use crate::action::{ActionRegistry, FieldType};
+use crate::expr::{CompileError, ExprEngine, Script, Template, ValueTemplate};
+use crate::retry::RetryPolicy;
+
+/// The longest timeout an action step may ask for.
+const MAX_ACTION_TIMEOUT: Duration = Duration::from_secs(600);
+
+struct Checker<'a> {
+    engine: &'a ExprEngine,
+    registry: &'a ActionRegistry,
+    problems: Vec<Problem>,
+}
+
+/// A `goto` before step ids are resolved.
+enum RawTarget {
+    Id(String),
+    End,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem { path: path.into(), message: message.into() });
+    }
+
+    fn script(&mut self, path: &str, value: Option<&Value>) -> Option<Script> {
+        let source = self.string(path, value?)?;
+        match self.engine.compile_script(source) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.compile_problem(path, e);
+                None
+            }
+        }
+    }
+
+    fn compile_problem(&mut self, path: &str, e: CompileError) {
+        self.problem(path, format!("Rhai error: {e}"));
+    }
+
+    fn string<'v>(&mut self, path: &str, value: &'v Value) -> Option<&'v str> {
+        match value.as_str() {
+            Some(s) => Some(s),
+            None => {
+                self.problem(path, "must be a string");
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &str, value: &Value) -> Option<Duration> {
+        let s = self.string(path, value)?;
+        match parse_duration(s) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.problem(path, e);
+                None
+            }
+        }
+    }
+
+    fn object<'v>(&mut self, path: &str, value: &'v Value) -> Option<&'v Map<String, Value>> {
+        match value.as_object() {
+            Some(m) => Some(m),
+            None => {
+                self.problem(path, "must be an object");
+                None
+            }
+        }
+    }
+
+    fn only_keys(&mut self, path: &str, map: &Map<String, Value>, allowed: &[&str]) {
+        for key in map.keys() {
+            if !allowed.contains(&key.as_str()) {
+                self.problem(format!("{path}.{key}"), format!("unknown field (expected one of: {})", allowed.join(", ")));
+            }
+        }
+    }
+
+    fn target(&mut self, path: &str, value: &Value) -> Option<RawTarget> {
+        let s = self.string(path, value)?;
+        Some(if s == "end" { RawTarget::End } else { RawTarget::Id(s.to_string()) })
+    }
+
+    fn trigger(&mut self, value: Option<&Value>) -> Option<Trigger> {
+        let Some(value) = value else {
+            self.problem("trigger", "is required");
+            return None;
+        };
+        let map = self.object("trigger", value)?;
+        let kinds: Vec<&str> =
+            ["event", "webhook", "schedule", "manual"].into_iter().filter(|k| map.contains_key(*k)).collect();
+        if kinds.len() != 1 {
+            self.problem("trigger", "must have exactly one of: event, webhook, schedule, manual");
+            return None;
+        }
+        match kinds[0] {
+            "event" => {
+                self.only_keys("trigger", map, &["event", "when"]);
+                let event_type = self.string("trigger.event", &map["event"])?.to_string();
+                if event_type.is_empty() {
+                    self.problem("trigger.event", "must not be empty");
+                }
+                let when = self.script("trigger.when", map.get("when"));
+                Some(Trigger::Event { event_type, when })
+            }
+            "webhook" => {
+                self.only_keys("trigger", map, &["webhook"]);
+                let secret = match &map["webhook"] {
+                    Value::Null => None,
+                    Value::Object(w) => {
+                        self.only_keys("trigger.webhook", w, &["secret"]);
+                        w.get("secret").and_then(|s| self.string("trigger.webhook.secret", s)).map(str::to_string)
+                    }
+                    _ => {
+                        self.problem("trigger.webhook", "must be an object, e.g. {} or {secret: …}");
+                        None
+                    }
+                };
+                Some(Trigger::Webhook { secret })
+            }
+            "manual" => {
+                self.only_keys("trigger", map, &["manual"]);
+                Some(Trigger::Manual)
+            }
+            _ => {
+                self.problem("trigger.schedule", "schedule triggers are not available in this version yet");
+                None
+            }
+        }
+    }
+
+    fn params(&mut self, value: Option<&Value>) -> Value {
+        let mut out = Map::new();
+        let Some(value) = value else { return Value::Object(out) };
+        let Some(map) = self.object("params", value) else { return Value::Object(out) };
+        for (name, spec) in map {
+            // `{type, default, value, help, required}`; anything else is the value itself.
+            let v = match spec {
+                Value::Object(s) if s.contains_key("type") || s.contains_key("default") || s.contains_key("value") => {
+                    s.get("value").or_else(|| s.get("default")).cloned().unwrap_or(Value::Null)
+                }
+                other => other.clone(),
+            };
+            out.insert(name.clone(), v);
+        }
+        Value::Object(out)
+    }
+
+    fn retry(&mut self, path: &str, value: &Value, default: RetryPolicy) -> RetryPolicy {
+        let mut policy = default;
+        let Some(map) = self.object(path, value) else { return policy };
+        self.only_keys(path, map, &["max_attempts", "backoff"]);
+        if let Some(n) = map.get("max_attempts") {
+            match n.as_u64() {
+                Some(n @ 1..=100) => policy.max_attempts = n as u32,
+                _ => self.problem(format!("{path}.max_attempts"), "must be a whole number from 1 to 100"),
+            }
+        }
+        if let Some(b) = map.get("backoff") {
+            if let Some(d) = self.duration(&format!("{path}.backoff"), b) {
+                policy.backoff = d;
+            }
+        }
+        policy
+    }
+
+    fn on_error(&mut self, path: &str, value: Option<&Value>) -> (OnErrorRaw, bool) {
+        let Some(value) = value else { return (OnErrorRaw::Fail, true) };
+        let raw = match value {
+            Value::String(s) if s == "fail" => OnErrorRaw::Fail,
+            Value::String(s) if s == "continue" => OnErrorRaw::Continue,
+            Value::String(s) if s.starts_with("goto ") => {
+                let t = s["goto ".len()..].trim();
+                OnErrorRaw::Goto(if t == "end" { RawTarget::End } else { RawTarget::Id(t.to_string()) })
+            }
+            Value::Object(m) if m.len() == 1 && m.contains_key("goto") => match self.target(&format!("{path}.goto"), &m["goto"]) {
+                Some(t) => OnErrorRaw::Goto(t),
+                None => return (OnErrorRaw::Fail, false),
+            },
+            _ => {
+                self.problem(path, "must be fail, continue, or goto <step id>");
+                return (OnErrorRaw::Fail, false);
+            }
+        };
+        (raw, true)
+    }
+
+    fn action_input(&mut self, path: &str, kind: &str, value: Option<&Value>) -> ValueTemplate {
+        let empty = Value::Object(Map::new());
+        let value = value.unwrap_or(&empty);
+        let Some(action) = self.registry.get(kind).cloned() else {
+            return ValueTemplate::Literal(Value::Null);
+        };
+        let Some(map) = self.object(path, value) else { return ValueTemplate::Literal(Value::Null) };
+        let fields = action.input();
+        for key in map.keys() {
+            if !fields.iter().any(|f| f.name == key) {
+                let names: Vec<&str> = fields.iter().map(|f| f.name).collect();
+                self.problem(format!("{path}.{key}"), format!("unknown input of {kind} (expected: {})", names.join(", ")));
+            }
+        }
+        for field in fields {
+            let fpath = format!("{path}.{}", field.name);
+            match map.get(field.name) {
+                None if field.required => self.problem(fpath, format!("is required by {kind}")),
+                None => {}
+                Some(v) => {
+                    let whole_template = v.as_str().is_some_and(|s| s.trim_start().starts_with("{{"));
+                    let ok = match field.ty {
+                        FieldType::String => v.is_string(),
+                        FieldType::Object => v.is_object() || whole_template,
+                        FieldType::Any => true,
+                    };
+                    if !ok {
+                        let want = if field.ty == FieldType::String { "a string" } else { "an object" };
+                        self.problem(fpath, format!("must be {want}"));
+                    }
+                }
+            }
+        }
+        for (sub, message) in action.validate(map) {
+            self.problem(format!("{path}.{sub}"), message);
+        }
+        let mut errors = Vec::new();
+        let compiled = ValueTemplate::compile(self.engine, value, path, &mut errors);
+        for (p, e) in errors {
+            self.compile_problem(&p, e);
+        }
+        compiled
+    }
+}
+
+enum OnErrorRaw {
+    Fail,
+    Continue,
+    Goto(RawTarget),
+}
+
+/// A step before its gotos are resolved to indices.
+struct RawStep {
+    id: String,
+    kind: Option<RawKind>,
+}
+
+enum RawKind {
+    Ready(StepKind),
+    Action { kind: StepKind, on_error: OnErrorRaw },
+    Branch(Vec<(Option<Script>, RawTarget, String)>),
+    WaitFor { kind: StepKind, on_timeout: Option<(RawTarget, String)> },
+}
+
+fn valid_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Validates and compiles a workflow document. Every problem is reported, each at its path.
+pub fn validate(doc: &Value, registry: &ActionRegistry, engine: &ExprEngine) -> Result<Workflow, Vec<Problem>> {
+    let mut c = Checker { engine, registry, problems: Vec::new() };
+    let Some(top) = doc.as_object() else {
+        return Err(vec![Problem { path: "".into(), message: "a workflow must be an object".into() }]);
+    };
+    c.only_keys("", top, &["name", "description", "trigger", "params", "steps", "enabled"]);
+    let name = match top.get("name") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        _ => {
+            c.problem("name", "is required and must be a non-empty string");
+            String::new()
+        }
+    };
+    let enabled = match top.get("enabled") {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => {
+            c.problem("enabled", "must be true or false");
+            None
+        }
+    };
+    let trigger = c.trigger(top.get("trigger"));
+    let params = c.params(top.get("params"));
+
+    let mut raw_steps = Vec::new();
+    match top.get("steps") {
+        Some(Value::Array(steps)) if !steps.is_empty() => {
+            for (i, step) in steps.iter().enumerate() {
+                raw_steps.push(raw_step(&mut c, i, step));
+            }
+        }
+        _ => c.problem("steps", "is required and must be a non-empty list"),
+    }
+
+    let mut index = HashMap::new();
+    for (i, s) in raw_steps.iter().enumerate() {
+        if s.id.is_empty() {
+            continue;
+        }
+        if index.insert(s.id.clone(), i).is_some() {
+            c.problem(format!("steps[{i}].id"), format!("duplicate step id '{}'", s.id));
+        }
+    }
+    let resolve = |c: &mut Checker<'_>, path: &str, t: &RawTarget| -> Option<Target> {
+        match t {
+            RawTarget::End => Some(Target::End),
+            RawTarget::Id(id) => match index.get(id) {
+                Some(i) => Some(Target::Step(*i)),
+                None => {
+                    c.problem(path, format!("unknown step id '{id}' in goto"));
+                    None
+                }
+            },
+        }
+    };
+
+    let mut steps = Vec::with_capacity(raw_steps.len());
+    for (i, raw) in raw_steps.into_iter().enumerate() {
+        let kind = match raw.kind {
+            None => None,
+            Some(RawKind::Ready(k)) => Some(k),
+            Some(RawKind::Action { mut kind, on_error }) => {
+                let resolved = match on_error {
+                    OnErrorRaw::Fail => Some(OnError::Fail),
+                    OnErrorRaw::Continue => Some(OnError::Continue),
+                    OnErrorRaw::Goto(t) => resolve(&mut c, &format!("steps[{i}].on_error"), &t).map(OnError::Goto),
+                };
+                if let (StepKind::Action { on_error, .. }, Some(r)) = (&mut kind, resolved) {
+                    *on_error = r;
+                }
+                Some(kind)
+            }
+            Some(RawKind::Branch(arms)) => {
+                let mut out = Vec::new();
+                for (when, target, path) in arms {
+                    if let Some(goto) = resolve(&mut c, &path, &target) {
+                        out.push(Arm { when, goto });
+                    }
+                }
+                Some(StepKind::Branch(out))
+            }
+            Some(RawKind::WaitFor { mut kind, on_timeout }) => {
+                if let Some((t, path)) = on_timeout {
+                    let resolved = resolve(&mut c, &path, &t);
+                    if let StepKind::WaitFor { on_timeout, .. } = &mut kind {
+                        *on_timeout = resolved;
+                    }
+                }
+                Some(kind)
+            }
+        };
+        if let Some(kind) = kind {
+            steps.push(Step { id: raw.id, kind });
+        }
+    }
+
+    if c.problems.is_empty() {
+        if let Some(cycle_at) = find_cycle(&steps) {
+            c.problem(
+                format!("steps[{cycle_at}]"),
+                format!("step '{}' is part of a cycle; workflows must be acyclic", steps[cycle_at].id),
+            );
+        }
+    }
+    match (c.problems.is_empty(), trigger) {
+        (true, Some(trigger)) => Ok(Workflow { name, trigger, params, steps, index, enabled, source: doc.clone() }),
+        _ => Err(c.problems),
+    }
+}
+
+fn raw_step(c: &mut Checker<'_>, i: usize, step: &Value) -> RawStep {
+    let path = format!("steps[{i}]");
+    let Some(map) = c.object(&path, step) else { return RawStep { id: String::new(), kind: None } };
+    let id = match map.get("id") {
+        Some(Value::String(s)) if valid_id(s) && s != "end" => s.clone(),
+        Some(Value::String(s)) => {
+            c.problem(format!("{path}.id"), format!("'{s}' is not a valid step id (letters, digits and _, not starting with a digit, not 'end')"));
+            String::new()
+        }
+        _ => {
+            c.problem(format!("{path}.id"), "is required");
+            String::new()
+        }
+    };
+    let kinds: Vec<&str> =
+        ["action", "delay", "branch", "wait_for", "set", "end"].into_iter().filter(|k| map.contains_key(*k)).collect();
+    if kinds.len() != 1 {
+        c.problem(&path, "must have exactly one of: action, delay, branch, wait_for, set, end");
+        return RawStep { id, kind: None };
+    }
+    let kind = match kinds[0] {
+        "action" => {
+            c.only_keys(&path, map, &["id", "action", "input", "connection", "retry", "timeout", "on_error"]);
+            let Some(kind) = c.string(&format!("{path}.action"), &map["action"]).map(str::to_string) else {
+                return RawStep { id, kind: None };
+            };
+            let Some(module) = c.registry.get(&kind).cloned() else {
+                let known: Vec<&str> = c.registry.kinds().collect();
+                c.problem(format!("{path}.action"), format!("unknown action kind '{kind}' (known: {})", known.join(", ")));
+                return RawStep { id, kind: None };
+            };
+            let input = c.action_input(&format!("{path}.input"), &kind, map.get("input"));
+            let connection = map.get("connection").and_then(|v| c.string(&format!("{path}.connection"), v)).map(str::to_string);
+            let retry = match map.get("retry") {
+                Some(v) => c.retry(&format!("{path}.retry"), v, module.retry_policy()),
+                None => module.retry_policy(),
+            };
+            let timeout = match map.get("timeout") {
+                Some(v) => match c.duration(&format!("{path}.timeout"), v) {
+                    Some(d) if d > MAX_ACTION_TIMEOUT || d.is_zero() => {
+                        c.problem(format!("{path}.timeout"), "must be more than 0 and at most 10m");
+                        d
+                    }
+                    Some(d) => d,
+                    None => module.timeout(),
+                },
+                None => module.timeout(),
+            };
+            let (on_error, _) = c.on_error(&format!("{path}.on_error"), map.get("on_error"));
+            RawKind::Action {
+                kind: StepKind::Action { kind, input, connection, retry, timeout, on_error: OnError::Fail },
+                on_error,
+            }
+        }
+        "delay" => {
+            c.only_keys(&path, map, &["id", "delay"]);
+            let dpath = format!("{path}.delay");
+            let delay = match &map["delay"] {
+                Value::String(_) => c.duration(&dpath, &map["delay"]).map(Delay::For),
+                Value::Object(d) if d.len() == 1 && d.contains_key("for") => c.duration(&format!("{dpath}.for"), &d["for"]).map(Delay::For),
+                Value::Object(d) if d.len() == 1 && d.contains_key("until") => {
+                    let upath = format!("{dpath}.until");
+                    let source = c.string(&upath, &d["until"]).unwrap_or_default().to_string();
+                    match Template::compile(c.engine, &source) {
+                        Ok(t) => Some(Delay::Until(t)),
+                        Err(e) => {
+                            c.compile_problem(&upath, e);
+                            None
+                        }
+                    }
+                }
+                _ => {
+                    c.problem(&dpath, "must be a duration (e.g. 2h), {for: <duration>} or {until: <time>}");
+                    None
+                }
+            };
+            match delay {
+                Some(d) => RawKind::Ready(StepKind::Delay(d)),
+                None => return RawStep { id, kind: None },
+            }
+        }
+        "branch" => {
+            c.only_keys(&path, map, &["id", "branch"]);
+            let bpath = format!("{path}.branch");
+            let Some(arms) = map["branch"].as_array() else {
+                c.problem(&bpath, "must be a list of {when, goto} and {else}");
+                return RawStep { id, kind: None };
+            };
+            let mut out = Vec::new();
+            for (j, arm) in arms.iter().enumerate() {
+                let apath = format!("{bpath}[{j}]");
+                let Some(a) = c.object(&apath, arm) else { continue };
+                if let Some(e) = a.get("else") {
+                    c.only_keys(&apath, a, &["else"]);
+                    if j + 1 != arms.len() {
+                        c.problem(&apath, "else must be the last arm");
+                    }
+                    if let Some(t) = c.target(&format!("{apath}.else"), e) {
+                        out.push((None, t, format!("{apath}.else")));
+                    }
+                } else {
+                    c.only_keys(&apath, a, &["when", "goto"]);
+                    if !a.contains_key("when") {
+                        c.problem(format!("{apath}.when"), "is required (or write {else: <step id>})");
+                    }
+                    let when = c.script(&format!("{apath}.when"), a.get("when"));
+                    match a.get("goto") {
+                        Some(g) => {
+                            if let (Some(t), Some(w)) = (c.target(&format!("{apath}.goto"), g), when) {
+                                out.push((Some(w), t, format!("{apath}.goto")));
+                            }
+                        }
+                        None => c.problem(format!("{apath}.goto"), "is required"),
+                    }
+                }
+            }
+            RawKind::Branch(out)
+        }
+        "wait_for" => {
+            c.only_keys(&path, map, &["id", "wait_for"]);
+            let wpath = format!("{path}.wait_for");
+            let Some(w) = c.object(&wpath, &map["wait_for"]) else { return RawStep { id, kind: None } };
+            c.only_keys(&wpath, w, &["event", "match", "timeout", "on_timeout"]);
+            let event_type = match w.get("event") {
+                Some(v) => c.string(&format!("{wpath}.event"), v).unwrap_or_default().to_string(),
+                None => {
+                    c.problem(format!("{wpath}.event"), "is required");
+                    String::new()
+                }
+            };
+            let matcher = c.script(&format!("{wpath}.match"), w.get("match"));
+            let timeout = match w.get("timeout") {
+                Some(v) => c.duration(&format!("{wpath}.timeout"), v).unwrap_or_default(),
+                None => {
+                    c.problem(format!("{wpath}.timeout"), "is required");
+                    Duration::ZERO
+                }
+            };
+            let on_timeout = w.get("on_timeout").and_then(|v| {
+                let p = format!("{wpath}.on_timeout");
+                c.target(&p, v).map(|t| (t, p))
+            });
+            RawKind::WaitFor { kind: StepKind::WaitFor { event_type, matcher, timeout, on_timeout: None }, on_timeout }
+        }
+        "set" => {
+            c.only_keys(&path, map, &["id", "set"]);
+            let spath = format!("{path}.set");
+            let Some(values) = c.object(&spath, &map["set"]) else { return RawStep { id, kind: None } };
+            let mut out = Vec::new();
+            for (name, source) in values {
+                let vpath = format!("{spath}.{name}");
+                if !valid_id(name) {
+                    c.problem(&vpath, "names must be letters, digits and _");
+                }
+                if let Some(s) = c.script(&vpath, Some(source)) {
+                    out.push((name.clone(), s));
+                }
+            }
+            RawKind::Ready(StepKind::Set(out))
+        }
+        _ => {
+            c.only_keys(&path, map, &["id", "end"]);
+            RawKind::Ready(StepKind::End)
+        }
+    };
+    RawStep { id, kind: Some(kind) }
+}
+
+/// The successors of each step, for the cycle check.
+fn successors(steps: &[Step], i: usize) -> Vec<usize> {
+    let next = (i + 1 < steps.len()).then_some(i + 1);
+    let step = |t: &Target| match t {
+        Target::Step(j) => Some(*j),
+        Target::End => None,
+    };
+    let mut out: Vec<usize> = Vec::new();
+    match &steps[i].kind {
+        StepKind::End => {}
+        StepKind::Branch(arms) => {
+            out.extend(arms.iter().filter_map(|a| step(&a.goto)));
+            if !arms.iter().any(|a| a.when.is_none()) {
+                out.extend(next);
+            }
+        }
+        StepKind::Action { on_error, .. } => {
+            out.extend(next);
+            if let OnError::Goto(t) = on_error {
+                out.extend(step(t));
+            }
+        }
+        StepKind::WaitFor { on_timeout, .. } => {
+            out.extend(next);
+            out.extend(on_timeout.as_ref().and_then(step));
+        }
+        StepKind::Delay(_) | StepKind::Set(_) => out.extend(next),
+    }
+    out
+}
+
+/// The index of a step on a cycle, if the step graph has one.
+fn find_cycle(steps: &[Step]) -> Option<usize> {
+    // 0 = unvisited, 1 = on the current path, 2 = done.
+    let mut state = vec![0u8; steps.len()];
+    fn visit(steps: &[Step], i: usize, state: &mut [u8]) -> Option<usize> {
+        state[i] = 1;
+        for j in successors(steps, i) {
+            match state[j] {
+                1 => return Some(j),
+                0 => {
+                    if let Some(c) = visit(steps, j, state) {
+                        return Some(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        state[i] = 2;
+        None
+    }
+    (0..steps.len()).find_map(|i| if state[i] == 0 { visit(steps, i, &mut state) } else { None })
+}

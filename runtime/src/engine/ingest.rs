@@ -1,0 +1,206 @@
+//! Accepting work: manual runs, webhooks and app events. Each is one transaction that records
+//! the event, its runs (queued, due now) and the waits it resumes; the caller answers 2xx only
+//! after it commits.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{Engine, new_id};
+use crate::definition::{StepKind, Target, Trigger};
+use crate::store::{NewEvent, NewRun, NewUsage, Recorded, Resume, WorkflowRow};
+use crate::Result;
+
+/// How long an `Idempotency-Key` on a webhook protects against repeats.
+const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+/// The answer to an accepted webhook or manual run.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct HookAccepted {
+    /// The recorded event.
+    pub event_id: String,
+    /// The run it started.
+    pub run_id: String,
+}
+
+/// The answer to an accepted app event.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct EventAccepted {
+    /// The recorded event.
+    pub event_id: String,
+    /// The runs it started.
+    pub run_ids: Vec<String>,
+}
+
+impl Engine {
+    fn new_run(&self, workflow_id: &str, version: i64, event: &Value, is_test: bool) -> NewRun {
+        let id = new_id();
+        let usage = (!is_test).then(|| {
+            let price = self.config.prices.charge("workflow_run", 1);
+            NewUsage {
+                id: format!("{id}:run"),
+                step_id: None,
+                unit: "workflow_run".into(),
+                quantity: 1,
+                tokens_milli: price.tokens_milli,
+                cost_micros: price.cost_micros,
+            }
+        });
+        NewRun { id, workflow_id: workflow_id.to_string(), version, event: event.to_string(), is_test, usage }
+    }
+
+    /// Starts a run of a workflow through the API, with `payload` as `event`.
+    pub async fn start_manual(&self, workflow: &WorkflowRow, payload: Value) -> Result<HookAccepted> {
+        let run = self.new_run(&workflow.id, workflow.version, &payload, false);
+        let answer = HookAccepted { event_id: new_id(), run_id: run.id.clone() };
+        let event = NewEvent {
+            id: answer.event_id.clone(),
+            account_id: workflow.account_id.clone(),
+            event_type: "manual".into(),
+            data: payload.to_string(),
+            source: "manual".into(),
+            dedupe_key: None,
+            dedupe_since: None,
+            response: serde_json::to_string(&answer)?,
+            now: self.clock.now(),
+        };
+        self.store.record_event(&event, &[run], &[]).await?;
+        self.notify();
+        Ok(answer)
+    }
+
+    /// Accepts a webhook for a workflow. A repeat of `idempotency_key` within 24 h answers the
+    /// first answer and starts nothing.
+    pub async fn accept_webhook(
+        &self,
+        workflow: &WorkflowRow,
+        payload: Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<HookAccepted> {
+        let now = self.clock.now();
+        let dedupe_key = idempotency_key.map(|k| format!("hook:{}:{k}", workflow.id));
+        let since = Some(now - IDEMPOTENCY_WINDOW_MS);
+        if let Some(key) = &dedupe_key {
+            if let Some(first) = self.store.recorded_response(&workflow.account_id, key, since).await? {
+                return Ok(serde_json::from_str(&first)?);
+            }
+        }
+        let run = self.new_run(&workflow.id, workflow.version, &payload, false);
+        let answer = HookAccepted { event_id: new_id(), run_id: run.id.clone() };
+        let event = NewEvent {
+            id: answer.event_id.clone(),
+            account_id: workflow.account_id.clone(),
+            event_type: "webhook".into(),
+            data: payload.to_string(),
+            source: "webhook".into(),
+            dedupe_key,
+            dedupe_since: since,
+            response: serde_json::to_string(&answer)?,
+            now,
+        };
+        match self.store.record_event(&event, &[run], &[]).await? {
+            Recorded::New => {
+                self.notify();
+                Ok(answer)
+            }
+            Recorded::Repeat(first) => Ok(serde_json::from_str(&first)?),
+        }
+    }
+
+    /// Accepts an app event: starts every enabled workflow of the account whose trigger matches
+    /// (type and `when`), and resumes every waiting `wait_for` of the account whose `match` holds.
+    /// The same `id` again answers the first answer and starts nothing.
+    pub async fn accept_event(&self, account_id: &str, event_type: &str, data: Value, id: Option<&str>) -> Result<EventAccepted> {
+        let now = self.clock.now();
+        let dedupe_key = id.map(|i| format!("event:{i}"));
+        if let Some(key) = &dedupe_key {
+            if let Some(first) = self.store.recorded_response(account_id, key, None).await? {
+                return Ok(serde_json::from_str(&first)?);
+            }
+        }
+        let event_id = new_id();
+        let mut runs = Vec::new();
+        for w in self.store.workflows_for_event(account_id, event_type).await? {
+            let compiled = self.workflow(&w.id, w.version).await?;
+            if let Trigger::Event { when: Some(when), .. } = &compiled.trigger {
+                let scope = crate::expr::ScopeData {
+                    event: data.clone(),
+                    params: compiled.params.clone(),
+                    account: json!({ "id": account_id }),
+                    ..Default::default()
+                };
+                match self.expr.eval_bool(when, &scope) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(workflow_id = %w.id, error = %e, "trigger filter failed; workflow not started");
+                        continue;
+                    }
+                }
+            }
+            runs.push(self.new_run(&w.id, w.version, &data, false));
+        }
+        let resumes = self.matching_waits(account_id, event_type, &event_id, &data).await?;
+        let answer = EventAccepted { event_id: event_id.clone(), run_ids: runs.iter().map(|r| r.id.clone()).collect() };
+        let event = NewEvent {
+            id: event_id,
+            account_id: account_id.to_string(),
+            event_type: event_type.to_string(),
+            data: data.to_string(),
+            source: "api".into(),
+            dedupe_key,
+            dedupe_since: None,
+            response: serde_json::to_string(&answer)?,
+            now,
+        };
+        match self.store.record_event(&event, &runs, &resumes).await? {
+            Recorded::New => {
+                self.notify();
+                Ok(answer)
+            }
+            Recorded::Repeat(first) => Ok(serde_json::from_str(&first)?),
+        }
+    }
+
+    /// The waiting `wait_for` steps of the account this event resumes.
+    async fn matching_waits(&self, account_id: &str, event_type: &str, event_id: &str, data: &Value) -> Result<Vec<Resume>> {
+        let mut resumes = Vec::new();
+        for (run, wait_seq) in self.store.waiting_runs(account_id, event_type).await? {
+            let workflow = self.workflow(&run.workflow_id, run.version).await?;
+            let Some(step) = workflow.steps.get(run.step_index as usize) else { continue };
+            let StepKind::WaitFor { matcher, .. } = &step.kind else { continue };
+            let mut state = super::step::RunState::load(self, run, &workflow).await?;
+            if let Some(matcher) = matcher {
+                let mut scope = state.scope(&workflow);
+                scope.event = data.clone();
+                match self.expr.eval_bool(matcher, &scope) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(run_id = %state.run.id, error = %e, "wait_for match failed; not resumed");
+                        continue;
+                    }
+                }
+            }
+            let output = json!({ "matched": true, "event": { "id": event_id, "type": event_type, "data": data } });
+            state.record_output(&step.id, &output);
+            let next_index = workflow.next_after(state.run.step_index as usize).map(|i| i as i64);
+            resumes.push(Resume {
+                run_id: state.run.id.clone(),
+                step_seq: wait_seq,
+                step_id: step.id.clone(),
+                output: output.to_string(),
+                context: state.context.to_string(),
+                next_index,
+            });
+        }
+        Ok(resumes)
+    }
+}
+
+/// Where a target leads: a step index, or `None` for the end of the run.
+pub(crate) fn resolve(target: &Target) -> Option<usize> {
+    match target {
+        Target::Step(i) => Some(*i),
+        Target::End => None,
+    }
+}

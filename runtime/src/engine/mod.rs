@@ -1,0 +1,177 @@
+//! The engine: turns accepted events into runs and executes claimed steps.
+//!
+//! A step moves like this: an event is committed together with its runs and their queue rows
+//! (due now) → a worker claims due rows (`Store::claim`, which leases them) → [`Engine::process`]
+//! executes the step and commits its outcome, the run's new state, the next due time and the
+//! usage rows in one transaction (`Store::complete`) → if the next step is due at once, the same
+//! worker goes on with it under the same lease; otherwise the row waits in the store until due.
+
+mod ingest;
+mod step;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Notify;
+
+pub use ingest::{EventAccepted, HookAccepted};
+
+use crate::action::ActionRegistry;
+use crate::clock::Clock;
+use crate::definition::{self, Problem, SharedWorkflow};
+use crate::expr::ExprEngine;
+use crate::metering::PriceList;
+use crate::store::{Account, Claim, Store};
+use crate::{Error, Result};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How long a claim is held before another worker may take the step over.
+    pub lease: Duration,
+    /// Steps claimed per query.
+    pub batch: i64,
+    /// Steps executed at once per process.
+    pub concurrency: usize,
+    /// The longest an idle worker sleeps before looking for due work again.
+    pub poll_interval: Duration,
+    /// Prices of usage units.
+    pub prices: PriceList,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(60),
+            batch: 32,
+            concurrency: 64,
+            poll_interval: Duration::from_secs(1),
+            prices: PriceList::default(),
+        }
+    }
+}
+
+/// The engine. Share it as `Arc<Engine>`.
+#[derive(Debug)]
+pub struct Engine {
+    store: Store,
+    actions: ActionRegistry,
+    expr: ExprEngine,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    /// Compiled workflow versions; versions are immutable, so entries never go stale.
+    workflows: Mutex<HashMap<(String, i64), SharedWorkflow>>,
+    accounts: Mutex<HashMap<String, Account>>,
+    /// Wakes idle workers when work is committed in this process.
+    wake: Notify,
+}
+
+impl Engine {
+    /// A new engine over a migrated store.
+    pub fn new(store: Store, actions: ActionRegistry, clock: Arc<dyn Clock>, config: EngineConfig) -> Self {
+        Self {
+            store,
+            actions,
+            expr: ExprEngine::new(),
+            clock,
+            config,
+            workflows: Mutex::default(),
+            accounts: Mutex::default(),
+            wake: Notify::new(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The action registry.
+    pub fn actions(&self) -> &ActionRegistry {
+        &self.actions
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Validates and compiles a workflow document.
+    pub fn compile(&self, doc: &Value) -> Result<definition::Workflow, Vec<Problem>> {
+        definition::validate(doc, &self.actions, &self.expr)
+    }
+
+    /// A compiled workflow version, from the cache or the store.
+    pub async fn workflow(&self, workflow_id: &str, version: i64) -> Result<SharedWorkflow> {
+        let key = (workflow_id.to_string(), version);
+        if let Some(w) = self.workflows.lock().expect("cache lock").get(&key) {
+            return Ok(w.clone());
+        }
+        let source = self.store.workflow_version(workflow_id, version).await?.ok_or(Error::NotFound("workflow version"))?;
+        let doc: Value = serde_json::from_str(&source)?;
+        let compiled = Arc::new(self.compile(&doc).map_err(Error::Invalid)?);
+        self.workflows.lock().expect("cache lock").insert(key, compiled.clone());
+        Ok(compiled)
+    }
+
+    async fn account(&self, id: &str) -> Result<Account> {
+        if let Some(a) = self.accounts.lock().expect("cache lock").get(id) {
+            return Ok(a.clone());
+        }
+        let account = self.store.account(id).await?.ok_or(Error::NotFound("account"))?;
+        self.accounts.lock().expect("cache lock").insert(id.to_string(), account.clone());
+        Ok(account)
+    }
+
+    /// Tells idle workers in this process that work was committed.
+    pub fn notify(&self) {
+        self.wake.notify_waiters();
+    }
+
+    /// Claims and executes up to `limit` due steps, one after another. Returns how many claims
+    /// it processed. This is the single step tests drive; workers run it concurrently.
+    pub async fn process_due(&self, limit: i64) -> Result<usize> {
+        let token = new_token();
+        let now = self.clock.now();
+        let claims = self.store.claim(&token, now, now + self.config.lease.as_millis() as i64, limit).await?;
+        let n = claims.len();
+        for claim in claims {
+            self.process(&token, claim).await?;
+        }
+        Ok(n)
+    }
+
+    /// Runs [`Engine::process_due`] until nothing is due (tests).
+    pub async fn drain(&self) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let n = self.process_due(self.config.batch).await?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
+        }
+    }
+
+    /// Executes a claimed step (and the steps after it that are due at once).
+    pub async fn process(&self, token: &str, claim: Claim) -> Result<()> {
+        step::process(self, token, claim).await
+    }
+}
+
+/// A fresh random token or id (UUIDv7: time-ordered, so ids sort by creation).
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn new_token() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

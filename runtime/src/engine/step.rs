@@ -1,0 +1,483 @@
+//! Executing one claimed step and committing its outcome.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use super::Engine;
+use super::ingest::resolve;
+use crate::action::{ActionContext, ActionError, Delivery, FailureClass};
+use crate::definition::{Delay, OnError, StepKind, Workflow};
+use crate::expr::ScopeData;
+use crate::metering::Usage;
+use crate::store::{Account, Claim, Completion, NewUsage, NewWait, Next, RunRow, StepRow};
+use crate::Result;
+
+/// More step executions than this in one run means something is wrong (cycles are refused at
+/// save time, so only a pathological `on_error: goto` chain could get here).
+const MAX_STEPS_PER_RUN: i64 = 10_000;
+
+/// A run being executed: its row with the JSON parsed once.
+pub(crate) struct RunState {
+    pub(crate) run: RunRow,
+    event: Value,
+    pub(crate) context: Value,
+    account: Account,
+}
+
+impl RunState {
+    pub(crate) async fn load(engine: &Engine, run: RunRow, _workflow: &Workflow) -> Result<Self> {
+        let event = serde_json::from_str(&run.event)?;
+        let mut context: Value = serde_json::from_str(&run.context)?;
+        if !context.is_object() {
+            context = json!({});
+        }
+        let account = engine.account(&run.account_id).await?;
+        Ok(Self { run, event, context, account })
+    }
+
+    /// What scripts see.
+    pub(crate) fn scope(&self, workflow: &Workflow) -> ScopeData {
+        ScopeData {
+            event: self.event.clone(),
+            steps: self.context.get("steps").cloned().unwrap_or_else(|| json!({})),
+            vars: self.context.get("vars").cloned().unwrap_or_else(|| json!({})),
+            params: workflow.params.clone(),
+            run: json!({ "id": self.run.id, "started_at": self.run.started_at.or(Some(self.run.created_at)).map(crate::clock::to_rfc3339) }),
+            account: json!({ "id": self.account.id, "timezone": self.account.timezone }),
+        }
+    }
+
+    fn section(&mut self, name: &str) -> &mut Map<String, Value> {
+        let ctx = self.context.as_object_mut().expect("context is an object");
+        ctx.entry(name).or_insert_with(|| json!({})).as_object_mut().expect("context section is an object")
+    }
+
+    /// Makes a step's output visible as `steps.<id>.output`.
+    pub(crate) fn record_output(&mut self, step_id: &str, output: &Value) {
+        self.section("steps").insert(step_id.to_string(), json!({ "output": output }));
+    }
+}
+
+/// How a step ended this time.
+enum Outcome {
+    /// Done; go on at `next` (`None`: the run succeeded).
+    Succeeded { output: Value, usage: Vec<Usage>, next: Option<usize>, input: Option<Value> },
+    /// Waiting until `due_at` (a delay, or a wait's timeout).
+    Waiting { due_at: i64, wait: Option<NewWait>, output: Option<Value> },
+    /// A retryable failure with attempts left.
+    Retry { error: ActionError, due_at: i64, input: Option<Value> },
+    /// Failed for good; `then` says where the run goes (`Err(())`: the run fails).
+    Failed { error: ActionError, then: std::result::Result<Option<usize>, ()>, input: Option<Value> },
+    /// The request may have reached the vendor: do not resend.
+    Unknown { error: ActionError, input: Option<Value> },
+    /// The lease was lost while executing: write nothing.
+    LeaseLost,
+}
+
+pub(super) async fn process(engine: &Engine, token: &str, mut claim: Claim) -> Result<()> {
+    let Some(run) = engine.store.run_by_id(&claim.run_id).await? else { return Ok(()) };
+    let workflow = engine.workflow(&run.workflow_id, run.version).await?;
+    let mut state = RunState::load(engine, run, &workflow).await?;
+    loop {
+        let now = engine.clock.now();
+        let index = claim.step_index as usize;
+        let Some(step) = workflow.steps.get(index) else {
+            // A version without this step cannot happen (versions are immutable); end cleanly.
+            let error = ActionError::permanent("invalid_state", format!("the run points at step {index}, which does not exist"));
+            return finish_failed(engine, token, &mut state, &claim, "?", error, now).await;
+        };
+        let outcome = if claim.step_seq > MAX_STEPS_PER_RUN {
+            Outcome::Failed {
+                error: ActionError::permanent("too_many_steps", format!("the run executed more than {MAX_STEPS_PER_RUN} steps")),
+                then: Err(()),
+                input: None,
+            }
+        } else {
+            execute(engine, token, &mut state, &workflow, &claim, now).await?
+        };
+        let Some(next_claim) = commit(engine, token, &mut state, &workflow, &claim, &step.id, outcome).await? else {
+            return Ok(());
+        };
+        claim = next_claim;
+    }
+}
+
+async fn execute(
+    engine: &Engine,
+    token: &str,
+    state: &mut RunState,
+    workflow: &Workflow,
+    claim: &Claim,
+    now: i64,
+) -> Result<Outcome> {
+    let step = &workflow.steps[claim.step_index as usize];
+    let next = workflow.next_after(claim.step_index as usize);
+    let script_failure = |e: String| Outcome::Failed {
+        error: ActionError::permanent("script_error", e),
+        then: Err(()),
+        input: None,
+    };
+    Ok(match &step.kind {
+        StepKind::Action { kind, input, retry, timeout, on_error, .. } => {
+            let Some(action) = engine.actions.get(kind).cloned() else {
+                return Ok(Outcome::Failed {
+                    error: ActionError::permanent("unknown_action", format!("no action module '{kind}' in this build")),
+                    then: Err(()),
+                    input: None,
+                });
+            };
+            let delivery = action.delivery();
+            let failed_then = |on_error: &OnError| match on_error {
+                OnError::Fail => Err(()),
+                OnError::Continue => Ok(next),
+                OnError::Goto(t) => Ok(resolve(t)),
+            };
+            if claim.dispatching == 1 && delivery == Delivery::AtMostOnce {
+                return Ok(Outcome::Unknown {
+                    error: ActionError::outcome_unknown(
+                        "interrupted",
+                        "the worker stopped while this step was sending; it was not sent again. Check the recipient, then retry the run if needed",
+                    ),
+                    input: None,
+                });
+            }
+            let rendered = match input.render(&engine.expr, &state.scope(workflow)) {
+                Ok(v) => v,
+                Err(e) => {
+                    return Ok(Outcome::Failed {
+                        error: ActionError::permanent("input_error", format!("rendering the input failed: {e}")),
+                        then: failed_then(on_error),
+                        input: None,
+                    });
+                }
+            };
+            let attempt = claim.attempt + 1;
+            let lease_ms = engine.config.lease.as_millis() as i64;
+            let timeout_ms = timeout.as_millis() as i64;
+            if timeout_ms + 5_000 > lease_ms {
+                // A long action: keep the lease beyond its timeout so nobody takes it over.
+                engine.store.extend_lease(&claim.run_id, token, now + timeout_ms + lease_ms).await?;
+            }
+            if delivery == Delivery::AtMostOnce {
+                let running = StepRow {
+                    run_id: claim.run_id.clone(),
+                    seq: claim.step_seq,
+                    step_id: step.id.clone(),
+                    status: "running".into(),
+                    attempts: claim.attempt,
+                    input: Some(rendered.to_string()),
+                    output: None,
+                    error: None,
+                    started_at: Some(now),
+                    finished_at: None,
+                    due_at: None,
+                };
+                if !engine.store.mark_dispatching(token, &running).await? {
+                    return Ok(Outcome::LeaseLost);
+                }
+            }
+            let ctx = ActionContext {
+                account_id: state.run.account_id.clone(),
+                run_id: claim.run_id.clone(),
+                step_id: step.id.clone(),
+                attempt: attempt as u32,
+                idempotency_key: format!("{}:{}", claim.run_id, claim.step_seq),
+                timeout: *timeout,
+            };
+            let result = match tokio::time::timeout(*timeout, action.execute(&ctx, rendered.clone())).await {
+                Ok(r) => r,
+                Err(_) if delivery == Delivery::AtMostOnce => Err(ActionError::outcome_unknown(
+                    "timeout",
+                    format!("no answer within {}; the request may have been delivered", humantime::format_duration(*timeout)),
+                )),
+                Err(_) => Err(ActionError::retryable("timeout", format!("no answer within {}", humantime::format_duration(*timeout)))),
+            };
+            let input = Some(rendered);
+            match result {
+                Ok(out) => Outcome::Succeeded { output: out.output, usage: out.usage, next, input },
+                Err(error) => match error.class {
+                    FailureClass::Retryable if (attempt as u32) < retry.max_attempts => {
+                        let delay = retry.delay(attempt as u32, error.retry_after_ms.map(Duration::from_millis));
+                        Outcome::Retry { due_at: engine.clock.now() + delay.as_millis() as i64, error, input }
+                    }
+                    FailureClass::OutcomeUnknown => Outcome::Unknown { error, input },
+                    _ => Outcome::Failed { error, then: failed_then(on_error), input },
+                },
+            }
+        }
+        StepKind::Delay(delay) => {
+            if claim.attempt > 0 {
+                // Claimed again: the delay's due time has passed (claims only take due rows).
+                Outcome::Succeeded { output: json!({ "waited_until": crate::clock::to_rfc3339(now) }), usage: vec![], next, input: None }
+            } else {
+                let due_at = match delay {
+                    Delay::For(d) => now + d.as_millis() as i64,
+                    Delay::Until(t) => match t.render(&engine.expr, &state.scope(workflow)).and_then(|v| parse_time(&v)) {
+                        Ok(at) => at,
+                        Err(e) => {
+                            return Ok(Outcome::Failed {
+                                error: ActionError::permanent("invalid_time", e),
+                                then: Err(()),
+                                input: None,
+                            });
+                        }
+                    },
+                };
+                if due_at <= now {
+                    Outcome::Succeeded { output: json!({ "waited_until": crate::clock::to_rfc3339(now) }), usage: vec![], next, input: None }
+                } else {
+                    Outcome::Waiting { due_at, wait: None, output: Some(json!({ "until": crate::clock::to_rfc3339(due_at) })) }
+                }
+            }
+        }
+        StepKind::Branch(arms) => {
+            let scope = state.scope(workflow);
+            let mut chosen = None;
+            for arm in arms {
+                let holds = match &arm.when {
+                    None => true,
+                    Some(when) => match engine.expr.eval_bool(when, &scope) {
+                        Ok(b) => b,
+                        Err(e) => return Ok(script_failure(e)),
+                    },
+                };
+                if holds {
+                    chosen = Some(resolve(&arm.goto));
+                    break;
+                }
+            }
+            let target = chosen.unwrap_or(next);
+            let name = target.map(|i| workflow.steps[i].id.clone()).unwrap_or_else(|| "end".into());
+            Outcome::Succeeded { output: json!({ "goto": name }), usage: vec![], next: target, input: None }
+        }
+        StepKind::Set(values) => {
+            let mut out = Map::new();
+            for (name, script) in values {
+                let mut scope = state.scope(workflow);
+                if let Some(vars) = scope.vars.as_object_mut() {
+                    vars.extend(out.clone());
+                }
+                match engine.expr.eval(script, &scope) {
+                    Ok(v) => {
+                        out.insert(name.clone(), v);
+                    }
+                    Err(e) => return Ok(script_failure(format!("{name}: {e}"))),
+                }
+            }
+            state.section("vars").extend(out.clone());
+            Outcome::Succeeded { output: Value::Object(out), usage: vec![], next, input: None }
+        }
+        StepKind::WaitFor { event_type, timeout, on_timeout, .. } => {
+            if claim.attempt > 0 {
+                let target = on_timeout.as_ref().map(resolve).unwrap_or(next);
+                Outcome::Succeeded { output: json!({ "matched": false, "timed_out": true }), usage: vec![], next: target, input: None }
+            } else {
+                Outcome::Waiting {
+                    due_at: now + timeout.as_millis() as i64,
+                    wait: Some(NewWait { event_type: event_type.clone() }),
+                    output: None,
+                }
+            }
+        }
+        StepKind::End => Outcome::Succeeded { output: json!({}), usage: vec![], next: None, input: None },
+    })
+}
+
+/// Parses a delay's `until`: RFC 3339 text or epoch milliseconds.
+fn parse_time(v: &Value) -> std::result::Result<i64, String> {
+    match v {
+        Value::Number(n) => n.as_i64().ok_or_else(|| format!("{n} is not a time")),
+        Value::String(s) => chrono::DateTime::parse_from_rfc3339(s.trim())
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| format!("'{s}' is not an RFC 3339 time: {e}")),
+        other => Err(format!("{other} is not a time (use RFC 3339 text)")),
+    }
+}
+
+fn error_json(error: &ActionError, step_id: &str) -> String {
+    let mut v = serde_json::to_value(error).unwrap_or_default();
+    v["step_id"] = json!(step_id);
+    v.to_string()
+}
+
+/// Writes the outcome. Returns the claim to go on with when the next step is due at once.
+async fn commit(
+    engine: &Engine,
+    token: &str,
+    state: &mut RunState,
+    workflow: &Workflow,
+    claim: &Claim,
+    step_id: &str,
+    outcome: Outcome,
+) -> Result<Option<Claim>> {
+    let now = engine.clock.now();
+    let is_action = matches!(workflow.steps[claim.step_index as usize].kind, StepKind::Action { .. });
+    let attempts = if is_action { claim.attempt + 1 } else { 1 };
+    let mut step = StepRow {
+        run_id: claim.run_id.clone(),
+        seq: claim.step_seq,
+        step_id: step_id.to_string(),
+        status: String::new(),
+        attempts,
+        input: None,
+        output: None,
+        error: None,
+        started_at: Some(now),
+        finished_at: None,
+        due_at: None,
+    };
+    let lease_until = now + engine.config.lease.as_millis() as i64;
+    let continue_at = |index: usize| Next::Continue {
+        step_index: index as i64,
+        step_seq: claim.step_seq + 1,
+        attempt: 0,
+        due_at: now,
+        keep_lease: Some(lease_until),
+    };
+    let mut usage = Vec::new();
+    let mut wait = None;
+    let clear_wait = matches!(workflow.steps[claim.step_index as usize].kind, StepKind::WaitFor { .. });
+    let mut run_error = None;
+    let (next, run_status) = match outcome {
+        Outcome::LeaseLost => return Ok(None),
+        Outcome::Succeeded { output, usage: used, next, input } => {
+            step.status = "succeeded".into();
+            step.finished_at = Some(now);
+            step.output = Some(output.to_string());
+            step.input = input.map(|v| v.to_string());
+            state.record_output(step_id, &output);
+            if state.run.is_test == 0 {
+                for u in used {
+                    let price = engine.config.prices.charge(&u.unit, u.quantity);
+                    usage.push(NewUsage {
+                        id: format!("{}:{}:{}", claim.run_id, claim.step_seq, u.unit),
+                        step_id: Some(step_id.to_string()),
+                        unit: u.unit,
+                        quantity: u.quantity,
+                        tokens_milli: price.tokens_milli,
+                        cost_micros: price.cost_micros,
+                    });
+                }
+            }
+            match next {
+                Some(i) => (continue_at(i), "running"),
+                None => (Next::Finish, "succeeded"),
+            }
+        }
+        Outcome::Waiting { due_at, wait: w, output } => {
+            step.status = "waiting".into();
+            step.due_at = Some(due_at);
+            step.output = output.map(|v| v.to_string());
+            wait = w;
+            let next = Next::Continue { step_index: claim.step_index, step_seq: claim.step_seq, attempt: 1, due_at, keep_lease: None };
+            (next, "waiting")
+        }
+        Outcome::Retry { error, due_at, input } => {
+            step.status = "pending".into();
+            step.due_at = Some(due_at);
+            step.error = Some(error_json(&error, step_id));
+            step.input = input.map(|v| v.to_string());
+            let next = Next::Continue {
+                step_index: claim.step_index,
+                step_seq: claim.step_seq,
+                attempt: claim.attempt + 1,
+                due_at,
+                keep_lease: None,
+            };
+            (next, "waiting")
+        }
+        Outcome::Failed { error, then, input } => {
+            step.status = "failed".into();
+            step.finished_at = Some(now);
+            step.error = Some(error_json(&error, step_id));
+            step.input = input.map(|v| v.to_string());
+            match then {
+                Ok(Some(i)) => (continue_at(i), "running"),
+                Ok(None) => (Next::Finish, "succeeded"),
+                Err(()) => {
+                    run_error = step.error.clone();
+                    (Next::Finish, "failed")
+                }
+            }
+        }
+        Outcome::Unknown { error, input } => {
+            step.status = "outcome_unknown".into();
+            step.finished_at = Some(now);
+            step.error = Some(error_json(&error, step_id));
+            step.input = input.map(|v| v.to_string());
+            run_error = step.error.clone();
+            (Next::Finish, "failed")
+        }
+    };
+    let completion = Completion {
+        run_id: claim.run_id.clone(),
+        account_id: state.run.account_id.clone(),
+        workflow_id: state.run.workflow_id.clone(),
+        token: token.to_string(),
+        step,
+        next: next.clone(),
+        run_status: run_status.to_string(),
+        context: Some(state.context.to_string()),
+        run_error,
+        usage,
+        wait,
+        clear_wait,
+        now,
+    };
+    if !engine.store.complete(&completion).await? {
+        tracing::warn!(run_id = %claim.run_id, "lease lost; another worker owns this run now");
+        return Ok(None);
+    }
+    state.run.status = run_status.to_string();
+    state.run.started_at.get_or_insert(now);
+    match next {
+        Next::Continue { step_index, step_seq, attempt, keep_lease: Some(_), .. } => {
+            state.run.step_index = step_index;
+            state.run.step_seq = step_seq;
+            Ok(Some(Claim { run_id: claim.run_id.clone(), step_index, step_seq, attempt, dispatching: 0 }))
+        }
+        _ => Ok(None),
+    }
+}
+
+async fn finish_failed(
+    engine: &Engine,
+    token: &str,
+    state: &mut RunState,
+    claim: &Claim,
+    step_id: &str,
+    error: ActionError,
+    now: i64,
+) -> Result<()> {
+    let err = error_json(&error, step_id);
+    let completion = Completion {
+        run_id: claim.run_id.clone(),
+        account_id: state.run.account_id.clone(),
+        workflow_id: state.run.workflow_id.clone(),
+        token: token.to_string(),
+        step: StepRow {
+            run_id: claim.run_id.clone(),
+            seq: claim.step_seq,
+            step_id: step_id.to_string(),
+            status: "failed".into(),
+            attempts: 0,
+            input: None,
+            output: None,
+            error: Some(err.clone()),
+            started_at: Some(now),
+            finished_at: Some(now),
+            due_at: None,
+        },
+        next: Next::Finish,
+        run_status: "failed".into(),
+        context: None,
+        run_error: Some(err),
+        usage: vec![],
+        wait: None,
+        clear_wait: true,
+        now,
+    };
+    engine.store.complete(&completion).await?;
+    Ok(())
+}

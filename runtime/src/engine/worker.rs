@@ -1,0 +1,123 @@
+//! Workers on apalis. apalis runs the workers (concurrency limit, panic catching, tracing,
+//! graceful shutdown); the store feeds them. Our apalis backend is a [`CustomBackend`] whose
+//! fetcher claims due steps from the store, so apalis never holds a delay or a retry: a task it
+//! holds is a leased queue row, and if the process dies the lease expires and the row is due
+//! again for any worker.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::{BackendBuilder, BoxDynError, Data, Task, WorkerBuilder, WorkerBuilderExt};
+use futures::{FutureExt, SinkExt, StreamExt};
+
+use super::{Engine, new_token};
+use crate::store::Claim;
+
+/// One claimed step: what an apalis task carries (ids, not models).
+#[derive(Debug, Clone)]
+pub struct StepJob {
+    /// The claimed queue row.
+    pub claim: Claim,
+    /// The claim's lease token.
+    pub token: String,
+}
+
+/// Claimed steps not yet handed to apalis; given back on drop so a shutdown does not leave them
+/// waiting for their lease to expire.
+struct Buffer {
+    engine: Arc<Engine>,
+    jobs: VecDeque<StepJob>,
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        if self.jobs.is_empty() {
+            return;
+        }
+        let jobs: Vec<StepJob> = self.jobs.drain(..).collect();
+        let engine = self.engine.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let now = engine.clock.now();
+                for job in jobs {
+                    let _ = engine.store.release(&job.claim.run_id, &job.token, now).await;
+                }
+            });
+        }
+    }
+}
+
+/// Waits for the next due step and claims a batch. Never yields "nothing": an idle worker sleeps
+/// until the earliest due time, a local wake-up, or the poll interval, whichever comes first.
+async fn next_job(mut buffer: Buffer) -> (StepJob, Buffer) {
+    loop {
+        if let Some(job) = buffer.jobs.pop_front() {
+            return (job, buffer);
+        }
+        let engine = buffer.engine.clone();
+        // Register interest before looking, so a wake-up between the look and the wait is not lost.
+        let woken = engine.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let now = engine.clock.now();
+        let token = new_token();
+        let lease_until = now + engine.config.lease.as_millis() as i64;
+        match engine.store.claim(&token, now, lease_until, engine.config.batch).await {
+            Ok(claims) if !claims.is_empty() => {
+                buffer.jobs.extend(claims.into_iter().map(|claim| StepJob { claim, token: token.clone() }));
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "claiming due steps failed; retrying"),
+        }
+        let mut sleep = engine.config.poll_interval;
+        if let Ok(Some(due)) = engine.store.next_due_at().await {
+            let until_due = Duration::from_millis((due - engine.clock.now()).max(0) as u64);
+            sleep = sleep.min(until_due);
+        }
+        tokio::select! {
+            _ = &mut woken => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+async fn handle(job: StepJob, engine: Data<Arc<Engine>>) -> Result<(), BoxDynError> {
+    let run_id = job.claim.run_id.clone();
+    engine.process(&job.token, job.claim).await.map_err(|e| {
+        tracing::error!(%run_id, error = %e, "step failed to process; it will be retried when its lease expires");
+        Box::new(e) as BoxDynError
+    })
+}
+
+/// Runs this process's workers until `shutdown` resolves; in-flight steps finish first.
+pub async fn run(engine: Arc<Engine>, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), BoxDynError> {
+    let backend = BackendBuilder::new()
+        .database(engine.clone())
+        .fetcher(|engine: &mut Arc<Engine>, _: &(), _| {
+            let buffer = Buffer { engine: engine.clone(), jobs: VecDeque::new() };
+            futures::stream::unfold(buffer, |buffer| async move {
+                let (job, buffer) = next_job(buffer).await;
+                Some((Ok::<_, BoxDynError>(Some(Task::new(job))), buffer))
+            })
+            .boxed()
+        })
+        .sink(|_: &mut Arc<Engine>, _: &()| {
+            // Work is enqueued by committing queue rows, never through apalis.
+            futures::sink::drain::<Task<StepJob>>().sink_map_err(|never| -> BoxDynError { match never {} })
+        })
+        .build()?;
+    let name = format!("switchboard-{}", std::process::id());
+    let concurrency = engine.config.concurrency;
+    let worker = WorkerBuilder::new(name)
+        .backend(backend)
+        .enable_tracing()
+        .catch_panic()
+        .concurrency(concurrency)
+        .data(engine)
+        .build(handle);
+    worker.run_until(shutdown.map(Ok::<(), std::io::Error>)).await?;
+    Ok(())
+}

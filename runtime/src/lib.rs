@@ -1,0 +1,29 @@
+//! # switchboard-runtime
+//!
+//! The durable heart of Switchboard. It depends on no other workspace crate and on no vendor SDK.
+//!
+//! ## Layout
+//! - [`definition`]: the workflow format (JSON or YAML), parsed and validated into a
+//!   [`definition::Workflow`] with every problem reported at its path.
+//! - [`expr`]: the sandboxed Rhai engine: conditions, `set` values and `{{ … }}` interpolation.
+//! - [`action`]: the plug-in trait every action module implements, its failure envelope and the
+//!   registry that refuses duplicate kinds.
+//! - [`retry`]: retry policy as data, turned into delays (exponential, full jitter, `Retry-After`).
+//! - [`store`]: the `Store` driver seam (runs, steps, due times, ledger, accounts) with a SQLite
+//!   and a PostgreSQL driver. The store is the only holder of a delay, a retry or a wait.
+//! - [`engine`]: starts runs from events and executes one claimed step at a time; [`engine::worker`]
+//!   runs it on apalis workers fed from the store.
+//! - [`clock`]: time, injected so tests can move it.
+//! - [`metering`]: units and prices of the usage ledger.
+
+pub mod action;
+pub mod clock;
+pub mod definition;
+pub mod engine;
+pub mod error;
+pub mod expr;
+pub mod metering;
+pub mod retry;
+pub mod store;
+
+pub use error::{Error, Result};

@@ -1,0 +1,112 @@
+//! The store: the system of record for accounts, workflows, events, runs, steps, due times and
+//! the usage ledger. Nothing else holds a delay, a retry or a wait.
+//!
+//! One `Store` speaks two dialects through `sqlx::Any`: the schema keeps to types both databases
+//! share (BIGINT epoch milliseconds, TEXT ids and JSON, 0/1 flags), so every DML statement is
+//! written once, in the module that owns it. What differs — DDL (`migrations/{sqlite,postgres}`),
+//! connection set-up and the claim query — lives in [`dialect`]. The same conformance suite
+//! (`tests/`) runs against both.
+
+mod accounts;
+pub mod dialect;
+mod records;
+mod runs;
+pub use runs::FINAL_RUN_STATUSES;
+mod workflows;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Executor};
+
+pub use dialect::Dialect;
+pub use records::*;
+
+use crate::Result;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Connection settings of a [`Store`].
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `sqlite://path` or `postgres://…`.
+    pub url: String,
+    /// Pool size for PostgreSQL and for SQLite readers.
+    pub max_connections: u32,
+}
+
+/// The store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// Serialises writes on SQLite (one writer connection); the shared pool on PostgreSQL.
+    writer: AnyPool,
+    /// Reads.
+    reader: AnyPool,
+    dialect: Dialect,
+}
+
+impl Store {
+    /// Connects (creating a SQLite file and its folder if needed). Does not migrate.
+    pub async fn connect(config: &StoreConfig) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let dialect = Dialect::from_url(&config.url)?;
+        if let Dialect::Sqlite = dialect {
+            dialect::ensure_sqlite_dir(&config.url)?;
+        }
+        let options = AnyConnectOptions::from_str(&dialect::normalize_url(&config.url))?
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+        let pool = |max: u32| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        for pragma in dialect.session_setup() {
+                            conn.execute(*pragma).await?;
+                        }
+                        Ok(())
+                    })
+                })
+        };
+        let (writer, reader) = match dialect {
+            Dialect::Sqlite => {
+                let writer = pool(1).connect_with(options.clone()).await?;
+                let reader = pool(config.max_connections.max(2)).connect_with(options).await?;
+                (writer, reader)
+            }
+            Dialect::Postgres => {
+                let p = pool(config.max_connections).connect_with(options).await?;
+                (p.clone(), p)
+            }
+        };
+        Ok(Self { writer, reader, dialect })
+    }
+
+    /// Applies pending migrations of this dialect.
+    pub async fn migrate(&self) -> Result<()> {
+        let migrator = match self.dialect {
+            Dialect::Sqlite => &SQLITE_MIGRATIONS,
+            Dialect::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&self.writer).await?;
+        Ok(())
+    }
+
+    /// The dialect spoken.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// True when the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.reader).await.is_ok()
+    }
+
+    /// Closes the pools.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}

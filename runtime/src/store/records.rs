@@ -1,0 +1,335 @@
+//! Rows the store reads and writes.
+
+use sqlx::FromRow;
+
+/// An account.
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct Account {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its plan (`trial`, `starter`, …).
+    pub plan: String,
+    /// Its IANA timezone.
+    pub timezone: String,
+    /// Creation time (ms).
+    pub created_at: i64,
+}
+
+/// A workflow with its current version's definition.
+#[derive(Debug, Clone, FromRow)]
+pub struct WorkflowRow {
+    /// Its id.
+    pub id: String,
+    /// Its account.
+    pub account_id: String,
+    /// Its name.
+    pub name: String,
+    /// 1 when its triggers are on.
+    pub enabled: i64,
+    /// The current version.
+    pub version: i64,
+    /// `manual`, `webhook` or `event`.
+    pub trigger_kind: String,
+    /// The event type of an `event` trigger.
+    pub event_type: Option<String>,
+    /// The secret token of a `webhook` trigger's URL.
+    pub webhook_token: Option<String>,
+    /// The current version's definition (JSON).
+    pub definition: String,
+    /// Creation time (ms).
+    pub created_at: i64,
+    /// Last change (ms).
+    pub updated_at: i64,
+}
+
+/// A new workflow or a new version of one.
+#[derive(Debug, Clone)]
+pub struct WorkflowWrite {
+    /// Its id.
+    pub id: String,
+    /// Its account.
+    pub account_id: String,
+    /// Its name.
+    pub name: String,
+    /// Whether its triggers are on.
+    pub enabled: bool,
+    /// `manual`, `webhook` or `event`.
+    pub trigger_kind: String,
+    /// The event type of an `event` trigger.
+    pub event_type: Option<String>,
+    /// The token to use if the workflow gets a webhook URL and has none yet.
+    pub webhook_token: Option<String>,
+    /// The definition (JSON).
+    pub definition: String,
+    /// Now (ms).
+    pub now: i64,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct RunRow {
+    /// Its id.
+    pub id: String,
+    /// Its account.
+    pub account_id: String,
+    /// Its workflow.
+    pub workflow_id: String,
+    /// The workflow version it runs.
+    pub version: i64,
+    /// `queued | running | waiting | succeeded | failed | cancelled`.
+    pub status: String,
+    /// The event that started it.
+    pub event_id: String,
+    /// The trigger payload (JSON).
+    pub event: String,
+    /// `{steps: {<id>: {output}}, vars: {…}}` (JSON).
+    pub context: String,
+    /// The failure envelope when failed (JSON).
+    pub error: Option<String>,
+    /// 1 for test runs.
+    pub is_test: i64,
+    /// The index of the current (or last) step.
+    pub step_index: i64,
+    /// The sequence number of the current (or last) step execution.
+    pub step_seq: i64,
+    /// Creation time (ms).
+    pub created_at: i64,
+    /// When its first step started (ms).
+    pub started_at: Option<i64>,
+    /// When it ended (ms).
+    pub finished_at: Option<i64>,
+}
+
+/// One execution of a step.
+#[derive(Debug, Clone, FromRow, PartialEq)]
+pub struct StepRow {
+    /// Its run.
+    pub run_id: String,
+    /// Its sequence number in the run (1, 2, …).
+    pub seq: i64,
+    /// The step's id in the workflow.
+    pub step_id: String,
+    /// `pending | running | waiting | succeeded | failed | skipped | cancelled | outcome_unknown`.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// The rendered input (JSON).
+    pub input: Option<String>,
+    /// The output (JSON).
+    pub output: Option<String>,
+    /// The failure envelope (JSON).
+    pub error: Option<String>,
+    /// First attempt's start (ms).
+    pub started_at: Option<i64>,
+    /// End (ms).
+    pub finished_at: Option<i64>,
+    /// When it is due next (delay, retry, wait timeout), ms.
+    pub due_at: Option<i64>,
+}
+
+/// One usage ledger row.
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct UsageRow {
+    /// Monotonic position in the ledger.
+    pub seq: i64,
+    /// Deterministic id (`<run>:<step seq>:<unit>`): a second write of the same charge is refused.
+    pub id: String,
+    /// The account.
+    pub account_id: String,
+    /// The workflow.
+    pub workflow_id: String,
+    /// The run.
+    pub run_id: String,
+    /// The step's id, none for `workflow_run`.
+    pub step_id: Option<String>,
+    /// The unit.
+    pub unit: String,
+    /// How many units.
+    pub quantity: i64,
+    /// Tokens, thousandths.
+    pub tokens_milli: i64,
+    /// Cost, millionths of a dollar.
+    pub cost_micros: i64,
+    /// When (ms).
+    pub created_at: i64,
+}
+
+/// A usage row to write.
+#[derive(Debug, Clone)]
+pub struct NewUsage {
+    /// Deterministic id.
+    pub id: String,
+    /// The step's id, none for `workflow_run`.
+    pub step_id: Option<String>,
+    /// The unit.
+    pub unit: String,
+    /// How many.
+    pub quantity: i64,
+    /// Tokens, thousandths.
+    pub tokens_milli: i64,
+    /// Cost, millionths of a dollar.
+    pub cost_micros: i64,
+}
+
+/// An event to record.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Its id.
+    pub id: String,
+    /// The account.
+    pub account_id: String,
+    /// Its type (`webhook`, `manual`, or the app event's type).
+    pub event_type: String,
+    /// Its payload (JSON).
+    pub data: String,
+    /// `webhook`, `api` or `manual`.
+    pub source: String,
+    /// Repeat protection (`Idempotency-Key`, event `id`), scoped to the account.
+    pub dedupe_key: Option<String>,
+    /// Repeats of `dedupe_key` older than this (ms) start afresh; `None`: never.
+    pub dedupe_since: Option<i64>,
+    /// The answer to give to a repeat (JSON).
+    pub response: String,
+    /// Now (ms).
+    pub now: i64,
+}
+
+/// A run to start.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// Its id.
+    pub id: String,
+    /// The workflow.
+    pub workflow_id: String,
+    /// The version.
+    pub version: i64,
+    /// The trigger payload (JSON).
+    pub event: String,
+    /// Whether it is a test run.
+    pub is_test: bool,
+    /// Its `workflow_run` charge, none when not billed.
+    pub usage: Option<NewUsage>,
+}
+
+/// A waiting step an event resumes.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    /// The run.
+    pub run_id: String,
+    /// The waiting step's sequence number (guards against a timeout that won the race).
+    pub step_seq: i64,
+    /// Its step id.
+    pub step_id: String,
+    /// The wait step's output.
+    pub output: String,
+    /// The run's new context (JSON).
+    pub context: String,
+    /// The index of the step to go on with, none to finish the run.
+    pub next_index: Option<i64>,
+}
+
+/// What recording an event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// Newly recorded.
+    New,
+    /// A repeat: the first answer (JSON).
+    Repeat(String),
+}
+
+/// A claimed queue row.
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct Claim {
+    /// The run.
+    pub run_id: String,
+    /// The step to execute.
+    pub step_index: i64,
+    /// Its execution sequence number.
+    pub step_seq: i64,
+    /// Attempts already made of this step execution.
+    pub attempt: i64,
+    /// 1 when a previous attempt was dispatching and never finished.
+    pub dispatching: i64,
+}
+
+/// What comes after a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// The run continues at a step, due at a time.
+    Continue {
+        /// The step index.
+        step_index: i64,
+        /// Its sequence number.
+        step_seq: i64,
+        /// Attempts already made.
+        attempt: i64,
+        /// When it is due (ms).
+        due_at: i64,
+        /// Keep the claim's lease (the worker goes on with the step at once).
+        keep_lease: Option<i64>,
+    },
+    /// The run is over.
+    Finish,
+}
+
+/// A wait to register (a `wait_for` step that started waiting).
+#[derive(Debug, Clone)]
+pub struct NewWait {
+    /// The event type awaited.
+    pub event_type: String,
+}
+
+/// Everything a step's completion writes, in one transaction.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The run.
+    pub run_id: String,
+    /// The run's account.
+    pub account_id: String,
+    /// The run's workflow.
+    pub workflow_id: String,
+    /// The claim's token: the write is refused if the lease was lost.
+    pub token: String,
+    /// The step execution's record.
+    pub step: StepRow,
+    /// What comes next.
+    pub next: Next,
+    /// The run's new status.
+    pub run_status: String,
+    /// The run's new context (JSON), if it changed.
+    pub context: Option<String>,
+    /// The run's failure envelope (JSON).
+    pub run_error: Option<String>,
+    /// Usage rows to write.
+    pub usage: Vec<NewUsage>,
+    /// A wait to register.
+    pub wait: Option<NewWait>,
+    /// Whether the step ended a wait (its row goes).
+    pub clear_wait: bool,
+    /// Now (ms).
+    pub now: i64,
+}
+
+/// A page of a list.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// The cursor of the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// Filters of a run list.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only this workflow's runs.
+    pub workflow_id: Option<String>,
+    /// Only runs in this status.
+    pub status: Option<String>,
+    /// Runs with ids below this.
+    pub cursor: Option<String>,
+    /// At most this many.
+    pub limit: i64,
+}

@@ -1,0 +1,521 @@
+//! Events, runs, the queue and the ledger: every state change of a run is one transaction.
+
+use sqlx::{Any, Transaction};
+
+use super::workflows::page;
+use super::{
+    Claim, Completion, NewEvent, NewRun, NewUsage, Next, Page, Recorded, Resume, RunFilter, RunRow, StepRow,
+    Store, UsageRow,
+};
+use crate::{Error, Result};
+
+const RUN_COLUMNS: &str = "id, account_id, workflow_id, version, status, event_id, event, context, error, is_test, \
+     step_index, step_seq, created_at, started_at, finished_at";
+const STEP_COLUMNS: &str = "run_id, seq, step_id, status, attempts, input, output, error, started_at, finished_at, due_at";
+const USAGE_COLUMNS: &str =
+    "seq, id, account_id, workflow_id, run_id, step_id, unit, quantity, tokens_milli, cost_micros, created_at";
+
+/// Run statuses that are final.
+pub const FINAL_RUN_STATUSES: [&str; 3] = ["succeeded", "failed", "cancelled"];
+
+impl Store {
+    /// The first answer to a repeat of `dedupe_key`, if there was one after `since`.
+    pub async fn recorded_response(&self, account_id: &str, dedupe_key: &str, since: Option<i64>) -> Result<Option<String>> {
+        let row: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT response FROM events WHERE account_id = $1 AND dedupe_key = $2 AND ($3 IS NULL OR created_at >= $3)",
+        )
+        .bind(account_id)
+        .bind(dedupe_key)
+        .bind(since)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|r| r.0.unwrap_or_default()))
+    }
+
+    /// Records an event, the runs it starts (each with its queue row, due now) and the waits it
+    /// resumes, in one transaction: when this returns `New`, none of it can be lost.
+    pub async fn record_event(&self, event: &NewEvent, runs: &[NewRun], resumes: &[Resume]) -> Result<Recorded> {
+        let mut tx = self.writer.begin().await?;
+        if let Some(key) = &event.dedupe_key {
+            let existing: Option<(i64, Option<String>)> =
+                sqlx::query_as("SELECT created_at, response FROM events WHERE account_id = $1 AND dedupe_key = $2")
+                    .bind(&event.account_id)
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some((created_at, response)) = existing {
+                if event.dedupe_since.is_none_or(|since| created_at >= since) {
+                    return Ok(Recorded::Repeat(response.unwrap_or_default()));
+                }
+                // Older than the window: the key is free again.
+                sqlx::query("UPDATE events SET dedupe_key = NULL WHERE account_id = $1 AND dedupe_key = $2")
+                    .bind(&event.account_id)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO events (id, account_id, type, data, source, dedupe_key, response, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        )
+        .bind(&event.id)
+        .bind(&event.account_id)
+        .bind(&event.event_type)
+        .bind(&event.data)
+        .bind(&event.source)
+        .bind(&event.dedupe_key)
+        .bind(&event.response)
+        .bind(event.now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            // A concurrent request with the same key committed first (PostgreSQL): answer as it did.
+            drop(tx);
+            let key = event.dedupe_key.as_deref().unwrap_or_default();
+            return match self.recorded_response(&event.account_id, key, None).await? {
+                Some(r) => Ok(Recorded::Repeat(r)),
+                None => Err(Error::Conflict("event id already recorded".into())),
+            };
+        }
+        for run in runs {
+            insert_run(&mut tx, &event.account_id, &event.id, run, event.now).await?;
+        }
+        for resume in resumes {
+            resume_wait(&mut tx, resume, event.now).await?;
+        }
+        tx.commit().await?;
+        Ok(Recorded::New)
+    }
+
+    /// Claims up to `limit` due steps for a lease ending at `lease_until`.
+    pub async fn claim(&self, token: &str, now: i64, lease_until: i64, limit: i64) -> Result<Vec<Claim>> {
+        Ok(sqlx::query_as(self.dialect.claim_sql())
+            .bind(token)
+            .bind(lease_until)
+            .bind(limit)
+            .bind(now)
+            .fetch_all(&self.writer)
+            .await?)
+    }
+
+    /// Gives claimed rows back (shutdown): they are due again at once.
+    pub async fn release(&self, run_id: &str, token: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE run_queue SET due_at = $3, lease_token = NULL WHERE run_id = $1 AND lease_token = $2")
+            .bind(run_id)
+            .bind(token)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// Moves a held lease's expiry (long actions).
+    pub async fn extend_lease(&self, run_id: &str, token: &str, until: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE run_queue SET due_at = $3 WHERE run_id = $1 AND lease_token = $2")
+            .bind(run_id)
+            .bind(token)
+            .bind(until)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records, before an at-most-once action sends, that it is dispatching: if the process dies
+    /// now, the next claim sees `dispatching = 1` and ends the step `outcome_unknown` instead of
+    /// sending again. Also shows the step as running in the timeline.
+    pub async fn mark_dispatching(&self, token: &str, step: &StepRow) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query("UPDATE run_queue SET dispatching = 1 WHERE run_id = $1 AND lease_token = $2 AND step_seq = $3")
+            .bind(&step.run_id)
+            .bind(token)
+            .bind(step.seq)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        upsert_step(&mut tx, step).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A run, by id alone (workers).
+    pub async fn run_by_id(&self, run_id: &str) -> Result<Option<RunRow>> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(run_id).fetch_optional(&self.reader).await?)
+    }
+
+    /// Writes a step's outcome, the run's new state, the next due time and the usage rows in one
+    /// transaction. False (and nothing written) when the claim's lease was lost to another worker.
+    /// When the run was cancelled meanwhile, the step's outcome and usage are still recorded (it
+    /// did run), but nothing after it is scheduled.
+    pub async fn complete(&self, c: &Completion) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let fenced = match &c.next {
+            Next::Continue { step_index, step_seq, attempt, due_at, keep_lease } => {
+                sqlx::query(
+                    "UPDATE run_queue SET step_index = $3, step_seq = $4, attempt = $5, dispatching = 0, \
+                     due_at = $6, lease_token = CASE WHEN $7 = 1 THEN lease_token ELSE NULL END \
+                     WHERE run_id = $1 AND lease_token = $2",
+                )
+                .bind(&c.run_id)
+                .bind(&c.token)
+                .bind(step_index)
+                .bind(step_seq)
+                .bind(attempt)
+                .bind(keep_lease.unwrap_or(*due_at))
+                .bind(keep_lease.is_some() as i64)
+                .execute(&mut *tx)
+                .await?
+            }
+            Next::Finish => {
+                sqlx::query("DELETE FROM run_queue WHERE run_id = $1 AND lease_token = $2")
+                    .bind(&c.run_id)
+                    .bind(&c.token)
+                    .execute(&mut *tx)
+                    .await?
+            }
+        };
+        let cancelled = if fenced.rows_affected() == 1 {
+            false
+        } else {
+            let status: Option<(String,)> = sqlx::query_as("SELECT status FROM runs WHERE id = $1")
+                .bind(&c.run_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if status.as_ref().map(|s| s.0.as_str()) != Some("cancelled") {
+                return Ok(false);
+            }
+            true
+        };
+        upsert_step(&mut tx, &c.step).await?;
+        if !cancelled {
+            let (step_index, step_seq) = match &c.next {
+                Next::Continue { step_index, step_seq, .. } => (*step_index, *step_seq),
+                Next::Finish => (-1, c.step.seq),
+            };
+            let finished = FINAL_RUN_STATUSES.contains(&c.run_status.as_str()).then_some(c.now);
+            sqlx::query(
+                "UPDATE runs SET status = $2, context = COALESCE($3, context), error = $4, \
+                 step_index = CASE WHEN $5 < 0 THEN step_index ELSE $5 END, step_seq = $6, \
+                 started_at = COALESCE(started_at, $7), finished_at = $8 WHERE id = $1",
+            )
+            .bind(&c.run_id)
+            .bind(&c.run_status)
+            .bind(&c.context)
+            .bind(&c.run_error)
+            .bind(step_index)
+            .bind(step_seq)
+            .bind(c.step.started_at.unwrap_or(c.now))
+            .bind(finished)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(wait) = &c.wait {
+                sqlx::query(
+                    "INSERT INTO waits (run_id, account_id, event_type, step_seq, created_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (run_id) DO UPDATE SET event_type = $3, step_seq = $4, created_at = $5",
+                )
+                .bind(&c.run_id)
+                .bind(&c.account_id)
+                .bind(&wait.event_type)
+                .bind(c.step.seq)
+                .bind(c.now)
+                .execute(&mut *tx)
+                .await?;
+            } else if c.clear_wait {
+                sqlx::query("DELETE FROM waits WHERE run_id = $1").bind(&c.run_id).execute(&mut *tx).await?;
+            }
+        }
+        if !c.usage.is_empty() {
+            insert_usage(&mut tx, &c.account_id, &c.workflow_id, &c.run_id, &c.usage, c.now).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Runs of an account waiting for an event type: `(run, waiting step seq)`.
+    pub async fn waiting_runs(&self, account_id: &str, event_type: &str) -> Result<Vec<(RunRow, i64)>> {
+        let rows: Vec<WaitingRun> = sqlx::query_as(
+            "SELECT r.id, r.account_id, r.workflow_id, r.version, r.status, r.event_id, r.event, r.context, r.error, \
+             r.is_test, r.step_index, r.step_seq, r.created_at, r.started_at, r.finished_at, w.step_seq AS wait_seq \
+             FROM runs r JOIN waits w ON w.run_id = r.id WHERE w.account_id = $1 AND w.event_type = $2",
+        )
+            .bind(account_id)
+            .bind(event_type)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.into_iter().map(|w| (w.run, w.wait_seq)).collect())
+    }
+
+    /// Cancels a run: its queue row and wait go, so nothing after a running step starts.
+    /// `None` if there is no such run; `Some(false)` if it had already ended.
+    pub async fn cancel_run(&self, account_id: &str, run_id: &str, now: i64) -> Result<Option<bool>> {
+        let mut tx = self.writer.begin().await?;
+        let status: Option<(String,)> = sqlx::query_as("SELECT status FROM runs WHERE id = $1 AND account_id = $2")
+            .bind(run_id)
+            .bind(account_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((status,)) = status else { return Ok(None) };
+        if FINAL_RUN_STATUSES.contains(&status.as_str()) {
+            return Ok(Some(false));
+        }
+        sqlx::query("UPDATE runs SET status = 'cancelled', finished_at = $2 WHERE id = $1")
+            .bind(run_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM run_queue WHERE run_id = $1").bind(run_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM waits WHERE run_id = $1").bind(run_id).execute(&mut *tx).await?;
+        sqlx::query(
+            "UPDATE step_runs SET status = 'cancelled', finished_at = $2 \
+             WHERE run_id = $1 AND status IN ('pending', 'waiting')",
+        )
+        .bind(run_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(true))
+    }
+
+    /// Re-runs a failed run from its failed (or outcome-unknown) step: a new execution of that
+    /// step, due now. `None` if there is no such run; `Some(false)` if it is not failed.
+    pub async fn retry_run(&self, account_id: &str, run_id: &str, now: i64) -> Result<Option<bool>> {
+        let mut tx = self.writer.begin().await?;
+        let run: Option<(String, i64, i64)> =
+            sqlx::query_as("SELECT status, step_index, step_seq FROM runs WHERE id = $1 AND account_id = $2")
+                .bind(run_id)
+                .bind(account_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((status, step_index, step_seq)) = run else { return Ok(None) };
+        if status != "failed" {
+            return Ok(Some(false));
+        }
+        let seq = step_seq + 1;
+        sqlx::query(
+            "INSERT INTO run_queue (run_id, account_id, due_at, step_index, step_seq, attempt, lease_token, dispatching) \
+             VALUES ($1, $2, $3, $4, $5, 0, NULL, 0)",
+        )
+        .bind(run_id)
+        .bind(account_id)
+        .bind(now)
+        .bind(step_index)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE runs SET status = 'queued', error = NULL, finished_at = NULL, step_seq = $2 WHERE id = $1")
+            .bind(run_id)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(true))
+    }
+
+    /// A run of the account with its step timeline and usage rows.
+    pub async fn run_detail(&self, account_id: &str, run_id: &str) -> Result<Option<(RunRow, Vec<StepRow>, Vec<UsageRow>)>> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND account_id = $2");
+        let run: Option<RunRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(run_id).bind(account_id).fetch_optional(&self.reader).await?;
+        let Some(run) = run else { return Ok(None) };
+        let sql = format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = $1 ORDER BY seq");
+        let steps = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(run_id).fetch_all(&self.reader).await?;
+        let sql = format!("SELECT {USAGE_COLUMNS} FROM usage_ledger WHERE run_id = $1 ORDER BY seq");
+        let usage = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(run_id).fetch_all(&self.reader).await?;
+        Ok(Some((run, steps, usage)))
+    }
+
+    /// The current queue row of a run: `(due_at, attempt, leased)`.
+    pub async fn queue_entry(&self, run_id: &str) -> Result<Option<(i64, i64, bool)>> {
+        let row: Option<(i64, i64, Option<String>)> =
+            sqlx::query_as("SELECT due_at, attempt, lease_token FROM run_queue WHERE run_id = $1")
+                .bind(run_id)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(row.map(|(d, a, l)| (d, a, l.is_some())))
+    }
+
+    /// The account's runs, newest first.
+    pub async fn list_runs(&self, account_id: &str, f: &RunFilter) -> Result<Page<RunRow>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE account_id = $1 AND ($2 IS NULL OR workflow_id = $2) \
+             AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
+        );
+        let items: Vec<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(account_id)
+            .bind(&f.workflow_id)
+            .bind(&f.status)
+            .bind(&f.cursor)
+            .bind(f.limit + 1)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(page(items, f.limit, |r| r.id.clone()))
+    }
+
+    /// The earliest due time in the queue (for sleeping until then).
+    pub async fn next_due_at(&self) -> Result<Option<i64>> {
+        let row: (Option<i64>,) = sqlx::query_as("SELECT MIN(due_at) FROM run_queue").fetch_one(&self.reader).await?;
+        Ok(row.0)
+    }
+
+    /// Rows in the queue (runs with something left to do).
+    pub async fn queue_depth(&self) -> Result<i64> {
+        let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM run_queue").fetch_one(&self.reader).await?;
+        Ok(row.0)
+    }
+
+    /// Ledger rows of an account after `after`, in `seq` order.
+    pub async fn usage_after(&self, account_id: &str, after: i64, limit: i64) -> Result<Vec<UsageRow>> {
+        let sql = format!("SELECT {USAGE_COLUMNS} FROM usage_ledger WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(account_id).bind(after).bind(limit).fetch_all(&self.reader).await?)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct WaitingRun {
+    #[sqlx(flatten)]
+    run: RunRow,
+    wait_seq: i64,
+}
+
+async fn insert_run(tx: &mut Transaction<'static, Any>, account_id: &str, event_id: &str, run: &NewRun, now: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO runs (id, account_id, workflow_id, version, status, event_id, event, context, error, is_test, \
+         step_index, step_seq, created_at, started_at, finished_at) \
+         VALUES ($1, $2, $3, $4, 'queued', $5, $6, '{}', NULL, $7, 0, 1, $8, NULL, NULL)",
+    )
+    .bind(&run.id)
+    .bind(account_id)
+    .bind(&run.workflow_id)
+    .bind(run.version)
+    .bind(event_id)
+    .bind(&run.event)
+    .bind(run.is_test as i64)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO run_queue (run_id, account_id, due_at, step_index, step_seq, attempt, lease_token, dispatching) \
+         VALUES ($1, $2, $3, 0, 1, 0, NULL, 0)",
+    )
+    .bind(&run.id)
+    .bind(account_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    if let Some(usage) = &run.usage {
+        insert_usage(tx, account_id, &run.workflow_id, &run.id, std::slice::from_ref(usage), now).await?;
+    }
+    Ok(())
+}
+
+async fn resume_wait(tx: &mut Transaction<'static, Any>, r: &Resume, now: i64) -> Result<()> {
+    // Whoever deletes the wait row owns the resumption; a timeout that got there first wins.
+    let won = sqlx::query("DELETE FROM waits WHERE run_id = $1 AND step_seq = $2")
+        .bind(&r.run_id)
+        .bind(r.step_seq)
+        .execute(&mut **tx)
+        .await?;
+    if won.rows_affected() != 1 {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE step_runs SET status = 'succeeded', output = $3, finished_at = $4, due_at = NULL \
+         WHERE run_id = $1 AND seq = $2",
+    )
+    .bind(&r.run_id)
+    .bind(r.step_seq)
+    .bind(&r.output)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    match r.next_index {
+        Some(next) => {
+            // Clearing the token fences out a worker that holds the timeout's claim.
+            sqlx::query(
+                "UPDATE run_queue SET step_index = $2, step_seq = $3, attempt = 0, dispatching = 0, due_at = $4, \
+                 lease_token = NULL WHERE run_id = $1",
+            )
+            .bind(&r.run_id)
+            .bind(next)
+            .bind(r.step_seq + 1)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query("UPDATE runs SET status = 'running', context = $2, step_index = $3, step_seq = $4 WHERE id = $1")
+                .bind(&r.run_id)
+                .bind(&r.context)
+                .bind(next)
+                .bind(r.step_seq + 1)
+                .execute(&mut **tx)
+                .await?;
+        }
+        None => {
+            sqlx::query("DELETE FROM run_queue WHERE run_id = $1").bind(&r.run_id).execute(&mut **tx).await?;
+            sqlx::query("UPDATE runs SET status = 'succeeded', context = $2, finished_at = $3 WHERE id = $1")
+                .bind(&r.run_id)
+                .bind(&r.context)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn upsert_step(tx: &mut Transaction<'static, Any>, s: &StepRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO step_runs (run_id, seq, step_id, status, attempts, input, output, error, started_at, finished_at, due_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (run_id, seq) DO UPDATE SET status = $4, attempts = $5, input = COALESCE($6, step_runs.input), \
+         output = $7, error = $8, started_at = COALESCE(step_runs.started_at, $9), finished_at = $10, due_at = $11",
+    )
+    .bind(&s.run_id)
+    .bind(s.seq)
+    .bind(&s.step_id)
+    .bind(&s.status)
+    .bind(s.attempts)
+    .bind(&s.input)
+    .bind(&s.output)
+    .bind(&s.error)
+    .bind(s.started_at)
+    .bind(s.finished_at)
+    .bind(s.due_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_usage(
+    tx: &mut Transaction<'static, Any>,
+    account_id: &str,
+    workflow_id: &str,
+    run_id: &str,
+    usage: &[NewUsage],
+    now: i64,
+) -> Result<()> {
+    for u in usage {
+        // The id is deterministic per (run, step execution, unit): a replayed completion cannot
+        // charge twice.
+        sqlx::query(
+            "INSERT INTO usage_ledger (id, account_id, workflow_id, run_id, step_id, unit, quantity, tokens_milli, \
+             cost_micros, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&u.id)
+        .bind(account_id)
+        .bind(workflow_id)
+        .bind(run_id)
+        .bind(&u.step_id)
+        .bind(&u.unit)
+        .bind(u.quantity)
+        .bind(u.tokens_milli)
+        .bind(u.cost_micros)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
