@@ -1,1 +1,16 @@
-//! placeholder
+//! # switchboard-integrations
+//!
+//! Connections to the outside world, shared by the action modules. It depends on the runtime
+//! only for the failure envelope ([`switchboard_runtime::action::ActionError`]).
+//!
+//! ## Layout
+//! - [`http`]: the outbound HTTP client (redirect limit, and a guard that refuses private,
+//!   loopback and link-local addresses unless the operator allows them) and the one function
+//!   that maps an HTTP answer or a send failure to retryable / permanent / outcome unknown.
+//! - [`error`]: the crate's error type.
+
+pub mod error;
+pub mod http;
+
+pub use error::{Error, Result};
+pub use http::{HttpConfig, classify_response, classify_send_error, client};
