@@ -1,1 +1,22 @@
-//! placeholder
+//! # switchboard-api
+//!
+//! The HTTP edge and the `switchboard` binary's commands.
+//!
+//! ## Layout
+//! - [`config`]: layered settings (defaults → `switchboard.toml` → `SWITCHBOARD_…` env).
+//! - [`app`]: the shared state and the router merged from each resource's own router.
+//! - [`routes`]: one module per resource (accounts, workflows, runs, events, hooks, health).
+//! - [`error`]: `ApiError`, the one error format (`{error: {code, message, details}}`).
+//! - [`auth`]: account API keys (stored hashed) and the admin token.
+//! - [`cli`]: `serve`, `worker`, `migrate`, `bench`.
+//! - [`bench`]: the benchmark behind `switchboard bench`.
+
+pub mod app;
+pub mod auth;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod routes;
+
+pub use app::{AppState, router};

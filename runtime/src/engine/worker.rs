@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apalis::prelude::{BackendBuilder, BoxDynError, Data, Task, WorkerBuilder, WorkerBuilderExt};
+use apalis::prelude::{BackendBuilder, BoxDynError, Data, Task, TaskBuilder, TaskId, WorkerBuilder, WorkerBuilderExt};
 use futures::{FutureExt, SinkExt, StreamExt};
 
 use super::{Engine, new_token};
@@ -86,13 +86,18 @@ async fn next_job(mut buffer: Buffer) -> (StepJob, Buffer) {
 
 async fn handle(job: StepJob, engine: Data<Arc<Engine>>) -> Result<(), BoxDynError> {
     let run_id = job.claim.run_id.clone();
-    engine.process(&job.token, job.claim).await.map_err(|e| {
+    let engine = Arc::clone(&engine);
+    // Each step runs on its own tokio task, so steps use every core while the apalis worker
+    // only schedules them.
+    let outcome = tokio::spawn(async move { engine.process(&job.token, job.claim).await }).await?;
+    outcome.map_err(|e| {
         tracing::error!(%run_id, error = %e, "step failed to process; it will be retried when its lease expires");
         Box::new(e) as BoxDynError
     })
 }
 
 /// Runs this process's workers until `shutdown` resolves; in-flight steps finish first.
+/// Await it on the current task (e.g. in `tokio::join!`): apalis's worker future is not `Send`.
 pub async fn run(engine: Arc<Engine>, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), BoxDynError> {
     let backend = BackendBuilder::new()
         .database(engine.clone())
@@ -100,7 +105,10 @@ pub async fn run(engine: Arc<Engine>, shutdown: impl Future<Output = ()> + Send 
             let buffer = Buffer { engine: engine.clone(), jobs: VecDeque::new() };
             futures::stream::unfold(buffer, |buffer| async move {
                 let (job, buffer) = next_job(buffer).await;
-                Some((Ok::<_, BoxDynError>(Some(Task::new(job))), buffer))
+                // apalis's tracing layer names each task by its id.
+                let id = TaskId::String(format!("{}:{}:{}", job.claim.run_id, job.claim.step_seq, job.claim.attempt));
+                let task = TaskBuilder::new(job).task_id(id).build();
+                Some((Ok::<_, BoxDynError>(Some(task)), buffer))
             })
             .boxed()
         })

@@ -85,3 +85,30 @@ pub(crate) fn ensure_sqlite_dir(url: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Creates a fresh PostgreSQL database on the server of `server_url` and returns its URL
+/// (benchmarks and tests use one database each).
+pub async fn create_postgres_database(server_url: &str, name: &str) -> Result<String> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(server_url).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await?;
+    conn.close().await?;
+    let (base, query) = match server_url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (server_url, String::new()),
+    };
+    let prefix = match base.rfind('/') {
+        Some(i) if i > base.find("://").map(|p| p + 2).unwrap_or(0) => &base[..i],
+        _ => base,
+    };
+    Ok(format!("{prefix}/{name}{query}"))
+}
+
+/// Drops a database made by [`create_postgres_database`].
+pub async fn drop_postgres_database(server_url: &str, name: &str) -> Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(server_url).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).execute(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! Authentication: account API keys (random, shown once, stored as SHA-256 hashes — a fast hash
+//! is right for 256-bit random secrets, unlike passwords) and the admin token.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use switchboard_runtime::store::Account;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// A new random secret, hex-encoded, with a prefix (`sk_…` keys, webhook tokens).
+pub fn random_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// The stored form of an API key.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// The account of the request's API key.
+#[derive(Debug, Clone)]
+pub struct AccountAuth(pub Account);
+
+impl FromRequestParts<AppState> for AccountAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let key = bearer(parts).ok_or_else(|| ApiError::unauthorized("missing 'Authorization: Bearer <api key>'"))?;
+        match state.engine.store().account_by_key_hash(&hash_key(key)).await? {
+            Some(account) => Ok(AccountAuth(account)),
+            None => Err(ApiError::unauthorized("unknown API key")),
+        }
+    }
+}
+
+/// Proof that the request carries the admin token.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminAuth;
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("missing 'Authorization: Bearer <admin token>'"))?;
+        if bool::from(token.as_bytes().ct_eq(state.admin_token.as_bytes())) {
+            Ok(AdminAuth)
+        } else {
+            Err(ApiError::unauthorized("not the admin token"))
+        }
+    }
+}

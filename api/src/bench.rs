@@ -1,0 +1,194 @@
+//! `switchboard bench`: webhook ingest (requests/s, p50/p99 at 64 concurrent clients, 202 only
+//! after commit) and step throughput (1,000 runs of a 10-step workflow), on SQLite and on
+//! PostgreSQL, printed as a table. Figures, not assertions: nothing here fails on a slow machine.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+use switchboard_runtime::clock::SystemClock;
+use switchboard_runtime::engine::{Engine, EngineConfig, worker};
+use switchboard_runtime::store::{Account, Store, StoreConfig, WorkflowWrite, dialect};
+use tokio::net::TcpListener;
+
+use crate::app::{AppState, router};
+use crate::auth::random_secret;
+
+/// Options of `switchboard bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// PostgreSQL server to measure on (a fresh database is created, then dropped); `none` skips.
+    #[arg(long, env = "SWITCHBOARD_BENCH_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub postgres: String,
+    /// Webhook requests sent in the ingest measurement.
+    #[arg(long, default_value_t = 20_000)]
+    pub requests: usize,
+    /// Concurrent webhook clients.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Runs of the 10-step workflow in the throughput measurement.
+    #[arg(long, default_value_t = 1_000)]
+    pub runs: usize,
+}
+
+struct Figures {
+    backend: &'static str,
+    ingest_rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    steps_per_sec: f64,
+    runs_elapsed: Duration,
+}
+
+/// Runs the benchmark on SQLite, then on PostgreSQL if reachable, and prints the figures.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let mut figures = Vec::new();
+    let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
+    let sqlite_url = format!("sqlite://{}", dir.join("bench.db").display());
+    figures.push(measure("sqlite", &sqlite_url, &args).await?);
+    let _ = std::fs::remove_dir_all(&dir);
+    if args.postgres != "none" {
+        let name = format!("switchboard_bench_{}", std::process::id());
+        match dialect::create_postgres_database(&args.postgres, &name).await {
+            Ok(url) => {
+                let result = measure("postgres", &url, &args).await;
+                dialect::drop_postgres_database(&args.postgres, &name).await?;
+                figures.push(result?);
+            }
+            Err(e) => println!("PostgreSQL at {} unreachable ({e}); measured SQLite only", crate::cli::redact(&args.postgres)),
+        }
+    }
+    println!();
+    println!("machine: {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "{:<10} {:>14} {:>9} {:>9} {:>12} {:>14}",
+        "backend", "ingest req/s", "p50 ms", "p99 ms", "steps/s", "runs drained"
+    );
+    for f in &figures {
+        println!(
+            "{:<10} {:>14.0} {:>9.2} {:>9.2} {:>12.0} {:>13.2}s",
+            f.backend,
+            f.ingest_rps,
+            f.p50_ms,
+            f.p99_ms,
+            f.steps_per_sec,
+            f.runs_elapsed.as_secs_f64()
+        );
+    }
+    println!(
+        "(ingest: {} webhook POSTs of ~0.5 KB from {} clients, each answered 202 after commit; \
+         steps: {} runs x 10 log steps)",
+        args.requests, args.clients, args.runs
+    );
+    Ok(())
+}
+
+async fn measure(backend: &'static str, url: &str, args: &BenchArgs) -> anyhow::Result<Figures> {
+    let store = Store::connect(&StoreConfig { url: url.to_string(), max_connections: 32 }).await?;
+    store.migrate().await?;
+    let actions = switchboard_actions::registry(&Default::default())?;
+    let engine = Arc::new(Engine::new(store.clone(), actions, Arc::new(SystemClock), EngineConfig::default()));
+    let now = engine.clock().now();
+    let account = Account { id: "bench".into(), name: "bench".into(), plan: "enterprise".into(), timezone: "UTC".into(), created_at: now };
+    store.create_account(&account, "bench-key-hash").await?;
+
+    // Ingest: the API alone (no workers), so the figure is the accept path.
+    let token = random_secret("wh_");
+    let steps: Vec<_> = (0..10).map(|i| json!({ "id": format!("s{i}"), "action": "log", "input": { "message": "step {{ run.id }}" } })).collect();
+    let hook = json!({ "name": "bench hook", "trigger": { "webhook": {} }, "steps": steps });
+    store.create_workflow(&write("hook", &hook, "webhook", Some(token.clone()), now)).await?;
+    let state = AppState { engine: engine.clone(), admin_token: "unused".into(), public_url: "http://bench".into() };
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(axum::serve(listener, router(state)).into_future());
+    let (ingest_rps, p50_ms, p99_ms) = ingest(&format!("http://{addr}/hooks/{token}"), args.requests, args.clients).await?;
+    server.abort();
+
+    // Throughput: drain the webhook runs first so they do not count, then time fresh runs.
+    let manual = json!({ "name": "bench steps", "trigger": { "manual": {} }, "steps": steps });
+    store.create_workflow(&write("steps", &manual, "manual", None, now)).await?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let workers = worker::run(engine.clone(), async move {
+        let _ = stop_rx.changed().await;
+    });
+    let timed = async {
+        wait_empty(&store).await?;
+        let row = store.workflow("bench", "steps").await?.context("bench workflow")?;
+        for _ in 0..args.runs {
+            engine.start_manual(&row, json!({ "lead": { "first_name": "Ada" } })).await?;
+        }
+        let started = Instant::now();
+        wait_empty(&store).await?;
+        let elapsed = started.elapsed();
+        let _ = stop_tx.send(true);
+        anyhow::Ok(elapsed)
+    };
+    let (worked, runs_elapsed) = tokio::join!(workers, timed);
+    worked.map_err(|e| anyhow::anyhow!(e))?;
+    let runs_elapsed = runs_elapsed?;
+    store.close().await;
+    Ok(Figures {
+        backend,
+        ingest_rps,
+        p50_ms,
+        p99_ms,
+        steps_per_sec: (args.runs * 10) as f64 / runs_elapsed.as_secs_f64(),
+        runs_elapsed,
+    })
+}
+
+fn write(id: &str, doc: &serde_json::Value, kind: &str, token: Option<String>, now: i64) -> WorkflowWrite {
+    WorkflowWrite {
+        id: id.into(),
+        account_id: "bench".into(),
+        name: id.into(),
+        enabled: true,
+        trigger_kind: kind.into(),
+        event_type: None,
+        webhook_token: token,
+        definition: doc.to_string(),
+        now,
+    }
+}
+
+async fn wait_empty(store: &Store) -> anyhow::Result<()> {
+    while store.queue_depth().await? > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn ingest(url: &str, requests: usize, clients: usize) -> anyhow::Result<(f64, f64, f64)> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
+    let body = json!({
+        "lead": { "id": "lead_123", "first_name": "Ada", "last_name": "Lovelace", "phone": "+15550001111",
+                  "email": "ada@example.com", "source": "website", "notes": "x".repeat(300) }
+    })
+    .to_string();
+    let remaining = Arc::new(AtomicUsize::new(requests));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, url, body, remaining) = (client.clone(), url.to_string(), body.clone(), remaining.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while remaining.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                let t = Instant::now();
+                let res = client.post(&url).header("content-type", "application/json").body(body.clone()).send().await?;
+                anyhow::ensure!(res.status() == 202, "webhook answered {}", res.status());
+                latencies.push(t.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut all = Vec::with_capacity(requests);
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
+    Ok((requests as f64 / elapsed.as_secs_f64(), pct(0.50), pct(0.99)))
+}

@@ -1,0 +1,145 @@
+//! The `switchboard` commands. `main.rs` only calls [`main`], so tests can start the very same
+//! code as a separate process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchboard_runtime::clock::SystemClock;
+use switchboard_runtime::engine::{Engine, worker};
+use switchboard_runtime::store::Store;
+use tokio::net::TcpListener;
+
+use crate::app::{AppState, router};
+use crate::config::Settings;
+
+/// Switchboard: durable workflow automation.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about)]
+pub struct Cli {
+    /// Settings file (default: ./switchboard.toml if it exists).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API and the workers in one process (migrates first).
+    Serve,
+    /// Run workers only.
+    Worker,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Measure webhook ingest and step throughput, and print the figures.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// The binary's entry point.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The benchmark logs only warnings, so that logging is not what it measures.
+    let default_filter = if matches!(cli.command, Command::Bench(_)) { "warn" } else { "info,sqlx=warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into());
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref()).context("loading settings")?;
+    match cli.command {
+        Command::Migrate => {
+            let store = connect(&settings).await?;
+            store.close().await;
+            println!("migrations applied to {}", redact(&settings.database_url()));
+            Ok(())
+        }
+        Command::Worker => {
+            let engine = engine(&settings).await?;
+            tracing::info!(database = %redact(&settings.database_url()), "worker started");
+            worker::run(engine, shutdown_signal()).await.map_err(|e| anyhow::anyhow!(e))
+        }
+        Command::Serve => serve(settings).await,
+        Command::Bench(args) => crate::bench::run(args).await,
+    }
+}
+
+async fn connect(settings: &Settings) -> anyhow::Result<Store> {
+    let url = settings.database_url();
+    let store = Store::connect(&settings.store()).await.with_context(|| format!("connecting to {}", redact(&url)))?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+/// Connects, migrates and builds the engine with every action module.
+pub async fn engine(settings: &Settings) -> anyhow::Result<Arc<Engine>> {
+    let store = connect(settings).await?;
+    let http = switchboard_integrations::HttpConfig { allow_private: settings.http_allow_private, ..Default::default() };
+    let actions = switchboard_actions::registry(&http).context("building action modules")?;
+    Ok(Arc::new(Engine::new(store, actions, Arc::new(SystemClock), settings.engine())))
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let engine = engine(&settings).await?;
+    let (admin_token, generated) = settings.admin_token().context("reading or creating the admin token")?;
+    if generated {
+        println!(
+            "Generated the admin token (kept in {}):\n  {admin_token}",
+            settings.data_dir.join("admin_token").display()
+        );
+    }
+    let state = AppState { engine: engine.clone(), admin_token: admin_token.into(), public_url: settings.public_url().into() };
+    let listener = TcpListener::bind(&settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
+    tracing::info!(listen = %settings.listen, database = %redact(&settings.database_url()), "switchboard serving");
+    println!("Switchboard listening on http://{}", listener.local_addr()?);
+    // One signal stops both: the server stops accepting, the workers finish in-flight steps.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
+    let workers = worker::run(engine, stopped(stop_rx.clone()));
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(stopped(stop_rx)).into_future();
+    let signal = async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    let (served, worked, ()) = tokio::join!(server, workers, signal);
+    if let Err(e) = worked {
+        tracing::error!(error = %e, "workers stopped with an error");
+    }
+    served.context("HTTP server")
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: finishing in-flight steps");
+}
+
+/// A database URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match url.split_once('@') {
+        Some((creds, host)) if creds.contains("://") => {
+            let (scheme, user) = creds.split_once("://").unwrap_or((creds, ""));
+            let user = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,116 @@
+//! Settings, loaded once at the binary's edge: defaults → `switchboard.toml` (or `--config`) →
+//! `SWITCHBOARD_…` environment variables (SPEC §8 fixes the names).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use switchboard_runtime::engine::EngineConfig;
+use switchboard_runtime::store::StoreConfig;
+
+/// Every setting.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    /// Where the embedded SQLite file and the generated admin token live.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; default `sqlite://$DATA_DIR/switchboard.db`.
+    pub database_url: Option<String>,
+    /// Redis, for shared rate limits and live events (not used by the core yet).
+    pub redis_url: Option<String>,
+    /// HTTP listen address.
+    pub listen: String,
+    /// Base of webhook URLs; default `http://$LISTEN`.
+    pub public_url: Option<String>,
+    /// The admin bearer token; generated on first start and kept in the data dir.
+    pub admin_token: Option<String>,
+    /// Let `http.request` reach private, loopback and link-local addresses.
+    pub http_allow_private: bool,
+    /// Seconds a claimed step is leased before another worker may take it over.
+    pub lease_secs: u64,
+    /// Steps executed at once by this process.
+    pub worker_concurrency: usize,
+    /// Database connections of this process.
+    pub max_connections: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            redis_url: None,
+            listen: "127.0.0.1:8080".into(),
+            public_url: None,
+            admin_token: None,
+            http_allow_private: false,
+            lease_secs: 60,
+            worker_concurrency: 64,
+            max_connections: 16,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads settings: defaults, then the TOML file (if it exists), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, figment::Error> {
+        let file = file.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("switchboard.toml"));
+        Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::file(file))
+            .merge(Env::prefixed("SWITCHBOARD_"))
+            .extract()
+    }
+
+    /// The database URL, with the embedded default filled in.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("switchboard.db").display()))
+    }
+
+    /// The public base URL, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_string()
+    }
+
+    /// Store settings.
+    pub fn store(&self) -> StoreConfig {
+        StoreConfig { url: self.database_url(), max_connections: self.max_connections }
+    }
+
+    /// Engine settings.
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            lease: Duration::from_secs(self.lease_secs.max(1)),
+            concurrency: self.worker_concurrency.max(1),
+            ..EngineConfig::default()
+        }
+    }
+
+    /// The admin token: configured, or kept in `$DATA_DIR/admin_token`, or generated now (and
+    /// then printed once). Returns the token and whether it was just generated.
+    pub fn admin_token(&self) -> std::io::Result<(String, bool)> {
+        if let Some(t) = &self.admin_token {
+            return Ok((t.clone(), false));
+        }
+        let path = self.data_dir.join("admin_token");
+        if let Ok(t) = std::fs::read_to_string(&path) {
+            return Ok((t.trim().to_string(), false));
+        }
+        std::fs::create_dir_all(&self.data_dir)?;
+        let token = crate::auth::random_secret("adm_");
+        write_private(&path, &token)?;
+        Ok((token, true))
+    }
+}
+
+/// Writes a secret file readable by its owner only.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
+}

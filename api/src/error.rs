@@ -1,0 +1,75 @@
+//! The API's one error format: `{"error": {"code", "message", "details": [{path, message}]}}`.
+//! Internal errors are logged and answered with a generic message, never their text.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use switchboard_runtime::Error;
+use switchboard_runtime::definition::Problem;
+
+/// An error answered to a client.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable snake_case code.
+    pub code: &'static str,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// Problems with their paths (422).
+    pub details: Vec<Problem>,
+    /// `Retry-After`, seconds (429).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with a status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), details: Vec::new(), retry_after: None }
+    }
+    /// 400: the body could not be parsed.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    /// 404: no such thing in this account.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+    /// 422 with every problem.
+    pub fn invalid(code: &'static str, message: impl Into<String>, details: Vec<Problem>) -> Self {
+        Self { details, ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message) }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::NotFound(what) => ApiError::not_found(what),
+            Error::Invalid(problems) => ApiError::invalid("invalid_workflow", "the workflow is invalid", problems),
+            Error::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            other => {
+                tracing::error!(error = %other, "internal error");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message, "details": self.details } });
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// The API's result alias.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,132 @@
+//! Runs: list, read with the step timeline, cancel, retry.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchboard_runtime::clock::to_rfc3339;
+use switchboard_runtime::store::{FINAL_RUN_STATUSES, RunFilter, RunRow, StepRow, UsageRow};
+
+use crate::app::AppState;
+use crate::auth::AccountAuth;
+use crate::error::{ApiError, ApiResult};
+
+/// `/v1/runs…`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/runs", get(list))
+        .route("/v1/runs/{id}", get(read))
+        .route("/v1/runs/{id}/cancel", post(cancel))
+        .route("/v1/runs/{id}/retry", post(retry))
+}
+
+fn parse(s: &Option<String>) -> Value {
+    s.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(Value::Null)
+}
+
+fn time(t: Option<i64>) -> Value {
+    t.map(to_rfc3339).map(Value::String).unwrap_or(Value::Null)
+}
+
+/// The API shape of a run (without steps).
+pub(crate) fn run_json(r: &RunRow) -> Value {
+    let mut out = json!({
+        "id": r.id,
+        "workflow_id": r.workflow_id,
+        "version": r.version,
+        "status": r.status,
+        "event": serde_json::from_str::<Value>(&r.event).unwrap_or_default(),
+        "test": r.is_test == 1,
+        "created_at": to_rfc3339(r.created_at),
+        "started_at": time(r.started_at),
+        "finished_at": time(r.finished_at),
+    });
+    if r.error.is_some() {
+        out["error"] = parse(&r.error);
+    }
+    out
+}
+
+fn usage_json(u: &UsageRow) -> Value {
+    json!({
+        "seq": u.seq, "unit": u.unit, "quantity": u.quantity,
+        "tokens_milli": u.tokens_milli, "cost_micros": u.cost_micros, "created_at": to_rfc3339(u.created_at),
+    })
+}
+
+fn step_json(s: &StepRow, usage: &[UsageRow]) -> Value {
+    let mut out = json!({
+        "id": s.step_id,
+        "seq": s.seq,
+        "status": s.status,
+        "attempts": s.attempts,
+        "started_at": time(s.started_at),
+        "finished_at": time(s.finished_at),
+        "due_at": time(s.due_at),
+        "input": parse(&s.input),
+        "output": parse(&s.output),
+        "usage": usage.iter().filter(|u| u.step_id.as_deref() == Some(&s.step_id) && u.id.starts_with(&format!("{}:{}:", s.run_id, s.seq))).map(usage_json).collect::<Vec<_>>(),
+    });
+    if s.error.is_some() {
+        out["error"] = parse(&s.error);
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct RunQuery {
+    workflow_id: Option<String>,
+    status: Option<String>,
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<RunQuery>) -> ApiResult<Json<Value>> {
+    let filter = RunFilter {
+        workflow_id: q.workflow_id,
+        status: q.status,
+        cursor: q.cursor,
+        limit: q.limit.unwrap_or(50).clamp(1, 200),
+    };
+    let page = state.engine.store().list_runs(&account.id, &filter).await?;
+    let runs: Vec<Value> = page.items.iter().map(run_json).collect();
+    Ok(Json(json!({ "runs": runs, "next_cursor": page.next_cursor })))
+}
+
+async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let (run, steps, usage) = state.engine.store().run_detail(&account.id, &id).await?.ok_or_else(|| ApiError::not_found("run"))?;
+    let mut timeline: Vec<Value> = steps.iter().map(|s| step_json(s, &usage)).collect();
+    // The step the run is about to execute has no row until it finishes: show it as pending.
+    if !FINAL_RUN_STATUSES.contains(&run.status.as_str()) && !steps.iter().any(|s| s.seq == run.step_seq) {
+        if let Ok(workflow) = state.engine.workflow(&run.workflow_id, run.version).await {
+            if let Some(step) = workflow.steps.get(run.step_index as usize) {
+                timeline.push(json!({ "id": step.id, "seq": run.step_seq, "status": "pending", "attempts": 0, "usage": [] }));
+            }
+        }
+    }
+    let mut out = run_json(&run);
+    out["steps"] = json!(timeline);
+    out["usage"] = json!(usage.iter().map(usage_json).collect::<Vec<_>>());
+    Ok(Json(out))
+}
+
+async fn cancel(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
+    match state.engine.store().cancel_run(&account.id, &id, state.engine.clock().now()).await? {
+        None => Err(ApiError::not_found("run")),
+        Some(false) => Err(ApiError::new(StatusCode::CONFLICT, "run_finished", "the run has already finished")),
+        Some(true) => Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": id, "status": "cancelled" })))),
+    }
+}
+
+async fn retry(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
+    match state.engine.store().retry_run(&account.id, &id, state.engine.clock().now()).await? {
+        None => Err(ApiError::not_found("run")),
+        Some(false) => Err(ApiError::new(StatusCode::CONFLICT, "run_not_failed", "only a failed run can be retried")),
+        Some(true) => {
+            state.engine.notify();
+            Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": id, "status": "queued" }))))
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Workflows: create (JSON or YAML), list, read, new version, delete, enable/disable, start.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use switchboard_runtime::clock::to_rfc3339;
+use switchboard_runtime::definition::{self, Format, Trigger, Workflow};
+use switchboard_runtime::engine::new_id;
+use switchboard_runtime::store::{WorkflowRow, WorkflowWrite};
+
+use super::{Body, PageQuery, json_body, media_type};
+use crate::app::AppState;
+use crate::auth::{AccountAuth, random_secret};
+use crate::error::{ApiError, ApiResult};
+
+/// `/v1/workflows…`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/workflows", post(create).get(list))
+        .route("/v1/workflows/{id}", get(read).put(update).delete(remove))
+        .route("/v1/workflows/{id}/enable", post(enable))
+        .route("/v1/workflows/{id}/disable", post(disable))
+        .route("/v1/workflows/{id}/runs", post(start))
+}
+
+/// Parses and validates a definition body: 400 on syntax, 415 on media type, 422 with every
+/// problem.
+fn compile(state: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Workflow> {
+    let format = match media_type(headers).as_deref() {
+        None | Some("application/json") => Format::Json,
+        Some("application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml") => Format::Yaml,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("send a workflow as application/json or application/yaml, not {other}"),
+            ));
+        }
+    };
+    let doc = definition::parse(body, format).map_err(ApiError::bad_request)?;
+    state
+        .engine
+        .compile(&doc)
+        .map_err(|problems| ApiError::invalid("invalid_workflow", "the workflow is invalid", problems))
+}
+
+fn write_of(account_id: &str, id: &str, w: &Workflow, enabled: bool, now: i64) -> WorkflowWrite {
+    let (event_type, webhook_token) = match &w.trigger {
+        Trigger::Event { event_type, .. } => (Some(event_type.clone()), None),
+        Trigger::Webhook { .. } => (None, Some(random_secret("wh_"))),
+        Trigger::Manual => (None, None),
+    };
+    WorkflowWrite {
+        id: id.to_string(),
+        account_id: account_id.to_string(),
+        name: w.name.clone(),
+        enabled,
+        trigger_kind: w.trigger.kind().to_string(),
+        event_type,
+        webhook_token,
+        definition: w.source.to_string(),
+        now,
+    }
+}
+
+/// The API shape of a workflow.
+pub(crate) fn workflow_json(state: &AppState, w: &WorkflowRow) -> Value {
+    let source: Value = serde_json::from_str(&w.definition).unwrap_or_default();
+    let mut out = json!({
+        "id": w.id,
+        "name": w.name,
+        "version": w.version,
+        "enabled": w.enabled == 1,
+        "trigger": source.get("trigger"),
+        "steps": source.get("steps"),
+        "created_at": to_rfc3339(w.created_at),
+        "updated_at": to_rfc3339(w.updated_at),
+    });
+    if let Some(params) = source.get("params") {
+        out["params"] = params.clone();
+    }
+    if let (Some(token), "webhook") = (&w.webhook_token, w.trigger_kind.as_str()) {
+        out["webhook_url"] = json!(state.webhook_url(token));
+    }
+    out
+}
+
+async fn load(state: &AppState, account_id: &str, id: &str) -> ApiResult<WorkflowRow> {
+    state.engine.store().workflow(account_id, id).await?.ok_or_else(|| ApiError::not_found("workflow"))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    AccountAuth(account): AccountAuth,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let workflow = compile(&state, &headers, &body)?;
+    let id = new_id();
+    let write = write_of(&account.id, &id, &workflow, workflow.enabled.unwrap_or(true), state.engine.clock().now());
+    state.engine.store().create_workflow(&write).await?;
+    let row = load(&state, &account.id, &id).await?;
+    Ok((StatusCode::CREATED, Json(workflow_json(&state, &row))))
+}
+
+async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<PageQuery>) -> ApiResult<Json<Value>> {
+    let page = state.engine.store().list_workflows(&account.id, q.cursor.as_deref(), q.limit()).await?;
+    let workflows: Vec<Value> = page.items.iter().map(|w| workflow_json(&state, w)).collect();
+    Ok(Json(json!({ "workflows": workflows, "next_cursor": page.next_cursor })))
+}
+
+async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let row = load(&state, &account.id, &id).await?;
+    Ok(Json(workflow_json(&state, &row)))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    AccountAuth(account): AccountAuth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let current = load(&state, &account.id, &id).await?;
+    let workflow = compile(&state, &headers, &body)?;
+    let enabled = workflow.enabled.unwrap_or(current.enabled == 1);
+    let write = write_of(&account.id, &id, &workflow, enabled, state.engine.clock().now());
+    state.engine.store().update_workflow(&write).await?.ok_or_else(|| ApiError::not_found("workflow"))?;
+    let row = load(&state, &account.id, &id).await?;
+    Ok(Json(workflow_json(&state, &row)))
+}
+
+async fn remove(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    if state.engine.store().delete_workflow(&account.id, &id, state.engine.clock().now()).await? {
+        Ok(Json(json!({ "id": id, "deleted": true })))
+    } else {
+        Err(ApiError::not_found("workflow"))
+    }
+}
+
+async fn set_enabled(state: &AppState, account_id: &str, id: &str, enabled: bool) -> ApiResult<Json<Value>> {
+    if !state.engine.store().set_workflow_enabled(account_id, id, enabled, state.engine.clock().now()).await? {
+        return Err(ApiError::not_found("workflow"));
+    }
+    let row = load(state, account_id, id).await?;
+    Ok(Json(workflow_json(state, &row)))
+}
+
+async fn enable(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    set_enabled(&state, &account.id, &id, true).await
+}
+
+async fn disable(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    set_enabled(&state, &account.id, &id, false).await
+}
+
+/// Starts a run with the body as `event`. Any workflow can be started this way, enabled or not
+/// (it is how a workflow is tried by hand).
+async fn start(
+    State(state): State<AppState>,
+    AccountAuth(account): AccountAuth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let row = load(&state, &account.id, &id).await?;
+    let payload: Value = if body.is_empty() { json!({}) } else { json_body(&headers, &body)? };
+    let accepted = state.engine.start_manual(&row, payload).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!(accepted))))
+}

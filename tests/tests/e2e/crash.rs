@@ -1,0 +1,182 @@
+//! Crash recovery with real processes: a `switchboard serve` is SIGKILLed while runs sit in
+//! delays and in retry backoff; after a restart every run finishes, each action ran exactly once
+//! per successful attempt, and the ledger holds exactly one row per successful action.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::on_both_backends;
+use crate::support::{TempDir, TestDb};
+
+const RUNS: usize = 30;
+const ADMIN: &str = "crash-test-admin";
+
+/// Per run: (attempts seen, successful answers given).
+type Hits = Arc<Mutex<HashMap<String, (u32, u32)>>>;
+
+/// The vendor: answers 503 to each run's first attempt (so runs sit in retry backoff), then 200.
+async fn target(State(hits): State<Hits>, Json(body): Json<Value>) -> StatusCode {
+    let run = body["run"].as_str().unwrap_or_default().to_string();
+    let mut hits = hits.lock().unwrap();
+    let entry = hits.entry(run).or_default();
+    entry.0 += 1;
+    if entry.0 == 1 {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        entry.1 += 1;
+        StatusCode::OK
+    }
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+async fn start(db_url: &str, data: &TempDir, port: u16) -> Server {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(data.0.join("server.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_switchboard-under-test"))
+        .arg("serve")
+        .env("SWITCHBOARD_DATA_DIR", &data.0)
+        .env("SWITCHBOARD_DATABASE_URL", db_url)
+        .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SWITCHBOARD_ADMIN_TOKEN", ADMIN)
+        .env("SWITCHBOARD_HTTP_ALLOW_PRIVATE", "true")
+        .env("SWITCHBOARD_LEASE_SECS", "3")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start switchboard");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "switchboard did not start: {}", server_log(data));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Server { child, base }
+}
+
+fn server_log(data: &TempDir) -> String {
+    std::fs::read_to_string(data.0.join("server.log")).unwrap_or_default()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn sigkill_mid_delays_and_backoff_loses_nothing(db: TestDb) {
+    let hits: Hits = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target_url = format!("http://{}/hit", listener.local_addr().unwrap());
+    let app = axum::Router::new().route("/hit", axum::routing::post(target)).with_state(hits.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let data = TempDir::new();
+    let port = free_port();
+    let mut server = start(&db.url, &data, port).await;
+    let http = reqwest::Client::new();
+    let account: Value = http
+        .post(format!("{}/v1/accounts", server.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({ "name": "crash" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = account["api_key"].as_str().unwrap().to_string();
+    let workflow: Value = http
+        .post(format!("{}/v1/workflows", server.base))
+        .bearer_auth(&key)
+        .json(&json!({
+            "name": "crash",
+            "trigger": { "webhook": {} },
+            "steps": [
+                { "id": "start", "action": "log", "input": { "message": "start" } },
+                { "id": "pause", "delay": "2s" },
+                { "id": "call", "action": "http.request", "timeout": "5s",
+                  "retry": { "max_attempts": 6, "backoff": "2s" },
+                  "input": { "method": "POST", "url": target_url, "body": { "run": "{{ run.id }}" } } },
+                { "id": "settle", "delay": "1s" },
+                { "id": "finish", "action": "log", "input": { "message": "end" } },
+            ]
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hook = workflow["webhook_url"].as_str().unwrap_or_else(|| panic!("{workflow}")).to_string();
+    let mut run_ids = Vec::new();
+    for i in 0..RUNS {
+        let res = http.post(&hook).json(&json!({ "n": i })).send().await.unwrap();
+        assert_eq!(res.status(), 202);
+        let body: Value = res.json().await.unwrap();
+        run_ids.push(body["run_id"].as_str().unwrap().to_string());
+    }
+    // Runs are now in their 2 s delay; soon after, in retry backoff after the 503.
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    server.child.start_kill().unwrap(); // SIGKILL
+    server.child.wait().await.unwrap();
+    let attempts_before: u32 = hits.lock().unwrap().values().map(|h| h.0).sum();
+
+    let mut server = start(&db.url, &data, port).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut runs = Vec::new();
+    for id in &run_ids {
+        loop {
+            let run: Value = http.get(format!("{}/v1/runs/{id}", server.base)).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+            if ["succeeded", "failed", "cancelled"].contains(&run["status"].as_str().unwrap_or_default()) {
+                runs.push(run);
+                break;
+            }
+            assert!(Instant::now() < deadline, "run {id} did not finish after restart: {run}\n{}", server_log(&data));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    server.child.start_kill().unwrap();
+    let _ = server.child.wait().await;
+
+    let hits = hits.lock().unwrap();
+    let mut succeeded = 0;
+    for run in &runs {
+        let id = run["id"].as_str().unwrap();
+        let (_, oks) = hits.get(id).copied().unwrap_or_default();
+        let http_rows = run["usage"].as_array().unwrap().iter().filter(|u| u["unit"] == "http_request").count();
+        let run_rows = run["usage"].as_array().unwrap().iter().filter(|u| u["unit"] == "workflow_run").count();
+        assert_eq!(run_rows, 1, "one workflow_run row: {run}");
+        match run["status"].as_str().unwrap() {
+            "succeeded" => {
+                succeeded += 1;
+                assert_eq!(oks, 1, "the action succeeded exactly once for {id}");
+                assert_eq!(http_rows, 1, "exactly one ledger row for the successful action: {run}");
+                let steps: Vec<&str> = run["steps"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+                assert_eq!(steps, ["start", "pause", "call", "settle", "finish"], "{run}");
+            }
+            // Only a send cut off by the kill may end this way; it is never resent.
+            "failed" => {
+                assert_eq!(run["error"]["code"], "interrupted", "{run}");
+                assert!(oks <= 1);
+                assert_eq!(http_rows, 0, "an unknown outcome is not billed");
+            }
+            other => panic!("unexpected status {other}: {run}"),
+        }
+    }
+    assert!(attempts_before > 0, "the kill came after some first attempts");
+    assert!(succeeded >= RUNS - 3, "nearly every run succeeds ({succeeded}/{RUNS})");
+}
+
+on_both_backends!(sigkill_mid_delays_and_backoff_loses_nothing);

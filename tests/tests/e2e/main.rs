@@ -1,0 +1,11 @@
+//! End-to-end tests, one binary. Every test that touches storage runs on SQLite and on
+//! PostgreSQL (`on_both_backends!`); PostgreSQL tests skip with a notice when the server is
+//! unreachable, and fail under `CI=true`.
+
+#![allow(unreachable_pub)] // test support items are shared between this binary's modules
+
+mod api;
+mod crash;
+mod engine;
+mod store;
+mod support;

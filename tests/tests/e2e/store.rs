@@ -1,0 +1,158 @@
+//! Store conformance: the same behaviour asked of SQLite and PostgreSQL.
+
+use serde_json::json;
+use switchboard_runtime::store::{Account, NewEvent, NewRun, NewUsage, Recorded, Store, WorkflowWrite};
+
+use crate::on_both_backends;
+use crate::support::TestDb;
+
+const T0: i64 = 1_800_000_000_000;
+
+async fn seed(store: &Store) {
+    let account = Account { id: "acc".into(), name: "A".into(), plan: "trial".into(), timezone: "UTC".into(), created_at: T0 };
+    store.create_account(&account, "hash").await.unwrap();
+    let def = json!({ "name": "w", "trigger": { "manual": {} }, "steps": [{ "id": "a", "end": {} }] });
+    store
+        .create_workflow(&WorkflowWrite {
+            id: "wf".into(),
+            account_id: "acc".into(),
+            name: "w".into(),
+            enabled: true,
+            trigger_kind: "manual".into(),
+            event_type: None,
+            webhook_token: None,
+            definition: def.to_string(),
+            now: T0,
+        })
+        .await
+        .unwrap();
+}
+
+fn event(id: &str, key: Option<&str>) -> NewEvent {
+    NewEvent {
+        id: id.into(),
+        account_id: "acc".into(),
+        event_type: "manual".into(),
+        data: "{}".into(),
+        source: "api".into(),
+        dedupe_key: key.map(str::to_string),
+        dedupe_since: Some(T0 - 1_000),
+        response: format!("{{\"event_id\":\"{id}\"}}"),
+        now: T0,
+    }
+}
+
+fn run(id: &str) -> NewRun {
+    NewRun {
+        id: id.into(),
+        workflow_id: "wf".into(),
+        version: 1,
+        event: "{}".into(),
+        is_test: false,
+        usage: Some(NewUsage {
+            id: format!("{id}:run"),
+            step_id: None,
+            unit: "workflow_run".into(),
+            quantity: 1,
+            tokens_milli: 500,
+            cost_micros: 5_000,
+        }),
+    }
+}
+
+async fn a_claim_is_exclusive_until_its_lease_expires(db: TestDb) {
+    let store = db.store().await;
+    seed(&store).await;
+    for i in 0..5 {
+        store.record_event(&event(&format!("e{i}"), None), &[run(&format!("r{i}"))], &[]).await.unwrap();
+    }
+    let first = store.claim("w1", T0, T0 + 30_000, 3).await.unwrap();
+    let second = store.claim("w2", T0, T0 + 30_000, 10).await.unwrap();
+    assert_eq!(first.len(), 3);
+    assert_eq!(second.len(), 2);
+    let mut all: Vec<_> = first.iter().chain(&second).map(|c| c.run_id.clone()).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 5, "no row claimed twice");
+    assert!(store.claim("w3", T0 + 29_999, T0 + 60_000, 10).await.unwrap().is_empty());
+    let reclaimed = store.claim("w3", T0 + 30_000, T0 + 60_000, 10).await.unwrap();
+    assert_eq!(reclaimed.len(), 5, "expired leases are due again");
+    assert_eq!(store.next_due_at().await.unwrap(), Some(T0 + 60_000));
+}
+
+async fn concurrent_claims_never_share_a_row(db: TestDb) {
+    let store = db.store().await;
+    seed(&store).await;
+    let runs: Vec<NewRun> = (0..200).map(|i| run(&format!("r{i:03}"))).collect();
+    store.record_event(&event("e", None), &runs, &[]).await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let claims = store.claim(&format!("w{w}"), T0, T0 + 60_000, 7).await.unwrap();
+                if claims.is_empty() {
+                    return got;
+                }
+                got.extend(claims.into_iter().map(|c| c.run_id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((total, all.len()), (200, 200));
+}
+
+async fn a_repeated_dedupe_key_answers_the_first_answer(db: TestDb) {
+    let store = db.store().await;
+    seed(&store).await;
+    assert_eq!(store.record_event(&event("e1", Some("k")), &[run("r1")], &[]).await.unwrap(), Recorded::New);
+    let again = store.record_event(&event("e2", Some("k")), &[run("r2")], &[]).await.unwrap();
+    assert_eq!(again, Recorded::Repeat("{\"event_id\":\"e1\"}".into()));
+    assert!(store.run_by_id("r2").await.unwrap().is_none(), "a repeat starts nothing");
+    // Outside the window the key is free again.
+    let mut late = event("e3", Some("k"));
+    late.dedupe_since = Some(T0 + 1);
+    assert_eq!(store.record_event(&late, &[run("r3")], &[]).await.unwrap(), Recorded::New);
+    let usage = store.usage_after("acc", 0, 100).await.unwrap();
+    assert_eq!(usage.iter().map(|u| u.run_id.as_str()).collect::<Vec<_>>(), ["r1", "r3"]);
+    assert!(usage[0].seq < usage[1].seq);
+}
+
+async fn versions_are_kept_and_other_accounts_see_nothing(db: TestDb) {
+    let store = db.store().await;
+    seed(&store).await;
+    let mut w = WorkflowWrite {
+        id: "wf".into(),
+        account_id: "acc".into(),
+        name: "w2".into(),
+        enabled: true,
+        trigger_kind: "manual".into(),
+        event_type: None,
+        webhook_token: None,
+        definition: "{\"v\":2}".into(),
+        now: T0 + 1,
+    };
+    assert_eq!(store.update_workflow(&w).await.unwrap(), Some(2));
+    assert!(store.workflow_version("wf", 1).await.unwrap().unwrap().contains("\"w\""));
+    assert_eq!(store.workflow_version("wf", 2).await.unwrap().unwrap(), "{\"v\":2}");
+    w.account_id = "other".into();
+    assert_eq!(store.update_workflow(&w).await.unwrap(), None);
+    assert!(store.workflow("other", "wf").await.unwrap().is_none());
+    assert!(!store.set_workflow_enabled("other", "wf", false, T0).await.unwrap());
+    assert!(!store.delete_workflow("other", "wf", T0).await.unwrap());
+    assert!(store.workflow("acc", "wf").await.unwrap().is_some());
+}
+
+on_both_backends!(
+    a_claim_is_exclusive_until_its_lease_expires,
+    concurrent_claims_never_share_a_row,
+    a_repeated_dedupe_key_answers_the_first_answer,
+    versions_are_kept_and_other_accounts_see_nothing,
+);

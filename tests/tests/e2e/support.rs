@@ -1,0 +1,257 @@
+//! Test support: a fresh database per test on each backend, a `TestApp` with a manual clock and
+//! test action modules, and typed request helpers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+use switchboard_api::AppState;
+use switchboard_runtime::action::{Action, ActionContext, ActionError, ActionOutput, ActionRegistry, Delivery, Field, FieldType};
+use switchboard_runtime::clock::{Clock, ManualClock};
+use switchboard_runtime::engine::{Engine, EngineConfig};
+use switchboard_runtime::metering::Usage;
+use switchboard_runtime::store::{Store, StoreConfig, dialect};
+use tower::ServiceExt;
+
+pub const ADMIN: &str = "test-admin-token";
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server tests use (a fresh database per test is created on it).
+pub fn postgres_server() -> String {
+    std::env::var("SWITCHBOARD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh database. SQLite: a temp file. PostgreSQL: a new database, dropped on drop.
+pub struct TestDb {
+    pub url: String,
+    pg_name: Option<String>,
+    _dir: Option<TempDir>,
+}
+
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("switchboard-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl TestDb {
+    /// A fresh database, or `None` (with a printed notice) when PostgreSQL is unreachable
+    /// outside CI. Under `CI=true` an unreachable PostgreSQL fails the test.
+    pub async fn new(backend: Backend) -> Option<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        match backend {
+            Backend::Sqlite => {
+                let dir = TempDir::new();
+                let url = format!("sqlite://{}", dir.0.join("test.db").display());
+                Some(TestDb { url, pg_name: None, _dir: Some(dir) })
+            }
+            Backend::Postgres => {
+                let name = format!("sb_test_{}", uuid::Uuid::new_v4().simple());
+                match dialect::create_postgres_database(&postgres_server(), &name).await {
+                    Ok(url) => Some(TestDb { url, pg_name: Some(name), _dir: None }),
+                    Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+                        panic!("PostgreSQL is required under CI=true but unreachable at {}: {e}", postgres_server())
+                    }
+                    Err(e) => {
+                        eprintln!("NOTICE: skipping PostgreSQL test: {} unreachable ({e})", postgres_server());
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    pub async fn store(&self) -> Store {
+        let store = Store::connect(&StoreConfig { url: self.url.clone(), max_connections: 8 }).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_name.take() {
+            // Best effort, on a thread of its own: Drop cannot await.
+            let server = postgres_server();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let _ = rt.block_on(dialect::drop_postgres_database(&server, &name));
+            })
+            .join();
+        }
+    }
+}
+
+/// Generates one `#[tokio::test]` per backend from an `async fn(TestDb)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    if let Some(db) = $crate::support::TestDb::new($crate::support::Backend::Sqlite).await {
+                        super::$name(db).await;
+                    }
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some(db) = $crate::support::TestDb::new($crate::support::Backend::Postgres).await {
+                        super::$name(db).await;
+                    }
+                }
+            }
+        )*
+    };
+}
+
+/// A test action: fails with a retryable error `fail_first` times, then succeeds; counts calls.
+#[derive(Clone, Default)]
+pub struct Flaky {
+    pub calls: Arc<AtomicU32>,
+    pub fail_first: Arc<AtomicU32>,
+}
+
+#[async_trait::async_trait]
+impl Action for Flaky {
+    const KIND: &'static str = "test.flaky";
+    const INPUT: &'static [Field] = &[Field { name: "label", ty: FieldType::Any, required: false }];
+    const DELIVERY: Delivery = Delivery::Idempotent;
+
+    async fn execute(&self, _ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if n <= self.fail_first.load(Ordering::SeqCst) {
+            return Err(ActionError::retryable("flaky", format!("failure {n}")));
+        }
+        Ok(ActionOutput { output: json!({ "call": n, "input": input }), usage: vec![Usage { unit: "http_request".into(), quantity: 1 }] })
+    }
+}
+
+/// A test action that always fails permanently.
+#[derive(Clone, Default)]
+pub struct Broken;
+
+#[async_trait::async_trait]
+impl Action for Broken {
+    const KIND: &'static str = "test.broken";
+    const INPUT: &'static [Field] = &[];
+    const DELIVERY: Delivery = Delivery::AtMostOnce;
+
+    async fn execute(&self, _ctx: &ActionContext, _input: Value) -> Result<ActionOutput, ActionError> {
+        Err(ActionError::permanent("vendor_rejected", "the vendor said no"))
+    }
+}
+
+/// A store, an engine on a manual clock, the API router, and the test actions.
+pub struct TestApp {
+    /// Kept alive for the test's length (PostgreSQL databases are dropped on drop).
+    pub _db: TestDb,
+    pub engine: Arc<Engine>,
+    pub clock: ManualClock,
+    pub flaky: Flaky,
+    pub state: AppState,
+}
+
+impl TestApp {
+    pub async fn new(db: TestDb) -> Self {
+        let store = db.store().await;
+        let clock = ManualClock::new(1_800_000_000_000);
+        let flaky = Flaky::default();
+        let mut actions: ActionRegistry = switchboard_actions::registry(&Default::default()).unwrap();
+        actions.register(flaky.clone()).register(Broken);
+        let engine = Arc::new(Engine::new(store, actions, Arc::new(clock.clone()), EngineConfig::default()));
+        let state = AppState { engine: engine.clone(), admin_token: ADMIN.into(), public_url: "http://sb.test".into() };
+        TestApp { _db: db, engine, clock, flaky, state }
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Sends a request to the API; returns the status and the JSON body (Null if not JSON).
+    pub async fn call(&self, method: &str, path: &str, auth: Option<&str>, content_type: Option<&str>, body: impl Into<Body>) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(a) = auth {
+            req = req.header("authorization", format!("Bearer {a}"));
+        }
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        self.send(req.body(body.into()).unwrap()).await
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let res = switchboard_api::router(self.state.clone()).oneshot(req).await.unwrap();
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> (StatusCode, Value) {
+        self.call("GET", path, Some(key), None, Body::empty()).await
+    }
+
+    pub async fn post_json(&self, path: &str, key: &str, body: &Value) -> (StatusCode, Value) {
+        self.call("POST", path, Some(key), Some("application/json"), body.to_string()).await
+    }
+
+    /// Creates an account; returns `(id, api key)`.
+    pub async fn account(&self, name: &str) -> (String, String) {
+        let (status, body) = self.call("POST", "/v1/accounts", Some(ADMIN), Some("application/json"), json!({ "name": name, "plan": "starter" }).to_string()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (body["id"].as_str().unwrap().to_string(), body["api_key"].as_str().unwrap().to_string())
+    }
+
+    /// Creates a workflow; returns its JSON.
+    pub async fn workflow(&self, key: &str, def: &Value) -> Value {
+        let (status, body) = self.post_json("/v1/workflows", key, def).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// Runs every due step now.
+    pub async fn drain(&self) -> usize {
+        self.engine.drain().await.unwrap()
+    }
+
+    /// Moves time forward, then runs what fell due.
+    pub async fn advance(&self, ms: i64) -> usize {
+        self.clock.advance(ms);
+        self.drain().await
+    }
+
+    pub async fn run(&self, key: &str, run_id: &str) -> Value {
+        let (status, body) = self.get(&format!("/v1/runs/{run_id}"), key).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    pub async fn start(&self, key: &str, workflow_id: &str, event: &Value) -> String {
+        let (status, body) = self.post_json(&format!("/v1/workflows/{workflow_id}/runs"), key, event).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body["run_id"].as_str().unwrap().to_string()
+    }
+}
+
+/// The statuses of a run's steps, in order, as `id:status`.
+pub fn timeline(run: &Value) -> Vec<String> {
+    run["steps"].as_array().unwrap().iter().map(|s| format!("{}:{}", s["id"].as_str().unwrap(), s["status"].as_str().unwrap())).collect()
+}
