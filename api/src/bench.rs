@@ -86,7 +86,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 async fn measure(backend: &'static str, url: &str, args: &BenchArgs) -> anyhow::Result<Figures> {
-    let store = Store::connect(&StoreConfig { url: url.to_string(), max_connections: 32 }).await?;
+    let store = Store::connect(&StoreConfig { url: url.to_string(), max_connections: 16 }).await?;
     store.migrate().await?;
     let actions = switchboard_actions::registry(&Default::default())?;
     let engine = Arc::new(Engine::new(store.clone(), actions, Arc::new(SystemClock), EngineConfig::default()));
@@ -97,7 +97,7 @@ async fn measure(backend: &'static str, url: &str, args: &BenchArgs) -> anyhow::
     // Ingest: the API alone (no workers), so the figure is the accept path.
     let token = random_secret("wh_");
     let steps: Vec<_> = (0..10).map(|i| json!({ "id": format!("s{i}"), "action": "log", "input": { "message": "step {{ run.id }}" } })).collect();
-    let hook = json!({ "name": "bench hook", "trigger": { "webhook": {} }, "steps": steps });
+    let hook = json!({ "name": "bench hook", "trigger": { "webhook": {} }, "steps": [{ "id": "done", "end": {} }] });
     store.create_workflow(&write("hook", &hook, "webhook", Some(token.clone()), now)).await?;
     let state = AppState { engine: engine.clone(), admin_token: "unused".into(), public_url: "http://bench".into() };
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -106,28 +106,16 @@ async fn measure(backend: &'static str, url: &str, args: &BenchArgs) -> anyhow::
     let (ingest_rps, p50_ms, p99_ms) = ingest(&format!("http://{addr}/hooks/{token}"), args.requests, args.clients).await?;
     server.abort();
 
-    // Throughput: drain the webhook runs first so they do not count, then time fresh runs.
+    // Throughput: drain the webhook runs (one step each) first so they do not count, then
+    // queue the 10-step runs with no worker running, then time the workers draining them.
+    drain_with_workers(&engine).await?;
     let manual = json!({ "name": "bench steps", "trigger": { "manual": {} }, "steps": steps });
     store.create_workflow(&write("steps", &manual, "manual", None, now)).await?;
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let workers = worker::run(engine.clone(), async move {
-        let _ = stop_rx.changed().await;
-    });
-    let timed = async {
-        wait_empty(&store).await?;
-        let row = store.workflow("bench", "steps").await?.context("bench workflow")?;
-        for _ in 0..args.runs {
-            engine.start_manual(&row, json!({ "lead": { "first_name": "Ada" } })).await?;
-        }
-        let started = Instant::now();
-        wait_empty(&store).await?;
-        let elapsed = started.elapsed();
-        let _ = stop_tx.send(true);
-        anyhow::Ok(elapsed)
-    };
-    let (worked, runs_elapsed) = tokio::join!(workers, timed);
-    worked.map_err(|e| anyhow::anyhow!(e))?;
-    let runs_elapsed = runs_elapsed?;
+    let row = store.workflow("bench", "steps").await?.context("bench workflow")?;
+    for _ in 0..args.runs {
+        engine.start_manual(&row, json!({ "lead": { "first_name": "Ada" } })).await?;
+    }
+    let runs_elapsed = drain_with_workers(&engine).await?;
     store.close().await;
     Ok(Figures {
         backend,
@@ -153,11 +141,24 @@ fn write(id: &str, doc: &serde_json::Value, kind: &str, token: Option<String>, n
     }
 }
 
-async fn wait_empty(store: &Store) -> anyhow::Result<()> {
-    while store.queue_depth().await? > 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
+/// Runs the workers until the queue is empty; returns how long that took.
+async fn drain_with_workers(engine: &Arc<Engine>) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let workers = worker::run(engine.clone(), async move {
+        let _ = stop_rx.changed().await;
+    });
+    let watch = async {
+        while engine.store().queue_depth().await? > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let elapsed = started.elapsed();
+        let _ = stop_tx.send(true);
+        anyhow::Ok(elapsed)
+    };
+    let (worked, elapsed) = tokio::join!(workers, watch);
+    worked.map_err(|e| anyhow::anyhow!(e))?;
+    elapsed
 }
 
 async fn ingest(url: &str, requests: usize, clients: usize) -> anyhow::Result<(f64, f64, f64)> {

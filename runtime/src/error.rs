@@ -21,6 +21,9 @@ pub enum Error {
     /// The workflow definition is invalid.
     #[error("invalid workflow definition")]
     Invalid(Vec<crate::definition::Problem>),
+    /// A group-committed write failed (the message of the shared failure).
+    #[error("batched write failed: {0}")]
+    Batch(String),
     /// A configuration value is unusable.
     #[error("configuration error: {0}")]
     Config(String),

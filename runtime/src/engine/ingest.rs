@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{Engine, new_id};
 use crate::definition::{StepKind, Target, Trigger};
-use crate::store::{NewEvent, NewRun, NewUsage, Recorded, Resume, WorkflowRow};
+use crate::store::{HookTarget, NewEvent, NewRun, NewUsage, Recorded, Resume, WorkflowRow};
 use crate::Result;
 
 /// How long an `Idempotency-Key` on a webhook protects against repeats.
@@ -63,7 +63,7 @@ impl Engine {
             response: serde_json::to_string(&answer)?,
             now: self.clock.now(),
         };
-        self.store.record_event(&event, &[run], &[]).await?;
+        self.batcher().record(event, vec![run]).await?;
         self.notify();
         Ok(answer)
     }
@@ -72,7 +72,7 @@ impl Engine {
     /// first answer and starts nothing.
     pub async fn accept_webhook(
         &self,
-        workflow: &WorkflowRow,
+        workflow: &HookTarget,
         payload: Value,
         idempotency_key: Option<&str>,
     ) -> Result<HookAccepted> {
@@ -97,13 +97,7 @@ impl Engine {
             response: serde_json::to_string(&answer)?,
             now,
         };
-        match self.store.record_event(&event, &[run], &[]).await? {
-            Recorded::New => {
-                self.notify();
-                Ok(answer)
-            }
-            Recorded::Repeat(first) => Ok(serde_json::from_str(&first)?),
-        }
+        self.record(event, vec![run], vec![], answer).await
     }
 
     /// Accepts an app event: starts every enabled workflow of the account whose trigger matches
@@ -152,6 +146,17 @@ impl Engine {
             response: serde_json::to_string(&answer)?,
             now,
         };
+        self.record(event, runs, resumes, answer).await
+    }
+
+    /// Commits an event: through group commit when nothing can conflict (no dedupe key, no
+    /// waits to resume), else in a transaction of its own that checks for repeats.
+    async fn record<T: serde::de::DeserializeOwned>(&self, event: NewEvent, runs: Vec<NewRun>, resumes: Vec<Resume>, answer: T) -> Result<T> {
+        if event.dedupe_key.is_none() && resumes.is_empty() {
+            self.batcher().record(event, runs).await?;
+            self.notify();
+            return Ok(answer);
+        }
         match self.store.record_event(&event, &runs, &resumes).await? {
             Recorded::New => {
                 self.notify();

@@ -6,6 +6,7 @@
 //! usage rows in one transaction (`Store::complete`) → if the next step is due at once, the same
 //! worker goes on with it under the same lease; otherwise the row waits in the store until due.
 
+mod batch;
 mod ingest;
 mod step;
 pub mod worker;
@@ -67,6 +68,8 @@ pub struct Engine {
     accounts: Mutex<HashMap<String, Account>>,
     /// Wakes idle workers when work is committed in this process.
     wake: Notify,
+    /// Group commit of accepted events, started on first use.
+    batcher: std::sync::OnceLock<batch::Batcher>,
 }
 
 impl Engine {
@@ -81,6 +84,7 @@ impl Engine {
             workflows: Mutex::default(),
             accounts: Mutex::default(),
             wake: Notify::new(),
+            batcher: std::sync::OnceLock::new(),
         }
     }
 
@@ -129,6 +133,10 @@ impl Engine {
         let account = self.store.account(id).await?.ok_or(Error::NotFound("account"))?;
         self.accounts.lock().expect("cache lock").insert(id.to_string(), account.clone());
         Ok(account)
+    }
+
+    fn batcher(&self) -> &batch::Batcher {
+        self.batcher.get_or_init(|| batch::Batcher::start(self.store.clone()))
     }
 
     /// Tells idle workers in this process that work was committed.

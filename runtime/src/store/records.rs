@@ -44,6 +44,21 @@ pub struct WorkflowRow {
     pub updated_at: i64,
 }
 
+/// What a webhook needs to know about its workflow (a small row: the hot path of ingest).
+#[derive(Debug, Clone, FromRow)]
+pub struct HookTarget {
+    /// The workflow.
+    pub id: String,
+    /// Its account.
+    pub account_id: String,
+    /// 1 when its triggers are on.
+    pub enabled: i64,
+    /// The current version.
+    pub version: i64,
+    /// The trigger kind of the current version.
+    pub trigger_kind: String,
+}
+
 /// A new workflow or a new version of one.
 #[derive(Debug, Clone)]
 pub struct WorkflowWrite {

@@ -88,6 +88,71 @@ impl Store {
         Ok(Recorded::New)
     }
 
+    /// Records many events with their runs in one transaction and a few multi-row statements
+    /// (group commit: one fsync for all). For events without a dedupe key or resumptions; the
+    /// caller answers each only after this returns.
+    pub async fn record_batch(&self, items: &[(NewEvent, Vec<NewRun>)]) -> Result<()> {
+        const CHUNK: usize = 200;
+        let mut tx = self.writer.begin().await?;
+        for chunk in items.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO events (id, account_id, type, data, source, dedupe_key, response, created_at) VALUES {}",
+                values("(?, ?, ?, ?, ?, NULL, ?, ?)", chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (e, _) in chunk {
+                q = q.bind(&e.id).bind(&e.account_id).bind(&e.event_type).bind(&e.data).bind(&e.source).bind(&e.response).bind(e.now);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let runs: Vec<(&NewEvent, &NewRun)> = items.iter().flat_map(|(e, runs)| runs.iter().map(move |r| (e, r))).collect();
+        for chunk in runs.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO runs (id, account_id, workflow_id, version, status, event_id, event, context, error, is_test, \
+                 step_index, step_seq, created_at, started_at, finished_at) VALUES {}",
+                values("(?, ?, ?, ?, 'queued', ?, ?, '{}', NULL, ?, 0, 1, ?, NULL, NULL)", chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (e, r) in chunk {
+                q = q.bind(&r.id).bind(&e.account_id).bind(&r.workflow_id).bind(r.version).bind(&e.id).bind(&r.event).bind(r.is_test as i64).bind(e.now);
+            }
+            q.execute(&mut *tx).await?;
+            let sql = format!(
+                "INSERT INTO run_queue (run_id, account_id, due_at, step_index, step_seq, attempt, lease_token, dispatching) VALUES {}",
+                values("(?, ?, ?, 0, 1, 0, NULL, 0)", chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (e, r) in chunk {
+                q = q.bind(&r.id).bind(&e.account_id).bind(e.now);
+            }
+            q.execute(&mut *tx).await?;
+            let billed: Vec<_> = chunk.iter().filter_map(|(e, r)| r.usage.as_ref().map(|u| (e, r, u))).collect();
+            if !billed.is_empty() {
+                let sql = format!(
+                    "INSERT INTO usage_ledger (id, account_id, workflow_id, run_id, step_id, unit, quantity, tokens_milli, \
+                     cost_micros, created_at) VALUES {} ON CONFLICT (id) DO NOTHING",
+                    values("(?, ?, ?, ?, NULL, ?, ?, ?, ?, ?)", billed.len())
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (e, r, u) in billed {
+                    q = q
+                        .bind(&u.id)
+                        .bind(&e.account_id)
+                        .bind(&r.workflow_id)
+                        .bind(&r.id)
+                        .bind(&u.unit)
+                        .bind(u.quantity)
+                        .bind(u.tokens_milli)
+                        .bind(u.cost_micros)
+                        .bind(e.now);
+                }
+                q.execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Claims up to `limit` due steps for a lease ending at `lease_until`.
     pub async fn claim(&self, token: &str, now: i64, lease_until: i64, limit: i64) -> Result<Vec<Claim>> {
         Ok(sqlx::query_as(self.dialect.claim_sql())
@@ -372,6 +437,27 @@ impl Store {
         let sql = format!("SELECT {USAGE_COLUMNS} FROM usage_ledger WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3");
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(account_id).bind(after).bind(limit).fetch_all(&self.reader).await?)
     }
+}
+
+/// `rows` copies of a `(?, …)` row template, with the `?`s numbered `$1, $2, …` in order.
+fn values(template: &str, rows: usize) -> String {
+    let mut out = String::with_capacity((template.len() + 8) * rows);
+    let mut n = 0;
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        for ch in template.chars() {
+            if ch == '?' {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            } else {
+                out.push(ch);
+            }
+        }
+    }
+    out
 }
 
 #[derive(sqlx::FromRow)]

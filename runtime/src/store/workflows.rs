@@ -1,7 +1,7 @@
 //! Workflows and their versions. An edit writes a new version; runs keep the version they began
 //! with, because a run row names its version and versions are never changed.
 
-use super::{Page, Store, WorkflowRow, WorkflowWrite};
+use super::{HookTarget, Page, Store, WorkflowRow, WorkflowWrite};
 use crate::Result;
 
 const SELECT: &str = "SELECT w.id, w.account_id, w.name, w.enabled, w.version, w.trigger_kind, w.event_type, \
@@ -114,9 +114,13 @@ impl Store {
     }
 
     /// The workflow behind a webhook token.
-    pub async fn workflow_by_token(&self, token: &str) -> Result<Option<WorkflowRow>> {
-        let sql = format!("{SELECT} WHERE w.webhook_token = $1 AND w.deleted = 0");
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(token).fetch_optional(&self.reader).await?)
+    pub async fn workflow_by_token(&self, token: &str) -> Result<Option<HookTarget>> {
+        Ok(sqlx::query_as(
+            "SELECT id, account_id, enabled, version, trigger_kind FROM workflows WHERE webhook_token = $1 AND deleted = 0",
+        )
+        .bind(token)
+        .fetch_optional(&self.reader)
+        .await?)
     }
 
     /// The account's enabled workflows triggered by an event type.
