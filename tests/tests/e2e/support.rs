@@ -71,7 +71,16 @@ impl TestDb {
                         panic!("PostgreSQL is required under CI=true but unreachable at {}: {e}", postgres_server())
                     }
                     Err(e) => {
-                        eprintln!("NOTICE: skipping PostgreSQL test: {} unreachable ({e})", postgres_server());
+                        // Straight to stderr (not `eprintln!`, which the harness captures), once.
+                        static NOTICE: std::sync::Once = std::sync::Once::new();
+                        NOTICE.call_once(|| {
+                            use std::io::Write;
+                            let _ = writeln!(
+                                std::io::stderr(),
+                                "NOTICE: PostgreSQL at {} is unreachable ({e}); PostgreSQL tests are skipped (set CI=true to fail instead)",
+                                postgres_server()
+                            );
+                        });
                         None
                     }
                 }
