@@ -9,6 +9,7 @@
 
 mod accounts;
 pub mod dialect;
+mod postgres;
 mod records;
 mod runs;
 pub use runs::FINAL_RUN_STATUSES;

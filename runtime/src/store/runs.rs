@@ -216,6 +216,9 @@ impl Store {
     /// When the run was cancelled meanwhile, the step's outcome and usage are still recorded (it
     /// did run), but nothing after it is scheduled.
     pub async fn complete(&self, c: &Completion) -> Result<bool> {
+        if self.dialect == super::Dialect::Postgres && self.complete_in_one(c).await? {
+            return Ok(true);
+        }
         let mut tx = self.writer.begin().await?;
         let fenced = match &c.next {
             Next::Continue { step_index, step_seq, attempt, due_at, keep_lease } => {
@@ -440,7 +443,7 @@ impl Store {
 }
 
 /// `rows` copies of a `(?, …)` row template, with the `?`s numbered `$1, $2, …` in order.
-fn values(template: &str, rows: usize) -> String {
+pub(super) fn values(template: &str, rows: usize) -> String {
     let mut out = String::with_capacity((template.len() + 8) * rows);
     let mut n = 0;
     for row in 0..rows {

@@ -1,0 +1,126 @@
+//! PostgreSQL-only fast path: a step's completion as one statement. Data-modifying CTEs let the
+//! queue fence, the step row, the run row, the wait and the usage rows commit in one round trip
+//! (autocommit: the statement is its own transaction). SQLite has no data-modifying CTEs, and
+//! its statements are in-process calls anyway, so it keeps the multi-statement transaction.
+
+use super::runs::values;
+use super::{Completion, Next, Store};
+use crate::Result;
+
+impl Store {
+    /// Completes a step in one statement. False when the lease fence did not hold (lost lease,
+    /// or the run was cancelled meanwhile); the caller then takes the general path, which tells
+    /// the two apart. Nothing is written in that case.
+    pub(crate) async fn complete_in_one(&self, c: &Completion) -> Result<bool> {
+        // $1 run, $2 token, $3 step_index, $4 step_seq, $5 attempt, $6 due_at, $7 keep lease,
+        // $8..$18 the step row, $19 run status, $20 context, $21 run error, $22 started_at,
+        // $23 finished_at, $24 account, $25 workflow, $26 now, $27 wait event type.
+        let fence = match c.next {
+            Next::Continue { .. } => {
+                "UPDATE run_queue SET step_index = $3, step_seq = $4, attempt = $5, dispatching = 0, due_at = $6, \
+                 lease_token = CASE WHEN $7 = 1 THEN lease_token ELSE NULL END \
+                 WHERE run_id = $1 AND lease_token = $2 RETURNING run_id"
+            }
+            Next::Finish => "DELETE FROM run_queue WHERE run_id = $1 AND lease_token = $2 RETURNING run_id",
+        };
+        let wait = if c.wait.is_some() {
+            ", w AS (INSERT INTO waits (run_id, account_id, event_type, step_seq, created_at) \
+             SELECT run_id, $24, $27, $9, $26 FROM q \
+             ON CONFLICT (run_id) DO UPDATE SET event_type = EXCLUDED.event_type, step_seq = EXCLUDED.step_seq, \
+             created_at = EXCLUDED.created_at)"
+        } else if c.clear_wait {
+            ", w AS (DELETE FROM waits WHERE run_id IN (SELECT run_id FROM q))"
+        } else {
+            ""
+        };
+        let usage = if c.usage.is_empty() {
+            String::new()
+        } else {
+            // Placeholders after the 27 fixed ones.
+            let rows = values("(?, ?, ?, ?, ?, ?)", c.usage.len());
+            let rows = renumber(&rows, 27);
+            format!(
+                ", u AS (INSERT INTO usage_ledger (id, account_id, workflow_id, run_id, step_id, unit, quantity, \
+                 tokens_milli, cost_micros, created_at) \
+                 SELECT v.id, $24, $25, q.run_id, v.step_id, v.unit, v.quantity, v.tokens_milli, v.cost_micros, $26 \
+                 FROM q, (VALUES {rows}) AS v(id, step_id, unit, quantity, tokens_milli, cost_micros) \
+                 ON CONFLICT (id) DO NOTHING)"
+            )
+        };
+        let sql = format!(
+            "WITH q AS ({fence}), \
+             s AS (INSERT INTO step_runs (run_id, seq, step_id, status, attempts, input, output, error, started_at, \
+             finished_at, due_at) SELECT run_id, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18 FROM q \
+             ON CONFLICT (run_id, seq) DO UPDATE SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, \
+             input = COALESCE(EXCLUDED.input, step_runs.input), output = EXCLUDED.output, error = EXCLUDED.error, \
+             started_at = COALESCE(step_runs.started_at, EXCLUDED.started_at), finished_at = EXCLUDED.finished_at, \
+             due_at = EXCLUDED.due_at), \
+             r AS (UPDATE runs SET status = $19, context = COALESCE($20, context), error = $21, \
+             step_index = CASE WHEN $3 < 0 THEN step_index ELSE $3 END, step_seq = $4, \
+             started_at = COALESCE(started_at, $22), finished_at = $23 WHERE id IN (SELECT run_id FROM q))\
+             {wait}{usage} SELECT COUNT(*) FROM q"
+        );
+        let (step_index, step_seq, attempt, due_at, keep) = match &c.next {
+            Next::Continue { step_index, step_seq, attempt, due_at, keep_lease } => {
+                (*step_index, *step_seq, *attempt, keep_lease.unwrap_or(*due_at), keep_lease.is_some() as i64)
+            }
+            // For the run row: keep its step index, and record the last step's seq.
+            Next::Finish => (-1, c.step.seq, 0, 0, 0),
+        };
+        let finished = super::FINAL_RUN_STATUSES.contains(&c.run_status.as_str()).then_some(c.now);
+        let s = &c.step;
+        let mut q = sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(sql))
+            .bind(&c.run_id)
+            .bind(&c.token)
+            .bind(step_index)
+            .bind(step_seq)
+            .bind(attempt)
+            .bind(due_at)
+            .bind(keep)
+            .bind(&s.run_id)
+            .bind(s.seq)
+            .bind(&s.step_id)
+            .bind(&s.status)
+            .bind(s.attempts)
+            .bind(&s.input)
+            .bind(&s.output)
+            .bind(&s.error)
+            .bind(s.started_at)
+            .bind(s.finished_at)
+            .bind(s.due_at)
+            .bind(&c.run_status)
+            .bind(&c.context)
+            .bind(&c.run_error)
+            .bind(s.started_at.unwrap_or(c.now))
+            .bind(finished)
+            .bind(&c.account_id)
+            .bind(&c.workflow_id)
+            .bind(c.now)
+            .bind(c.wait.as_ref().map(|w| w.event_type.as_str()));
+        for u in &c.usage {
+            q = q.bind(&u.id).bind(&u.step_id).bind(&u.unit).bind(u.quantity).bind(u.tokens_milli).bind(u.cost_micros);
+        }
+        let (count,) = q.fetch_one(&self.writer).await?;
+        Ok(count == 1)
+    }
+}
+
+/// Shifts `$n` placeholders by `offset`.
+fn renumber(sql: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut chars = sql.chars().peekable();
+    while let Some(ch) = chars.next() {
+        if ch != '$' {
+            out.push(ch);
+            continue;
+        }
+        let mut n = String::new();
+        while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+            n.push(*d);
+            chars.next();
+        }
+        out.push('$');
+        out.push_str(&(n.parse::<usize>().unwrap_or(0) + offset).to_string());
+    }
+    out
+}
