@@ -54,12 +54,13 @@ impl Default for Settings {
 
 impl Settings {
     /// Loads settings: defaults, then the TOML file (if it exists), then the environment.
-    pub fn load(file: Option<&Path>) -> Result<Self, figment::Error> {
+    pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
         let file = file.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("switchboard.toml"));
         Figment::from(Serialized::defaults(Settings::default()))
             .merge(Toml::file(file))
             .merge(Env::prefixed("SWITCHBOARD_"))
             .extract()
+            .map_err(Box::new)
     }
 
     /// The database URL, with the embedded default filled in.

@@ -163,6 +163,7 @@ fn position(pos: Position) -> (Option<usize>, Option<usize>) {
     (pos.line(), pos.position())
 }
 
+#[allow(clippy::boxed_local)] // rhai hands errors over boxed
 fn eval_error(err: Box<EvalAltResult>) -> String {
     match *err {
         EvalAltResult::ErrorTooManyOperations(_) => {

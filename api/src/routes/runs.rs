@@ -99,13 +99,11 @@ async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth, 
     let (run, steps, usage) = state.engine.store().run_detail(&account.id, &id).await?.ok_or_else(|| ApiError::not_found("run"))?;
     let mut timeline: Vec<Value> = steps.iter().map(|s| step_json(s, &usage)).collect();
     // The step the run is about to execute has no row until it finishes: show it as pending.
-    if !FINAL_RUN_STATUSES.contains(&run.status.as_str()) && !steps.iter().any(|s| s.seq == run.step_seq) {
-        if let Ok(workflow) = state.engine.workflow(&run.workflow_id, run.version).await {
-            if let Some(step) = workflow.steps.get(run.step_index as usize) {
+    if !FINAL_RUN_STATUSES.contains(&run.status.as_str()) && !steps.iter().any(|s| s.seq == run.step_seq)
+        && let Ok(workflow) = state.engine.workflow(&run.workflow_id, run.version).await
+            && let Some(step) = workflow.steps.get(run.step_index as usize) {
                 timeline.push(json!({ "id": step.id, "seq": run.step_seq, "status": "pending", "attempts": 0, "usage": [] }));
             }
-        }
-    }
     let mut out = run_json(&run);
     out["steps"] = json!(timeline);
     out["usage"] = json!(usage.iter().map(usage_json).collect::<Vec<_>>());

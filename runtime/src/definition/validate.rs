@@ -165,11 +165,10 @@ impl Checker<'_> {
                 _ => self.problem(format!("{path}.max_attempts"), "must be a whole number from 1 to 100"),
             }
         }
-        if let Some(b) = map.get("backoff") {
-            if let Some(d) = self.duration(&format!("{path}.backoff"), b) {
+        if let Some(b) = map.get("backoff")
+            && let Some(d) = self.duration(&format!("{path}.backoff"), b) {
                 policy.backoff = d;
             }
-        }
         policy
     }
 
@@ -361,14 +360,13 @@ pub fn validate(doc: &Value, registry: &ActionRegistry, engine: &ExprEngine) -> 
         }
     }
 
-    if c.problems.is_empty() {
-        if let Some(cycle_at) = find_cycle(&steps) {
+    if c.problems.is_empty()
+        && let Some(cycle_at) = find_cycle(&steps) {
             c.problem(
                 format!("steps[{cycle_at}]"),
                 format!("step '{}' is part of a cycle; workflows must be acyclic", steps[cycle_at].id),
             );
         }
-    }
     match (c.problems.is_empty(), trigger) {
         (true, Some(trigger)) => Ok(Workflow { name, trigger, params, steps, index, enabled, source: doc.clone() }),
         _ => Err(c.problems),

@@ -79,11 +79,10 @@ impl Engine {
         let now = self.clock.now();
         let dedupe_key = idempotency_key.map(|k| format!("hook:{}:{k}", workflow.id));
         let since = Some(now - IDEMPOTENCY_WINDOW_MS);
-        if let Some(key) = &dedupe_key {
-            if let Some(first) = self.store.recorded_response(&workflow.account_id, key, since).await? {
+        if let Some(key) = &dedupe_key
+            && let Some(first) = self.store.recorded_response(&workflow.account_id, key, since).await? {
                 return Ok(serde_json::from_str(&first)?);
             }
-        }
         let run = self.new_run(&workflow.id, workflow.version, &payload, false);
         let answer = HookAccepted { event_id: new_id(), run_id: run.id.clone() };
         let event = NewEvent {
@@ -106,11 +105,10 @@ impl Engine {
     pub async fn accept_event(&self, account_id: &str, event_type: &str, data: Value, id: Option<&str>) -> Result<EventAccepted> {
         let now = self.clock.now();
         let dedupe_key = id.map(|i| format!("event:{i}"));
-        if let Some(key) = &dedupe_key {
-            if let Some(first) = self.store.recorded_response(account_id, key, None).await? {
+        if let Some(key) = &dedupe_key
+            && let Some(first) = self.store.recorded_response(account_id, key, None).await? {
                 return Ok(serde_json::from_str(&first)?);
             }
-        }
         let event_id = new_id();
         let mut runs = Vec::new();
         for w in self.store.workflows_for_event(account_id, event_type).await? {

@@ -78,11 +78,10 @@ pub(crate) fn ensure_sqlite_dir(url: &str) -> Result<()> {
     if path.is_empty() || path.contains(":memory:") {
         return Ok(());
     }
-    if let Some(parent) = std::path::Path::new(path).parent() {
-        if !parent.as_os_str().is_empty() {
+    if let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty() {
             std::fs::create_dir_all(parent).map_err(|e| Error::Config(format!("cannot create {}: {e}", parent.display())))?;
         }
-    }
     Ok(())
 }
 
