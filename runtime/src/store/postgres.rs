@@ -3,7 +3,9 @@
 //! (autocommit: the statement is its own transaction). SQLite has no data-modifying CTEs, and
 //! its statements are in-process calls anyway, so it keeps the multi-statement transaction.
 
-use super::runs::values;
+use sqlx::Row;
+
+use super::runs::{bind_step, values};
 use super::{Completion, Next, Store};
 use crate::Result;
 
@@ -68,30 +70,19 @@ impl Store {
             Next::Finish => (-1, c.step.seq, 0, 0, 0),
         };
         let finished = super::FINAL_RUN_STATUSES.contains(&c.run_status.as_str()).then_some(c.now);
-        let s = &c.step;
-        let mut q = sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(sql))
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&c.run_id)
             .bind(&c.token)
             .bind(step_index)
             .bind(step_seq)
             .bind(attempt)
             .bind(due_at)
-            .bind(keep)
-            .bind(&s.run_id)
-            .bind(s.seq)
-            .bind(&s.step_id)
-            .bind(&s.status)
-            .bind(s.attempts)
-            .bind(&s.input)
-            .bind(&s.output)
-            .bind(&s.error)
-            .bind(s.started_at)
-            .bind(s.finished_at)
-            .bind(s.due_at)
+            .bind(keep);
+        let mut q = bind_step(q, &c.step)
             .bind(&c.run_status)
             .bind(&c.context)
             .bind(&c.run_error)
-            .bind(s.started_at.unwrap_or(c.now))
+            .bind(c.step.started_at.unwrap_or(c.now))
             .bind(finished)
             .bind(&c.account_id)
             .bind(&c.workflow_id)
@@ -100,7 +91,7 @@ impl Store {
         for u in &c.usage {
             q = q.bind(&u.id).bind(&u.step_id).bind(&u.unit).bind(u.quantity).bind(u.tokens_milli).bind(u.cost_micros);
         }
-        let (count,) = q.fetch_one(&self.writer).await?;
+        let count: i64 = q.fetch_one(&self.writer).await?.try_get(0)?;
         Ok(count == 1)
     }
 }

@@ -55,21 +55,8 @@ impl Store {
                     .await?;
             }
         }
-        let inserted = sqlx::query(
-            "INSERT INTO events (id, account_id, type, data, source, dedupe_key, response, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-        )
-        .bind(&event.id)
-        .bind(&event.account_id)
-        .bind(&event.event_type)
-        .bind(&event.data)
-        .bind(&event.source)
-        .bind(&event.dedupe_key)
-        .bind(&event.response)
-        .bind(event.now)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
+        let inserted = insert_events(&mut tx, &[event]).await?;
+        if inserted == 0 {
             // A concurrent request with the same key committed first (PostgreSQL): answer as it did.
             drop(tx);
             let key = event.dedupe_key.as_deref().unwrap_or_default();
@@ -78,9 +65,8 @@ impl Store {
                 None => Err(Error::Conflict("event id already recorded".into())),
             };
         }
-        for run in runs {
-            insert_run(&mut tx, &event.account_id, &event.id, run, event.now).await?;
-        }
+        let runs: Vec<(&NewEvent, &NewRun)> = runs.iter().map(|r| (event, r)).collect();
+        insert_runs(&mut tx, &runs).await?;
         for resume in resumes {
             resume_wait(&mut tx, resume, event.now).await?;
         }
@@ -92,63 +78,11 @@ impl Store {
     /// (group commit: one fsync for all). For events without a dedupe key or resumptions; the
     /// caller answers each only after this returns.
     pub async fn record_batch(&self, items: &[(NewEvent, Vec<NewRun>)]) -> Result<()> {
-        const CHUNK: usize = 200;
         let mut tx = self.writer.begin().await?;
-        for chunk in items.chunks(CHUNK) {
-            let sql = format!(
-                "INSERT INTO events (id, account_id, type, data, source, dedupe_key, response, created_at) VALUES {}",
-                values("(?, ?, ?, ?, ?, NULL, ?, ?)", chunk.len())
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (e, _) in chunk {
-                q = q.bind(&e.id).bind(&e.account_id).bind(&e.event_type).bind(&e.data).bind(&e.source).bind(&e.response).bind(e.now);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        let events: Vec<&NewEvent> = items.iter().map(|(e, _)| e).collect();
+        insert_events(&mut tx, &events).await?;
         let runs: Vec<(&NewEvent, &NewRun)> = items.iter().flat_map(|(e, runs)| runs.iter().map(move |r| (e, r))).collect();
-        for chunk in runs.chunks(CHUNK) {
-            let sql = format!(
-                "INSERT INTO runs (id, account_id, workflow_id, version, status, event_id, event, context, error, is_test, \
-                 step_index, step_seq, created_at, started_at, finished_at) VALUES {}",
-                values("(?, ?, ?, ?, 'queued', ?, ?, '{}', NULL, ?, 0, 1, ?, NULL, NULL)", chunk.len())
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (e, r) in chunk {
-                q = q.bind(&r.id).bind(&e.account_id).bind(&r.workflow_id).bind(r.version).bind(&e.id).bind(&r.event).bind(r.is_test as i64).bind(e.now);
-            }
-            q.execute(&mut *tx).await?;
-            let sql = format!(
-                "INSERT INTO run_queue (run_id, account_id, due_at, step_index, step_seq, attempt, lease_token, dispatching) VALUES {}",
-                values("(?, ?, ?, 0, 1, 0, NULL, 0)", chunk.len())
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (e, r) in chunk {
-                q = q.bind(&r.id).bind(&e.account_id).bind(e.now);
-            }
-            q.execute(&mut *tx).await?;
-            let billed: Vec<_> = chunk.iter().filter_map(|(e, r)| r.usage.as_ref().map(|u| (e, r, u))).collect();
-            if !billed.is_empty() {
-                let sql = format!(
-                    "INSERT INTO usage_ledger (id, account_id, workflow_id, run_id, step_id, unit, quantity, tokens_milli, \
-                     cost_micros, created_at) VALUES {} ON CONFLICT (id) DO NOTHING",
-                    values("(?, ?, ?, ?, NULL, ?, ?, ?, ?, ?)", billed.len())
-                );
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for (e, r, u) in billed {
-                    q = q
-                        .bind(&u.id)
-                        .bind(&e.account_id)
-                        .bind(&r.workflow_id)
-                        .bind(&r.id)
-                        .bind(&u.unit)
-                        .bind(u.quantity)
-                        .bind(u.tokens_milli)
-                        .bind(u.cost_micros)
-                        .bind(e.now);
-                }
-                q.execute(&mut *tx).await?;
-            }
-        }
+        insert_runs(&mut tx, &runs).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -296,7 +230,9 @@ impl Store {
             }
         }
         if !c.usage.is_empty() {
-            insert_usage(&mut tx, &c.account_id, &c.workflow_id, &c.run_id, &c.usage, c.now).await?;
+            let rows: Vec<UsageInsert<'_>> =
+                c.usage.iter().map(|u| (c.account_id.as_str(), c.workflow_id.as_str(), c.run_id.as_str(), u, c.now)).collect();
+            insert_usage(&mut tx, &rows).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -396,16 +332,6 @@ impl Store {
         Ok(Some((run, steps, usage)))
     }
 
-    /// The current queue row of a run: `(due_at, attempt, leased)`.
-    pub async fn queue_entry(&self, run_id: &str) -> Result<Option<(i64, i64, bool)>> {
-        let row: Option<(i64, i64, Option<String>)> =
-            sqlx::query_as("SELECT due_at, attempt, lease_token FROM run_queue WHERE run_id = $1")
-                .bind(run_id)
-                .fetch_optional(&self.reader)
-                .await?;
-        Ok(row.map(|(d, a, l)| (d, a, l.is_some())))
-    }
-
     /// The account's runs, newest first.
     pub async fn list_runs(&self, account_id: &str, f: &RunFilter) -> Result<Page<RunRow>> {
         let sql = format!(
@@ -470,33 +396,57 @@ struct WaitingRun {
     wait_seq: i64,
 }
 
-async fn insert_run(tx: &mut Transaction<'static, Any>, account_id: &str, event_id: &str, run: &NewRun, now: i64) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO runs (id, account_id, workflow_id, version, status, event_id, event, context, error, is_test, \
-         step_index, step_seq, created_at, started_at, finished_at) \
-         VALUES ($1, $2, $3, $4, 'queued', $5, $6, '{}', NULL, $7, 0, 1, $8, NULL, NULL)",
-    )
-    .bind(&run.id)
-    .bind(account_id)
-    .bind(&run.workflow_id)
-    .bind(run.version)
-    .bind(event_id)
-    .bind(&run.event)
-    .bind(run.is_test as i64)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO run_queue (run_id, account_id, due_at, step_index, step_seq, attempt, lease_token, dispatching) \
-         VALUES ($1, $2, $3, 0, 1, 0, NULL, 0)",
-    )
-    .bind(&run.id)
-    .bind(account_id)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    if let Some(usage) = &run.usage {
-        insert_usage(tx, account_id, &run.workflow_id, &run.id, std::slice::from_ref(usage), now).await?;
+/// Rows a multi-row INSERT takes at most (well under both databases' bind limits).
+const CHUNK: usize = 200;
+
+/// Inserts events; returns how many were new (a repeated id is skipped).
+async fn insert_events(tx: &mut Transaction<'static, Any>, events: &[&NewEvent]) -> Result<u64> {
+    let mut inserted = 0;
+    for chunk in events.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO events (id, account_id, type, data, source, dedupe_key, response, created_at) VALUES {} \
+             ON CONFLICT DO NOTHING",
+            values("(?, ?, ?, ?, ?, ?, ?, ?)", chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            q = q.bind(&e.id).bind(&e.account_id).bind(&e.event_type).bind(&e.data).bind(&e.source);
+            q = q.bind(&e.dedupe_key).bind(&e.response).bind(e.now);
+        }
+        inserted += q.execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(inserted)
+}
+
+/// Inserts runs (queued), their queue rows (due at the event's time) and their `workflow_run`
+/// charges.
+async fn insert_runs(tx: &mut Transaction<'static, Any>, runs: &[(&NewEvent, &NewRun)]) -> Result<()> {
+    for chunk in runs.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO runs (id, account_id, workflow_id, version, status, event_id, event, context, error, is_test, \
+             step_index, step_seq, created_at, started_at, finished_at) VALUES {}",
+            values("(?, ?, ?, ?, 'queued', ?, ?, '{}', NULL, ?, 0, 1, ?, NULL, NULL)", chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (e, r) in chunk {
+            q = q.bind(&r.id).bind(&e.account_id).bind(&r.workflow_id).bind(r.version);
+            q = q.bind(&e.id).bind(&r.event).bind(r.is_test as i64).bind(e.now);
+        }
+        q.execute(&mut **tx).await?;
+        let sql = format!(
+            "INSERT INTO run_queue (run_id, account_id, due_at, step_index, step_seq, attempt, lease_token, dispatching) VALUES {}",
+            values("(?, ?, ?, 0, 1, 0, NULL, 0)", chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (e, r) in chunk {
+            q = q.bind(&r.id).bind(&e.account_id).bind(e.now);
+        }
+        q.execute(&mut **tx).await?;
+        let charges: Vec<UsageInsert<'_>> = chunk
+            .iter()
+            .filter_map(|(e, r)| r.usage.as_ref().map(|u| (e.account_id.as_str(), r.workflow_id.as_str(), r.id.as_str(), u, e.now)))
+            .collect();
+        insert_usage(tx, &charges).await?;
     }
     Ok(())
 }
@@ -556,55 +506,52 @@ async fn resume_wait(tx: &mut Transaction<'static, Any>, r: &Resume, now: i64) -
 }
 
 async fn upsert_step(tx: &mut Transaction<'static, Any>, s: &StepRow) -> Result<()> {
-    sqlx::query(
+    let q = sqlx::query(
         "INSERT INTO step_runs (run_id, seq, step_id, status, attempts, input, output, error, started_at, finished_at, due_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT (run_id, seq) DO UPDATE SET status = $4, attempts = $5, input = COALESCE($6, step_runs.input), \
          output = $7, error = $8, started_at = COALESCE(step_runs.started_at, $9), finished_at = $10, due_at = $11",
-    )
-    .bind(&s.run_id)
-    .bind(s.seq)
-    .bind(&s.step_id)
-    .bind(&s.status)
-    .bind(s.attempts)
-    .bind(&s.input)
-    .bind(&s.output)
-    .bind(&s.error)
-    .bind(s.started_at)
-    .bind(s.finished_at)
-    .bind(s.due_at)
-    .execute(&mut **tx)
-    .await?;
+    );
+    bind_step(q, s).execute(&mut **tx).await?;
     Ok(())
 }
 
-async fn insert_usage(
-    tx: &mut Transaction<'static, Any>,
-    account_id: &str,
-    workflow_id: &str,
-    run_id: &str,
-    usage: &[NewUsage],
-    now: i64,
-) -> Result<()> {
-    for u in usage {
-        // The id is deterministic per (run, step execution, unit): a replayed completion cannot
-        // charge twice.
-        sqlx::query(
+/// A query with binds so far.
+pub(super) type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>;
+
+/// Binds a step row's eleven columns, in `step_runs` column order.
+pub(super) fn bind_step<'q>(q: AnyQuery<'q>, s: &'q StepRow) -> AnyQuery<'q> {
+    q.bind(&s.run_id)
+        .bind(s.seq)
+        .bind(&s.step_id)
+        .bind(&s.status)
+        .bind(s.attempts)
+        .bind(&s.input)
+        .bind(&s.output)
+        .bind(&s.error)
+        .bind(s.started_at)
+        .bind(s.finished_at)
+        .bind(s.due_at)
+}
+
+/// A ledger row to insert: `(account, workflow, run, usage, now)`.
+type UsageInsert<'a> = (&'a str, &'a str, &'a str, &'a NewUsage, i64);
+
+/// Inserts ledger rows. Their ids are deterministic per (run, step execution, unit) and unique:
+/// a replayed completion cannot charge twice.
+async fn insert_usage(tx: &mut Transaction<'static, Any>, rows: &[UsageInsert<'_>]) -> Result<()> {
+    for chunk in rows.chunks(CHUNK) {
+        let sql = format!(
             "INSERT INTO usage_ledger (id, account_id, workflow_id, run_id, step_id, unit, quantity, tokens_milli, \
-             cost_micros, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&u.id)
-        .bind(account_id)
-        .bind(workflow_id)
-        .bind(run_id)
-        .bind(&u.step_id)
-        .bind(&u.unit)
-        .bind(u.quantity)
-        .bind(u.tokens_milli)
-        .bind(u.cost_micros)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+             cost_micros, created_at) VALUES {} ON CONFLICT (id) DO NOTHING",
+            values("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (account_id, workflow_id, run_id, u, now) in chunk {
+            q = q.bind(&u.id).bind(*account_id).bind(*workflow_id).bind(*run_id).bind(&u.step_id);
+            q = q.bind(&u.unit).bind(u.quantity).bind(u.tokens_milli).bind(u.cost_micros).bind(*now);
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(())
 }

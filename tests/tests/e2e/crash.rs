@@ -86,21 +86,16 @@ async fn sigkill_mid_delays_and_backoff_loses_nothing(db: TestDb) {
     let port = free_port();
     let mut server = start(&db.url, &data, port).await;
     let http = reqwest::Client::new();
-    let account: Value = http
-        .post(format!("{}/v1/accounts", server.base))
-        .bearer_auth(ADMIN)
-        .json(&json!({ "name": "crash" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let post = |path: String, token: String, body: Value| {
+        let req = http.post(format!("{}{path}", server.base)).bearer_auth(token).json(&body);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let account = post("/v1/accounts".into(), ADMIN.into(), json!({ "name": "crash" })).await;
     let key = account["api_key"].as_str().unwrap().to_string();
-    let workflow: Value = http
-        .post(format!("{}/v1/workflows", server.base))
-        .bearer_auth(&key)
-        .json(&json!({
+    let workflow = post(
+        "/v1/workflows".into(),
+        key.clone(),
+        json!({
             "name": "crash",
             "trigger": { "webhook": {} },
             "steps": [
@@ -112,13 +107,9 @@ async fn sigkill_mid_delays_and_backoff_loses_nothing(db: TestDb) {
                 { "id": "settle", "delay": "1s" },
                 { "id": "finish", "action": "log", "input": { "message": "end" } },
             ]
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        }),
+    )
+    .await;
     let hook = workflow["webhook_url"].as_str().unwrap_or_else(|| panic!("{workflow}")).to_string();
     let mut run_ids = Vec::new();
     for i in 0..RUNS {
