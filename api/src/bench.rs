@@ -28,9 +28,12 @@ pub struct BenchArgs {
     /// Concurrent webhook clients.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
-    /// Runs of the 10-step workflow in the throughput measurement.
+    /// Runs in the throughput measurement.
     #[arg(long, default_value_t = 1_000)]
     pub runs: usize,
+    /// Steps of each run in the throughput measurement.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
 }
 
 struct Figures {
@@ -79,8 +82,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     println!(
         "(ingest: {} webhook POSTs of ~0.5 KB from {} clients, each answered 202 after commit; \
-         steps: {} runs x 10 log steps)",
-        args.requests, args.clients, args.runs
+         steps: {} runs x {} log steps)",
+        args.requests, args.clients, args.runs, args.steps
     );
     Ok(())
 }
@@ -96,7 +99,7 @@ async fn measure(backend: &'static str, url: &str, args: &BenchArgs) -> anyhow::
 
     // Ingest: the API alone (no workers), so the figure is the accept path.
     let token = random_secret("wh_");
-    let steps: Vec<_> = (0..10).map(|i| json!({ "id": format!("s{i}"), "action": "log", "input": { "message": "step {{ run.id }}" } })).collect();
+    let steps: Vec<_> = (0..args.steps).map(|i| json!({ "id": format!("s{i}"), "action": "log", "input": { "message": "step {{ run.id }}" } })).collect();
     let hook = json!({ "name": "bench hook", "trigger": { "webhook": {} }, "steps": [{ "id": "done", "end": {} }] });
     store.create_workflow(&write("hook", &hook, "webhook", Some(token.clone()), now)).await?;
     let state = AppState { engine: engine.clone(), admin_token: "unused".into(), public_url: "http://bench".into() };
@@ -122,7 +125,7 @@ async fn measure(backend: &'static str, url: &str, args: &BenchArgs) -> anyhow::
         ingest_rps,
         p50_ms,
         p99_ms,
-        steps_per_sec: (args.runs * 10) as f64 / runs_elapsed.as_secs_f64(),
+        steps_per_sec: (args.runs * args.steps) as f64 / runs_elapsed.as_secs_f64(),
         runs_elapsed,
     })
 }
