@@ -13,7 +13,7 @@ pub struct Log;
 impl Action for Log {
     const KIND: &'static str = "log";
     const INPUT: &'static [Field] = &[Field { name: "message", ty: FieldType::String, required: true }];
-    const DELIVERY: Delivery = Delivery::Idempotent;
+    const DELIVERY: Delivery = Delivery::Internal;
 
     async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError> {
         let message = match input.get("message") {

@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
 use switchboard_runtime::engine::Engine;
 use tower_http::trace::TraceLayer;
 
+use crate::error::ApiError;
 use crate::routes;
 
 /// The largest request body accepted (SPEC §4: 413 above 1 MiB).
@@ -39,6 +41,10 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::events::router())
         .merge(routes::hooks::router())
         .merge(routes::health::router())
+        .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

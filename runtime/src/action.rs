@@ -17,7 +17,10 @@ use crate::retry::RetryPolicy;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Delivery {
-    /// Safe to repeat (no side effect, or the vendor dedupes by the idempotency key).
+    /// No effect outside Switchboard (e.g. `log`): runs without any extra bookkeeping.
+    Internal,
+    /// Safe to repeat: the vendor dedupes by the idempotency key. The runtime renews its lease
+    /// (a fenced write) before sending, so a cancelled run or a lost lease sends nothing.
     Idempotent,
     /// Repeating could act twice: the runtime records that it is dispatching before it sends,
     /// and an attempt whose outcome is unknown ends `outcome_unknown` instead of being resent.

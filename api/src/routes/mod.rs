@@ -53,7 +53,30 @@ pub(crate) fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -
             ));
         }
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        // Well-formed JSON of the wrong shape (a missing or mistyped field) is a 422.
+        serde_json::error::Category::Data => ApiError::invalid(
+            "invalid_request",
+            "the request body does not have the expected fields",
+            vec![switchboard_runtime::definition::Problem { path: String::new(), message: e.to_string() }],
+        ),
+        _ => ApiError::bad_request(format!("malformed JSON: {e}")),
+    })
+}
+
+/// Query parameters, with the API's error format when they do not parse.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+    }
 }
 
 /// `?cursor=&limit=` of a list.

@@ -1,6 +1,6 @@
 //! Runs: list, read with the step timeline, cancel, retry.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use switchboard_runtime::clock::to_rfc3339;
 use switchboard_runtime::store::{FINAL_RUN_STATUSES, RunFilter, RunRow, StepRow, UsageRow};
 
+use super::Query;
 use crate::app::AppState;
 use crate::auth::AccountAuth;
 use crate::error::{ApiError, ApiResult};
@@ -102,7 +103,10 @@ async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth, 
     if !FINAL_RUN_STATUSES.contains(&run.status.as_str()) && !steps.iter().any(|s| s.seq == run.step_seq)
         && let Ok(workflow) = state.engine.workflow(&run.workflow_id, run.version).await
             && let Some(step) = workflow.steps.get(run.step_index as usize) {
-                timeline.push(json!({ "id": step.id, "seq": run.step_seq, "status": "pending", "attempts": 0, "usage": [] }));
+                timeline.push(json!({
+                    "id": step.id, "seq": run.step_seq, "status": "pending", "attempts": 0, "started_at": null,
+                    "finished_at": null, "due_at": null, "input": null, "output": null, "usage": [],
+                }));
             }
     let mut out = run_json(&run);
     out["steps"] = json!(timeline);

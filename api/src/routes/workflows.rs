@@ -1,6 +1,6 @@
 //! Workflows: create (JSON or YAML), list, read, new version, delete, enable/disable, start.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -10,7 +10,7 @@ use switchboard_runtime::definition::{self, Format, Trigger, Workflow};
 use switchboard_runtime::engine::new_id;
 use switchboard_runtime::store::{WorkflowRow, WorkflowWrite};
 
-use super::{Body, PageQuery, json_body, media_type};
+use super::{Body, PageQuery, Query, json_body, media_type};
 use crate::app::AppState;
 use crate::auth::{AccountAuth, random_secret};
 use crate::error::{ApiError, ApiResult};

@@ -112,7 +112,7 @@ impl Engine {
         let event_id = new_id();
         let mut runs = Vec::new();
         for w in self.store.workflows_for_event(account_id, event_type).await? {
-            let compiled = self.workflow(&w.id, w.version).await?;
+            let Some(compiled) = self.usable_workflow(&w.id, w.version).await? else { continue };
             if let Trigger::Event { when: Some(when), .. } = &compiled.trigger {
                 let scope = crate::expr::ScopeData {
                     event: data.clone(),
@@ -164,14 +164,27 @@ impl Engine {
         }
     }
 
+    /// A workflow version, or `None` (logged) when the stored version no longer validates, so one
+    /// broken workflow cannot block an account's events.
+    async fn usable_workflow(&self, workflow_id: &str, version: i64) -> Result<Option<crate::definition::SharedWorkflow>> {
+        match self.workflow(workflow_id, version).await {
+            Ok(w) => Ok(Some(w)),
+            Err(crate::Error::Invalid(problems)) => {
+                tracing::warn!(%workflow_id, version, ?problems, "stored workflow version no longer validates; skipped");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// The waiting `wait_for` steps of the account this event resumes.
     async fn matching_waits(&self, account_id: &str, event_type: &str, event_id: &str, data: &Value) -> Result<Vec<Resume>> {
         let mut resumes = Vec::new();
         for (run, wait_seq) in self.store.waiting_runs(account_id, event_type).await? {
-            let workflow = self.workflow(&run.workflow_id, run.version).await?;
+            let Some(workflow) = self.usable_workflow(&run.workflow_id, run.version).await? else { continue };
             let Some(step) = workflow.steps.get(run.step_index as usize) else { continue };
             let StepKind::WaitFor { matcher, .. } = &step.kind else { continue };
-            let mut state = super::step::RunState::load(self, run, &workflow).await?;
+            let mut state = super::step::RunState::load(self, run).await?;
             if let Some(matcher) = matcher {
                 let mut scope = state.scope(&workflow);
                 scope.event = data.clone();

@@ -11,11 +11,14 @@ use crate::definition::{Delay, OnError, StepKind, Workflow};
 use crate::expr::ScopeData;
 use crate::metering::Usage;
 use crate::store::{Account, Claim, Completion, NewUsage, NewWait, Next, RunRow, StepRow};
-use crate::Result;
+use crate::{Error, Result};
 
 /// More step executions than this in one run means something is wrong (cycles are refused at
 /// save time, so only a pathological `on_error: goto` chain could get here).
 const MAX_STEPS_PER_RUN: i64 = 10_000;
+
+/// Slack on top of an action's own timeout before the runtime gives up on it.
+const ACTION_GRACE: Duration = Duration::from_secs(2);
 
 /// A run being executed: its row with the JSON parsed once.
 pub(crate) struct RunState {
@@ -26,7 +29,7 @@ pub(crate) struct RunState {
 }
 
 impl RunState {
-    pub(crate) async fn load(engine: &Engine, run: RunRow, _workflow: &Workflow) -> Result<Self> {
+    pub(crate) async fn load(engine: &Engine, run: RunRow) -> Result<Self> {
         let event = serde_json::from_str(&run.event)?;
         let mut context: Value = serde_json::from_str(&run.context)?;
         if !context.is_object() {
@@ -77,8 +80,20 @@ enum Outcome {
 
 pub(super) async fn process(engine: &Engine, token: &str, mut claim: Claim) -> Result<()> {
     let Some(run) = engine.store.run_by_id(&claim.run_id).await? else { return Ok(()) };
-    let workflow = engine.workflow(&run.workflow_id, run.version).await?;
-    let mut state = RunState::load(engine, run, &workflow).await?;
+    let workflow = engine.workflow(&run.workflow_id, run.version).await;
+    let mut state = RunState::load(engine, run).await?;
+    let workflow = match workflow {
+        Ok(w) => w,
+        Err(Error::Invalid(problems)) => {
+            // A stored version that no longer compiles (say, an action module was removed):
+            // end the run with the reason instead of claiming it again forever.
+            let message = problems.iter().map(|p| format!("{}: {}", p.path, p.message)).collect::<Vec<_>>().join("; ");
+            let error = ActionError::permanent("invalid_definition", format!("this workflow version no longer validates: {message}"));
+            let now = engine.clock.now();
+            return finish_failed(engine, token, &mut state, &claim, "?", error, now).await;
+        }
+        Err(e) => return Err(e),
+    };
     loop {
         let now = engine.clock.now();
         let index = claim.step_index as usize;
@@ -153,11 +168,12 @@ async fn execute(
                 }
             };
             let attempt = claim.attempt + 1;
-            let lease_ms = engine.config.lease.as_millis() as i64;
-            let timeout_ms = timeout.as_millis() as i64;
-            if timeout_ms + 5_000 > lease_ms {
-                // A long action: keep the lease beyond its timeout so nobody takes it over.
-                engine.store.extend_lease(&claim.run_id, token, now + timeout_ms + lease_ms).await?;
+            // Before an action starts, renew the lease past its timeout with a fenced write: a
+            // claim that waited in a worker's buffer, a run cancelled since its last step, or a
+            // lease another worker took over all stop here, before anything is sent.
+            let lease_until = now + (*timeout + ACTION_GRACE + engine.config.lease).as_millis() as i64;
+            if delivery == Delivery::Idempotent && !engine.store.extend_lease(&claim.run_id, token, lease_until).await? {
+                return Ok(Outcome::LeaseLost);
             }
             if delivery == Delivery::AtMostOnce {
                 let running = StepRow {
@@ -173,7 +189,7 @@ async fn execute(
                     finished_at: None,
                     due_at: None,
                 };
-                if !engine.store.mark_dispatching(token, &running).await? {
+                if !engine.store.mark_dispatching(token, &running, lease_until).await? {
                     return Ok(Outcome::LeaseLost);
                 }
             }
@@ -185,7 +201,9 @@ async fn execute(
                 idempotency_key: format!("{}:{}", claim.run_id, claim.step_seq),
                 timeout: *timeout,
             };
-            let result = match tokio::time::timeout(*timeout, action.execute(&ctx, rendered.clone())).await {
+            // The action enforces `timeout` itself and classifies what happened; this outer
+            // bound only catches an action that ignores it.
+            let result = match tokio::time::timeout(*timeout + ACTION_GRACE, action.execute(&ctx, rendered.clone())).await {
                 Ok(r) => r,
                 Err(_) if delivery == Delivery::AtMostOnce => Err(ActionError::outcome_unknown(
                     "timeout",
@@ -423,10 +441,11 @@ async fn commit(
         usage,
         wait,
         clear_wait,
+        side_effect: is_action,
         now,
     };
     if !engine.store.complete(&completion).await? {
-        tracing::warn!(run_id = %claim.run_id, "lease lost; another worker owns this run now");
+        tracing::info!(run_id = %claim.run_id, "stopping: the run was cancelled or another worker owns it now");
         return Ok(None);
     }
     state.run.status = run_status.to_string();
@@ -476,6 +495,7 @@ async fn finish_failed(
         usage: vec![],
         wait: None,
         clear_wait: true,
+        side_effect: false,
         now,
     };
     engine.store.complete(&completion).await?;

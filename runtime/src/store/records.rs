@@ -323,6 +323,9 @@ pub struct Completion {
     pub wait: Option<NewWait>,
     /// Whether the step ended a wait (its row goes).
     pub clear_wait: bool,
+    /// Whether the step ran an action: if the run was cancelled meanwhile, an action's outcome
+    /// and usage are still recorded (it happened); anything else is dropped.
+    pub side_effect: bool,
     /// Now (ms).
     pub now: i64,
 }

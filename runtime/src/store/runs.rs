@@ -123,14 +123,18 @@ impl Store {
     /// Records, before an at-most-once action sends, that it is dispatching: if the process dies
     /// now, the next claim sees `dispatching = 1` and ends the step `outcome_unknown` instead of
     /// sending again. Also shows the step as running in the timeline.
-    pub async fn mark_dispatching(&self, token: &str, step: &StepRow) -> Result<bool> {
+    /// The lease is renewed to `lease_until` in the same fenced write.
+    pub async fn mark_dispatching(&self, token: &str, step: &StepRow, lease_until: i64) -> Result<bool> {
         let mut tx = self.writer.begin().await?;
-        let done = sqlx::query("UPDATE run_queue SET dispatching = 1 WHERE run_id = $1 AND lease_token = $2 AND step_seq = $3")
-            .bind(&step.run_id)
-            .bind(token)
-            .bind(step.seq)
-            .execute(&mut *tx)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE run_queue SET dispatching = 1, due_at = $4 WHERE run_id = $1 AND lease_token = $2 AND step_seq = $3",
+        )
+        .bind(&step.run_id)
+        .bind(token)
+        .bind(step.seq)
+        .bind(lease_until)
+        .execute(&mut *tx)
+        .await?;
         if done.rows_affected() != 1 {
             return Ok(false);
         }
@@ -146,9 +150,9 @@ impl Store {
     }
 
     /// Writes a step's outcome, the run's new state, the next due time and the usage rows in one
-    /// transaction. False (and nothing written) when the claim's lease was lost to another worker.
-    /// When the run was cancelled meanwhile, the step's outcome and usage are still recorded (it
-    /// did run), but nothing after it is scheduled.
+    /// transaction. False when the caller must stop: the claim's lease was lost to another worker
+    /// (nothing written), or the run was cancelled meanwhile — then an action's outcome and usage
+    /// are still recorded (it did run), but nothing after it is scheduled.
     pub async fn complete(&self, c: &Completion) -> Result<bool> {
         if self.dialect == super::Dialect::Postgres && self.complete_in_one(c).await? {
             return Ok(true);
@@ -186,12 +190,21 @@ impl Store {
                 .bind(&c.run_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-            if status.as_ref().map(|s| s.0.as_str()) != Some("cancelled") {
+            if !c.side_effect || status.as_ref().map(|s| s.0.as_str()) != Some("cancelled") {
                 return Ok(false);
             }
             true
         };
-        upsert_step(&mut tx, &c.step).await?;
+        if cancelled && !["succeeded", "failed", "outcome_unknown"].contains(&c.step.status.as_str()) {
+            // A retry that will not happen: the step ends with the run.
+            let mut step = c.step.clone();
+            step.status = "cancelled".into();
+            step.finished_at = Some(c.now);
+            step.due_at = None;
+            upsert_step(&mut tx, &step).await?;
+        } else {
+            upsert_step(&mut tx, &c.step).await?;
+        }
         if !cancelled {
             let (step_index, step_seq) = match &c.next {
                 Next::Continue { step_index, step_seq, .. } => (*step_index, *step_seq),
@@ -235,7 +248,8 @@ impl Store {
             insert_usage(&mut tx, &rows).await?;
         }
         tx.commit().await?;
-        Ok(true)
+        // After a cancel the step is recorded, but the caller must not go on.
+        Ok(!cancelled)
     }
 
     /// Runs of an account waiting for an event type: `(run, waiting step seq)`.
@@ -256,24 +270,34 @@ impl Store {
     /// `None` if there is no such run; `Some(false)` if it had already ended.
     pub async fn cancel_run(&self, account_id: &str, run_id: &str, now: i64) -> Result<Option<bool>> {
         let mut tx = self.writer.begin().await?;
-        let status: Option<(String,)> = sqlx::query_as("SELECT status FROM runs WHERE id = $1 AND account_id = $2")
+        // The queue row first, as every other writer does: one lock order, no deadlocks. A
+        // completion holding it finishes first; its next step then finds no row and stops.
+        sqlx::query("DELETE FROM run_queue WHERE run_id = $1 AND account_id = $2")
             .bind(run_id)
             .bind(account_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some((status,)) = status else { return Ok(None) };
-        if FINAL_RUN_STATUSES.contains(&status.as_str()) {
-            return Ok(Some(false));
-        }
-        sqlx::query("UPDATE runs SET status = 'cancelled', finished_at = $2 WHERE id = $1")
-            .bind(run_id)
-            .bind(now)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM run_queue WHERE run_id = $1").bind(run_id).execute(&mut *tx).await?;
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'cancelled', finished_at = $3 WHERE id = $1 AND account_id = $2 \
+             AND status NOT IN ('succeeded', 'failed', 'cancelled')",
+        )
+        .bind(run_id)
+        .bind(account_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            drop(tx);
+            let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM runs WHERE id = $1 AND account_id = $2")
+                .bind(run_id)
+                .bind(account_id)
+                .fetch_optional(&self.reader)
+                .await?;
+            return Ok(exists.map(|_| false));
+        }
         sqlx::query("DELETE FROM waits WHERE run_id = $1").bind(run_id).execute(&mut *tx).await?;
         sqlx::query(
-            "UPDATE step_runs SET status = 'cancelled', finished_at = $2 \
+            "UPDATE step_runs SET status = 'cancelled', finished_at = $2, due_at = NULL \
              WHERE run_id = $1 AND status IN ('pending', 'waiting')",
         )
         .bind(run_id)
@@ -288,17 +312,24 @@ impl Store {
     /// step, due now. `None` if there is no such run; `Some(false)` if it is not failed.
     pub async fn retry_run(&self, account_id: &str, run_id: &str, now: i64) -> Result<Option<bool>> {
         let mut tx = self.writer.begin().await?;
-        let run: Option<(String, i64, i64)> =
-            sqlx::query_as("SELECT status, step_index, step_seq FROM runs WHERE id = $1 AND account_id = $2")
+        // Conditional on `failed`, so two concurrent retries cannot both pass.
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "UPDATE runs SET status = 'queued', error = NULL, finished_at = NULL, step_seq = step_seq + 1 \
+             WHERE id = $1 AND account_id = $2 AND status = 'failed' RETURNING step_index, step_seq",
+        )
+        .bind(run_id)
+        .bind(account_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((step_index, seq)) = row else {
+            drop(tx);
+            let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM runs WHERE id = $1 AND account_id = $2")
                 .bind(run_id)
                 .bind(account_id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&self.reader)
                 .await?;
-        let Some((status, step_index, step_seq)) = run else { return Ok(None) };
-        if status != "failed" {
-            return Ok(Some(false));
-        }
-        let seq = step_seq + 1;
+            return Ok(exists.map(|_| false));
+        };
         sqlx::query(
             "INSERT INTO run_queue (run_id, account_id, due_at, step_index, step_seq, attempt, lease_token, dispatching) \
              VALUES ($1, $2, $3, $4, $5, 0, NULL, 0)",
@@ -310,11 +341,6 @@ impl Store {
         .bind(seq)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE runs SET status = 'queued', error = NULL, finished_at = NULL, step_seq = $2 WHERE id = $1")
-            .bind(run_id)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(Some(true))
     }
@@ -452,15 +478,35 @@ async fn insert_runs(tx: &mut Transaction<'static, Any>, runs: &[(&NewEvent, &Ne
 }
 
 async fn resume_wait(tx: &mut Transaction<'static, Any>, r: &Resume, now: i64) -> Result<()> {
-    // Whoever deletes the wait row owns the resumption; a timeout that got there first wins.
-    let won = sqlx::query("DELETE FROM waits WHERE run_id = $1 AND step_seq = $2")
-        .bind(&r.run_id)
-        .bind(r.step_seq)
-        .execute(&mut **tx)
-        .await?;
-    if won.rows_affected() != 1 {
+    // The queue row first (one lock order with completions and cancels), guarded by the wait's
+    // step seq: a timeout that completed first moved the seq on (or removed the row), and then
+    // this resumes nothing. Clearing the token fences out a worker holding the timeout's claim.
+    let moved = match r.next_index {
+        Some(next) => {
+            sqlx::query(
+                "UPDATE run_queue SET step_index = $3, step_seq = $4, attempt = 0, dispatching = 0, due_at = $5, \
+                 lease_token = NULL WHERE run_id = $1 AND step_seq = $2",
+            )
+            .bind(&r.run_id)
+            .bind(r.step_seq)
+            .bind(next)
+            .bind(r.step_seq + 1)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?
+        }
+        None => {
+            sqlx::query("DELETE FROM run_queue WHERE run_id = $1 AND step_seq = $2")
+                .bind(&r.run_id)
+                .bind(r.step_seq)
+                .execute(&mut **tx)
+                .await?
+        }
+    };
+    if moved.rows_affected() != 1 {
         return Ok(());
     }
+    sqlx::query("DELETE FROM waits WHERE run_id = $1").bind(&r.run_id).execute(&mut **tx).await?;
     sqlx::query(
         "UPDATE step_runs SET status = 'succeeded', output = $3, finished_at = $4, due_at = NULL \
          WHERE run_id = $1 AND seq = $2",
@@ -471,37 +517,22 @@ async fn resume_wait(tx: &mut Transaction<'static, Any>, r: &Resume, now: i64) -
     .bind(now)
     .execute(&mut **tx)
     .await?;
-    match r.next_index {
-        Some(next) => {
-            // Clearing the token fences out a worker that holds the timeout's claim.
-            sqlx::query(
-                "UPDATE run_queue SET step_index = $2, step_seq = $3, attempt = 0, dispatching = 0, due_at = $4, \
-                 lease_token = NULL WHERE run_id = $1",
-            )
-            .bind(&r.run_id)
-            .bind(next)
-            .bind(r.step_seq + 1)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-            sqlx::query("UPDATE runs SET status = 'running', context = $2, step_index = $3, step_seq = $4 WHERE id = $1")
-                .bind(&r.run_id)
-                .bind(&r.context)
-                .bind(next)
-                .bind(r.step_seq + 1)
-                .execute(&mut **tx)
-                .await?;
-        }
-        None => {
-            sqlx::query("DELETE FROM run_queue WHERE run_id = $1").bind(&r.run_id).execute(&mut **tx).await?;
-            sqlx::query("UPDATE runs SET status = 'succeeded', context = $2, finished_at = $3 WHERE id = $1")
-                .bind(&r.run_id)
-                .bind(&r.context)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-        }
-    }
+    let (status, step_index, step_seq, finished) = match r.next_index {
+        Some(next) => ("running", next, r.step_seq + 1, None),
+        None => ("succeeded", -1, r.step_seq, Some(now)),
+    };
+    sqlx::query(
+        "UPDATE runs SET status = $2, context = $3, step_index = CASE WHEN $4 < 0 THEN step_index ELSE $4 END, \
+         step_seq = $5, finished_at = $6 WHERE id = $1",
+    )
+    .bind(&r.run_id)
+    .bind(status)
+    .bind(&r.context)
+    .bind(step_index)
+    .bind(step_seq)
+    .bind(finished)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

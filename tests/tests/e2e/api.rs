@@ -181,6 +181,7 @@ async fn events_fan_out_filter_and_dedupe(db: TestDb) {
     assert_eq!(body["run_ids"].as_array().unwrap().len(), 1);
     let (_, again) = app.post_json("/v1/events", &key, &answered).await;
     assert_eq!(again, body, "the same id answers the same answer");
+    assert_eq!(app.get("/v1/runs", &key).await.1["runs"].as_array().unwrap().len(), 1, "and starts nothing");
     let missed = json!({ "type": "call.completed", "data": { "call": { "status": "no-answer" } } });
     let (_, body) = app.post_json("/v1/events", &key, &missed).await;
     assert_eq!(body["run_ids"].as_array().unwrap().len(), 2);
@@ -188,6 +189,8 @@ async fn events_fan_out_filter_and_dedupe(db: TestDb) {
     assert_eq!(runs["runs"].as_array().unwrap().len(), 0, "another account's workflows are not triggered");
     let (s, _) = app.call("POST", "/v1/events", Some(&key), Some("application/json"), "{\"type\":").await;
     assert_eq!(s, 400);
+    let (s, body) = app.post_json("/v1/events", &key, &json!({ "data": {} })).await;
+    assert_eq!((s.as_u16(), body["error"]["code"].as_str()), (422, Some("invalid_request")), "a missing field: {body}");
 }
 
 async fn another_accounts_ids_answer_404(db: TestDb) {
@@ -230,6 +233,12 @@ async fn runs_list_and_paginate(db: TestDb) {
     for _ in 0..5 {
         app.start(&key, id, &json!({})).await;
     }
+    let (s, body) = app.get("/v1/runs?limit=abc", &key).await;
+    assert_eq!((s.as_u16(), body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+    let (s, body) = app.get("/v1/nowhere", &key).await;
+    assert_eq!((s.as_u16(), body["error"]["code"].as_str()), (404, Some("not_found")));
+    let (s, body) = app.call("PATCH", "/v1/runs", Some(&key), None, Body::empty()).await;
+    assert_eq!((s.as_u16(), body["error"]["code"].as_str()), (405, Some("method_not_allowed")));
     let (_, page1) = app.get("/v1/runs?limit=3", &key).await;
     assert_eq!(page1["runs"].as_array().unwrap().len(), 3);
     let cursor = page1["next_cursor"].as_str().unwrap();

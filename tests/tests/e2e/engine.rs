@@ -276,7 +276,7 @@ async fn a_send_interrupted_by_a_crash_is_never_resent(db: TestDb) {
         finished_at: None,
         due_at: None,
     };
-    assert!(store.mark_dispatching("dead-worker", &row).await.unwrap());
+    assert!(store.mark_dispatching("dead-worker", &row, app.now() + lease).await.unwrap());
     assert_eq!(app.drain().await, 0, "a leased step is not claimed again before its lease expires");
     assert_eq!(timeline(&app.run(&key, &run_id).await), ["send:running"]);
     app.advance(lease).await;
@@ -298,9 +298,64 @@ async fn a_send_interrupted_by_a_crash_is_never_resent(db: TestDb) {
         usage: vec![],
         wait: None,
         clear_wait: false,
+        side_effect: true,
         now: app.now(),
     };
     assert!(!store.complete(&late).await.unwrap());
+}
+
+async fn cancel_lets_the_running_step_finish_and_starts_nothing_after(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let (_, key) = app.account("a").await;
+    let wf = app.workflow(&key, &manual(json!([{ "id": "a", "action": "test.gate" }, { "id": "b", "action": "test.flaky" }]))).await;
+    let run_id = app.start(&key, wf["id"].as_str().unwrap(), &json!({})).await;
+    let lease = app.engine.config().lease.as_millis() as i64;
+    let claims = app.engine.store().claim("w", app.now(), app.now() + lease, 10).await.unwrap();
+    let engine = app.engine.clone();
+    let claim = claims[0].clone();
+    let worker = tokio::spawn(async move { engine.process("w", claim).await });
+    app.gate.entered.notified().await; // step `a` is running
+    let (status, _) = app.post_json(&format!("/v1/runs/{run_id}/cancel"), &key, &json!({})).await;
+    assert_eq!(status, 202);
+    app.gate.release.notify_one();
+    worker.await.unwrap().unwrap();
+    app.advance(lease).await;
+    let run = app.run(&key, &run_id).await;
+    assert_eq!(run["status"], "cancelled");
+    assert_eq!(timeline(&run), ["a:succeeded"], "the running step finished; nothing after it started");
+    assert_eq!(app.flaky.calls.load(Ordering::SeqCst), 0);
+    let billed = run["usage"].as_array().unwrap().iter().filter(|u| u["unit"] == "http_request").count();
+    assert_eq!(billed, 1, "the step that ran is billed: {run}");
+}
+
+async fn an_event_racing_a_wait_timeout_resumes_exactly_once(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let (_, key) = app.account("a").await;
+    app.workflow(&key, &json!({
+        "name": "race",
+        "trigger": { "event": "quote.sent" },
+        "steps": [
+            { "id": "paid", "wait_for": { "event": "payment.received", "timeout": "1h" } },
+            { "id": "after", "action": "test.flaky" },
+        ]
+    }))
+    .await;
+    let (_, started) = app.post_json("/v1/events", &key, &json!({ "type": "quote.sent", "data": {} })).await;
+    let run_id = started["run_ids"][0].as_str().unwrap().to_string();
+    app.drain().await;
+    // The timeout falls due and a worker claims it; before it completes, the event arrives.
+    app.clock.advance(3_600_000);
+    let lease = app.engine.config().lease.as_millis() as i64;
+    let claims = app.engine.store().claim("timeout-worker", app.now(), app.now() + lease, 10).await.unwrap();
+    assert_eq!(claims.len(), 1);
+    let (s, _) = app.post_json("/v1/events", &key, &json!({ "type": "payment.received", "data": { "amount": 10 } })).await;
+    assert_eq!(s, 202);
+    app.engine.process("timeout-worker", claims[0].clone()).await.unwrap();
+    app.drain().await;
+    let run = app.run(&key, &run_id).await;
+    assert_eq!(timeline(&run), ["paid:succeeded", "after:succeeded"], "{run}");
+    assert_eq!(run["steps"][0]["output"]["matched"], true, "the event won; the timeout's completion was fenced out");
+    assert_eq!(app.flaky.calls.load(Ordering::SeqCst), 1);
 }
 
 async fn apalis_workers_run_due_steps(db: TestDb) {
@@ -343,4 +398,6 @@ on_both_backends!(
     endless_loop_in_a_condition_fails_only_that_run,
     editing_makes_a_version_and_running_runs_keep_theirs,
     a_send_interrupted_by_a_crash_is_never_resent,
+    cancel_lets_the_running_step_finish_and_starts_nothing_after,
+    an_event_racing_a_wait_timeout_resumes_exactly_once,
 );

@@ -150,7 +150,57 @@ async fn versions_are_kept_and_other_accounts_see_nothing(db: TestDb) {
     assert!(store.workflow("acc", "wf").await.unwrap().is_some());
 }
 
+async fn a_replayed_completion_bills_once(db: TestDb) {
+    use switchboard_runtime::store::{Completion, Next, StepRow};
+    let store = db.store().await;
+    seed(&store).await;
+    store.record_event(&event("e", None), &[run("r")], &[]).await.unwrap();
+    let claims = store.claim("w", T0, T0 + 60_000, 1).await.unwrap();
+    let completion = Completion {
+        run_id: "r".into(),
+        account_id: "acc".into(),
+        workflow_id: "wf".into(),
+        token: "w".into(),
+        step: StepRow {
+            run_id: "r".into(),
+            seq: claims[0].step_seq,
+            step_id: "a".into(),
+            status: "succeeded".into(),
+            attempts: 1,
+            input: None,
+            output: Some("{}".into()),
+            error: None,
+            started_at: Some(T0),
+            finished_at: Some(T0),
+            due_at: None,
+        },
+        // Keeping the lease lets the same completion pass the fence twice.
+        next: Next::Continue { step_index: 0, step_seq: 2, attempt: 0, due_at: T0, keep_lease: Some(T0 + 60_000) },
+        run_status: "running".into(),
+        context: None,
+        run_error: None,
+        usage: vec![NewUsage {
+            id: "r:1:http_request".into(),
+            step_id: Some("a".into()),
+            unit: "http_request".into(),
+            quantity: 1,
+            tokens_milli: 100,
+            cost_micros: 1_000,
+        }],
+        wait: None,
+        clear_wait: false,
+        side_effect: true,
+        now: T0,
+    };
+    assert!(store.complete(&completion).await.unwrap());
+    assert!(store.complete(&completion).await.unwrap());
+    let rows = store.usage_after("acc", 0, 100).await.unwrap();
+    let units: Vec<&str> = rows.iter().map(|u| u.unit.as_str()).collect();
+    assert_eq!(units, ["workflow_run", "http_request"], "the second write of the same charge is refused");
+}
+
 on_both_backends!(
+    a_replayed_completion_bills_once,
     a_claim_is_exclusive_until_its_lease_expires,
     concurrent_claims_never_share_a_row,
     a_repeated_dedupe_key_answers_the_first_answer,

@@ -169,6 +169,26 @@ impl Action for Broken {
     }
 }
 
+/// A test action that signals when it starts and waits to be released (a step "running").
+#[derive(Clone, Default)]
+pub struct Gate {
+    pub entered: Arc<tokio::sync::Notify>,
+    pub release: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl Action for Gate {
+    const KIND: &'static str = "test.gate";
+    const INPUT: &'static [Field] = &[];
+    const DELIVERY: Delivery = Delivery::Idempotent;
+
+    async fn execute(&self, _ctx: &ActionContext, _input: Value) -> Result<ActionOutput, ActionError> {
+        self.entered.notify_one();
+        self.release.notified().await;
+        Ok(ActionOutput { output: json!({ "released": true }), usage: vec![Usage { unit: "http_request".into(), quantity: 1 }] })
+    }
+}
+
 /// A store, an engine on a manual clock, the API router, and the test actions.
 pub struct TestApp {
     /// Kept alive for the test's length (PostgreSQL databases are dropped on drop).
@@ -176,6 +196,7 @@ pub struct TestApp {
     pub engine: Arc<Engine>,
     pub clock: ManualClock,
     pub flaky: Flaky,
+    pub gate: Gate,
     pub state: AppState,
 }
 
@@ -185,10 +206,11 @@ impl TestApp {
         let clock = ManualClock::new(1_800_000_000_000);
         let flaky = Flaky::default();
         let mut actions: ActionRegistry = switchboard_actions::registry(&Default::default()).unwrap();
-        actions.register(flaky.clone()).register(Broken);
+        let gate = Gate::default();
+        actions.register(flaky.clone()).register(Broken).register(gate.clone());
         let engine = Arc::new(Engine::new(store, actions, Arc::new(clock.clone()), EngineConfig::default()));
         let state = AppState { engine: engine.clone(), admin_token: ADMIN.into(), public_url: "http://sb.test".into() };
-        TestApp { _db: db, engine, clock, flaky, state }
+        TestApp { _db: db, engine, clock, flaky, gate, state }
     }
 
     pub fn now(&self) -> i64 {
