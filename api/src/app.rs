@@ -1,11 +1,14 @@
 //! The shared state and the router.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use switchboard_runtime::engine::Engine;
+use switchboard_runtime::store::{HookTarget, Store};
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
@@ -23,9 +26,16 @@ pub struct AppState {
     pub admin_token: Arc<str>,
     /// The base of webhook URLs, without a trailing slash.
     pub public_url: Arc<str>,
+    /// Webhook token → workflow, briefly cached (the hot path of ingest).
+    pub hooks: Arc<HookCache>,
 }
 
 impl AppState {
+    /// State over an engine, with an empty webhook cache.
+    pub fn new(engine: Arc<Engine>, admin_token: &str, public_url: &str) -> Self {
+        Self { engine, admin_token: admin_token.into(), public_url: public_url.into(), hooks: Arc::default() }
+    }
+
     /// The public URL of a webhook token.
     pub fn webhook_url(&self, token: &str) -> String {
         format!("{}/hooks/{token}", self.public_url)
@@ -48,4 +58,40 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// How long a webhook's routing (its workflow, enabled flag and version) may be served from
+/// memory. Writes through this process clear the cache at once; another process's writes are
+/// seen within this time.
+const HOOK_TTL: Duration = Duration::from_secs(1);
+
+/// Webhook token → workflow, cached for [`HOOK_TTL`]: one indexed read per token a second
+/// instead of one per request.
+#[derive(Debug, Default)]
+pub struct HookCache {
+    entries: Mutex<HashMap<String, (HookTarget, Instant)>>,
+}
+
+impl HookCache {
+    /// The workflow behind a token, from the cache or the store.
+    pub async fn get(&self, store: &Store, token: &str) -> switchboard_runtime::Result<Option<HookTarget>> {
+        if let Some((target, at)) = self.entries.lock().expect("hook cache lock").get(token)
+            && at.elapsed() < HOOK_TTL {
+                return Ok(Some(target.clone()));
+            }
+        let found = store.workflow_by_token(token).await?;
+        if let Some(target) = &found {
+            let mut entries = self.entries.lock().expect("hook cache lock");
+            if entries.len() >= 100_000 {
+                entries.clear();
+            }
+            entries.insert(token.to_string(), (target.clone(), Instant::now()));
+        }
+        Ok(found)
+    }
+
+    /// Forgets everything (a workflow changed through this process).
+    pub fn clear(&self) {
+        self.entries.lock().expect("hook cache lock").clear();
+    }
 }

@@ -102,7 +102,7 @@ async fn measure(backend: &'static str, url: &str, args: &BenchArgs) -> anyhow::
     let steps: Vec<_> = (0..args.steps).map(|i| json!({ "id": format!("s{i}"), "action": "log", "input": { "message": "step {{ run.id }}" } })).collect();
     let hook = json!({ "name": "bench hook", "trigger": { "webhook": {} }, "steps": [{ "id": "done", "end": {} }] });
     store.create_workflow(&write("hook", &hook, "webhook", Some(token.clone()), now)).await?;
-    let state = AppState { engine: engine.clone(), admin_token: "unused".into(), public_url: "http://bench".into() };
+    let state = AppState::new(engine.clone(), "unused", "http://bench");
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(axum::serve(listener, router(state)).into_future());

@@ -58,7 +58,10 @@ async fn accept(
     Body(body): Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let engine = &state.engine;
-    let row = engine.store().workflow_by_token(&token).await?
+    let row = state
+        .hooks
+        .get(engine.store(), &token)
+        .await?
         .filter(|w| w.trigger_kind == "webhook")
         .ok_or_else(|| ApiError::not_found("webhook"))?;
     if row.enabled != 1 {

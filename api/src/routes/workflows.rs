@@ -128,12 +128,14 @@ async fn update(
     let enabled = workflow.enabled.unwrap_or(current.enabled == 1);
     let write = write_of(&account.id, &id, &workflow, enabled, state.engine.clock().now());
     state.engine.store().update_workflow(&write).await?.ok_or_else(|| ApiError::not_found("workflow"))?;
+    state.hooks.clear();
     let row = load(&state, &account.id, &id).await?;
     Ok(Json(workflow_json(&state, &row)))
 }
 
 async fn remove(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     if state.engine.store().delete_workflow(&account.id, &id, state.engine.clock().now()).await? {
+        state.hooks.clear();
         Ok(Json(json!({ "id": id, "deleted": true })))
     } else {
         Err(ApiError::not_found("workflow"))
@@ -144,6 +146,7 @@ async fn set_enabled(state: &AppState, account_id: &str, id: &str, enabled: bool
     if !state.engine.store().set_workflow_enabled(account_id, id, enabled, state.engine.clock().now()).await? {
         return Err(ApiError::not_found("workflow"));
     }
+    state.hooks.clear();
     let row = load(state, account_id, id).await?;
     Ok(Json(workflow_json(state, &row)))
 }

@@ -78,6 +78,9 @@ impl Store {
     /// (group commit: one fsync for all). For events without a dedupe key or resumptions; the
     /// caller answers each only after this returns.
     pub async fn record_batch(&self, items: &[(NewEvent, Vec<NewRun>)]) -> Result<()> {
+        if self.dialect == super::Dialect::Postgres && self.record_batch_in_one(items).await? {
+            return Ok(());
+        }
         let mut tx = self.writer.begin().await?;
         let events: Vec<&NewEvent> = items.iter().map(|(e, _)| e).collect();
         insert_events(&mut tx, &events).await?;

@@ -209,7 +209,7 @@ impl TestApp {
         let gate = Gate::default();
         actions.register(flaky.clone()).register(Broken).register(gate.clone());
         let engine = Arc::new(Engine::new(store, actions, Arc::new(clock.clone()), EngineConfig::default()));
-        let state = AppState { engine: engine.clone(), admin_token: ADMIN.into(), public_url: "http://sb.test".into() };
+        let state = AppState::new(engine.clone(), ADMIN, "http://sb.test");
         TestApp { _db: db, engine, clock, flaky, gate, state }
     }
 
