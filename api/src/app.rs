@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::accounts::router())
         .merge(routes::workflows::router())
         .merge(routes::runs::router())
+        .merge(routes::usage::router())
         .merge(routes::events::router())
         .merge(routes::hooks::router())
         .merge(routes::health::router())

@@ -44,6 +44,57 @@ impl PriceList {
     }
 }
 
+/// A plan (SPEC §5): tokens included per calendar month in the account's timezone, and what
+/// tokens past that cost (`None`: no overage, the account stops at its included tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// `trial`, `starter`, `professional` or `enterprise`.
+    pub name: &'static str,
+    /// Included tokens a month, in thousandths.
+    pub included_tokens_milli: i64,
+    /// The monthly price, in millionths of a dollar.
+    pub monthly_price_micros: i64,
+    /// The price of one token past the included ones, in millionths of a dollar.
+    pub overage_micros_per_token: Option<i64>,
+}
+
+/// The plans and their defaults.
+pub const PLANS: [Plan; 4] = [
+    Plan { name: "trial", included_tokens_milli: 100_000, monthly_price_micros: 0, overage_micros_per_token: None },
+    Plan { name: "starter", included_tokens_milli: 1_000_000, monthly_price_micros: 99_000_000, overage_micros_per_token: Some(15_000) },
+    Plan { name: "professional", included_tokens_milli: 5_000_000, monthly_price_micros: 299_000_000, overage_micros_per_token: Some(12_000) },
+    Plan { name: "enterprise", included_tokens_milli: 20_000_000, monthly_price_micros: 999_000_000, overage_micros_per_token: Some(10_000) },
+];
+
+/// A plan by name.
+pub fn plan(name: &str) -> Option<Plan> {
+    PLANS.iter().copied().find(|p| p.name == name)
+}
+
+/// The calendar month containing `ms` in `timezone`, as local dates `[first day, first day of
+/// the next month)`.
+pub fn month_of(ms: i64, timezone: &str) -> (String, String) {
+    use chrono::Datelike;
+    let tz: chrono_tz::Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
+    let local = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().with_timezone(&tz).date_naive();
+    let first = local.with_day(1).unwrap_or(local);
+    let next = if first.month() == 12 {
+        chrono::NaiveDate::from_ymd_opt(first.year() + 1, 1, 1)
+    } else {
+        chrono::NaiveDate::from_ymd_opt(first.year(), first.month() + 1, 1)
+    }
+    .unwrap_or(first);
+    (first.format("%Y-%m-%d").to_string(), next.format("%Y-%m-%d").to_string())
+}
+
+/// The local calendar date (`YYYY-MM-DD`) of an instant in an IANA timezone (UTC if unknown):
+/// the `day` a ledger row is counted on, for per-day aggregates and monthly periods.
+pub fn local_day(ms: i64, timezone: &str) -> String {
+    let tz: chrono_tz::Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
+    let utc = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    utc.with_timezone(&tz).format("%Y-%m-%d").to_string()
+}
+
 /// One quantity of a unit consumed by a step, before pricing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
@@ -56,6 +107,24 @@ pub struct Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn month_of_follows_the_timezone_and_rolls_over_the_year() {
+        let ms = chrono::DateTime::parse_from_rfc3339("2027-01-01T03:00:00Z").unwrap().timestamp_millis();
+        assert_eq!(month_of(ms, "America/Los_Angeles"), ("2026-12-01".to_string(), "2027-01-01".to_string()));
+        assert_eq!(month_of(ms, "UTC"), ("2027-01-01".to_string(), "2027-02-01".to_string()));
+        assert_eq!(plan("trial").unwrap().overage_micros_per_token, None);
+        assert_eq!(plan("starter").unwrap().included_tokens_milli, 1_000_000);
+    }
+
+    #[test]
+    fn local_day_follows_the_timezone() {
+        // 2026-03-01 02:30 UTC is still February 28 in New York and March 1 in Berlin.
+        let ms = chrono::DateTime::parse_from_rfc3339("2026-03-01T02:30:00Z").unwrap().timestamp_millis();
+        assert_eq!(local_day(ms, "America/New_York"), "2026-02-28");
+        assert_eq!(local_day(ms, "Europe/Berlin"), "2026-03-01");
+        assert_eq!(local_day(ms, "Not/AZone"), "2026-03-01");
+    }
 
     #[test]
     fn default_prices_follow_the_spec() {

@@ -9,15 +9,13 @@ use serde_json::{Value, json};
 use switchboard_runtime::clock::to_rfc3339;
 use switchboard_runtime::definition::Problem;
 use switchboard_runtime::engine::new_id;
-use switchboard_runtime::store::Account;
+use switchboard_runtime::metering;
+use switchboard_runtime::store::{Account, DayRange};
 
 use super::{Body, json_body};
 use crate::app::AppState;
 use crate::auth::{AccountAuth, AdminAuth, hash_key, random_secret};
 use crate::error::{ApiError, ApiResult};
-
-/// The plans an account can be on (SPEC §5).
-pub const PLANS: [&str; 4] = ["trial", "starter", "professional", "enterprise"];
 
 /// `/v1/accounts`, `/v1/account`.
 pub fn router() -> Router<AppState> {
@@ -39,8 +37,9 @@ async fn create(State(state): State<AppState>, _: AdminAuth, headers: HeaderMap,
     if req.name.trim().is_empty() {
         problems.push(Problem { path: "name".into(), message: "must not be empty".into() });
     }
-    if !PLANS.contains(&plan.as_str()) {
-        problems.push(Problem { path: "plan".into(), message: format!("must be one of {}", PLANS.join(", ")) });
+    if metering::plan(&plan).is_none() {
+        let names: Vec<&str> = metering::PLANS.iter().map(|p| p.name).collect();
+        problems.push(Problem { path: "plan".into(), message: format!("must be one of {}", names.join(", ")) });
     }
     if timezone.parse::<chrono_tz::Tz>().is_err() {
         problems.push(Problem { path: "timezone".into(), message: format!("'{timezone}' is not an IANA timezone") });
@@ -56,8 +55,26 @@ async fn create(State(state): State<AppState>, _: AdminAuth, headers: HeaderMap,
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-async fn read(AccountAuth(account): AccountAuth) -> Json<Value> {
-    Json(account_json(&account))
+/// The account with its plan and the current period's tokens (calendar month, account timezone).
+async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth) -> ApiResult<Json<Value>> {
+    let (from, to) = metering::month_of(state.engine.clock().now(), &account.timezone);
+    let days = DayRange { from: Some(from.clone()), to: Some(to.clone()) };
+    let used = state.engine.store().tokens_spent(&account.id, &days).await?;
+    let plan = metering::plan(&account.plan).unwrap_or(metering::PLANS[0]);
+    let over = (used - plan.included_tokens_milli).max(0);
+    let mut body = account_json(&account);
+    body["period"] = json!({ "from": from, "to": to });
+    body["tokens_included_milli"] = json!(plan.included_tokens_milli);
+    body["tokens_used_milli"] = json!(used);
+    body["tokens_left_milli"] = json!((plan.included_tokens_milli - used).max(0));
+    body["overage"] = json!({
+        "allowed": plan.overage_micros_per_token.is_some(),
+        "tokens_milli": over,
+        // Rounded down to whole micro-dollars: price per token × thousandths / 1000.
+        "cost_micros": plan.overage_micros_per_token.map_or(0, |p| p * over / 1000),
+    });
+    body["plan_price_micros"] = json!(plan.monthly_price_micros);
+    Ok(Json(body))
 }
 
 fn account_json(a: &Account) -> Value {

@@ -5,6 +5,7 @@ pub mod events;
 pub mod health;
 pub mod hooks;
 pub mod runs;
+pub mod usage;
 pub mod workflows;
 
 use axum::body::Bytes;

@@ -32,7 +32,7 @@ pub struct EventAccepted {
 }
 
 impl Engine {
-    fn new_run(&self, workflow_id: &str, version: i64, event: &Value, is_test: bool) -> NewRun {
+    fn new_run(&self, workflow_id: &str, version: i64, event: &Value, is_test: bool, timezone: &str) -> NewRun {
         let id = new_id();
         let usage = (!is_test).then(|| {
             let price = self.config.prices.charge("workflow_run", 1);
@@ -43,6 +43,7 @@ impl Engine {
                 quantity: 1,
                 tokens_milli: price.tokens_milli,
                 cost_micros: price.cost_micros,
+                day: crate::metering::local_day(self.clock.now(), timezone),
             }
         });
         NewRun { id, workflow_id: workflow_id.to_string(), version, event: event.to_string(), is_test, usage }
@@ -50,7 +51,8 @@ impl Engine {
 
     /// Starts a run of a workflow through the API, with `payload` as `event`.
     pub async fn start_manual(&self, workflow: &WorkflowRow, payload: Value) -> Result<HookAccepted> {
-        let run = self.new_run(&workflow.id, workflow.version, &payload, false);
+        let timezone = self.account(&workflow.account_id).await?.timezone;
+        let run = self.new_run(&workflow.id, workflow.version, &payload, false, &timezone);
         let answer = HookAccepted { event_id: new_id(), run_id: run.id.clone() };
         let event = NewEvent {
             id: answer.event_id.clone(),
@@ -83,7 +85,8 @@ impl Engine {
             && let Some(first) = self.store.recorded_response(&workflow.account_id, key, since).await? {
                 return Ok(serde_json::from_str(&first)?);
             }
-        let run = self.new_run(&workflow.id, workflow.version, &payload, false);
+        let timezone = self.account(&workflow.account_id).await?.timezone;
+        let run = self.new_run(&workflow.id, workflow.version, &payload, false, &timezone);
         let answer = HookAccepted { event_id: new_id(), run_id: run.id.clone() };
         let event = NewEvent {
             id: answer.event_id.clone(),
@@ -110,6 +113,7 @@ impl Engine {
                 return Ok(serde_json::from_str(&first)?);
             }
         let event_id = new_id();
+        let timezone = self.account(account_id).await?.timezone;
         let mut runs = Vec::new();
         for w in self.store.workflows_for_event(account_id, event_type).await? {
             let Some(compiled) = self.usable_workflow(&w.id, w.version).await? else { continue };
@@ -129,7 +133,7 @@ impl Engine {
                     }
                 }
             }
-            runs.push(self.new_run(&w.id, w.version, &data, false));
+            runs.push(self.new_run(&w.id, w.version, &data, false, &timezone));
         }
         let resumes = self.matching_waits(account_id, event_type, &event_id, &data).await?;
         let answer = EventAccepted { event_id: event_id.clone(), run_ids: runs.iter().map(|r| r.id.clone()).collect() };

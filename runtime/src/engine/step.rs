@@ -375,6 +375,7 @@ async fn commit(
                         quantity: u.quantity,
                         tokens_milli: price.tokens_milli,
                         cost_micros: price.cost_micros,
+                        day: crate::metering::local_day(now, &state.account.timezone),
                     });
                 }
             }

@@ -12,6 +12,7 @@ pub mod dialect;
 mod postgres;
 mod records;
 mod runs;
+mod usage;
 pub use runs::FINAL_RUN_STATUSES;
 mod workflows;
 
@@ -23,6 +24,7 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use dialect::Dialect;
 pub use records::*;
+pub use usage::{AccountUsage, DayRange, UsageGroup, UsageTotal};
 
 use crate::Result;
 

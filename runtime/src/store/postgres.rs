@@ -39,13 +39,13 @@ impl Store {
             String::new()
         } else {
             // Placeholders after the 27 fixed ones.
-            let rows = values("(?, ?, ?, ?, ?, ?)", c.usage.len());
+            let rows = values("(?, ?, ?, ?, ?, ?, ?)", c.usage.len());
             let rows = renumber(&rows, 27);
             format!(
                 ", u AS (INSERT INTO usage_ledger (id, account_id, workflow_id, run_id, step_id, unit, quantity, \
-                 tokens_milli, cost_micros, created_at) \
-                 SELECT v.id, $24, $25, q.run_id, v.step_id, v.unit, v.quantity, v.tokens_milli, v.cost_micros, $26 \
-                 FROM q, (VALUES {rows}) AS v(id, step_id, unit, quantity, tokens_milli, cost_micros) \
+                 tokens_milli, cost_micros, created_at, day) \
+                 SELECT v.id, $24, $25, q.run_id, v.step_id, v.unit, v.quantity, v.tokens_milli, v.cost_micros, $26, v.day \
+                 FROM q, (VALUES {rows}) AS v(id, step_id, unit, quantity, tokens_milli, cost_micros, day) \
                  ON CONFLICT (id) DO NOTHING)"
             )
         };
@@ -90,6 +90,7 @@ impl Store {
             .bind(c.wait.as_ref().map(|w| w.event_type.as_str()));
         for u in &c.usage {
             q = q.bind(&u.id).bind(&u.step_id).bind(&u.unit).bind(u.quantity).bind(u.tokens_milli).bind(u.cost_micros);
+            q = q.bind(&u.day);
         }
         let count: i64 = q.fetch_one(&self.writer).await?.try_get(0)?;
         Ok(count == 1)
@@ -106,7 +107,7 @@ impl Store {
     pub(crate) async fn record_batch_in_one(&self, items: &[(NewEvent, Vec<NewRun>)]) -> Result<bool> {
         let runs: Vec<(&NewEvent, &NewRun)> = items.iter().flat_map(|(e, rs)| rs.iter().map(move |r| (e, r))).collect();
         let charged: Vec<(&NewEvent, &NewRun)> = runs.iter().copied().filter(|(_, r)| r.usage.is_some()).collect();
-        if items.len() * 7 + runs.len() * 8 + charged.len() * 7 > MAX_BATCH_BINDS {
+        if items.len() * 7 + runs.len() * 8 + charged.len() * 8 > MAX_BATCH_BINDS {
             return Ok(false);
         }
         let mut sql = format!(
@@ -127,14 +128,14 @@ impl Store {
             ));
         }
         if !charged.is_empty() {
-            let rows = renumber(&values("(?, ?, ?, ?, ?, ?, ?)", charged.len()), next);
+            let rows = renumber(&values("(?, ?, ?, ?, ?, ?, ?, ?)", charged.len()), next);
             // The ledger row references its run: join through `r` so it is written with it.
             sql.push_str(&format!(
                 ", u AS (INSERT INTO usage_ledger (id, account_id, workflow_id, run_id, step_id, unit, quantity, \
-                 tokens_milli, cost_micros, created_at) \
+                 tokens_milli, cost_micros, created_at, day) \
                  SELECT v.id, r.account_id, v.workflow_id, r.id, NULL, v.unit, v.quantity, v.tokens_milli, \
-                 v.cost_micros, r.created_at FROM r JOIN (VALUES {rows}) \
-                 AS v(id, run_id, workflow_id, unit, quantity, tokens_milli, cost_micros) ON v.run_id = r.id \
+                 v.cost_micros, r.created_at, v.day FROM r JOIN (VALUES {rows}) \
+                 AS v(id, run_id, workflow_id, unit, quantity, tokens_milli, cost_micros, day) ON v.run_id = r.id \
                  ON CONFLICT (id) DO NOTHING)"
             ));
         }
@@ -151,7 +152,7 @@ impl Store {
         for (_, r) in &charged {
             let u = r.usage.as_ref().expect("filtered on usage");
             q = q.bind(&u.id).bind(&r.id).bind(&r.workflow_id).bind(&u.unit).bind(u.quantity).bind(u.tokens_milli);
-            q = q.bind(u.cost_micros);
+            q = q.bind(u.cost_micros).bind(&u.day);
         }
         q.execute(&self.writer).await?;
         Ok(true)

@@ -147,8 +147,8 @@ pub struct StepRow {
 /// One usage ledger row.
 #[derive(Debug, Clone, FromRow, PartialEq, Eq)]
 pub struct UsageRow {
-    /// Monotonic position in the ledger.
-    pub seq: i64,
+    /// Monotonic position in the ledger, assigned shortly after commit (`None` until then).
+    pub seq: Option<i64>,
     /// Deterministic id (`<run>:<step seq>:<unit>`): a second write of the same charge is refused.
     pub id: String,
     /// The account.
@@ -169,6 +169,8 @@ pub struct UsageRow {
     pub cost_micros: i64,
     /// When (ms).
     pub created_at: i64,
+    /// The local date (account timezone) it is counted on.
+    pub day: String,
 }
 
 /// A usage row to write.
@@ -186,6 +188,8 @@ pub struct NewUsage {
     pub tokens_milli: i64,
     /// Cost, millionths of a dollar.
     pub cost_micros: i64,
+    /// The local date (account timezone) it is counted on.
+    pub day: String,
 }
 
 /// An event to record.

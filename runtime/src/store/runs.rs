@@ -12,8 +12,8 @@ use crate::{Error, Result};
 const RUN_COLUMNS: &str = "id, account_id, workflow_id, version, status, event_id, event, context, error, is_test, \
      step_index, step_seq, created_at, started_at, finished_at";
 const STEP_COLUMNS: &str = "run_id, seq, step_id, status, attempts, input, output, error, started_at, finished_at, due_at";
-const USAGE_COLUMNS: &str =
-    "seq, id, account_id, workflow_id, run_id, step_id, unit, quantity, tokens_milli, cost_micros, created_at";
+pub(super) const USAGE_COLUMNS: &str =
+    "seq, id, account_id, workflow_id, run_id, step_id, unit, quantity, tokens_milli, cost_micros, created_at, day";
 
 /// Run statuses that are final.
 pub const FINAL_RUN_STATUSES: [&str; 3] = ["succeeded", "failed", "cancelled"];
@@ -390,11 +390,6 @@ impl Store {
         Ok(row.0)
     }
 
-    /// Ledger rows of an account after `after`, in `seq` order.
-    pub async fn usage_after(&self, account_id: &str, after: i64, limit: i64) -> Result<Vec<UsageRow>> {
-        let sql = format!("SELECT {USAGE_COLUMNS} FROM usage_ledger WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3");
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(account_id).bind(after).bind(limit).fetch_all(&self.reader).await?)
-    }
 }
 
 /// `rows` copies of a `(?, …)` row template, with the `?`s numbered `$1, $2, …` in order.
@@ -577,13 +572,13 @@ async fn insert_usage(tx: &mut Transaction<'static, Any>, rows: &[UsageInsert<'_
     for chunk in rows.chunks(CHUNK) {
         let sql = format!(
             "INSERT INTO usage_ledger (id, account_id, workflow_id, run_id, step_id, unit, quantity, tokens_milli, \
-             cost_micros, created_at) VALUES {} ON CONFLICT (id) DO NOTHING",
-            values("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", chunk.len())
+             cost_micros, created_at, day) VALUES {} ON CONFLICT (id) DO NOTHING",
+            values("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (account_id, workflow_id, run_id, u, now) in chunk {
             q = q.bind(&u.id).bind(*account_id).bind(*workflow_id).bind(*run_id).bind(&u.step_id);
-            q = q.bind(&u.unit).bind(u.quantity).bind(u.tokens_milli).bind(u.cost_micros).bind(*now);
+            q = q.bind(&u.unit).bind(u.quantity).bind(u.tokens_milli).bind(u.cost_micros).bind(*now).bind(&u.day);
         }
         q.execute(&mut **tx).await?;
     }

@@ -259,3 +259,73 @@ on_both_backends!(
     another_accounts_ids_answer_404,
     runs_list_and_paginate,
 );
+
+async fn usage_reads_by_unit_day_workflow_page_and_csv(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let (account_id, key) = app.account("a").await;
+    let (_, other) = app.account("b").await;
+    let wf = app.workflow(&key, &json!({ "name": "w", "trigger": { "manual": {} }, "steps": [{ "id": "call", "action": "test.flaky" }] })).await;
+    let id = wf["id"].as_str().unwrap();
+    for _ in 0..3 {
+        app.start(&key, id, &json!({})).await;
+    }
+    app.drain().await;
+
+    let (s, by_unit) = app.get("/v1/usage", &key).await;
+    assert_eq!(s, 200, "{by_unit}");
+    assert_eq!(
+        by_unit["rows"],
+        json!([
+            { "key": "http_request", "quantity": 3, "tokens_milli": 300, "cost_micros": 3000 },
+            { "key": "workflow_run", "quantity": 3, "tokens_milli": 1500, "cost_micros": 15000 },
+        ])
+    );
+    let (_, by_workflow) = app.get("/v1/usage?group_by=workflow", &key).await;
+    assert_eq!(by_workflow["rows"][0]["key"], id);
+    assert_eq!(by_workflow["rows"][0]["tokens_milli"], 1800);
+    let (_, by_day) = app.get("/v1/usage?group_by=day", &key).await;
+    let today = switchboard_runtime::metering::local_day(app.now(), "UTC");
+    assert_eq!(by_day["rows"], json!([{ "key": today, "quantity": 6, "tokens_milli": 1800, "cost_micros": 18000 }]));
+    let (_, none) = app.get(&format!("/v1/usage?from=2000-01-01&to={today}"), &key).await;
+    assert_eq!(none["rows"], json!([]), "`to` is exclusive");
+    assert_eq!(app.get("/v1/usage?group_by=month", &key).await.0, 400);
+    assert_eq!(app.get("/v1/usage?from=yesterday", &key).await.0, 400);
+
+    let (_, page1) = app.get("/v1/usage/events?limit=4", &key).await;
+    let events = page1["events"].as_array().unwrap();
+    assert_eq!(events.len(), 4);
+    let next = page1["next_after"].as_i64().unwrap();
+    assert_eq!(next, events[3]["seq"].as_i64().unwrap());
+    let (_, page2) = app.get(&format!("/v1/usage/events?after={next}&limit=4"), &key).await;
+    assert_eq!(page2["events"].as_array().unwrap().len(), 2);
+    let (_, page3) = app.get(&format!("/v1/usage/events?after={}", page2["next_after"]), &key).await;
+    assert_eq!(page3["events"], json!([]));
+
+    let req = axum::http::Request::get("/v1/usage/export.csv").header("authorization", format!("Bearer {key}")).body(Body::empty()).unwrap();
+    let res = tower::ServiceExt::oneshot(switchboard_api::router(app.state.clone()), req).await.unwrap();
+    assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = String::from_utf8(axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "seq,id,account_id,workflow_id,run_id,step_id,unit,quantity,tokens_milli,cost_micros,created_at,day");
+    assert_eq!(lines.len(), 7, "a header and one line per ledger row:\n{csv}");
+    assert!(lines[1..].iter().all(|l| l.split(',').count() == 12 && l.contains(&account_id)));
+
+    let (s, account) = app.get("/v1/account", &key).await;
+    assert_eq!(s, 200);
+    assert_eq!(account["plan"], "starter");
+    assert_eq!(account["tokens_included_milli"], 1_000_000);
+    assert_eq!(account["tokens_used_milli"], 1800);
+    assert_eq!(account["tokens_left_milli"], 1_000_000 - 1800);
+    assert_eq!(account["overage"]["tokens_milli"], 0);
+
+    assert_eq!(app.get("/v1/usage", &other).await.1["rows"], json!([]), "another account sees none of it");
+    assert_eq!(app.get("/v1/usage/events", &other).await.1["events"], json!([]));
+    assert_eq!(app.get("/v1/admin/usage", &key).await.0, 401, "an account key is not the admin token");
+    let (s, admin) = app.get("/v1/admin/usage", ADMIN).await;
+    assert_eq!(s, 200);
+    let rows = admin["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["account_id"] == account_id.as_str()));
+}
+
+on_both_backends!(usage_reads_by_unit_day_workflow_page_and_csv);

@@ -56,6 +56,7 @@ fn run(id: &str) -> NewRun {
             quantity: 1,
             tokens_milli: 500,
             cost_micros: 5_000,
+            day: "2027-01-15".into(),
         }),
     }
 }
@@ -186,6 +187,7 @@ async fn a_replayed_completion_bills_once(db: TestDb) {
             quantity: 1,
             tokens_milli: 100,
             cost_micros: 1_000,
+            day: "2027-01-15".into(),
         }],
         wait: None,
         clear_wait: false,
@@ -195,11 +197,72 @@ async fn a_replayed_completion_bills_once(db: TestDb) {
     assert!(store.complete(&completion).await.unwrap());
     assert!(store.complete(&completion).await.unwrap());
     let rows = store.usage_after("acc", 0, 100).await.unwrap();
-    let units: Vec<&str> = rows.iter().map(|u| u.unit.as_str()).collect();
-    assert_eq!(units, ["workflow_run", "http_request"], "the second write of the same charge is refused");
+    let mut units: Vec<&str> = rows.iter().map(|u| u.unit.as_str()).collect();
+    units.sort();
+    assert_eq!(units, ["http_request", "workflow_run"], "the second write of the same charge is refused");
+}
+
+async fn a_billing_reader_sees_every_row_once_while_8_writers_commit(db: TestDb) {
+    let store = db.store().await;
+    seed(&store).await;
+    const PER_WRITER: usize = 40;
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..PER_WRITER {
+                let id = format!("w{w}-r{i}");
+                store.record_event(&event(&format!("e-{id}"), None), &[run(&id)], &[]).await.unwrap();
+            }
+        }));
+    }
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let done = writers.iter().all(|w| w.is_finished());
+        let page = store.usage_after("acc", after, 7).await.unwrap();
+        for row in &page {
+            let seq = row.seq.expect("read rows are numbered");
+            assert!(seq > after, "seq goes up: {seq} after {after}");
+            after = seq;
+            seen.push(row.run_id.clone());
+        }
+        if page.is_empty() && done {
+            break;
+        }
+    }
+    let total = seen.len();
+    seen.sort();
+    seen.dedup();
+    assert_eq!((total, seen.len()), (8 * PER_WRITER, 8 * PER_WRITER), "every row exactly once");
+}
+
+/// The case a sequence assigned at insert gets wrong: a transaction that took an earlier number
+/// commits after a later one was read. PostgreSQL only (SQLite has one writer at a time).
+async fn a_row_that_commits_late_is_not_skipped(db: TestDb) {
+    use sqlx::Connection;
+    if !db.url.starts_with("postgres") {
+        return;
+    }
+    let store = db.store().await;
+    seed(&store).await;
+    let insert = "INSERT INTO usage_ledger (id, account_id, workflow_id, run_id, step_id, unit, quantity, tokens_milli, \
+                  cost_micros, created_at, day) VALUES ($1, 'acc', 'wf', $1, NULL, 'http_request', 1, 100, 1000, $2, '2027-01-15')";
+    let mut slow = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut fast = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut late = slow.begin().await.unwrap();
+    sqlx::query(insert).bind("late").bind(T0).execute(&mut *late).await.unwrap();
+    sqlx::query(insert).bind("early").bind(T0 + 1).execute(&mut fast).await.unwrap();
+    let first = store.usage_after("acc", 0, 100).await.unwrap();
+    assert_eq!(first.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), ["early"]);
+    late.commit().await.unwrap();
+    let next = store.usage_after("acc", first[0].seq.unwrap(), 100).await.unwrap();
+    assert_eq!(next.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), ["late"], "the late row comes after, not lost");
 }
 
 on_both_backends!(
+    a_billing_reader_sees_every_row_once_while_8_writers_commit,
+    a_row_that_commits_late_is_not_skipped,
     a_replayed_completion_bills_once,
     a_claim_is_exclusive_until_its_lease_expires,
     concurrent_claims_never_share_a_row,
