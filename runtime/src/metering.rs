@@ -95,6 +95,37 @@ pub fn local_day(ms: i64, timezone: &str) -> String {
     utc.with_timezone(&tz).format("%Y-%m-%d").to_string()
 }
 
+/// GSM 03.38 basic characters: one septet each.
+const GSM7_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
+/// GSM 03.38 extension characters: an escape plus the character, two septets each.
+const GSM7_EXTENDED: &str = "^{}\\[~]|€\u{c}";
+
+/// The SMS segments a message body is sent as (SPEC §5): GSM-7 when every character is in the
+/// GSM 03.38 alphabet (160 septets in one segment, 153 a segment when split), else UCS-2 (70
+/// UTF-16 units in one segment, 67 when split). An empty body is one segment.
+pub fn sms_segments(body: &str) -> i64 {
+    let gsm: Option<usize> = body.chars().try_fold(0usize, |n, c| {
+        if GSM7_BASIC.contains(c) {
+            Some(n + 1)
+        } else if GSM7_EXTENDED.contains(c) {
+            Some(n + 2)
+        } else {
+            None
+        }
+    });
+    let (units, single, split) = match gsm {
+        Some(septets) => (septets, 160, 153),
+        None => (body.encode_utf16().count(), 70, 67),
+    };
+    if units <= single { 1 } else { units.div_ceil(split) as i64 }
+}
+
+/// Started minutes of a call (SPEC §5: each started minute of an answered call); an unanswered
+/// call costs nothing.
+pub fn voice_minutes(duration_secs: i64, answered: bool) -> i64 {
+    if answered { (duration_secs.max(0) as u64).div_ceil(60) as i64 } else { 0 }
+}
+
 /// One quantity of a unit consumed by a step, before pricing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
@@ -107,6 +138,34 @@ pub struct Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sms_segments_count_gsm7_and_ucs2() {
+        assert_eq!(sms_segments(""), 1);
+        assert_eq!(sms_segments(&"a".repeat(160)), 1);
+        assert_eq!(sms_segments(&"a".repeat(161)), 2);
+        assert_eq!(sms_segments(&"a".repeat(306)), 2);
+        assert_eq!(sms_segments(&"a".repeat(307)), 3);
+        // Extension characters take two septets: 80 euro signs fill one segment, 81 need two.
+        assert_eq!(sms_segments(&"€".repeat(80)), 1);
+        assert_eq!(sms_segments(&"€".repeat(81)), 2);
+        // One character outside GSM-7 switches the whole message to UCS-2.
+        assert_eq!(sms_segments(&format!("{}ł", "a".repeat(69))), 1);
+        assert_eq!(sms_segments(&format!("{}ł", "a".repeat(70))), 2);
+        assert_eq!(sms_segments(&"😀".repeat(35)), 1, "an emoji is two UTF-16 units");
+        assert_eq!(sms_segments(&"😀".repeat(36)), 2);
+        assert_eq!(sms_segments(&"ł".repeat(134)), 2);
+        assert_eq!(sms_segments(&"ł".repeat(135)), 3);
+    }
+
+    #[test]
+    fn voice_minutes_count_started_minutes_of_answered_calls() {
+        assert_eq!(voice_minutes(0, true), 0);
+        assert_eq!(voice_minutes(1, true), 1);
+        assert_eq!(voice_minutes(60, true), 1);
+        assert_eq!(voice_minutes(61, true), 2);
+        assert_eq!(voice_minutes(300, false), 0);
+    }
 
     #[test]
     fn month_of_follows_the_timezone_and_rolls_over_the_year() {
