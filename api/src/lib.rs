@@ -10,10 +10,12 @@
 //! - [`auth`]: account API keys (stored hashed) and the admin token.
 //! - [`cli`]: `serve`, `worker`, `migrate`, `bench`.
 //! - [`bench`]: the benchmark behind `switchboard bench`.
+//! - [`billing_sync`]: pushes new usage-ledger rows to Stripe Billing as meter events.
 
 pub mod app;
 pub mod auth;
 pub mod bench;
+pub mod billing_sync;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -7,10 +7,12 @@
 //! - [`http`]: the outbound HTTP client (redirect limit, and a guard that refuses private,
 //!   loopback and link-local addresses unless the operator allows them) and the one function
 //!   that maps an HTTP answer or a send failure to retryable / permanent / outcome unknown.
+//! - [`stripe`]: a small Stripe API client (Billing meter events) with a configurable base URL.
 //! - [`error`]: the crate's error type.
 
 pub mod error;
 pub mod http;
+pub mod stripe;
 
 pub use error::{Error, Result};
 pub use http::{HttpConfig, classify_response, classify_send_error, client};

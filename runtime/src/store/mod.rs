@@ -8,6 +8,7 @@
 //! (`tests/`) runs against both.
 
 mod accounts;
+mod billing;
 pub mod dialect;
 mod postgres;
 mod records;

@@ -5,6 +5,7 @@
 #![allow(unreachable_pub)] // test support items are shared between this binary's modules
 
 mod api;
+mod billing_sync;
 mod crash;
 mod engine;
 mod store;
