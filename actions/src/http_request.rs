@@ -79,6 +79,10 @@ impl Action for HttpRequest {
         problems
     }
 
+    fn estimate(&self, _input: &Value) -> Vec<Usage> {
+        vec![Usage { unit: "http_request".into(), quantity: 1 }]
+    }
+
     async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError> {
         let invalid = |message: String| ActionError::permanent("invalid_input", message);
         let method = match input.get("method") {

@@ -15,6 +15,8 @@ use tokio::net::TcpListener;
 
 use crate::app::{AppState, router};
 use crate::auth::random_secret;
+use switchboard_runtime::action::{Action, ActionContext, ActionError, ActionOutput, Delivery, Field};
+use switchboard_runtime::metering::Usage;
 
 /// Options of `switchboard bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,6 +36,23 @@ pub struct BenchArgs {
     /// Steps of each run in the throughput measurement.
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
+    /// Ledger rows to fill before timing `GET /v1/usage` (0 skips the measurement).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub ledger_rows: i64,
+}
+
+/// A no-op action that is billed: the difference to `log` is the ledger's cost per step.
+struct Billed;
+
+#[async_trait::async_trait]
+impl Action for Billed {
+    const KIND: &'static str = "bench.billed";
+    const INPUT: &'static [Field] = &[];
+    const DELIVERY: Delivery = Delivery::Internal;
+
+    async fn execute(&self, _ctx: &ActionContext, _input: serde_json::Value) -> Result<ActionOutput, ActionError> {
+        Ok(ActionOutput { output: json!({}), usage: vec![Usage { unit: "http_request".into(), quantity: 1 }] })
+    }
 }
 
 struct Figures {
@@ -43,6 +62,10 @@ struct Figures {
     p99_ms: f64,
     steps_per_sec: f64,
     runs_elapsed: Duration,
+    /// Steps/s of the same runs with every step billed.
+    billed_steps_per_sec: f64,
+    /// `GET /v1/usage` over the filled ledger: (p50, max) in ms, by unit and by day.
+    usage_ms: Option<[(f64, f64); 2]>,
 }
 
 /// Runs the benchmark on SQLite, then on PostgreSQL if reachable, and prints the figures.
@@ -85,13 +108,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
          steps: {} runs x {} log steps)",
         args.requests, args.clients, args.runs, args.steps
     );
+    println!();
+    println!("{:<10} {:>16} {:>18} {:>22} {:>22}", "backend", "billed steps/s", "ledger µs/step", "usage by unit p50/max", "usage by day p50/max");
+    for f in &figures {
+        // The extra time a billed step takes over an unbilled one: its ledger row.
+        let overhead_us = (1.0 / f.billed_steps_per_sec - 1.0 / f.steps_per_sec) * 1e6;
+        let usage = |i: usize| f.usage_ms.map(|u| format!("{:.1} / {:.1} ms", u[i].0, u[i].1)).unwrap_or_else(|| "-".into());
+        println!("{:<10} {:>16.0} {:>18.1} {:>22} {:>22}", f.backend, f.billed_steps_per_sec, overhead_us, usage(0), usage(1));
+    }
+    if args.ledger_rows > 0 {
+        println!("(usage: GET /v1/usage over {} ledger rows of one account, 20 requests each)", args.ledger_rows);
+    }
     Ok(())
 }
 
 async fn measure(backend: &'static str, url: &str, args: &BenchArgs) -> anyhow::Result<Figures> {
     let store = Store::connect(&StoreConfig { url: url.to_string(), max_connections: 16 }).await?;
     store.migrate().await?;
-    let actions = switchboard_actions::registry(&Default::default())?;
+    let mut actions = switchboard_actions::registry(&Default::default())?;
+    actions.register(Billed);
     let engine = Arc::new(Engine::new(store.clone(), actions, Arc::new(SystemClock), EngineConfig::default()));
     let now = engine.clock().now();
     let account = Account { id: "bench".into(), name: "bench".into(), plan: "enterprise".into(), timezone: "UTC".into(), created_at: now };
@@ -119,6 +154,18 @@ async fn measure(backend: &'static str, url: &str, args: &BenchArgs) -> anyhow::
         engine.start_manual(&row, json!({ "lead": { "first_name": "Ada" } })).await?;
     }
     let runs_elapsed = drain_with_workers(&engine).await?;
+
+    // The same runs with every step billed: the difference is the ledger's cost.
+    let billed: Vec<_> = (0..args.steps).map(|i| json!({ "id": format!("s{i}"), "action": "bench.billed" })).collect();
+    let billed = json!({ "name": "bench billed", "trigger": { "manual": {} }, "steps": billed });
+    store.create_workflow(&write("billed", &billed, "manual", None, now)).await?;
+    let row = store.workflow("bench", "billed").await?.context("bench workflow")?;
+    for _ in 0..args.runs {
+        engine.start_manual(&row, json!({})).await?;
+    }
+    let billed_elapsed = drain_with_workers(&engine).await?;
+
+    let usage_ms = if args.ledger_rows > 0 { Some(usage_latency(&engine, args.ledger_rows).await?) } else { None };
     store.close().await;
     Ok(Figures {
         backend,
@@ -127,7 +174,37 @@ async fn measure(backend: &'static str, url: &str, args: &BenchArgs) -> anyhow::
         p99_ms,
         steps_per_sec: (args.runs * args.steps) as f64 / runs_elapsed.as_secs_f64(),
         runs_elapsed,
+        billed_steps_per_sec: (args.runs * args.steps) as f64 / billed_elapsed.as_secs_f64(),
+        usage_ms,
     })
+}
+
+/// Fills the ledger of a fresh account, then times `GET /v1/usage` by unit and by day.
+async fn usage_latency(engine: &Arc<Engine>, rows: i64) -> anyhow::Result<[(f64, f64); 2]> {
+    let store = engine.store();
+    let now = engine.clock().now();
+    let account = Account { id: "ledger".into(), name: "ledger".into(), plan: "enterprise".into(), timezone: "UTC".into(), created_at: now };
+    let key = random_secret("sk_");
+    store.create_account(&account, &crate::auth::hash_key(&key)).await?;
+    store.fill_ledger_for_bench("ledger", rows, &switchboard_runtime::metering::local_day(now, "UTC"), now).await?;
+    let app = router(AppState::new(engine.clone(), "unused", "http://bench"));
+    let mut out = [(0.0, 0.0); 2];
+    for (i, group) in ["unit", "day"].iter().enumerate() {
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let req = axum::http::Request::get(format!("/v1/usage?group_by={group}"))
+                .header("authorization", format!("Bearer {key}"))
+                .body(axum::body::Body::empty())?;
+            let started = Instant::now();
+            let res = tower::ServiceExt::oneshot(app.clone(), req).await?;
+            anyhow::ensure!(res.status() == 200, "GET /v1/usage answered {}", res.status());
+            let _ = axum::body::to_bytes(res.into_body(), usize::MAX).await?;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        out[i] = (times[times.len() / 2], times[times.len() - 1]);
+    }
+    Ok(out)
 }
 
 fn write(id: &str, doc: &serde_json::Value, kind: &str, token: Option<String>, now: i64) -> WorkflowWrite {

@@ -149,6 +149,12 @@ pub trait Action: Send + Sync + 'static {
         Duration::from_secs(30)
     }
 
+    /// The units a send with this rendered input is expected to consume, checked against the
+    /// quota of plans without overage before anything is sent (e.g. an SMS's segments).
+    fn estimate(&self, _input: &Value) -> Vec<Usage> {
+        Vec::new()
+    }
+
     /// Runs the action with its rendered input.
     async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError>;
 }
@@ -168,6 +174,8 @@ pub trait DynAction: Send + Sync {
     fn retry_policy(&self) -> RetryPolicy;
     /// See [`Action::timeout`].
     fn timeout(&self) -> Duration;
+    /// See [`Action::estimate`].
+    fn estimate(&self, input: &Value) -> Vec<Usage>;
     /// See [`Action::execute`].
     async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError>;
 }
@@ -191,6 +199,9 @@ impl<A: Action> DynAction for A {
     }
     fn timeout(&self) -> Duration {
         Action::timeout(self)
+    }
+    fn estimate(&self, input: &Value) -> Vec<Usage> {
+        Action::estimate(self, input)
     }
     async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError> {
         Action::execute(self, ctx, input).await

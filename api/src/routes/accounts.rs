@@ -19,7 +19,10 @@ use crate::error::{ApiError, ApiResult};
 
 /// `/v1/accounts`, `/v1/account`.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/accounts", post(create)).route("/v1/account", get(read))
+    Router::new()
+        .route("/v1/accounts", post(create))
+        .route("/v1/account", get(read))
+        .route("/v1/admin/accounts/{id}/plan", axum::routing::put(change_plan))
 }
 
 #[derive(Deserialize)]
@@ -56,6 +59,34 @@ async fn create(State(state): State<AppState>, _: AdminAuth, headers: HeaderMap,
 }
 
 /// The account with its plan and the current period's tokens (calendar month, account timezone).
+#[derive(Deserialize)]
+struct PlanChange {
+    plan: String,
+}
+
+/// Moves an account to another plan (admin). Quotas follow at once; a run that failed with
+/// `quota_exceeded` can then be retried.
+async fn change_plan(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let req: PlanChange = json_body(&headers, &body)?;
+    if metering::plan(&req.plan).is_none() {
+        let names: Vec<&str> = metering::PLANS.iter().map(|p| p.name).collect();
+        let problem = Problem { path: "plan".into(), message: format!("must be one of {}", names.join(", ")) };
+        return Err(ApiError::invalid("invalid_plan", "no such plan", vec![problem]));
+    }
+    if !state.engine.store().set_account_plan(&id, &req.plan).await? {
+        return Err(ApiError::not_found("account"));
+    }
+    state.engine.forget_account(&id);
+    let account = state.engine.store().account(&id).await?.ok_or_else(|| ApiError::not_found("account"))?;
+    Ok(Json(account_json(&account)))
+}
+
 async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth) -> ApiResult<Json<Value>> {
     let (from, to) = metering::month_of(state.engine.clock().now(), &account.timezone);
     let days = DayRange { from: Some(from.clone()), to: Some(to.clone()) };

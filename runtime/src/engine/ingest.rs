@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 
 use super::{Engine, new_id};
 use crate::definition::{StepKind, Target, Trigger};
-use crate::store::{HookTarget, NewEvent, NewRun, NewUsage, Recorded, Resume, WorkflowRow};
+use crate::action::ActionError;
+use crate::store::{HookTarget, NewEvent, NewRun, NewUsage, QuotaCheck, Recorded, Resume, WorkflowRow};
 use crate::Result;
 
 /// How long an `Idempotency-Key` on a webhook protects against repeats.
@@ -65,9 +66,7 @@ impl Engine {
             response: serde_json::to_string(&answer)?,
             now: self.clock.now(),
         };
-        self.batcher().record(event, vec![run]).await?;
-        self.notify();
-        Ok(answer)
+        self.record(event, vec![run], vec![], answer).await
     }
 
     /// Accepts a webhook for a workflow. A repeat of `idempotency_key` within 24 h answers the
@@ -154,18 +153,36 @@ impl Engine {
     /// Commits an event: through group commit when nothing can conflict (no dedupe key, no
     /// waits to resume), else in a transaction of its own that checks for repeats.
     async fn record<T: serde::de::DeserializeOwned>(&self, event: NewEvent, runs: Vec<NewRun>, resumes: Vec<Resume>, answer: T) -> Result<T> {
-        if event.dedupe_key.is_none() && resumes.is_empty() {
+        let quota = self.quota_check(&event.account_id).await?;
+        if event.dedupe_key.is_none() && resumes.is_empty() && quota.is_none() {
             self.batcher().record(event, runs).await?;
             self.notify();
             return Ok(answer);
         }
-        match self.store.record_event(&event, &runs, &resumes).await? {
+        match self.store.record_event(&event, &runs, &resumes, quota.as_ref()).await? {
             Recorded::New => {
                 self.notify();
                 Ok(answer)
             }
             Recorded::Repeat(first) => Ok(serde_json::from_str(&first)?),
         }
+    }
+
+    /// The quota to enforce when an account's plan has no overage.
+    async fn quota_check(&self, account_id: &str) -> Result<Option<QuotaCheck>> {
+        let account = self.account(account_id).await?;
+        let Some(plan) = crate::metering::plan(&account.plan).filter(|p| p.overage_micros_per_token.is_none()) else {
+            return Ok(None);
+        };
+        let error = ActionError::permanent(
+            "quota_exceeded",
+            format!("the {} plan's {} tokens this month are spent; upgrade the plan, then retry the run", plan.name, plan.included_tokens_milli / 1000),
+        );
+        Ok(Some(QuotaCheck {
+            period: crate::metering::month_of(self.clock.now(), &account.timezone).0,
+            limit_milli: plan.included_tokens_milli,
+            error: serde_json::to_string(&error)?,
+        }))
     }
 
     /// A workflow version, or `None` (logged) when the stored version no longer validates, so one

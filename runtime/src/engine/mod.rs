@@ -28,6 +28,10 @@ use crate::metering::PriceList;
 use crate::store::{Account, Claim, Store};
 use crate::{Error, Result};
 
+/// How long an account (timezone, plan) may be served from memory; a plan change made by
+/// another process is seen within this time.
+const ACCOUNT_TTL: Duration = Duration::from_secs(5);
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -65,7 +69,8 @@ pub struct Engine {
     config: EngineConfig,
     /// Compiled workflow versions; versions are immutable, so entries never go stale.
     workflows: Mutex<HashMap<(String, i64), SharedWorkflow>>,
-    accounts: Mutex<HashMap<String, Account>>,
+    /// Accounts, briefly cached (timezone and plan); see [`ACCOUNT_TTL`].
+    accounts: Mutex<HashMap<String, (Account, std::time::Instant)>>,
     /// Wakes idle workers when work is committed in this process.
     wake: Notify,
     /// Group commit of accepted events, started on first use.
@@ -127,12 +132,19 @@ impl Engine {
     }
 
     async fn account(&self, id: &str) -> Result<Account> {
-        if let Some(a) = self.accounts.lock().expect("cache lock").get(id) {
+        if let Some((a, at)) = self.accounts.lock().expect("cache lock").get(id)
+            && at.elapsed() < ACCOUNT_TTL
+        {
             return Ok(a.clone());
         }
         let account = self.store.account(id).await?.ok_or(Error::NotFound("account"))?;
-        self.accounts.lock().expect("cache lock").insert(id.to_string(), account.clone());
+        self.accounts.lock().expect("cache lock").insert(id.to_string(), (account.clone(), std::time::Instant::now()));
         Ok(account)
+    }
+
+    /// Drops a cached account (its plan changed through this process).
+    pub fn forget_account(&self, id: &str) {
+        self.accounts.lock().expect("cache lock").remove(id);
     }
 
     fn batcher(&self) -> &batch::Batcher {

@@ -10,7 +10,8 @@ use crate::action::{ActionContext, ActionError, Delivery, FailureClass};
 use crate::definition::{Delay, OnError, StepKind, Workflow};
 use crate::expr::ScopeData;
 use crate::metering::Usage;
-use crate::store::{Account, Claim, Completion, NewUsage, NewWait, Next, RunRow, StepRow};
+use crate::metering;
+use crate::store::{Account, Claim, Completion, NewUsage, NewWait, Next, QuotaSettle, Reservation, RunRow, StepRow};
 use crate::{Error, Result};
 
 /// More step executions than this in one run means something is wrong (cycles are refused at
@@ -26,6 +27,8 @@ pub(crate) struct RunState {
     event: Value,
     pub(crate) context: Value,
     account: Account,
+    /// The quota reservation the current step holds: (period, tokens in thousandths).
+    reservation: Option<(String, i64)>,
 }
 
 impl RunState {
@@ -36,7 +39,7 @@ impl RunState {
             context = json!({});
         }
         let account = engine.account(&run.account_id).await?;
-        Ok(Self { run, event, context, account })
+        Ok(Self { run, event, context, account, reservation: None })
     }
 
     /// What scripts see.
@@ -97,6 +100,8 @@ pub(super) async fn process(engine: &Engine, token: &str, mut claim: Claim) -> R
     loop {
         let now = engine.clock.now();
         let index = claim.step_index as usize;
+        // A claim taken over after a crash may hold the reservation its first worker made.
+        state.reservation = claim.reserved_period.clone().filter(|_| claim.reserved_milli > 0).map(|p| (p, claim.reserved_milli));
         let Some(step) = workflow.steps.get(index) else {
             // A version without this step cannot happen (versions are immutable); end cleanly.
             let error = ActionError::permanent("invalid_state", format!("the run points at step {index}, which does not exist"));
@@ -174,6 +179,9 @@ async fn execute(
             let lease_until = now + (*timeout + ACTION_GRACE + engine.config.lease).as_millis() as i64;
             if delivery == Delivery::Idempotent && !engine.store.extend_lease(&claim.run_id, token, lease_until).await? {
                 return Ok(Outcome::LeaseLost);
+            }
+            if let Some(refused) = reserve_quota(engine, token, state, claim, action.as_ref(), &rendered, now).await? {
+                return Ok(refused);
             }
             if delivery == Delivery::AtMostOnce {
                 let running = StepRow {
@@ -300,6 +308,53 @@ async fn execute(
         }
         StepKind::End => Outcome::Succeeded { output: json!({}), usage: vec![], next: None, input: None },
     })
+}
+
+/// For plans without overage: reserves the tokens the action expects to spend before anything is
+/// sent. Returns the outcome to end the step with when it cannot go on (quota exceeded, lease
+/// lost), or `None` to send.
+async fn reserve_quota(
+    engine: &Engine,
+    token: &str,
+    state: &mut RunState,
+    claim: &Claim,
+    action: &dyn crate::action::DynAction,
+    input: &Value,
+    now: i64,
+) -> Result<Option<Outcome>> {
+    let Some(plan) = metering::plan(&state.account.plan).filter(|p| p.overage_micros_per_token.is_none()) else {
+        return Ok(None);
+    };
+    if state.reservation.is_some() {
+        return Ok(None);
+    }
+    let need: i64 = action.estimate(input).iter().map(|u| engine.config.prices.charge(&u.unit, u.quantity).tokens_milli).sum();
+    if need <= 0 {
+        return Ok(None);
+    }
+    let period = metering::month_of(now, &state.account.timezone).0;
+    let limit = plan.included_tokens_milli;
+    match engine.store.reserve_tokens(&claim.run_id, token, &state.run.account_id, &period, need, limit).await? {
+        Reservation::Held => {
+            state.reservation = Some((period, need));
+            Ok(None)
+        }
+        Reservation::LeaseLost => Ok(Some(Outcome::LeaseLost)),
+        Reservation::Exceeded => Ok(Some(Outcome::Failed {
+            error: ActionError::permanent(
+                "quota_exceeded",
+                format!(
+                    "this step needs {} tokens and the {} plan's {} tokens this month are spent; nothing was sent. \
+                     Upgrade the plan, then retry the run",
+                    need as f64 / 1000.0,
+                    plan.name,
+                    limit / 1000
+                ),
+            ),
+            then: Err(()),
+            input: Some(input.clone()),
+        })),
+    }
 }
 
 /// Parses a delay's `until`: RFC 3339 text or epoch milliseconds.
@@ -429,6 +484,13 @@ async fn commit(
             (Next::Finish, "failed")
         }
     };
+    // Plans without overage keep period counters: release what the step reserved, count what
+    // it spent.
+    let no_overage = metering::plan(&state.account.plan).is_some_and(|p| p.overage_micros_per_token.is_none());
+    let spent: i64 = usage.iter().map(|u| u.tokens_milli).sum();
+    let spend = (no_overage && spent > 0).then(|| (metering::month_of(now, &state.account.timezone).0, spent));
+    let release = state.reservation.take();
+    let quota = (release.is_some() || spend.is_some()).then_some(QuotaSettle { release, spend });
     let completion = Completion {
         run_id: claim.run_id.clone(),
         account_id: state.run.account_id.clone(),
@@ -443,6 +505,7 @@ async fn commit(
         wait,
         clear_wait,
         side_effect: is_action,
+        quota,
         now,
     };
     if !engine.store.complete(&completion).await? {
@@ -455,7 +518,15 @@ async fn commit(
         Next::Continue { step_index, step_seq, attempt, keep_lease: Some(_), .. } => {
             state.run.step_index = step_index;
             state.run.step_seq = step_seq;
-            Ok(Some(Claim { run_id: claim.run_id.clone(), step_index, step_seq, attempt, dispatching: 0 }))
+            Ok(Some(Claim {
+                run_id: claim.run_id.clone(),
+                step_index,
+                step_seq,
+                attempt,
+                dispatching: 0,
+                reserved_milli: 0,
+                reserved_period: None,
+            }))
         }
         _ => Ok(None),
     }
@@ -497,6 +568,7 @@ async fn finish_failed(
         wait: None,
         clear_wait: true,
         side_effect: false,
+        quota: state.reservation.take().map(|r| QuotaSettle { release: Some(r), spend: None }),
         now,
     };
     engine.store.complete(&completion).await?;

@@ -48,14 +48,14 @@ impl Dialect {
             Dialect::Sqlite => {
                 "UPDATE run_queue SET due_at = $2, lease_token = $1 \
                  WHERE run_id IN (SELECT run_id FROM run_queue WHERE due_at <= $4 ORDER BY due_at LIMIT $3) \
-                 RETURNING run_id, step_index, step_seq, attempt, dispatching"
+                 RETURNING run_id, step_index, step_seq, attempt, dispatching, reserved_milli, reserved_period"
             }
             // Many processes: SKIP LOCKED hands each row to exactly one claimer.
             Dialect::Postgres => {
                 "UPDATE run_queue SET due_at = $2, lease_token = $1 \
                  WHERE run_id IN (SELECT run_id FROM run_queue WHERE due_at <= $4 ORDER BY due_at LIMIT $3 \
                  FOR UPDATE SKIP LOCKED) \
-                 RETURNING run_id, step_index, step_seq, attempt, dispatching"
+                 RETURNING run_id, step_index, step_seq, attempt, dispatching, reserved_milli, reserved_period"
             }
         }
     }

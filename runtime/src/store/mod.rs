@@ -11,6 +11,7 @@ mod accounts;
 mod billing;
 pub mod dialect;
 mod postgres;
+mod quota;
 mod records;
 mod runs;
 mod usage;

@@ -20,8 +20,8 @@ impl Store {
         let fence = match c.next {
             Next::Continue { .. } => {
                 "UPDATE run_queue SET step_index = $3, step_seq = $4, attempt = $5, dispatching = 0, due_at = $6, \
-                 lease_token = CASE WHEN $7 = 1 THEN lease_token ELSE NULL END \
-                 WHERE run_id = $1 AND lease_token = $2 RETURNING run_id"
+                 lease_token = CASE WHEN $7 = 1 THEN lease_token ELSE NULL END, reserved_milli = 0, \
+                 reserved_period = NULL WHERE run_id = $1 AND lease_token = $2 RETURNING run_id"
             }
             Next::Finish => "DELETE FROM run_queue WHERE run_id = $1 AND lease_token = $2 RETURNING run_id",
         };

@@ -271,6 +271,41 @@ pub struct Claim {
     pub attempt: i64,
     /// 1 when a previous attempt was dispatching and never finished.
     pub dispatching: i64,
+    /// Tokens (thousandths) this step holds reserved (plans without overage).
+    pub reserved_milli: i64,
+    /// The period the reservation was taken in.
+    pub reserved_period: Option<String>,
+}
+
+/// A quota to enforce while recording an event's runs (plans without overage).
+#[derive(Debug, Clone)]
+pub struct QuotaCheck {
+    /// The current period (first day of the month, account timezone).
+    pub period: String,
+    /// Tokens (thousandths) included in the plan.
+    pub limit_milli: i64,
+    /// The failure envelope (JSON) of a run refused for quota.
+    pub error: String,
+}
+
+/// What a completion settles with the account's period counters.
+#[derive(Debug, Clone)]
+pub struct QuotaSettle {
+    /// The reservation to release (period, tokens), if the step held one.
+    pub release: Option<(String, i64)>,
+    /// The period the spent tokens count in, and how many.
+    pub spend: Option<(String, i64)>,
+}
+
+/// The answer to a reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// Reserved.
+    Held,
+    /// The account does not have the tokens left.
+    Exceeded,
+    /// The claim's lease was lost (or the run cancelled): stop.
+    LeaseLost,
 }
 
 /// What comes after a step.
@@ -330,6 +365,8 @@ pub struct Completion {
     /// Whether the step ran an action: if the run was cancelled meanwhile, an action's outcome
     /// and usage are still recorded (it happened); anything else is dropped.
     pub side_effect: bool,
+    /// Quota counters to settle (accounts on plans without overage).
+    pub quota: Option<QuotaSettle>,
     /// Now (ms).
     pub now: i64,
 }

@@ -4,8 +4,8 @@ use sqlx::{Any, Transaction};
 
 use super::workflows::page;
 use super::{
-    Claim, Completion, NewEvent, NewRun, NewUsage, Next, Page, Recorded, Resume, RunFilter, RunRow, StepRow,
-    Store, UsageRow,
+    Claim, Completion, NewEvent, NewRun, NewUsage, Next, Page, QuotaCheck, Recorded, Resume, RunFilter, RunRow,
+    StepRow, Store, UsageRow,
 };
 use crate::{Error, Result};
 
@@ -34,7 +34,17 @@ impl Store {
 
     /// Records an event, the runs it starts (each with its queue row, due now) and the waits it
     /// resumes, in one transaction: when this returns `New`, none of it can be lost.
-    pub async fn record_event(&self, event: &NewEvent, runs: &[NewRun], resumes: &[Resume]) -> Result<Recorded> {
+    ///
+    /// With `quota` (plans without overage), each run's `workflow_run` charge is taken from the
+    /// period's counter only if the tokens are there; a run that does not fit is still recorded
+    /// (nothing is lost) but `failed` with `quota_exceeded`, uncharged and unqueued.
+    pub async fn record_event(
+        &self,
+        event: &NewEvent,
+        runs: &[NewRun],
+        resumes: &[Resume],
+        quota: Option<&QuotaCheck>,
+    ) -> Result<Recorded> {
         let mut tx = self.writer.begin().await?;
         if let Some(key) = &event.dedupe_key {
             let existing: Option<(i64, Option<String>)> =
@@ -65,8 +75,16 @@ impl Store {
                 None => Err(Error::Conflict("event id already recorded".into())),
             };
         }
-        let runs: Vec<(&NewEvent, &NewRun)> = runs.iter().map(|r| (event, r)).collect();
-        insert_runs(&mut tx, &runs).await?;
+        let mut admitted: Vec<(&NewEvent, &NewRun)> = Vec::with_capacity(runs.len());
+        for run in runs {
+            match (quota, &run.usage) {
+                (Some(q), Some(usage)) if !charge_run(&mut tx, &event.account_id, q, usage.tokens_milli).await? => {
+                    refuse_run(&mut tx, event, run, &q.error).await?;
+                }
+                _ => admitted.push((event, run)),
+            }
+        }
+        insert_runs(&mut tx, &admitted).await?;
         for resume in resumes {
             resume_wait(&mut tx, resume, event.now).await?;
         }
@@ -157,7 +175,9 @@ impl Store {
     /// (nothing written), or the run was cancelled meanwhile — then an action's outcome and usage
     /// are still recorded (it did run), but nothing after it is scheduled.
     pub async fn complete(&self, c: &Completion) -> Result<bool> {
-        if self.dialect == super::Dialect::Postgres && self.complete_in_one(c).await? {
+        // The one-statement path covers the common case; quota settlement (plans without
+        // overage) takes the general transaction.
+        if self.dialect == super::Dialect::Postgres && c.quota.is_none() && self.complete_in_one(c).await? {
             return Ok(true);
         }
         let mut tx = self.writer.begin().await?;
@@ -165,8 +185,8 @@ impl Store {
             Next::Continue { step_index, step_seq, attempt, due_at, keep_lease } => {
                 sqlx::query(
                     "UPDATE run_queue SET step_index = $3, step_seq = $4, attempt = $5, dispatching = 0, \
-                     due_at = $6, lease_token = CASE WHEN $7 = 1 THEN lease_token ELSE NULL END \
-                     WHERE run_id = $1 AND lease_token = $2",
+                     due_at = $6, lease_token = CASE WHEN $7 = 1 THEN lease_token ELSE NULL END, \
+                     reserved_milli = 0, reserved_period = NULL WHERE run_id = $1 AND lease_token = $2",
                 )
                 .bind(&c.run_id)
                 .bind(&c.token)
@@ -250,6 +270,11 @@ impl Store {
                 c.usage.iter().map(|u| (c.account_id.as_str(), c.workflow_id.as_str(), c.run_id.as_str(), u, c.now)).collect();
             insert_usage(&mut tx, &rows).await?;
         }
+        if let Some(q) = &c.quota {
+            // A cancel already released the reservation with the queue row.
+            let q = if cancelled { super::QuotaSettle { release: None, spend: q.spend.clone() } } else { q.clone() };
+            super::quota::settle(&mut tx, &c.account_id, &q).await?;
+        }
         tx.commit().await?;
         // After a cancel the step is recorded, but the caller must not go on.
         Ok(!cancelled)
@@ -275,11 +300,12 @@ impl Store {
         let mut tx = self.writer.begin().await?;
         // The queue row first, as every other writer does: one lock order, no deadlocks. A
         // completion holding it finishes first; its next step then finds no row and stops.
-        sqlx::query("DELETE FROM run_queue WHERE run_id = $1 AND account_id = $2")
-            .bind(run_id)
-            .bind(account_id)
-            .execute(&mut *tx)
-            .await?;
+        let held: Option<(i64, Option<String>)> =
+            sqlx::query_as("DELETE FROM run_queue WHERE run_id = $1 AND account_id = $2 RETURNING reserved_milli, reserved_period")
+                .bind(run_id)
+                .bind(account_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let done = sqlx::query(
             "UPDATE runs SET status = 'cancelled', finished_at = $3 WHERE id = $1 AND account_id = $2 \
              AND status NOT IN ('succeeded', 'failed', 'cancelled')",
@@ -297,6 +323,10 @@ impl Store {
                 .fetch_optional(&self.reader)
                 .await?;
             return Ok(exists.map(|_| false));
+        }
+        if let Some((reserved, Some(period))) = held.filter(|h| h.0 > 0) {
+            let release = super::QuotaSettle { release: Some((period, reserved)), spend: None };
+            super::quota::settle(&mut tx, account_id, &release).await?;
         }
         sqlx::query("DELETE FROM waits WHERE run_id = $1").bind(run_id).execute(&mut *tx).await?;
         sqlx::query(
@@ -418,6 +448,43 @@ struct WaitingRun {
     #[sqlx(flatten)]
     run: RunRow,
     wait_seq: i64,
+}
+
+/// Takes a run's start charge from the period counter if it fits; false if it does not.
+async fn charge_run(tx: &mut Transaction<'static, Any>, account_id: &str, q: &QuotaCheck, tokens_milli: i64) -> Result<bool> {
+    super::quota::ensure_period(tx, account_id, &q.period).await?;
+    let done = sqlx::query(
+        "UPDATE account_periods SET spent_milli = spent_milli + $3 \
+         WHERE account_id = $1 AND period = $2 AND spent_milli + reserved_milli + $3 <= $4",
+    )
+    .bind(account_id)
+    .bind(&q.period)
+    .bind(tokens_milli)
+    .bind(q.limit_milli)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records a run refused for quota: failed at once, never queued, never charged.
+async fn refuse_run(tx: &mut Transaction<'static, Any>, event: &NewEvent, run: &NewRun, error: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO runs (id, account_id, workflow_id, version, status, event_id, event, context, error, is_test, \
+         step_index, step_seq, created_at, started_at, finished_at) \
+         VALUES ($1, $2, $3, $4, 'failed', $5, $6, '{}', $7, $8, 0, 0, $9, NULL, $9)",
+    )
+    .bind(&run.id)
+    .bind(&event.account_id)
+    .bind(&run.workflow_id)
+    .bind(run.version)
+    .bind(&event.id)
+    .bind(&run.event)
+    .bind(error)
+    .bind(run.is_test as i64)
+    .bind(event.now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Rows a multi-row INSERT takes at most (well under both databases' bind limits).

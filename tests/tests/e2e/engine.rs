@@ -299,6 +299,7 @@ async fn a_send_interrupted_by_a_crash_is_never_resent(db: TestDb) {
         wait: None,
         clear_wait: false,
         side_effect: true,
+        quota: None,
         now: app.now(),
     };
     assert!(!store.complete(&late).await.unwrap());

@@ -8,5 +8,6 @@ mod api;
 mod billing_sync;
 mod crash;
 mod engine;
+mod quota;
 mod store;
 mod support;

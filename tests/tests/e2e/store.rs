@@ -65,7 +65,7 @@ async fn a_claim_is_exclusive_until_its_lease_expires(db: TestDb) {
     let store = db.store().await;
     seed(&store).await;
     for i in 0..5 {
-        store.record_event(&event(&format!("e{i}"), None), &[run(&format!("r{i}"))], &[]).await.unwrap();
+        store.record_event(&event(&format!("e{i}"), None), &[run(&format!("r{i}"))], &[], None).await.unwrap();
     }
     let first = store.claim("w1", T0, T0 + 30_000, 3).await.unwrap();
     let second = store.claim("w2", T0, T0 + 30_000, 10).await.unwrap();
@@ -85,7 +85,7 @@ async fn concurrent_claims_never_share_a_row(db: TestDb) {
     let store = db.store().await;
     seed(&store).await;
     let runs: Vec<NewRun> = (0..200).map(|i| run(&format!("r{i:03}"))).collect();
-    store.record_event(&event("e", None), &runs, &[]).await.unwrap();
+    store.record_event(&event("e", None), &runs, &[], None).await.unwrap();
     let mut tasks = Vec::new();
     for w in 0..8 {
         let store = store.clone();
@@ -113,14 +113,14 @@ async fn concurrent_claims_never_share_a_row(db: TestDb) {
 async fn a_repeated_dedupe_key_answers_the_first_answer(db: TestDb) {
     let store = db.store().await;
     seed(&store).await;
-    assert_eq!(store.record_event(&event("e1", Some("k")), &[run("r1")], &[]).await.unwrap(), Recorded::New);
-    let again = store.record_event(&event("e2", Some("k")), &[run("r2")], &[]).await.unwrap();
+    assert_eq!(store.record_event(&event("e1", Some("k")), &[run("r1")], &[], None).await.unwrap(), Recorded::New);
+    let again = store.record_event(&event("e2", Some("k")), &[run("r2")], &[], None).await.unwrap();
     assert_eq!(again, Recorded::Repeat("{\"event_id\":\"e1\"}".into()));
     assert!(store.run_by_id("r2").await.unwrap().is_none(), "a repeat starts nothing");
     // Outside the window the key is free again.
     let mut late = event("e3", Some("k"));
     late.dedupe_since = Some(T0 + 1);
-    assert_eq!(store.record_event(&late, &[run("r3")], &[]).await.unwrap(), Recorded::New);
+    assert_eq!(store.record_event(&late, &[run("r3")], &[], None).await.unwrap(), Recorded::New);
     let usage = store.usage_after("acc", 0, 100).await.unwrap();
     assert_eq!(usage.iter().map(|u| u.run_id.as_str()).collect::<Vec<_>>(), ["r1", "r3"]);
     assert!(usage[0].seq < usage[1].seq);
@@ -155,7 +155,7 @@ async fn a_replayed_completion_bills_once(db: TestDb) {
     use switchboard_runtime::store::{Completion, Next, StepRow};
     let store = db.store().await;
     seed(&store).await;
-    store.record_event(&event("e", None), &[run("r")], &[]).await.unwrap();
+    store.record_event(&event("e", None), &[run("r")], &[], None).await.unwrap();
     let claims = store.claim("w", T0, T0 + 60_000, 1).await.unwrap();
     let completion = Completion {
         run_id: "r".into(),
@@ -192,6 +192,7 @@ async fn a_replayed_completion_bills_once(db: TestDb) {
         wait: None,
         clear_wait: false,
         side_effect: true,
+        quota: None,
         now: T0,
     };
     assert!(store.complete(&completion).await.unwrap());
@@ -212,7 +213,7 @@ async fn a_billing_reader_sees_every_row_once_while_8_writers_commit(db: TestDb)
         writers.push(tokio::spawn(async move {
             for i in 0..PER_WRITER {
                 let id = format!("w{w}-r{i}");
-                store.record_event(&event(&format!("e-{id}"), None), &[run(&id)], &[]).await.unwrap();
+                store.record_event(&event(&format!("e-{id}"), None), &[run(&id)], &[], None).await.unwrap();
             }
         }));
     }

@@ -145,6 +145,10 @@ impl Action for Flaky {
     const INPUT: &'static [Field] = &[Field { name: "label", ty: FieldType::Any, required: false }];
     const DELIVERY: Delivery = Delivery::Idempotent;
 
+    fn estimate(&self, _input: &Value) -> Vec<Usage> {
+        vec![Usage { unit: "http_request".into(), quantity: 1 }]
+    }
+
     async fn execute(&self, _ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if n <= self.fail_first.load(Ordering::SeqCst) {
@@ -202,13 +206,18 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn new(db: TestDb) -> Self {
+        Self::with_config(db, EngineConfig::default()).await
+    }
+
+    /// A test app whose engine has these settings (prices, lease, …).
+    pub async fn with_config(db: TestDb, config: EngineConfig) -> Self {
         let store = db.store().await;
         let clock = ManualClock::new(1_800_000_000_000);
         let flaky = Flaky::default();
         let mut actions: ActionRegistry = switchboard_actions::registry(&Default::default()).unwrap();
         let gate = Gate::default();
         actions.register(flaky.clone()).register(Broken).register(gate.clone());
-        let engine = Arc::new(Engine::new(store, actions, Arc::new(clock.clone()), EngineConfig::default()));
+        let engine = Arc::new(Engine::new(store, actions, Arc::new(clock.clone()), config));
         let state = AppState::new(engine.clone(), ADMIN, "http://sb.test");
         TestApp { _db: db, engine, clock, flaky, gate, state }
     }
@@ -244,9 +253,14 @@ impl TestApp {
         self.call("POST", path, Some(key), Some("application/json"), body.to_string()).await
     }
 
-    /// Creates an account; returns `(id, api key)`.
+    /// Creates an account on the starter plan; returns `(id, api key)`.
     pub async fn account(&self, name: &str) -> (String, String) {
-        let (status, body) = self.call("POST", "/v1/accounts", Some(ADMIN), Some("application/json"), json!({ "name": name, "plan": "starter" }).to_string()).await;
+        self.account_on(name, "starter").await
+    }
+
+    /// Creates an account on a plan; returns `(id, api key)`.
+    pub async fn account_on(&self, name: &str, plan: &str) -> (String, String) {
+        let (status, body) = self.call("POST", "/v1/accounts", Some(ADMIN), Some("application/json"), json!({ "name": name, "plan": plan }).to_string()).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         (body["id"].as_str().unwrap().to_string(), body["api_key"].as_str().unwrap().to_string())
     }
