@@ -63,7 +63,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker => {
             let engine = engine(&settings).await?;
             tracing::info!(database = %redact(&settings.database_url()), "worker started");
-            worker::run(engine, shutdown_signal()).await.map_err(|e| anyhow::anyhow!(e))
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let sync = billing_sync(&settings, &engine, stopped(stop_rx.clone()))?;
+            let signal = async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            };
+            let (worked, (), ()) = tokio::join!(worker::run(engine, stopped(stop_rx)), sync, signal);
+            worked.map_err(|e| anyhow::anyhow!(e))
         }
         Command::Serve => serve(settings).await,
         Command::Bench(args) => crate::bench::run(args).await,
@@ -98,22 +105,51 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
     tracing::info!(listen = %settings.listen, database = %redact(&settings.database_url()), "switchboard serving");
     println!("Switchboard listening on http://{}", listener.local_addr()?);
-    // One signal stops both: the server stops accepting, the workers finish in-flight steps.
+    // One signal stops all: the server stops accepting, the workers finish in-flight steps.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.changed().await;
-    };
+    let sync = billing_sync(&settings, &engine, stopped(stop_rx.clone()))?;
     let workers = worker::run(engine, stopped(stop_rx.clone()));
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(stopped(stop_rx)).into_future();
     let signal = async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     };
-    let (served, worked, ()) = tokio::join!(server, workers, signal);
+    let (served, worked, (), ()) = tokio::join!(server, workers, sync, signal);
     if let Err(e) = worked {
         tracing::error!(error = %e, "workers stopped with an error");
     }
     served.context("HTTP server")
+}
+
+/// Resolves when the stop signal is sent.
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.changed().await;
+}
+
+/// The Stripe meter-event sync when a Stripe key is configured, else nothing.
+fn billing_sync(
+    settings: &Settings,
+    engine: &Arc<Engine>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<futures::future::BoxFuture<'static, ()>> {
+    use futures::FutureExt;
+    let Some(key) = settings.stripe_secret_key.clone() else {
+        return Ok(futures::future::ready(()).boxed());
+    };
+    // The Stripe URL is the operator's, not a workflow author's: no private-address guard.
+    let http = switchboard_integrations::client(&switchboard_integrations::HttpConfig { allow_private: true, ..Default::default() })?;
+    let config = switchboard_integrations::stripe::StripeConfig {
+        api_base: settings.stripe_api_base.clone(),
+        ..switchboard_integrations::stripe::StripeConfig::new(key)
+    };
+    let stripe = switchboard_integrations::stripe::StripeClient::new(http, config);
+    let cfg = crate::billing_sync::SyncConfig {
+        event_name: settings.stripe_meter_event_name.clone(),
+        interval: std::time::Duration::from_secs(settings.stripe_sync_interval_secs.max(1)),
+        ..Default::default()
+    };
+    let store = engine.store().clone();
+    Ok(crate::billing_sync::run(store, stripe, cfg, Arc::new(SystemClock), shutdown).boxed())
 }
 
 /// Resolves on SIGINT or SIGTERM.

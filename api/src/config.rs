@@ -33,6 +33,19 @@ pub struct Settings {
     pub worker_concurrency: usize,
     /// Database connections of this process.
     pub max_connections: u32,
+    /// Stripe REST base URL (tests point it at a local fake).
+    pub stripe_api_base: String,
+    /// Stripe secret key; when set, `serve` and `worker` push new ledger rows to Stripe meter
+    /// events.
+    pub stripe_secret_key: Option<String>,
+    /// The `event_name` of the Stripe meter fed with `tokens_milli`.
+    pub stripe_meter_event_name: String,
+    /// Seconds between two passes of the Stripe sync.
+    pub stripe_sync_interval_secs: u64,
+    /// Price overrides by unit (`[prices.sms_segment] tokens_milli = …, cost_micros = …` in
+    /// `switchboard.toml`); units not named keep SPEC §5's defaults. A change applies to new
+    /// ledger rows only: each row keeps the price it was charged at.
+    pub prices: std::collections::HashMap<String, switchboard_runtime::metering::Price>,
 }
 
 impl Default for Settings {
@@ -48,6 +61,11 @@ impl Default for Settings {
             lease_secs: 60,
             worker_concurrency: 64,
             max_connections: 16,
+            stripe_api_base: switchboard_integrations::stripe::DEFAULT_API_BASE.into(),
+            stripe_secret_key: None,
+            stripe_meter_event_name: crate::billing_sync::DEFAULT_EVENT_NAME.into(),
+            stripe_sync_interval_secs: 60,
+            prices: Default::default(),
         }
     }
 }
@@ -82,9 +100,12 @@ impl Settings {
 
     /// Engine settings.
     pub fn engine(&self) -> EngineConfig {
+        let mut prices = switchboard_runtime::metering::PriceList::default();
+        prices.0.extend(self.prices.clone());
         EngineConfig {
             lease: Duration::from_secs(self.lease_secs.max(1)),
             concurrency: self.worker_concurrency.max(1),
+            prices,
             ..EngineConfig::default()
         }
     }
@@ -114,4 +135,22 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)?.write_all(contents.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_from_the_file_override_only_the_units_they_name() {
+        let dir = std::env::temp_dir().join(format!("sb-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("switchboard.toml");
+        std::fs::write(&file, "[prices.sms_segment]\ntokens_milli = 2000\ncost_micros = 30000\n").unwrap();
+        let settings = Settings::load(Some(&file)).unwrap();
+        let prices = settings.engine().prices;
+        assert_eq!(prices.charge("sms_segment", 2).tokens_milli, 4000);
+        assert_eq!(prices.charge("email", 1).tokens_milli, 100, "other units keep their defaults");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

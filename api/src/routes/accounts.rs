@@ -23,6 +23,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/accounts", post(create))
         .route("/v1/account", get(read))
         .route("/v1/admin/accounts/{id}/plan", axum::routing::put(change_plan))
+        .route("/v1/admin/accounts/{id}/stripe_customer", axum::routing::put(set_stripe_customer))
 }
 
 #[derive(Deserialize)]
@@ -85,6 +86,27 @@ async fn change_plan(
     state.engine.forget_account(&id);
     let account = state.engine.store().account(&id).await?.ok_or_else(|| ApiError::not_found("account"))?;
     Ok(Json(account_json(&account)))
+}
+
+#[derive(Deserialize)]
+struct StripeCustomer {
+    stripe_customer_id: Option<String>,
+}
+
+/// Links an account to its Stripe customer (admin): its ledger rows are then pushed to Stripe
+/// meter events by the sync. `null` unlinks it.
+async fn set_stripe_customer(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let req: StripeCustomer = json_body(&headers, &body)?;
+    if !state.engine.store().set_stripe_customer(&id, req.stripe_customer_id.as_deref()).await? {
+        return Err(ApiError::not_found("account"));
+    }
+    Ok(Json(json!({ "id": id, "stripe_customer_id": req.stripe_customer_id })))
 }
 
 async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth) -> ApiResult<Json<Value>> {
