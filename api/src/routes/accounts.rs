@@ -59,7 +59,6 @@ async fn create(State(state): State<AppState>, _: AdminAuth, headers: HeaderMap,
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-/// The account with its plan and the current period's tokens (calendar month, account timezone).
 #[derive(Deserialize)]
 struct PlanChange {
     plan: String,
@@ -109,17 +108,25 @@ async fn set_stripe_customer(
     Ok(Json(json!({ "id": id, "stripe_customer_id": req.stripe_customer_id })))
 }
 
+/// The account with its plan and the current period's tokens (calendar month, account timezone).
 async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth) -> ApiResult<Json<Value>> {
     let (from, to) = metering::month_of(state.engine.clock().now(), &account.timezone);
     let days = DayRange { from: Some(from.clone()), to: Some(to.clone()) };
-    let used = state.engine.store().tokens_spent(&account.id, &days).await?;
     let plan = metering::plan(&account.plan).unwrap_or(metering::PLANS[0]);
+    // Plans without overage are enforced by the period counters: show those (with what steps
+    // in flight hold reserved); others are summed from the ledger.
+    let (used, reserved) = if plan.overage_micros_per_token.is_none() {
+        state.engine.store().period_counters(&account.id, &from).await?
+    } else {
+        (state.engine.store().tokens_spent(&account.id, &days).await?, 0)
+    };
     let over = (used - plan.included_tokens_milli).max(0);
     let mut body = account_json(&account);
     body["period"] = json!({ "from": from, "to": to });
     body["tokens_included_milli"] = json!(plan.included_tokens_milli);
     body["tokens_used_milli"] = json!(used);
-    body["tokens_left_milli"] = json!((plan.included_tokens_milli - used).max(0));
+    body["tokens_reserved_milli"] = json!(reserved);
+    body["tokens_left_milli"] = json!((plan.included_tokens_milli - used - reserved).max(0));
     body["overage"] = json!({
         "allowed": plan.overage_micros_per_token.is_some(),
         "tokens_milli": over,

@@ -123,12 +123,11 @@ async fn cancel(State(state): State<AppState>, AccountAuth(account): AccountAuth
 }
 
 async fn retry(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
-    match state.engine.store().retry_run(&account.id, &id, state.engine.clock().now()).await? {
-        None => Err(ApiError::not_found("run")),
-        Some(false) => Err(ApiError::new(StatusCode::CONFLICT, "run_not_failed", "only a failed run can be retried")),
-        Some(true) => {
-            state.engine.notify();
-            Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": id, "status": "queued" }))))
-        }
+    match state.engine.retry_run(&account.id, &id).await {
+        Ok(None) => Err(ApiError::not_found("run")),
+        Ok(Some(false)) => Err(ApiError::new(StatusCode::CONFLICT, "run_not_failed", "only a failed run can be retried")),
+        Ok(Some(true)) => Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": id, "status": "queued" })))),
+        Err(switchboard_runtime::Error::Conflict(message)) => Err(ApiError::new(StatusCode::CONFLICT, "quota_exceeded", message)),
+        Err(e) => Err(e.into()),
     }
 }

@@ -33,27 +33,45 @@ pub struct EventAccepted {
 }
 
 impl Engine {
-    fn new_run(&self, workflow_id: &str, version: i64, event: &Value, is_test: bool, timezone: &str) -> NewRun {
+    fn new_run(&self, workflow_id: &str, version: i64, event: &Value, is_test: bool, timezone: &str, now: i64) -> NewRun {
         let id = new_id();
-        let usage = (!is_test).then(|| {
-            let price = self.config.prices.charge("workflow_run", 1);
-            NewUsage {
-                id: format!("{id}:run"),
-                step_id: None,
-                unit: "workflow_run".into(),
-                quantity: 1,
-                tokens_milli: price.tokens_milli,
-                cost_micros: price.cost_micros,
-                day: crate::metering::local_day(self.clock.now(), timezone),
-            }
-        });
+        let usage = (!is_test).then(|| self.start_charge(&id, timezone, now));
         NewRun { id, workflow_id: workflow_id.to_string(), version, event: event.to_string(), is_test, usage }
+    }
+
+    /// A run's `workflow_run` charge.
+    fn start_charge(&self, run_id: &str, timezone: &str, now: i64) -> NewUsage {
+        let price = self.config.prices.charge("workflow_run", 1);
+        NewUsage {
+            id: format!("{run_id}:run"),
+            step_id: None,
+            unit: "workflow_run".into(),
+            quantity: 1,
+            tokens_milli: price.tokens_milli,
+            cost_micros: price.cost_micros,
+            day: crate::metering::local_day(now, timezone),
+        }
+    }
+
+    /// Re-runs a failed run from its failed step (see [`crate::store::Store::retry_run`]); a run
+    /// that never paid its start (refused for quota) pays it now, under the same quota.
+    pub async fn retry_run(&self, account_id: &str, run_id: &str) -> Result<Option<bool>> {
+        let now = self.clock.now();
+        let account = self.account(account_id).await?;
+        let charge = self.start_charge(run_id, &account.timezone, now);
+        let quota = self.quota_check(account_id, now).await?;
+        let answer = self.store.retry_run(account_id, run_id, now, Some((&charge, quota.as_ref()))).await?;
+        if answer == Some(true) {
+            self.notify();
+        }
+        Ok(answer)
     }
 
     /// Starts a run of a workflow through the API, with `payload` as `event`.
     pub async fn start_manual(&self, workflow: &WorkflowRow, payload: Value) -> Result<HookAccepted> {
+        let now = self.clock.now();
         let timezone = self.account(&workflow.account_id).await?.timezone;
-        let run = self.new_run(&workflow.id, workflow.version, &payload, false, &timezone);
+        let run = self.new_run(&workflow.id, workflow.version, &payload, false, &timezone, now);
         let answer = HookAccepted { event_id: new_id(), run_id: run.id.clone() };
         let event = NewEvent {
             id: answer.event_id.clone(),
@@ -64,7 +82,7 @@ impl Engine {
             dedupe_key: None,
             dedupe_since: None,
             response: serde_json::to_string(&answer)?,
-            now: self.clock.now(),
+            now,
         };
         self.record(event, vec![run], vec![], answer).await
     }
@@ -85,7 +103,7 @@ impl Engine {
                 return Ok(serde_json::from_str(&first)?);
             }
         let timezone = self.account(&workflow.account_id).await?.timezone;
-        let run = self.new_run(&workflow.id, workflow.version, &payload, false, &timezone);
+        let run = self.new_run(&workflow.id, workflow.version, &payload, false, &timezone, now);
         let answer = HookAccepted { event_id: new_id(), run_id: run.id.clone() };
         let event = NewEvent {
             id: answer.event_id.clone(),
@@ -132,7 +150,7 @@ impl Engine {
                     }
                 }
             }
-            runs.push(self.new_run(&w.id, w.version, &data, false, &timezone));
+            runs.push(self.new_run(&w.id, w.version, &data, false, &timezone, now));
         }
         let resumes = self.matching_waits(account_id, event_type, &event_id, &data).await?;
         let answer = EventAccepted { event_id: event_id.clone(), run_ids: runs.iter().map(|r| r.id.clone()).collect() };
@@ -153,7 +171,7 @@ impl Engine {
     /// Commits an event: through group commit when nothing can conflict (no dedupe key, no
     /// waits to resume), else in a transaction of its own that checks for repeats.
     async fn record<T: serde::de::DeserializeOwned>(&self, event: NewEvent, runs: Vec<NewRun>, resumes: Vec<Resume>, answer: T) -> Result<T> {
-        let quota = self.quota_check(&event.account_id).await?;
+        let quota = self.quota_check(&event.account_id, event.now).await?;
         if event.dedupe_key.is_none() && resumes.is_empty() && quota.is_none() {
             self.batcher().record(event, runs).await?;
             self.notify();
@@ -169,7 +187,7 @@ impl Engine {
     }
 
     /// The quota to enforce when an account's plan has no overage.
-    async fn quota_check(&self, account_id: &str) -> Result<Option<QuotaCheck>> {
+    async fn quota_check(&self, account_id: &str, now: i64) -> Result<Option<QuotaCheck>> {
         let account = self.account(account_id).await?;
         let Some(plan) = crate::metering::plan(&account.plan).filter(|p| p.overage_micros_per_token.is_none()) else {
             return Ok(None);
@@ -179,7 +197,7 @@ impl Engine {
             format!("the {} plan's {} tokens this month are spent; upgrade the plan, then retry the run", plan.name, plan.included_tokens_milli / 1000),
         );
         Ok(Some(QuotaCheck {
-            period: crate::metering::month_of(self.clock.now(), &account.timezone).0,
+            period: crate::metering::month_of(now, &account.timezone).0,
             limit_milli: plan.included_tokens_milli,
             error: serde_json::to_string(&error)?,
         }))

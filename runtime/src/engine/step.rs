@@ -9,8 +9,7 @@ use super::ingest::resolve;
 use crate::action::{ActionContext, ActionError, Delivery, FailureClass};
 use crate::definition::{Delay, OnError, StepKind, Workflow};
 use crate::expr::ScopeData;
-use crate::metering::Usage;
-use crate::metering;
+use crate::metering::{self, Usage};
 use crate::store::{Account, Claim, Completion, NewUsage, NewWait, Next, QuotaSettle, Reservation, RunRow, StepRow};
 use crate::{Error, Result};
 
@@ -85,6 +84,9 @@ pub(super) async fn process(engine: &Engine, token: &str, mut claim: Claim) -> R
     let Some(run) = engine.store.run_by_id(&claim.run_id).await? else { return Ok(()) };
     let workflow = engine.workflow(&run.workflow_id, run.version).await;
     let mut state = RunState::load(engine, run).await?;
+    // A claim taken over after a crash may hold the reservation its first worker made; load it
+    // before anything can end the step, so it is always released.
+    state.reservation = claim.reserved_period.clone().filter(|_| claim.reserved_milli > 0).map(|p| (p, claim.reserved_milli));
     let workflow = match workflow {
         Ok(w) => w,
         Err(Error::Invalid(problems)) => {
@@ -421,7 +423,15 @@ async fn commit(
             step.input = input.map(|v| v.to_string());
             state.record_output(step_id, &output);
             if state.run.is_test == 0 {
+                // One ledger row per unit: an action reporting a unit twice is summed.
+                let mut by_unit: Vec<Usage> = Vec::new();
                 for u in used {
+                    match by_unit.iter_mut().find(|b| b.unit == u.unit) {
+                        Some(b) => b.quantity += u.quantity,
+                        None => by_unit.push(u),
+                    }
+                }
+                for u in by_unit {
                     let price = engine.config.prices.charge(&u.unit, u.quantity);
                     usage.push(NewUsage {
                         id: format!("{}:{}:{}", claim.run_id, claim.step_seq, u.unit),

@@ -75,6 +75,10 @@ impl Store {
                 None => Err(Error::Conflict("event id already recorded".into())),
             };
         }
+        // Waits first: every writer takes run_queue rows before account_periods rows.
+        for resume in resumes {
+            resume_wait(&mut tx, resume, event.now).await?;
+        }
         let mut admitted: Vec<(&NewEvent, &NewRun)> = Vec::with_capacity(runs.len());
         for run in runs {
             match (quota, &run.usage) {
@@ -85,9 +89,6 @@ impl Store {
             }
         }
         insert_runs(&mut tx, &admitted).await?;
-        for resume in resumes {
-            resume_wait(&mut tx, resume, event.now).await?;
-        }
         tx.commit().await?;
         Ok(Recorded::New)
     }
@@ -265,15 +266,18 @@ impl Store {
                 sqlx::query("DELETE FROM waits WHERE run_id = $1").bind(&c.run_id).execute(&mut *tx).await?;
             }
         }
+        let mut inserted_tokens = 0;
         if !c.usage.is_empty() {
             let rows: Vec<UsageInsert<'_>> =
                 c.usage.iter().map(|u| (c.account_id.as_str(), c.workflow_id.as_str(), c.run_id.as_str(), u, c.now)).collect();
-            insert_usage(&mut tx, &rows).await?;
+            inserted_tokens = insert_usage(&mut tx, &rows).await?;
         }
         if let Some(q) = &c.quota {
-            // A cancel already released the reservation with the queue row.
-            let q = if cancelled { super::QuotaSettle { release: None, spend: q.spend.clone() } } else { q.clone() };
-            super::quota::settle(&mut tx, &c.account_id, &q).await?;
+            // A cancel already released the reservation with the queue row; and only rows this
+            // completion really inserted count as spent (a replay inserts none).
+            let release = if cancelled { None } else { q.release.clone() };
+            let spend = q.spend.clone().map(|(period, _)| (period, inserted_tokens)).filter(|s| s.1 > 0);
+            super::quota::settle(&mut tx, &c.account_id, &super::QuotaSettle { release, spend }).await?;
         }
         tx.commit().await?;
         // After a cancel the step is recorded, but the caller must not go on.
@@ -343,7 +347,17 @@ impl Store {
 
     /// Re-runs a failed run from its failed (or outcome-unknown) step: a new execution of that
     /// step, due now. `None` if there is no such run; `Some(false)` if it is not failed.
-    pub async fn retry_run(&self, account_id: &str, run_id: &str, now: i64) -> Result<Option<bool>> {
+    ///
+    /// `start` is the run's start charge, taken if the run never paid it (a run refused for
+    /// quota when its event came in), under `quota` for plans without overage; if it does not
+    /// fit, nothing changes and the answer is [`Error::Conflict`].
+    pub async fn retry_run(
+        &self,
+        account_id: &str,
+        run_id: &str,
+        now: i64,
+        start: Option<(&NewUsage, Option<&QuotaCheck>)>,
+    ) -> Result<Option<bool>> {
         let mut tx = self.writer.begin().await?;
         // Conditional on `failed`, so two concurrent retries cannot both pass.
         let row: Option<(i64, i64)> = sqlx::query_as(
@@ -363,6 +377,21 @@ impl Store {
                 .await?;
             return Ok(exists.map(|_| false));
         };
+        if let Some((usage, quota)) = start {
+            let paid: Option<(String,)> = sqlx::query_as("SELECT id FROM usage_ledger WHERE id = $1")
+                .bind(&usage.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if paid.is_none() {
+                if let Some(q) = quota
+                    && !charge_run(&mut tx, account_id, q, usage.tokens_milli).await? {
+                        return Err(Error::Conflict("the account has no tokens left to start this run; upgrade the plan".into()));
+                    }
+                let workflow: (String,) =
+                    sqlx::query_as("SELECT workflow_id FROM runs WHERE id = $1").bind(run_id).fetch_one(&mut *tx).await?;
+                insert_usage(&mut tx, &[(account_id, workflow.0.as_str(), run_id, usage, now)]).await?;
+            }
+        }
         sqlx::query(
             "INSERT INTO run_queue (run_id, account_id, due_at, step_index, step_seq, attempt, lease_token, dispatching) \
              VALUES ($1, $2, $3, $4, $5, 0, NULL, 0)",
@@ -633,21 +662,23 @@ pub(super) fn bind_step<'q>(q: AnyQuery<'q>, s: &'q StepRow) -> AnyQuery<'q> {
 /// A ledger row to insert: `(account, workflow, run, usage, now)`.
 type UsageInsert<'a> = (&'a str, &'a str, &'a str, &'a NewUsage, i64);
 
-/// Inserts ledger rows. Their ids are deterministic per (run, step execution, unit) and unique:
-/// a replayed completion cannot charge twice.
-async fn insert_usage(tx: &mut Transaction<'static, Any>, rows: &[UsageInsert<'_>]) -> Result<()> {
+/// Inserts ledger rows; returns the tokens (thousandths) of the rows actually inserted. Their ids
+/// are deterministic per (run, step execution, unit) and unique: a replayed completion cannot
+/// charge twice.
+async fn insert_usage(tx: &mut Transaction<'static, Any>, rows: &[UsageInsert<'_>]) -> Result<i64> {
+    let mut inserted = 0;
     for chunk in rows.chunks(CHUNK) {
         let sql = format!(
             "INSERT INTO usage_ledger (id, account_id, workflow_id, run_id, step_id, unit, quantity, tokens_milli, \
-             cost_micros, created_at, day) VALUES {} ON CONFLICT (id) DO NOTHING",
+             cost_micros, created_at, day) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING tokens_milli",
             values("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", chunk.len())
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(sql));
         for (account_id, workflow_id, run_id, u, now) in chunk {
             q = q.bind(&u.id).bind(*account_id).bind(*workflow_id).bind(*run_id).bind(&u.step_id);
             q = q.bind(&u.unit).bind(u.quantity).bind(u.tokens_milli).bind(u.cost_micros).bind(*now).bind(&u.day);
         }
-        q.execute(&mut **tx).await?;
+        inserted += q.fetch_all(&mut **tx).await?.iter().map(|r| r.0).sum::<i64>();
     }
-    Ok(())
+    Ok(inserted)
 }

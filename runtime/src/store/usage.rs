@@ -75,6 +75,9 @@ impl Store {
         loop {
             let mut tx = self.writer.begin().await?;
             if self.dialect == Dialect::Postgres {
+                // The UPDATE below must take its snapshot after the lock, to see the previous
+                // pass: READ COMMITTED, whatever the server's default.
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").execute(&mut *tx).await?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SEQUENCER_LOCK).execute(&mut *tx).await?;
             }
             let done = sqlx::query(

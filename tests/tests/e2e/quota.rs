@@ -84,6 +84,21 @@ async fn a_run_started_without_tokens_is_kept_failed_and_uncharged(db: TestDb) {
     assert_eq!(run["usage"], json!([]), "a refused run is charged nothing");
     let (_, usage) = app.get("/v1/usage", &key).await;
     assert_eq!(usage["rows"], json!([{ "key": "workflow_run", "quantity": 1, "tokens_milli": 60_000, "cost_micros": 0 }]));
+    let (_, account) = app.get("/v1/account", &key).await;
+    assert_eq!((account["tokens_used_milli"].as_i64(), account["tokens_left_milli"].as_i64()), (Some(60_000), Some(40_000)));
+    // Retrying it on the same plan is refused (it still does not fit) and changes nothing...
+    let (s, body) = app.post_json(&format!("/v1/runs/{second}/retry"), &key, &json!({})).await;
+    assert_eq!((s.as_u16(), body["error"]["code"].as_str()), (409, Some("quota_exceeded")), "{body}");
+    assert_eq!(app.run(&key, &second).await["status"], "failed");
+    // ...and after an upgrade it pays its start and runs.
+    let account_id = account["id"].as_str().unwrap();
+    let (s, _) = app.call("PUT", &format!("/v1/admin/accounts/{account_id}/plan"), Some(ADMIN), Some("application/json"), "{\"plan\":\"starter\"}").await;
+    assert_eq!(s, 200);
+    assert_eq!(app.post_json(&format!("/v1/runs/{second}/retry"), &key, &json!({})).await.0, 202);
+    app.drain().await;
+    let run = app.run(&key, &second).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["usage"].as_array().unwrap().iter().filter(|u| u["unit"] == "workflow_run").count(), 1, "the start is paid once");
     // Plans with overage are not stopped.
     let (_, paid) = app.account_on("paid", "starter").await;
     let wf = app.workflow(&paid, &json!({ "name": "w", "trigger": { "manual": {} }, "steps": [{ "id": "n", "action": "log", "input": { "message": "x" } }] })).await;
