@@ -71,6 +71,13 @@ impl Store {
     /// `seq` so far; returns how many. Passes are serialised (an advisory lock on PostgreSQL;
     /// SQLite's single writer), so a reader paging with `seq > after` sees every row exactly once.
     pub async fn sequence_ledger(&self) -> Result<u64> {
+        // Most reads find nothing to number: check without taking the writer. A row that
+        // commits just after this check is numbered by a later pass, after anything read now.
+        let pending: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM usage_ledger WHERE seq IS NULL LIMIT 1").fetch_optional(&self.reader).await?;
+        if pending.is_none() {
+            return Ok(0);
+        }
         let mut total = 0;
         loop {
             let mut tx = self.writer.begin().await?;
@@ -80,6 +87,8 @@ impl Store {
                 sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").execute(&mut *tx).await?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SEQUENCER_LOCK).execute(&mut *tx).await?;
             }
+            let (before,): (i64,) =
+                sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM usage_ledger").fetch_one(&mut *tx).await?;
             let done = sqlx::query(
                 "UPDATE usage_ledger SET seq = ranked.n FROM (\
                  SELECT id, (SELECT COALESCE(MAX(seq), 0) FROM usage_ledger) + ROW_NUMBER() OVER (ORDER BY created_at, id) AS n \
@@ -89,6 +98,22 @@ impl Store {
             .bind(SEQUENCE_BATCH as i64)
             .execute(&mut *tx)
             .await?;
+            if done.rows_affected() > 0 {
+                // Fold the rows just numbered into the rollup, in the same transaction: the
+                // rollup always equals the numbered ledger.
+                sqlx::query(
+                    "INSERT INTO usage_rollup (account_id, day, unit, workflow_id, quantity, tokens_milli, cost_micros) \
+                     SELECT account_id, day, unit, workflow_id, SUM(quantity), SUM(tokens_milli), SUM(cost_micros) \
+                     FROM usage_ledger WHERE seq > $1 GROUP BY account_id, day, unit, workflow_id \
+                     ON CONFLICT (account_id, day, unit, workflow_id) DO UPDATE SET \
+                     quantity = usage_rollup.quantity + EXCLUDED.quantity, \
+                     tokens_milli = usage_rollup.tokens_milli + EXCLUDED.tokens_milli, \
+                     cost_micros = usage_rollup.cost_micros + EXCLUDED.cost_micros",
+                )
+                .bind(before)
+                .execute(&mut *tx)
+                .await?;
+            }
             tx.commit().await?;
             total += done.rows_affected();
             if done.rows_affected() < SEQUENCE_BATCH {
@@ -119,8 +144,9 @@ impl Store {
             .await?)
     }
 
-    /// An account's usage, aggregated.
+    /// An account's usage, aggregated (from the rollup, after numbering pending rows).
     pub async fn usage_totals(&self, account_id: &str, group: UsageGroup, days: &DayRange) -> Result<Vec<UsageTotal>> {
+        self.sequence_ledger().await?;
         let key = match group {
             UsageGroup::Unit => "unit",
             UsageGroup::Day => "day",
@@ -130,7 +156,7 @@ impl Store {
         let sql = format!(
             "SELECT {key} AS key, CAST(SUM(quantity) AS BIGINT) AS quantity, \
              CAST(SUM(tokens_milli) AS BIGINT) AS tokens_milli, CAST(SUM(cost_micros) AS BIGINT) AS cost_micros \
-             FROM usage_ledger WHERE account_id = $1 AND ($2 IS NULL OR day >= $2) AND ($3 IS NULL OR day < $3) \
+             FROM usage_rollup WHERE account_id = $1 AND ($2 IS NULL OR day >= $2) AND ($3 IS NULL OR day < $3) \
              GROUP BY {key} ORDER BY {key}"
         );
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -143,10 +169,11 @@ impl Store {
 
     /// Every account's usage by unit (billing).
     pub async fn usage_by_account(&self, days: &DayRange) -> Result<Vec<AccountUsage>> {
+        self.sequence_ledger().await?;
         Ok(sqlx::query_as(
             "SELECT account_id, unit, CAST(SUM(quantity) AS BIGINT) AS quantity, \
              CAST(SUM(tokens_milli) AS BIGINT) AS tokens_milli, CAST(SUM(cost_micros) AS BIGINT) AS cost_micros \
-             FROM usage_ledger WHERE ($1 IS NULL OR day >= $1) AND ($2 IS NULL OR day < $2) \
+             FROM usage_rollup WHERE ($1 IS NULL OR day >= $1) AND ($2 IS NULL OR day < $2) \
              GROUP BY account_id, unit ORDER BY account_id, unit",
         )
         .bind(&days.from)
@@ -157,8 +184,9 @@ impl Store {
 
     /// Tokens (thousandths) an account spent within `days`.
     pub async fn tokens_spent(&self, account_id: &str, days: &DayRange) -> Result<i64> {
+        self.sequence_ledger().await?;
         let row: (i64,) = sqlx::query_as(
-            "SELECT CAST(COALESCE(SUM(tokens_milli), 0) AS BIGINT) FROM usage_ledger \
+            "SELECT CAST(COALESCE(SUM(tokens_milli), 0) AS BIGINT) FROM usage_rollup \
              WHERE account_id = $1 AND ($2 IS NULL OR day >= $2) AND ($3 IS NULL OR day < $3)",
         )
         .bind(account_id)
