@@ -321,12 +321,7 @@ impl Store {
         .await?;
         if done.rows_affected() == 0 {
             drop(tx);
-            let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM runs WHERE id = $1 AND account_id = $2")
-                .bind(run_id)
-                .bind(account_id)
-                .fetch_optional(&self.reader)
-                .await?;
-            return Ok(exists.map(|_| false));
+            return Ok(self.run_exists(account_id, run_id).await?.then_some(false));
         }
         if let Some((reserved, Some(period))) = held.filter(|h| h.0 > 0) {
             let release = super::QuotaSettle { release: Some((period, reserved)), spend: None };
@@ -370,12 +365,7 @@ impl Store {
         .await?;
         let Some((step_index, seq)) = row else {
             drop(tx);
-            let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM runs WHERE id = $1 AND account_id = $2")
-                .bind(run_id)
-                .bind(account_id)
-                .fetch_optional(&self.reader)
-                .await?;
-            return Ok(exists.map(|_| false));
+            return Ok(self.run_exists(account_id, run_id).await?.then_some(false));
         };
         if let Some((usage, quota)) = start {
             let paid: Option<(String,)> = sqlx::query_as("SELECT id FROM usage_ledger WHERE id = $1")
@@ -405,6 +395,16 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(Some(true))
+    }
+
+    /// Whether the account has this run (to tell "no such run" from "not in that state").
+    async fn run_exists(&self, account_id: &str, run_id: &str) -> Result<bool> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT id FROM runs WHERE id = $1 AND account_id = $2")
+            .bind(run_id)
+            .bind(account_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.is_some())
     }
 
     /// A run of the account with its step timeline and usage rows.
