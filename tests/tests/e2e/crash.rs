@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use crate::on_both_backends;
+use crate::{on_both_backends, on_postgres};
 use crate::support::{TempDir, TestDb};
 
 const RUNS: usize = 30;
@@ -41,10 +41,11 @@ struct Server {
     base: String,
 }
 
-async fn start(db_url: &str, data: &TempDir, port: u16) -> Server {
+/// Starts `switchboard <command>` on the database, logging to the data dir.
+fn spawn(command: &str, db_url: &str, data: &TempDir, port: u16) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(data.0.join("server.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_switchboard-under-test"))
-        .arg("serve")
+    Command::new(env!("CARGO_BIN_EXE_switchboard-under-test"))
+        .arg(command)
         .env("SWITCHBOARD_DATA_DIR", &data.0)
         .env("SWITCHBOARD_DATABASE_URL", db_url)
         .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
@@ -56,7 +57,11 @@ async fn start(db_url: &str, data: &TempDir, port: u16) -> Server {
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
-        .expect("start switchboard");
+        .expect("start switchboard")
+}
+
+async fn start(db_url: &str, data: &TempDir, port: u16) -> Server {
+    let child = spawn("serve", db_url, data, port);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -170,4 +175,91 @@ async fn sigkill_mid_delays_and_backoff_loses_nothing(db: TestDb) {
     assert!(succeeded >= RUNS - 3, "nearly every run succeeds ({succeeded}/{RUNS})");
 }
 
+/// Three processes on one PostgreSQL (one `serve`, two `worker`s); one worker is SIGKILLed
+/// mid-load. Every run completes, no step's request succeeds twice, the ledger is exact.
+async fn three_processes_one_killed_every_step_once(db: TestDb) {
+    const LOAD: usize = 60;
+    let hits: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target_url = format!("http://{}/hit", listener.local_addr().unwrap());
+    let counted = hits.clone();
+    let app = axum::Router::new().route(
+        "/hit",
+        axum::routing::post(move |Json(body): Json<Value>| {
+            let counted = counted.clone();
+            async move {
+                let key = format!("{}/{}", body["run"].as_str().unwrap_or_default(), body["step"].as_str().unwrap_or_default());
+                *counted.lock().unwrap().entry(key).or_default() += 1;
+                StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let data = TempDir::new();
+    let mut server = start(&db.url, &data, free_port()).await;
+    let mut doomed = spawn("worker", &db.url, &data, free_port());
+    let mut survivor = spawn("worker", &db.url, &data, free_port());
+    let http = reqwest::Client::new();
+    let post = |path: String, token: String, body: Value| {
+        let req = http.post(format!("{}{path}", server.base)).bearer_auth(token).json(&body);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let key = post("/v1/accounts".into(), ADMIN.into(), json!({ "name": "multi" })).await["api_key"].as_str().unwrap().to_string();
+    let call = |step: &str| json!({ "id": step, "action": "http.request", "timeout": "5s",
+        "input": { "method": "POST", "url": target_url, "body": { "run": "{{ run.id }}", "step": step } } });
+    let workflow = post(
+        "/v1/workflows".into(),
+        key.clone(),
+        json!({ "name": "multi", "trigger": { "webhook": {} },
+                "steps": [call("first"), { "id": "pause", "delay": "1s" }, call("second")] }),
+    )
+    .await;
+    let hook = workflow["webhook_url"].as_str().unwrap().to_string();
+    let mut run_ids = Vec::new();
+    for i in 0..LOAD {
+        let body: Value = http.post(&hook).json(&json!({ "n": i })).send().await.unwrap().json().await.unwrap();
+        run_ids.push(body["run_id"].as_str().unwrap().to_string());
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    doomed.start_kill().unwrap(); // SIGKILL one worker mid-load
+    doomed.wait().await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut succeeded = 0;
+    for id in &run_ids {
+        let run = loop {
+            let run: Value = http.get(format!("{}/v1/runs/{id}", server.base)).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+            if ["succeeded", "failed", "cancelled"].contains(&run["status"].as_str().unwrap_or_default()) {
+                break run;
+            }
+            assert!(Instant::now() < deadline, "run {id} did not finish: {run}\n{}", server_log(&data));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let billed = run["usage"].as_array().unwrap().iter().filter(|u| u["unit"] == "http_request").count();
+        let hits = hits.lock().unwrap();
+        let count = |step: &str| hits.get(&format!("{id}/{step}")).copied().unwrap_or(0);
+        match run["status"].as_str().unwrap() {
+            "succeeded" => {
+                succeeded += 1;
+                assert_eq!((count("first"), count("second")), (1, 1), "each step's request exactly once: {run}");
+                assert_eq!(billed, 2, "one ledger row per successful action: {run}");
+            }
+            // A send cut off by the kill ends outcome_unknown and is never resent.
+            "failed" => {
+                assert_eq!(run["error"]["code"], "interrupted", "{run}");
+                assert!(count("first") <= 1 && count("second") <= 1);
+            }
+            other => panic!("unexpected status {other}: {run}"),
+        }
+    }
+    for child in [&mut server.child, &mut survivor] {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    assert!(succeeded >= LOAD - 5, "nearly every run succeeds ({succeeded}/{LOAD})");
+}
+
 on_both_backends!(sigkill_mid_delays_and_backoff_loses_nothing);
+// Many processes share one PostgreSQL; SQLite is the single-process default.
+on_postgres!(three_processes_one_killed_every_step_once);

@@ -132,6 +132,24 @@ macro_rules! on_both_backends {
     };
 }
 
+/// Generates one `#[tokio::test]` on PostgreSQL only, for behaviour SQLite does not have (many
+/// processes, concurrent writers).
+#[macro_export]
+macro_rules! on_postgres {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some(db) = $crate::support::TestDb::new($crate::support::Backend::Postgres).await {
+                        super::$name(db).await;
+                    }
+                }
+            }
+        )*
+    };
+}
+
 /// A test action: fails with a retryable error `fail_first` times, then succeeds; counts calls.
 #[derive(Clone, Default)]
 pub struct Flaky {
