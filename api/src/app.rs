@@ -28,12 +28,27 @@ pub struct AppState {
     pub public_url: Arc<str>,
     /// Webhook token → workflow, briefly cached (the hot path of ingest).
     pub hooks: Arc<HookCache>,
+    /// Requests a second each webhook URL accepts (429 beyond), if limited.
+    pub hook_limiter: Option<Arc<HookLimiter>>,
 }
+
+/// A per-webhook-URL rate limiter (GCRA, keyed by token).
+pub type HookLimiter = governor::DefaultKeyedRateLimiter<String>;
 
 impl AppState {
     /// State over an engine, with an empty webhook cache.
     pub fn new(engine: Arc<Engine>, admin_token: &str, public_url: &str) -> Self {
-        Self { engine, admin_token: admin_token.into(), public_url: public_url.into(), hooks: Arc::default() }
+        Self { engine, admin_token: admin_token.into(), public_url: public_url.into(), hooks: Arc::default(), hook_limiter: None }
+    }
+
+    /// Limits each webhook URL to `per_second` requests a second (bursts up to twice that);
+    /// 0 leaves them unlimited.
+    pub fn with_webhook_limit(mut self, per_second: u32) -> Self {
+        self.hook_limiter = std::num::NonZeroU32::new(per_second).map(|rate| {
+            let burst = rate.saturating_mul(std::num::NonZeroU32::new(2).expect("2 is not zero"));
+            Arc::new(governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst)))
+        });
+        self
     }
 
     /// The public URL of a webhook token.

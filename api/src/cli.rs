@@ -101,7 +101,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             settings.data_dir.join("admin_token").display()
         );
     }
-    let state = AppState::new(engine.clone(), &admin_token, &settings.public_url());
+    let state = AppState::new(engine.clone(), &admin_token, &settings.public_url()).with_webhook_limit(settings.webhook_rate_limit);
     let listener = TcpListener::bind(&settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
     tracing::info!(listen = %settings.listen, database = %redact(&settings.database_url()), "switchboard serving");
     println!("Switchboard listening on http://{}", listener.local_addr()?);

@@ -33,6 +33,9 @@ pub struct Settings {
     pub worker_concurrency: usize,
     /// Database connections of this process.
     pub max_connections: u32,
+    /// Requests a second each webhook URL accepts before answering 429 (bursts up to twice
+    /// that); 0 turns the limit off. Per process.
+    pub webhook_rate_limit: u32,
     /// Stripe REST base URL (tests point it at a local fake).
     pub stripe_api_base: String,
     /// Stripe secret key; when set, `serve` and `worker` push new ledger rows to Stripe meter
@@ -61,6 +64,7 @@ impl Default for Settings {
             lease_secs: 60,
             worker_concurrency: 64,
             max_connections: 16,
+            webhook_rate_limit: 200,
             stripe_api_base: switchboard_integrations::stripe::DEFAULT_API_BASE.into(),
             stripe_secret_key: None,
             stripe_meter_event_name: crate::billing_sync::DEFAULT_EVENT_NAME.into(),

@@ -58,6 +58,17 @@ async fn accept(
     Body(body): Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let engine = &state.engine;
+    if let Some(limiter) = &state.hook_limiter {
+        if let Err(not_until) = limiter.check_key(&token) {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests to this webhook; retry later");
+            error.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+            return Err(error);
+        }
+        if limiter.len() > 100_000 {
+            limiter.retain_recent();
+        }
+    }
     let row = state
         .hooks
         .get(engine.store(), &token)

@@ -328,4 +328,21 @@ async fn usage_reads_by_unit_day_workflow_page_and_csv(db: TestDb) {
     assert!(rows.iter().all(|r| r["account_id"] == account_id.as_str()));
 }
 
-on_both_backends!(usage_reads_by_unit_day_workflow_page_and_csv);
+async fn a_webhook_over_its_rate_limit_answers_429_and_stores_nothing(db: TestDb) {
+    let mut app = TestApp::new(db).await;
+    app.state = app.state.clone().with_webhook_limit(1); // 1 a second, bursts of 2
+    let (_, key) = app.account("a").await;
+    let wf = app.workflow(&key, &hook_workflow(None)).await;
+    let path = wf["webhook_url"].as_str().unwrap().strip_prefix("http://sb.test").unwrap().to_string();
+    let post = || Request::post(path.clone()).header("content-type", "application/json").body(Body::from("{}")).unwrap();
+    assert_eq!(app.send(post()).await.0, 202);
+    assert_eq!(app.send(post()).await.0, 202);
+    let req = post();
+    let res = tower::ServiceExt::oneshot(switchboard_api::router(app.state.clone()), req).await.unwrap();
+    assert_eq!(res.status(), 429);
+    let after: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&after), "Retry-After {after}");
+    assert_eq!(app.get("/v1/runs", &key).await.1["runs"].as_array().unwrap().len(), 2, "the refused request started nothing");
+}
+
+on_both_backends!(usage_reads_by_unit_day_workflow_page_and_csv, a_webhook_over_its_rate_limit_answers_429_and_stores_nothing);
