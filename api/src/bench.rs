@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use futures::StreamExt;
 use serde_json::json;
 use switchboard_runtime::clock::SystemClock;
 use switchboard_runtime::engine::{Engine, EngineConfig, worker};
@@ -39,6 +40,28 @@ pub struct BenchArgs {
     /// Ledger rows to fill before timing `GET /v1/usage` (0 skips the measurement).
     #[arg(long, default_value_t = 1_000_000)]
     pub ledger_rows: i64,
+    /// Delays to schedule for the timer-lateness measurement (0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    pub timers: usize,
+    /// The window (seconds) the delays fall due in.
+    #[arg(long, default_value_t = 10)]
+    pub timer_window_secs: u64,
+}
+
+/// Latency figures, in ms: (p50, p99, max) of accept → first step, and of timer lateness, and
+/// how many timers fired early.
+struct Latency {
+    first_step: (f64, f64, f64),
+    timers: Option<((f64, f64, f64), usize)>,
+}
+
+fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+    (at(0.5), at(0.99), v[v.len() - 1])
 }
 
 /// A no-op action that is billed: the difference to `log` is the ledger's cost per step.
@@ -66,6 +89,8 @@ struct Figures {
     billed_steps_per_sec: f64,
     /// `GET /v1/usage` over the filled ledger: (p50, max) in ms, by unit and by day.
     usage_ms: Option<[(f64, f64); 2]>,
+    /// Accept → first step, and timer lateness.
+    latency: Latency,
 }
 
 /// Runs the benchmark on SQLite, then on PostgreSQL if reachable, and prints the figures.
@@ -119,6 +144,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.ledger_rows > 0 {
         println!("(usage: GET /v1/usage over {} ledger rows of one account, 20 requests each)", args.ledger_rows);
     }
+    println!();
+    println!("{:<10} {:>30} {:>34} {:>8}", "backend", "accept→first step p50/p99/max", "timer lateness p50/p99/max", "early");
+    for f in &figures {
+        let (a, b, c) = f.latency.first_step;
+        let timers = f.latency.timers.map(|((p50, p99, max), early)| (format!("{p50:.0} / {p99:.0} / {max:.0} ms"), early.to_string()));
+        let (late, early) = timers.unwrap_or_else(|| ("-".into(), "-".into()));
+        println!("{:<10} {:>30} {:>34} {:>8}", f.backend, format!("{a:.1} / {b:.1} / {c:.1} ms"), late, early);
+    }
+    println!(
+        "(first step: 500 runs started 2 ms apart on an idle runtime; timers: {} delays falling due within {} s)",
+        args.timers, args.timer_window_secs
+    );
     Ok(())
 }
 
@@ -165,6 +202,7 @@ async fn measure(backend: &'static str, url: &str, args: &BenchArgs) -> anyhow::
     }
     let billed_elapsed = drain_with_workers(&engine).await?;
 
+    let latency = latency(&engine, args, now).await?;
     let usage_ms = if args.ledger_rows > 0 { Some(usage_latency(&engine, args.ledger_rows).await?) } else { None };
     store.close().await;
     Ok(Figures {
@@ -176,7 +214,90 @@ async fn measure(backend: &'static str, url: &str, args: &BenchArgs) -> anyhow::
         runs_elapsed,
         billed_steps_per_sec: (args.runs * args.steps) as f64 / billed_elapsed.as_secs_f64(),
         usage_ms,
+        latency,
     })
+}
+
+/// Accept → first step (runs started one by one while workers run), and timer lateness (delays
+/// falling due over a window; lateness = when the delay step fired − its due time).
+async fn latency(engine: &Arc<Engine>, args: &BenchArgs, now: i64) -> anyhow::Result<Latency> {
+    let store = engine.store();
+    let first = json!({ "name": "first", "trigger": { "manual": {} }, "steps": [{ "id": "go", "action": "log", "input": { "message": "x" } }] });
+    store.create_workflow(&write("first", &first, "manual", None, now)).await?;
+    let timer = json!({ "name": "timers", "trigger": { "manual": {} }, "steps": [{ "id": "t", "delay": { "until": "{{ event.due }}" } }] });
+    store.create_workflow(&write("timers", &timer, "manual", None, now)).await?;
+    let first_row = store.workflow("bench", "first").await?.context("bench workflow")?;
+    let timer_row = store.workflow("bench", "timers").await?.context("bench workflow")?;
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let workers = worker::run(engine.clone(), async move {
+        let _ = stop_rx.changed().await;
+    });
+    let driver = async {
+        // Timers, queued 64 at a time (group commit), due from 15 s from now over the window.
+        // Their first step (the delay starting) runs at once; wait for those to settle.
+        let start_at = engine.clock().now() + 15_000;
+        let window_ms = (args.timer_window_secs * 1000) as i64;
+        let due: Vec<(String, i64)> = futures::stream::iter(0..args.timers)
+            .map(|i| {
+                let at = start_at + window_ms * i as i64 / args.timers.max(1) as i64;
+                let event = json!({ "due": switchboard_runtime::clock::to_rfc3339(at) });
+                let (engine, row) = (engine.clone(), timer_row.clone());
+                async move { engine.start_manual(&row, event).await.map(|a| (a.run_id, at)) }
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        while store.next_due_at().await?.is_some_and(|d| d <= engine.clock().now()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        anyhow::ensure!(engine.clock().now() + 2_000 < start_at, "setting up the timers took too long; use fewer --timers");
+        // Accept → first step on an otherwise idle runtime, before the timers fall due.
+        let mut first_runs = Vec::new();
+        for _ in 0..500 {
+            first_runs.push(engine.start_manual(&first_row, json!({})).await?.run_id);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        while store.queue_depth().await? > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = stop_tx.send(true);
+        anyhow::Ok((first_runs, due))
+    };
+    let (worked, driven) = tokio::join!(workers, driver);
+    worked.map_err(|e| anyhow::anyhow!(e))?;
+    let (first_runs, due) = driven?;
+    let mut first_ms = Vec::new();
+    for id in first_runs {
+        if let Some((run, _, _)) = store.run_detail("bench", &id).await? {
+            first_ms.push(run.started_at.unwrap_or(run.created_at).saturating_sub(run.created_at) as f64);
+        }
+    }
+    let timers = if args.timers > 0 {
+        let (mut late, mut early) = (Vec::new(), 0);
+        for (id, at) in due {
+            let Some((_, steps, _)) = store.run_detail("bench", &id).await? else { continue };
+            let fired = steps
+                .iter()
+                .find(|s| s.status == "succeeded")
+                .and_then(|s| s.output.as_deref())
+                .and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok())
+                .and_then(|o| o["waited_until"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()))
+                .map(|t| t.timestamp_millis());
+            if let Some(fired) = fired {
+                if fired < at {
+                    early += 1;
+                }
+                late.push((fired - at) as f64);
+            }
+        }
+        Some((percentiles(late), early))
+    } else {
+        None
+    };
+    Ok(Latency { first_step: percentiles(first_ms), timers })
 }
 
 /// Fills the ledger of a fresh account, then times `GET /v1/usage` by unit and by day.
