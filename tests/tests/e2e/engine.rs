@@ -57,7 +57,8 @@ async fn retries_back_off_and_bill_once(db: TestDb) {
     let run = app.run(&key, &run_id).await;
     assert_eq!(run["status"], "waiting");
     assert_eq!(run["steps"][0]["status"], "pending");
-    assert_eq!(run["steps"][0]["attempts"], 1);
+    // Full jitter may (rarely) draw a zero delay, making the next attempt due at once.
+    assert!(run["steps"][0]["attempts"].as_i64().unwrap() >= 1);
     assert_eq!(run["steps"][0]["error"]["code"], "flaky");
     // Backoff ceilings: 10 s, 20 s, 40 s (full jitter below each).
     for ceiling in [10_000, 20_000, 40_000] {
