@@ -53,6 +53,8 @@ pub fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref()).context("loading settings")?;
+    // Install the metrics recorder before anything is counted.
+    crate::routes::health::prometheus();
     match cli.command {
         Command::Migrate => {
             let store = connect(&settings).await?;

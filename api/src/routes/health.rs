@@ -1,4 +1,4 @@
-//! Liveness and readiness.
+//! Liveness, readiness and Prometheus metrics.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,7 +10,30 @@ use crate::app::AppState;
 
 /// `/healthz`, `/readyz`.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics_text))
+}
+
+/// The process's Prometheus recorder, installed on first use (one per process).
+pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (an embedding program's): then ours only
+        // renders what it is given.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// `GET /metrics`: step counts, durations, retries and failures by code, webhook outcomes, and
+/// the queue's depth and due-but-unclaimed rows (read at scrape time).
+async fn metrics_text(State(state): State<AppState>) -> Result<([(axum::http::HeaderName, &'static str); 1], String), crate::error::ApiError> {
+    let store = state.engine.store();
+    let handle = prometheus();
+    metrics::gauge!("switchboard_queue_depth").set(store.queue_depth().await? as f64);
+    metrics::gauge!("switchboard_due_unclaimed").set(store.due_unclaimed(state.engine.clock().now()).await? as f64);
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()))
 }
 
 async fn healthz() -> Json<Value> {

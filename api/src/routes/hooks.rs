@@ -57,6 +57,17 @@ async fn accept(
     headers: HeaderMap,
     Body(body): Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let answer = accept_inner(&state, &token, &headers, &body).await;
+    let outcome = match &answer {
+        Ok(_) => "accepted",
+        Err(e) => e.code,
+    };
+    metrics::counter!("switchboard_webhooks_total", "outcome" => outcome).increment(1);
+    answer
+}
+
+async fn accept_inner(state: &AppState, token: &str, headers: &HeaderMap, body: &[u8]) -> ApiResult<(StatusCode, Json<Value>)> {
+    let token = token.to_string();
     let engine = &state.engine;
     if let Some(limiter) = &state.hook_limiter {
         if let Err(not_until) = limiter.check_key(&token) {
@@ -80,14 +91,14 @@ async fn accept(
     }
     let workflow = engine.workflow(&row.id, row.version).await?;
     if let Trigger::Webhook { secret: Some(secret) } = &workflow.trigger
-        && !signature_ok(secret, &headers, &body) {
+        && !signature_ok(secret, headers, body) {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_signature",
                 "missing or wrong X-Signature-256 (sha256=<hex HMAC-SHA256 of the body>)",
             ));
         }
-    let data = payload(&headers, &body)?;
+    let data = payload(headers, body)?;
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty());
     let accepted = engine.accept_webhook(&row, data, key).await?;
     Ok((StatusCode::ACCEPTED, Json(json!(accepted))))

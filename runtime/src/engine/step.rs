@@ -359,6 +359,33 @@ async fn reserve_quota(
     }
 }
 
+/// Prometheus metrics of a step's outcome (exported at `GET /metrics`).
+fn record_metrics(workflow: &Workflow, claim: &Claim, c: &Completion) {
+    let kind = match &workflow.steps[claim.step_index as usize].kind {
+        StepKind::Action { kind, .. } => kind.clone(),
+        StepKind::Delay(_) => "delay".into(),
+        StepKind::Branch(_) => "branch".into(),
+        StepKind::WaitFor { .. } => "wait_for".into(),
+        StepKind::Set(_) => "set".into(),
+        StepKind::End => "end".into(),
+    };
+    metrics::counter!("switchboard_steps_total", "kind" => kind.clone(), "status" => c.step.status.clone()).increment(1);
+    if let Some(started) = c.step.started_at {
+        let seconds = (c.now - started).max(0) as f64 / 1000.0;
+        metrics::histogram!("switchboard_step_duration_seconds", "kind" => kind.clone()).record(seconds);
+    }
+    let code = || {
+        c.step.error.as_deref().and_then(|e| serde_json::from_str::<Value>(e).ok()).and_then(|e| e["code"].as_str().map(str::to_string))
+    };
+    match c.step.status.as_str() {
+        "pending" => metrics::counter!("switchboard_step_retries_total", "kind" => kind).increment(1),
+        "failed" | "outcome_unknown" => {
+            metrics::counter!("switchboard_step_failures_total", "code" => code().unwrap_or_default()).increment(1)
+        }
+        _ => {}
+    }
+}
+
 /// Parses a delay's `until`: RFC 3339 text or epoch milliseconds.
 fn parse_time(v: &Value) -> std::result::Result<i64, String> {
     match v {
@@ -518,6 +545,7 @@ async fn commit(
         quota,
         now,
     };
+    record_metrics(workflow, claim, &completion);
     if !engine.store.complete(&completion).await? {
         tracing::info!(run_id = %claim.run_id, "stopping: the run was cancelled or another worker owns it now");
         return Ok(None);

@@ -443,6 +443,15 @@ impl Store {
         Ok(row.0)
     }
 
+    /// Queue rows due now that no worker holds: work waiting for a worker.
+    pub async fn due_unclaimed(&self, now: i64) -> Result<i64> {
+        let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM run_queue WHERE due_at <= $1 AND lease_token IS NULL")
+            .bind(now)
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(row.0)
+    }
+
     /// Rows in the queue (runs with something left to do).
     pub async fn queue_depth(&self) -> Result<i64> {
         let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM run_queue").fetch_one(&self.reader).await?;

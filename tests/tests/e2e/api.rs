@@ -345,4 +345,36 @@ async fn a_webhook_over_its_rate_limit_answers_429_and_stores_nothing(db: TestDb
     assert_eq!(app.get("/v1/runs", &key).await.1["runs"].as_array().unwrap().len(), 2, "the refused request started nothing");
 }
 
-on_both_backends!(usage_reads_by_unit_day_workflow_page_and_csv, a_webhook_over_its_rate_limit_answers_429_and_stores_nothing);
+async fn metrics_count_steps_webhooks_and_the_queue(db: TestDb) {
+    let app = TestApp::new(db).await;
+    switchboard_api::routes::health::prometheus(); // the recorder, before anything is counted
+    let (_, key) = app.account("a").await;
+    let wf = app.workflow(&key, &hook_workflow(None)).await;
+    let path = wf["webhook_url"].as_str().unwrap().strip_prefix("http://sb.test").unwrap().to_string();
+    let hook = Request::post(path).header("content-type", "application/json").body(Body::from("{\"name\":\"Ada\"}")).unwrap();
+    assert_eq!(app.send(hook).await.0, 202);
+    assert_eq!(app.send(Request::post("/hooks/wh_nope").body(Body::empty()).unwrap()).await.0, 404);
+    let delayed = app.workflow(&key, &json!({ "name": "d", "trigger": { "manual": {} }, "steps": [{ "id": "w", "delay": "1h" }] })).await;
+    app.start(&key, delayed["id"].as_str().unwrap(), &json!({})).await;
+    app.drain().await;
+    let res = tower::ServiceExt::oneshot(switchboard_api::router(app.state.clone()), Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let text = String::from_utf8(axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap();
+    for expected in [
+        "switchboard_steps_total{kind=\"log\",status=\"succeeded\"}",
+        "switchboard_steps_total{kind=\"delay\",status=\"waiting\"}",
+        "switchboard_webhooks_total{outcome=\"accepted\"}",
+        "switchboard_webhooks_total{outcome=\"not_found\"}",
+        "switchboard_step_duration_seconds",
+        "switchboard_queue_depth 1",
+        "switchboard_due_unclaimed 0",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in:\n{text}");
+    }
+}
+
+on_both_backends!(
+    usage_reads_by_unit_day_workflow_page_and_csv,
+    a_webhook_over_its_rate_limit_answers_429_and_stores_nothing,
+    metrics_count_steps_webhooks_and_the_queue,
+);
