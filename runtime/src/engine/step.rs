@@ -102,13 +102,11 @@ pub(super) async fn process(engine: &Engine, token: &str, mut claim: Claim) -> R
     loop {
         let now = engine.clock.now();
         let index = claim.step_index as usize;
-        // A claim taken over after a crash may hold the reservation its first worker made.
-        state.reservation = claim.reserved_period.clone().filter(|_| claim.reserved_milli > 0).map(|p| (p, claim.reserved_milli));
-        let Some(step) = workflow.steps.get(index) else {
+        if index >= workflow.steps.len() {
             // A version without this step cannot happen (versions are immutable); end cleanly.
             let error = ActionError::permanent("invalid_state", format!("the run points at step {index}, which does not exist"));
             return finish_failed(engine, token, &mut state, &claim, "?", error, now).await;
-        };
+        }
         let outcome = if claim.step_seq > MAX_STEPS_PER_RUN {
             Outcome::Failed {
                 error: ActionError::permanent("too_many_steps", format!("the run executed more than {MAX_STEPS_PER_RUN} steps")),
@@ -118,7 +116,7 @@ pub(super) async fn process(engine: &Engine, token: &str, mut claim: Claim) -> R
         } else {
             execute(engine, token, &mut state, &workflow, &claim, now).await?
         };
-        let Some(next_claim) = commit(engine, token, &mut state, &workflow, &claim, &step.id, outcome).await? else {
+        let Some(next_claim) = commit(engine, token, &mut state, &workflow, &claim, outcome, now).await? else {
             return Ok(());
         };
         claim = next_claim;
@@ -410,10 +408,11 @@ async fn commit(
     state: &mut RunState,
     workflow: &Workflow,
     claim: &Claim,
-    step_id: &str,
     outcome: Outcome,
+    started: i64,
 ) -> Result<Option<Claim>> {
     let now = engine.clock.now();
+    let step_id = workflow.steps[claim.step_index as usize].id.as_str();
     let is_action = matches!(workflow.steps[claim.step_index as usize].kind, StepKind::Action { .. });
     let attempts = if is_action { claim.attempt + 1 } else { 1 };
     let mut step = StepRow {
@@ -425,7 +424,7 @@ async fn commit(
         input: None,
         output: None,
         error: None,
-        started_at: Some(now),
+        started_at: Some(started),
         finished_at: None,
         due_at: None,
     };
