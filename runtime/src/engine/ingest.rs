@@ -70,21 +70,7 @@ impl Engine {
     /// Starts a run of a workflow through the API, with `payload` as `event`.
     pub async fn start_manual(&self, workflow: &WorkflowRow, payload: Value) -> Result<HookAccepted> {
         let now = self.clock.now();
-        let timezone = self.account(&workflow.account_id).await?.timezone;
-        let run = self.new_run(&workflow.id, workflow.version, &payload, false, &timezone, now);
-        let answer = HookAccepted { event_id: new_id(), run_id: run.id.clone() };
-        let event = NewEvent {
-            id: answer.event_id.clone(),
-            account_id: workflow.account_id.clone(),
-            event_type: "manual".into(),
-            data: payload.to_string(),
-            source: "manual".into(),
-            dedupe_key: None,
-            dedupe_since: None,
-            response: serde_json::to_string(&answer)?,
-            now,
-        };
-        self.record(event, vec![run], vec![], answer).await
+        self.start_one(&workflow.account_id, &workflow.id, workflow.version, payload, "manual", None, now).await
     }
 
     /// Accepts a webhook for a workflow. A repeat of `idempotency_key` within 24 h answers the
@@ -96,27 +82,57 @@ impl Engine {
         idempotency_key: Option<&str>,
     ) -> Result<HookAccepted> {
         let now = self.clock.now();
-        let dedupe_key = idempotency_key.map(|k| format!("hook:{}:{k}", workflow.id));
-        let since = Some(now - IDEMPOTENCY_WINDOW_MS);
-        if let Some(key) = &dedupe_key
-            && let Some(first) = self.store.recorded_response(&workflow.account_id, key, since).await? {
-                return Ok(serde_json::from_str(&first)?);
-            }
-        let timezone = self.account(&workflow.account_id).await?.timezone;
-        let run = self.new_run(&workflow.id, workflow.version, &payload, false, &timezone, now);
+        let dedupe = idempotency_key.map(|k| (format!("hook:{}:{k}", workflow.id), now - IDEMPOTENCY_WINDOW_MS));
+        self.start_one(&workflow.account_id, &workflow.id, workflow.version, payload, "webhook", dedupe, now).await
+    }
+
+    /// Records an event that starts exactly one run of one workflow (manual starts, webhooks);
+    /// `dedupe` is the repeat key and the start of its window.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_one(
+        &self,
+        account_id: &str,
+        workflow_id: &str,
+        version: i64,
+        payload: Value,
+        source: &str,
+        dedupe: Option<(String, i64)>,
+        now: i64,
+    ) -> Result<HookAccepted> {
+        let (dedupe_key, dedupe_since) = dedupe.map_or((None, None), |(k, since)| (Some(k), Some(since)));
+        if let Some(first) = self.repeat_answer(account_id, dedupe_key.as_deref(), dedupe_since).await? {
+            return Ok(first);
+        }
+        let timezone = self.account(account_id).await?.timezone;
+        let run = self.new_run(workflow_id, version, &payload, false, &timezone, now);
         let answer = HookAccepted { event_id: new_id(), run_id: run.id.clone() };
         let event = NewEvent {
             id: answer.event_id.clone(),
-            account_id: workflow.account_id.clone(),
-            event_type: "webhook".into(),
+            account_id: account_id.to_string(),
+            event_type: source.to_string(),
             data: payload.to_string(),
-            source: "webhook".into(),
+            source: source.to_string(),
             dedupe_key,
-            dedupe_since: since,
+            dedupe_since,
             response: serde_json::to_string(&answer)?,
             now,
         };
         self.record(event, vec![run], vec![], answer).await
+    }
+
+    /// The first answer to a repeat of `dedupe_key`, if one was recorded after `since`. Checked
+    /// before any work; `record_event` checks again inside its transaction.
+    async fn repeat_answer<T: serde::de::DeserializeOwned>(
+        &self,
+        account_id: &str,
+        dedupe_key: Option<&str>,
+        since: Option<i64>,
+    ) -> Result<Option<T>> {
+        let Some(key) = dedupe_key else { return Ok(None) };
+        match self.store.recorded_response(account_id, key, since).await? {
+            Some(first) => Ok(Some(serde_json::from_str(&first)?)),
+            None => Ok(None),
+        }
     }
 
     /// Accepts an app event: starts every enabled workflow of the account whose trigger matches
@@ -125,10 +141,9 @@ impl Engine {
     pub async fn accept_event(&self, account_id: &str, event_type: &str, data: Value, id: Option<&str>) -> Result<EventAccepted> {
         let now = self.clock.now();
         let dedupe_key = id.map(|i| format!("event:{i}"));
-        if let Some(key) = &dedupe_key
-            && let Some(first) = self.store.recorded_response(account_id, key, None).await? {
-                return Ok(serde_json::from_str(&first)?);
-            }
+        if let Some(first) = self.repeat_answer(account_id, dedupe_key.as_deref(), None).await? {
+            return Ok(first);
+        }
         let event_id = new_id();
         let timezone = self.account(account_id).await?.timezone;
         let mut runs = Vec::new();

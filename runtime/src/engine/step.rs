@@ -412,8 +412,9 @@ async fn commit(
     started: i64,
 ) -> Result<Option<Claim>> {
     let now = engine.clock.now();
-    let step_id = workflow.steps[claim.step_index as usize].id.as_str();
-    let is_action = matches!(workflow.steps[claim.step_index as usize].kind, StepKind::Action { .. });
+    let definition = &workflow.steps[claim.step_index as usize];
+    let step_id = definition.id.as_str();
+    let is_action = matches!(definition.kind, StepKind::Action { .. });
     let attempts = if is_action { claim.attempt + 1 } else { 1 };
     let mut step = StepRow {
         run_id: claim.run_id.clone(),
@@ -438,7 +439,7 @@ async fn commit(
     };
     let mut usage = Vec::new();
     let mut wait = None;
-    let clear_wait = matches!(workflow.steps[claim.step_index as usize].kind, StepKind::WaitFor { .. });
+    let clear_wait = matches!(definition.kind, StepKind::WaitFor { .. });
     let mut run_error = None;
     let (next, run_status) = match outcome {
         Outcome::LeaseLost => return Ok(None),
