@@ -2,27 +2,68 @@
 //!
 //! The action modules: each implements the runtime's
 //! [`Action`](switchboard_runtime::action::Action) trait in one file, with its
-//! input schema, delivery semantics, usage units and tests against a local fake of its vendor.
+//! input schema, delivery semantics, usage units, sandbox rendering and tests against a local
+//! fake of its vendor (`tests/vendors/`).
 //!
 //! ## Layout
 //! - [`http_request`]: `http.request`, an outbound webhook (at most once).
-//! - [`log`]: `log`, a message to the service's log (idempotent).
+//! - [`log`]: `log`, a message to the service's log (internal).
+//! - [`sms_send`]: `sms.send` through Twilio's Messages API (at most once, segments metered).
+//! - [`email_send`]: `email.send` over SMTP with lettre (at most once).
+//! - [`slack_post_message`]: `slack.post_message`, a bot token's `chat.postMessage` or an
+//!   incoming webhook (at most once).
+//! - [`crm`]: `crm.create_task` and `crm.update_lead`, signed JSON to the host CRM (idempotent).
 //! - [`registry`]: every module, ready for the runtime.
 
+pub mod crm;
+pub mod email_send;
 pub mod http_request;
 pub mod log;
+pub mod slack_post_message;
+pub mod sms_send;
+
+use std::sync::Arc;
 
 use switchboard_integrations::HttpConfig;
+use switchboard_integrations::connections::Vault;
 use switchboard_runtime::action::ActionRegistry;
 
 pub use http_request::HttpRequest;
 pub use log::Log;
 
-/// The registry of every action module, sending HTTP through a client built from `http`.
+/// What the modules need from the operator's configuration.
+#[derive(Debug, Clone)]
+pub struct ActionsConfig {
+    /// The outbound HTTP client's settings (address guard).
+    pub http: HttpConfig,
+    /// Opens connections' credentials.
+    pub vault: Arc<Vault>,
+    /// Twilio REST base URL (`SWITCHBOARD_TWILIO_API_BASE`).
+    pub twilio_api_base: String,
+    /// Slack Web API base URL (`SWITCHBOARD_SLACK_API_BASE`).
+    pub slack_api_base: String,
+    /// This service's public base URL (`SWITCHBOARD_PUBLIC_URL`), for vendor callbacks.
+    pub public_url: String,
+}
+
+impl ActionsConfig {
+    /// Production defaults with `vault`: vendors' real base URLs, private addresses refused.
+    pub fn new(vault: Arc<Vault>) -> Self {
+        Self {
+            http: HttpConfig::default(),
+            vault,
+            twilio_api_base: "https://api.twilio.com".into(),
+            slack_api_base: "https://slack.com".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+        }
+    }
+}
+
+/// The registry of every action module.
 ///
 /// Fails only if the HTTP client cannot be built (e.g. no rustls crypto provider installed).
-pub fn registry(http: &HttpConfig) -> switchboard_integrations::Result<ActionRegistry> {
-    let client = switchboard_integrations::client(http)?;
+pub fn registry(config: &ActionsConfig) -> switchboard_integrations::Result<ActionRegistry> {
+    let client = switchboard_integrations::client(&config.http)?;
     let mut registry = ActionRegistry::new();
     registry.register(HttpRequest::new(client)).register(Log);
     Ok(registry)
@@ -37,7 +78,8 @@ mod tests {
     #[test]
     fn registry_holds_every_module() {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let registry = registry(&HttpConfig::default()).unwrap();
+        let vault = Arc::new(Vault::from_hex(&Vault::generate_hex()).unwrap());
+        let registry = registry(&ActionsConfig::new(vault)).unwrap();
         assert_eq!(registry.kinds().collect::<Vec<_>>(), [HttpRequest::KIND, Log::KIND]);
     }
 }

@@ -48,6 +48,7 @@ mod tests {
             attempt: 1,
             idempotency_key: "run:1".into(),
             timeout: Duration::from_secs(1),
+            connection: None,
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
+use switchboard_integrations::connections::Vault;
 use switchboard_runtime::engine::Engine;
 use switchboard_runtime::store::{HookTarget, Store};
 use tower_http::trace::TraceLayer;
@@ -22,6 +23,8 @@ pub const MAX_BODY: usize = 1024 * 1024;
 pub struct AppState {
     /// The engine (and through it the store).
     pub engine: Arc<Engine>,
+    /// Seals connections' credentials.
+    pub vault: Arc<Vault>,
     /// The admin bearer token.
     pub admin_token: Arc<str>,
     /// The base of webhook URLs, without a trailing slash.
@@ -37,8 +40,8 @@ pub type HookLimiter = governor::DefaultKeyedRateLimiter<String>;
 
 impl AppState {
     /// State over an engine, with an empty webhook cache.
-    pub fn new(engine: Arc<Engine>, admin_token: &str, public_url: &str) -> Self {
-        Self { engine, admin_token: admin_token.into(), public_url: public_url.into(), hooks: Arc::default(), hook_limiter: None }
+    pub fn new(engine: Arc<Engine>, vault: Arc<Vault>, admin_token: &str, public_url: &str) -> Self {
+        Self { engine, vault, admin_token: admin_token.into(), public_url: public_url.into(), hooks: Arc::default(), hook_limiter: None }
     }
 
     /// Limits each webhook URL to `per_second` requests a second (bursts up to twice that);

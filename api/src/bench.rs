@@ -162,7 +162,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 async fn measure(backend: &'static str, url: &str, args: &BenchArgs) -> anyhow::Result<Figures> {
     let store = Store::connect(&StoreConfig { url: url.to_string(), max_connections: 16 }).await?;
     store.migrate().await?;
-    let mut actions = switchboard_actions::registry(&Default::default())?;
+    let vault = Arc::new(switchboard_integrations::connections::Vault::from_hex(&switchboard_integrations::connections::Vault::generate_hex())?);
+    let mut actions = switchboard_actions::registry(&switchboard_actions::ActionsConfig::new(vault.clone()))?;
     actions.register(Billed);
     let engine = Arc::new(Engine::new(store.clone(), actions, Arc::new(SystemClock), EngineConfig::default()));
     let now = engine.clock().now();
@@ -174,7 +175,7 @@ async fn measure(backend: &'static str, url: &str, args: &BenchArgs) -> anyhow::
     let steps: Vec<_> = (0..args.steps).map(|i| json!({ "id": format!("s{i}"), "action": "log", "input": { "message": "step {{ run.id }}" } })).collect();
     let hook = json!({ "name": "bench hook", "trigger": { "webhook": {} }, "steps": [{ "id": "done", "end": {} }] });
     store.create_workflow(&write("hook", &hook, "webhook", Some(token.clone()), now)).await?;
-    let state = AppState::new(engine.clone(), "unused", "http://bench");
+    let state = AppState::new(engine.clone(), vault.clone(), "unused", "http://bench");
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(axum::serve(listener, router(state)).into_future());
@@ -310,7 +311,7 @@ async fn usage_latency(engine: &Arc<Engine>, rows: i64) -> anyhow::Result<[(f64,
     store.fill_ledger_for_bench("ledger", rows, &switchboard_runtime::metering::local_day(now, "UTC"), now).await?;
     // Numbering (and rolling up) a million fresh rows is set-up, not what is timed.
     store.sequence_ledger().await?;
-    let app = router(AppState::new(engine.clone(), "unused", "http://bench"));
+    let app = router(AppState::new(engine.clone(), Arc::new(switchboard_integrations::connections::Vault::from_hex(&switchboard_integrations::connections::Vault::generate_hex())?), "unused", "http://bench"));
     let mut out = [(0.0, 0.0); 2];
     for (i, group) in ["unit", "day"].iter().enumerate() {
         let mut times = Vec::new();

@@ -89,8 +89,8 @@ async fn connect(settings: &Settings) -> anyhow::Result<Store> {
 /// Connects, migrates and builds the engine with every action module.
 pub async fn engine(settings: &Settings) -> anyhow::Result<Arc<Engine>> {
     let store = connect(settings).await?;
-    let http = switchboard_integrations::HttpConfig { allow_private: settings.http_allow_private, ..Default::default() };
-    let actions = switchboard_actions::registry(&http).context("building action modules")?;
+    let config = settings.actions().context("reading or creating the secret key")?;
+    let actions = switchboard_actions::registry(&config).context("building action modules")?;
     Ok(Arc::new(Engine::new(store, actions, Arc::new(SystemClock), settings.engine())))
 }
 
@@ -103,7 +103,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             settings.data_dir.join("admin_token").display()
         );
     }
-    let state = AppState::new(engine.clone(), &admin_token, &settings.public_url()).with_webhook_limit(settings.webhook_rate_limit);
+    let vault = Arc::new(settings.vault().context("reading or creating the secret key")?);
+    let state = AppState::new(engine.clone(), vault, &admin_token, &settings.public_url()).with_webhook_limit(settings.webhook_rate_limit);
     let listener = TcpListener::bind(&settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
     tracing::info!(listen = %settings.listen, database = %redact(&settings.database_url()), "switchboard serving");
     println!("Switchboard listening on http://{}", listener.local_addr()?);

@@ -7,6 +7,8 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+use switchboard_actions::ActionsConfig;
+use switchboard_integrations::connections::Vault;
 use switchboard_runtime::engine::EngineConfig;
 use switchboard_runtime::store::StoreConfig;
 
@@ -25,6 +27,13 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// The admin bearer token; generated on first start and kept in the data dir.
     pub admin_token: Option<String>,
+    /// The key credentials are encrypted with (64 hex characters); generated on first start
+    /// and kept in the data dir.
+    pub secret_key: Option<String>,
+    /// Twilio REST base URL (tests point it at a local fake).
+    pub twilio_api_base: String,
+    /// Slack Web API base URL.
+    pub slack_api_base: String,
     /// Let `http.request` reach private, loopback and link-local addresses.
     pub http_allow_private: bool,
     /// Seconds a claimed step is leased before another worker may take it over.
@@ -60,6 +69,9 @@ impl Default for Settings {
             listen: "127.0.0.1:8080".into(),
             public_url: None,
             admin_token: None,
+            secret_key: None,
+            twilio_api_base: "https://api.twilio.com".into(),
+            slack_api_base: "https://slack.com".into(),
             http_allow_private: false,
             lease_secs: 60,
             worker_concurrency: 64,
@@ -128,6 +140,44 @@ impl Settings {
         let token = crate::auth::random_secret("adm_");
         write_private(&path, &token)?;
         Ok((token, true))
+    }
+
+    /// The vault credentials are sealed with: its key configured, or kept in
+    /// `$DATA_DIR/secret_key`, or generated now. Losing the key makes stored credentials
+    /// unreadable (steps using them fail `connection_unreadable`), so the file is never replaced.
+    pub fn vault(&self) -> anyhow::Result<Vault> {
+        let key = match &self.secret_key {
+            Some(k) => k.clone(),
+            None => {
+                let path = self.data_dir.join("secret_key");
+                match std::fs::read_to_string(&path) {
+                    Ok(k) => k,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        std::fs::create_dir_all(&self.data_dir)?;
+                        let key = Vault::generate_hex();
+                        match write_private(&path, &key) {
+                            Ok(()) => key,
+                            // Another process created it first: use theirs.
+                            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read_to_string(&path)?,
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        Ok(Vault::from_hex(&key)?)
+    }
+
+    /// The action modules' settings.
+    pub fn actions(&self) -> anyhow::Result<ActionsConfig> {
+        Ok(ActionsConfig {
+            http: switchboard_integrations::HttpConfig { allow_private: self.http_allow_private, ..Default::default() },
+            vault: std::sync::Arc::new(self.vault()?),
+            twilio_api_base: self.twilio_api_base.trim_end_matches('/').to_string(),
+            slack_api_base: self.slack_api_base.trim_end_matches('/').to_string(),
+            public_url: self.public_url(),
+        })
     }
 }
 

@@ -40,6 +40,12 @@ pub enum Error {
     /// The HTTP client could not be built (e.g. no TLS provider installed).
     #[error("could not build the HTTP client: {0}")]
     Build(#[source] reqwest::Error),
+    /// A setting is unusable (e.g. a secret key that is not 64 hex characters).
+    #[error("{0}")]
+    Config(String),
+    /// Sealed credentials that do not open.
+    #[error("{0}")]
+    Sealed(String),
 }
 
 fn not_allowed_message(host: &str, addr: &IpAddr) -> String {

@@ -99,6 +99,61 @@ pub struct ActionContext {
     pub idempotency_key: String,
     /// How long the action may take.
     pub timeout: Duration,
+    /// The connection the step sends through, for modules that name providers
+    /// ([`Action::PROVIDERS`]); `None` for the others.
+    pub connection: Option<Arc<ConnectionRef>>,
+}
+
+/// A connection as the runtime hands it to an action: who it is, and its credentials still
+/// sealed. The runtime never sees plaintext credentials; the module opens them with the vault it
+/// was built with (`switchboard_integrations::connections::Vault`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectionRef {
+    /// The connection's id (also the additional data its credentials are sealed with).
+    pub id: String,
+    /// Its name in the account, as steps name it (`connection: <name>`).
+    pub name: String,
+    /// The provider, e.g. `twilio`, `smtp`, `slack`, `crm`.
+    pub provider: String,
+    /// A sandbox connection records what would be sent in the outbox instead of sending.
+    pub sandbox: bool,
+    /// The sealed credentials.
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for ConnectionRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionRef")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("provider", &self.provider)
+            .field("sandbox", &self.sandbox)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A vendor rate limit a send must respect: at most one send per `interval` for `key` (e.g. one
+/// SMS a second per sender number). A limited step waits for its slot; it does not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// What is limited, e.g. `twilio:+15550001111` or `slack:<connection id>:#sales`.
+    pub key: String,
+    /// The spacing between two sends.
+    pub interval: Duration,
+}
+
+/// What a send would have been, recorded in the outbox instead of being sent: on a sandbox
+/// connection, and in test runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxSend {
+    /// The recipient as a person reads it (a phone number, an address, a channel).
+    pub to: Option<String>,
+    /// The message as it would have gone out (e.g. `{from, to, body}`).
+    pub rendered: Value,
+    /// The step's output, shaped like a real send's so later steps can read it.
+    pub output: Value,
+    /// The units the send would have consumed (shown in the outbox; not billed).
+    pub usage: Vec<Usage>,
 }
 
 /// The type of one input field, checked at save time when the value is a literal.
@@ -132,6 +187,10 @@ pub trait Action: Send + Sync + 'static {
     const INPUT: &'static [Field];
     /// Whether repeating a send is safe.
     const DELIVERY: Delivery;
+    /// The connection providers this module sends through (e.g. `["twilio"]`); empty for
+    /// modules that need no connection. A step of a module with providers gets one in
+    /// [`ActionContext::connection`], or fails `missing_connection`.
+    const PROVIDERS: &'static [&'static str] = &[];
 
     /// Extra save-time checks of a literal input (beyond the field list); problems as
     /// `(path under input, message)`.
@@ -155,6 +214,17 @@ pub trait Action: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The vendor rate limit this send falls under, if any (asked before every real send).
+    fn rate_limit(&self, _ctx: &ActionContext, _input: &Value) -> Option<RateLimit> {
+        None
+    }
+
+    /// What would be sent, for the outbox (sandbox connections and test runs). Must not do any
+    /// I/O. The default records the rendered input as is.
+    fn sandbox(&self, _ctx: &ActionContext, input: &Value) -> Result<SandboxSend, ActionError> {
+        Ok(SandboxSend { to: None, rendered: input.clone(), output: serde_json::json!({ "sandbox": true }), usage: self.estimate(input) })
+    }
+
     /// Runs the action with its rendered input.
     async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError>;
 }
@@ -176,6 +246,12 @@ pub trait DynAction: Send + Sync {
     fn timeout(&self) -> Duration;
     /// See [`Action::estimate`].
     fn estimate(&self, input: &Value) -> Vec<Usage>;
+    /// See [`Action::PROVIDERS`].
+    fn providers(&self) -> &'static [&'static str];
+    /// See [`Action::rate_limit`].
+    fn rate_limit(&self, ctx: &ActionContext, input: &Value) -> Option<RateLimit>;
+    /// See [`Action::sandbox`].
+    fn sandbox(&self, ctx: &ActionContext, input: &Value) -> Result<SandboxSend, ActionError>;
     /// See [`Action::execute`].
     async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError>;
 }
@@ -202,6 +278,15 @@ impl<A: Action> DynAction for A {
     }
     fn estimate(&self, input: &Value) -> Vec<Usage> {
         Action::estimate(self, input)
+    }
+    fn providers(&self) -> &'static [&'static str] {
+        A::PROVIDERS
+    }
+    fn rate_limit(&self, ctx: &ActionContext, input: &Value) -> Option<RateLimit> {
+        Action::rate_limit(self, ctx, input)
+    }
+    fn sandbox(&self, ctx: &ActionContext, input: &Value) -> Result<SandboxSend, ActionError> {
+        Action::sandbox(self, ctx, input)
     }
     async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError> {
         Action::execute(self, ctx, input).await

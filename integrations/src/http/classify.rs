@@ -54,7 +54,7 @@ pub fn classify_send_error(err: &reqwest::Error, at_most_once: bool) -> ActionEr
             Error::TooManyRedirects { .. } => return ActionError::permanent("too_many_redirects", ours.to_string()),
             Error::RedirectScheme { .. } => return ActionError::permanent("redirect_not_allowed", ours.to_string()),
             // A resolver failure is a connect error, handled below.
-            Error::Resolve { .. } | Error::Build(_) => {}
+            Error::Resolve { .. } | Error::Build(_) | Error::Config(_) | Error::Sealed(_) => {}
         }
     }
     let cause = causes(err);

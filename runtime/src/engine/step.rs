@@ -208,6 +208,7 @@ async fn execute(
                 attempt: attempt as u32,
                 idempotency_key: format!("{}:{}", claim.run_id, claim.step_seq),
                 timeout: *timeout,
+                connection: None,
             };
             // The action enforces `timeout` itself and classifies what happened; this outer
             // bound only catches an action that ignores it.

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
+use switchboard_actions::ActionsConfig;
 use switchboard_api::AppState;
+use switchboard_integrations::connections::Vault;
 use switchboard_runtime::action::{Action, ActionContext, ActionError, ActionOutput, ActionRegistry, Delivery, Field, FieldType};
 use switchboard_runtime::clock::{Clock, ManualClock};
 use switchboard_runtime::engine::{Engine, EngineConfig};
@@ -16,6 +18,18 @@ use switchboard_runtime::store::{Store, StoreConfig, dialect};
 use tower::ServiceExt;
 
 pub const ADMIN: &str = "test-admin-token";
+
+/// Action-module settings for tests: a fresh vault, local addresses allowed (vendor fakes listen
+/// on loopback), vendor base URLs that nothing answers until a test points them at a fake.
+pub fn actions_config() -> ActionsConfig {
+    let vault = Arc::new(Vault::from_hex(&Vault::generate_hex()).unwrap());
+    let mut config = ActionsConfig::new(vault);
+    config.http.allow_private = true;
+    config.twilio_api_base = "http://127.0.0.1:9".into();
+    config.slack_api_base = "http://127.0.0.1:9".into();
+    config.public_url = "http://sb.test".into();
+    config
+}
 
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,14 +243,20 @@ impl TestApp {
 
     /// A test app whose engine has these settings (prices, lease, …).
     pub async fn with_config(db: TestDb, config: EngineConfig) -> Self {
+        Self::build(db, config, actions_config()).await
+    }
+
+    /// A test app with these engine settings and action-module settings (vendor base URLs).
+    pub async fn build(db: TestDb, config: EngineConfig, actions_config: ActionsConfig) -> Self {
         let store = db.store().await;
         let clock = ManualClock::new(1_800_000_000_000);
         let flaky = Flaky::default();
-        let mut actions: ActionRegistry = switchboard_actions::registry(&Default::default()).unwrap();
+        let vault = actions_config.vault.clone();
+        let mut actions: ActionRegistry = switchboard_actions::registry(&actions_config).unwrap();
         let gate = Gate::default();
         actions.register(flaky.clone()).register(Broken).register(gate.clone());
         let engine = Arc::new(Engine::new(store, actions, Arc::new(clock.clone()), config));
-        let state = AppState::new(engine.clone(), ADMIN, "http://sb.test");
+        let state = AppState::new(engine.clone(), vault, ADMIN, "http://sb.test");
         TestApp { _db: db, engine, clock, flaky, gate, state }
     }
 

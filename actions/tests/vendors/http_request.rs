@@ -25,6 +25,7 @@ fn ctx(timeout: Duration) -> ActionContext {
         attempt: 1,
         idempotency_key: "run_1:3".into(),
         timeout,
+        connection: None,
     }
 }
 

@@ -1,0 +1,303 @@
+//! Connections: the credentials a step sends with, and the vault that seals them at rest.
+//!
+//! Credentials are checked against their provider's shape when a connection is created, sealed
+//! with AES-256-GCM (the `aes-gcm` crate; a random 96-bit nonce per seal, the connection's id as
+//! additional data so a sealed blob moved to another row does not open) and stored sealed. Only
+//! the action module that sends opens them, into [`secrecy`] types that never print.
+//!
+//! Sealed layout: `1` (format version) ‖ nonce (12 bytes) ‖ ciphertext with its tag.
+
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use switchboard_runtime::action::{ActionError, ConnectionRef};
+
+use crate::{Error, Result};
+
+/// The format version byte of sealed credentials.
+const SEALED_V1: u8 = 1;
+/// AES-GCM's nonce length.
+const NONCE_LEN: usize = 12;
+
+/// Seals and opens credentials with the operator's key (`SWITCHBOARD_SECRET_KEY`).
+#[derive(Clone)]
+pub struct Vault {
+    cipher: Aes256Gcm,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Vault(..)")
+    }
+}
+
+impl Vault {
+    /// A vault over a 256-bit key.
+    pub fn new(key: &[u8; 32]) -> Self {
+        Self { cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key)) }
+    }
+
+    /// A vault over a key written as 64 hex characters.
+    pub fn from_hex(key: &str) -> Result<Self> {
+        let bytes = hex::decode(key.trim()).map_err(|e| Error::Config(format!("the secret key is not hex: {e}")))?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| Error::Config(format!("the secret key must be 32 bytes (64 hex characters), not {}", b.len())))?;
+        Ok(Self::new(&key))
+    }
+
+    /// A new random key, as 64 hex characters (for the embedded default's generated key file).
+    pub fn generate_hex() -> String {
+        hex::encode(Aes256Gcm::generate_key(OsRng))
+    }
+
+    /// Seals `credentials` for the connection `id`.
+    pub fn seal(&self, id: &str, credentials: &Value) -> Vec<u8> {
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let plaintext = credentials.to_string();
+        let ciphertext = self
+            .cipher
+            .encrypt(&nonce, Payload { msg: plaintext.as_bytes(), aad: id.as_bytes() })
+            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+        let mut sealed = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
+        sealed.push(SEALED_V1);
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&ciphertext);
+        sealed
+    }
+
+    /// Opens the credentials of connection `id`.
+    pub fn open_value(&self, id: &str, sealed: &[u8]) -> Result<Value> {
+        let bad = || Error::Sealed("the stored credentials do not open with this secret key (was SWITCHBOARD_SECRET_KEY changed?)".into());
+        if sealed.len() < 1 + NONCE_LEN || sealed[0] != SEALED_V1 {
+            return Err(bad());
+        }
+        let (nonce, ciphertext) = sealed[1..].split_at(NONCE_LEN);
+        let plaintext = self.cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: id.as_bytes() }).map_err(|_| bad())?;
+        serde_json::from_slice(&plaintext).map_err(|_| bad())
+    }
+
+    /// Opens a step's connection into its provider's credentials type. Failures are permanent
+    /// step failures (a wrong provider, or a key that does not open them) with a message that
+    /// names the connection and never its contents.
+    pub fn open<C: DeserializeOwned>(&self, connection: &ConnectionRef) -> std::result::Result<C, ActionError> {
+        let value = self
+            .open_value(&connection.id, &connection.sealed)
+            .map_err(|e| ActionError::permanent("connection_unreadable", format!("connection '{}': {e}", connection.name)))?;
+        serde_json::from_value(value).map_err(|_| {
+            ActionError::permanent(
+                "connection_invalid",
+                format!("connection '{}' does not hold {} credentials", connection.name, connection.provider),
+            )
+        })
+    }
+}
+
+/// Twilio: account SID and auth token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioCredentials {
+    /// `AC…`.
+    pub account_sid: String,
+    /// The auth token (basic-auth password, and the key of Twilio's callback signatures).
+    pub auth_token: SecretString,
+}
+
+/// How an SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain text (local servers only).
+    None,
+    /// STARTTLS after connecting (usually port 587).
+    Starttls,
+    /// TLS from the first byte (usually port 465).
+    Implicit,
+}
+
+/// SMTP: server, TLS mode and optional login.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpCredentials {
+    /// The server's host name.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// The TLS mode.
+    pub tls: SmtpTls,
+    /// Login name, if the server wants one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password, with `username`.
+    #[serde(default)]
+    pub password: Option<SecretString>,
+}
+
+/// Slack: a bot token (`chat.postMessage`) or an incoming-webhook URL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SlackCredentials {
+    /// `xoxb-…`.
+    Bot {
+        /// The bot token.
+        bot_token: SecretString,
+    },
+    /// `https://hooks.slack.com/services/…` (the URL is the secret).
+    Webhook {
+        /// The incoming-webhook URL.
+        webhook_url: SecretString,
+    },
+}
+
+/// Stripe: a secret key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeCredentials {
+    /// `sk_…`.
+    pub secret_key: SecretString,
+}
+
+/// The host CRM: its API base URL and the key requests are signed with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrmCredentials {
+    /// e.g. `https://crm.example.com/api`.
+    pub base_url: String,
+    /// The shared key (HMAC key of the request signature).
+    pub api_key: SecretString,
+}
+
+/// The providers a connection can be created for through `POST /v1/connections`.
+pub const PROVIDERS: [&str; 5] = ["twilio", "smtp", "slack", "stripe", "crm"];
+
+/// Checks `credentials` against `provider`'s shape. Problems are `(path, message)` with paths
+/// under `credentials`, and never quote a credential's value.
+pub fn check(provider: &str, credentials: &Value) -> std::result::Result<(), Vec<(String, String)>> {
+    fn shape<C: DeserializeOwned>(credentials: &Value, expected: &str) -> std::result::Result<C, Vec<(String, String)>> {
+        serde_json::from_value(credentials.clone()).map_err(|e| vec![("credentials".into(), format!("expected {expected}: {}", redact(&e)))])
+    }
+    let url = |path: &str, s: &str| -> Vec<(String, String)> {
+        match reqwest::Url::parse(s) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => vec![],
+            _ => vec![(path.to_string(), "must be an http(s) URL".into())],
+        }
+    };
+    let problems = match provider {
+        "twilio" => {
+            let c: TwilioCredentials = shape(credentials, "{account_sid, auth_token}")?;
+            let mut p = vec![];
+            if !c.account_sid.starts_with("AC") || c.account_sid.len() != 34 {
+                p.push(("credentials.account_sid".into(), "a Twilio account SID is 'AC' and 32 hex characters".into()));
+            }
+            if c.auth_token.expose_secret().is_empty() {
+                p.push(("credentials.auth_token".into(), "must not be empty".into()));
+            }
+            p
+        }
+        "smtp" => {
+            let c: SmtpCredentials =
+                shape(credentials, "{host, port, tls: none|starttls|implicit, username?, password?}")?;
+            let mut p = vec![];
+            if c.host.trim().is_empty() {
+                p.push(("credentials.host".into(), "must not be empty".into()));
+            }
+            if c.password.is_some() != c.username.is_some() {
+                p.push(("credentials.username".into(), "username and password go together".into()));
+            }
+            p
+        }
+        "slack" => match shape::<SlackCredentials>(credentials, "{bot_token} or {webhook_url}")? {
+            SlackCredentials::Bot { bot_token } if !bot_token.expose_secret().starts_with("xox") => {
+                vec![("credentials.bot_token".into(), "a Slack bot token starts with 'xoxb-'".into())]
+            }
+            SlackCredentials::Bot { .. } => vec![],
+            SlackCredentials::Webhook { webhook_url } => url("credentials.webhook_url", webhook_url.expose_secret()),
+        },
+        "stripe" => {
+            let c: StripeCredentials = shape(credentials, "{secret_key}")?;
+            let key = c.secret_key.expose_secret();
+            if key.starts_with("sk_") || key.starts_with("rk_") {
+                vec![]
+            } else {
+                vec![("credentials.secret_key".into(), "a Stripe secret key starts with 'sk_' (or 'rk_')".into())]
+            }
+        }
+        "crm" => {
+            let c: CrmCredentials = shape(credentials, "{base_url, api_key}")?;
+            let mut p = url("credentials.base_url", &c.base_url);
+            if c.api_key.expose_secret().is_empty() {
+                p.push(("credentials.api_key".into(), "must not be empty".into()));
+            }
+            p
+        }
+        other => vec![("provider".into(), format!("unknown provider '{other}'; one of {}", PROVIDERS.join(", ")))],
+    };
+    if problems.is_empty() { Ok(()) } else { Err(problems) }
+}
+
+/// serde's message without the offending value (which could be a secret): keep what precedes
+/// any quoted or backquoted part.
+fn redact(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let cut = message.find(['"', '`']).unwrap_or(message.len());
+    message[..cut].trim_end_matches([' ', ':', ',']).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn vault() -> Vault {
+        Vault::from_hex(&Vault::generate_hex()).unwrap()
+    }
+
+    #[test]
+    fn sealed_credentials_open_only_for_their_connection_and_key() {
+        let v = vault();
+        let creds = json!({"account_sid": "AC00000000000000000000000000000000", "auth_token": "tok-secret"});
+        let sealed = v.seal("con_1", &creds);
+        assert!(!String::from_utf8_lossy(&sealed).contains("tok-secret"), "sealed bytes hold no plaintext");
+        assert_eq!(v.open_value("con_1", &sealed).unwrap(), creds);
+        assert!(v.open_value("con_2", &sealed).is_err(), "another row's id does not open it");
+        assert!(vault().open_value("con_1", &sealed).is_err(), "another key does not open it");
+        assert_ne!(v.seal("con_1", &creds), sealed, "a fresh nonce each time");
+    }
+
+    #[test]
+    fn opened_credentials_do_not_print_secrets() {
+        let v = vault();
+        let conn = ConnectionRef {
+            id: "con_1".into(),
+            name: "main".into(),
+            provider: "twilio".into(),
+            sandbox: false,
+            sealed: v.seal("con_1", &json!({"account_sid": "AC00000000000000000000000000000000", "auth_token": "tok-secret"})),
+        };
+        let c: TwilioCredentials = v.open(&conn).unwrap();
+        assert_eq!(c.auth_token.expose_secret(), "tok-secret");
+        assert!(!format!("{c:?} {conn:?}").contains("tok-secret"));
+        let wrong = v.open::<SmtpCredentials>(&conn).unwrap_err();
+        assert_eq!(wrong.code, "connection_invalid");
+    }
+
+    #[test]
+    fn credentials_are_checked_per_provider_without_quoting_them() {
+        assert!(check("twilio", &json!({"account_sid": "AC00000000000000000000000000000000", "auth_token": "x"})).is_ok());
+        let p = check("twilio", &json!({"account_sid": "nope", "auth_token": "x"})).unwrap_err();
+        assert_eq!(p[0].0, "credentials.account_sid");
+        let p = check("twilio", &json!({"account_sid": 5, "auth_token": "hunter2"})).unwrap_err();
+        assert!(!p[0].1.contains("hunter2"));
+        assert!(check("smtp", &json!({"host": "localhost", "port": 2525, "tls": "none"})).is_ok());
+        assert!(check("smtp", &json!({"host": "localhost", "port": 2525, "tls": "sometimes"})).is_err());
+        assert!(check("slack", &json!({"bot_token": "xoxb-1"})).is_ok());
+        assert!(check("slack", &json!({"webhook_url": "https://hooks.slack.com/services/T/B/x"})).is_ok());
+        assert!(check("slack", &json!({"webhook_url": "not a url"})).is_err());
+        assert!(check("crm", &json!({"base_url": "https://crm.example.com/api", "api_key": "k"})).is_ok());
+        assert_eq!(check("fax", &json!({})).unwrap_err()[0].0, "provider");
+    }
+}
