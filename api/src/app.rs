@@ -65,6 +65,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::accounts::router())
         .merge(routes::workflows::router())
+        .merge(routes::connections::router())
+        .merge(routes::outbox::router())
         .merge(routes::runs::router())
         .merge(routes::usage::router())
         .merge(routes::events::router())

@@ -91,7 +91,13 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Arc<Engine>> {
     let store = connect(settings).await?;
     let config = settings.actions().context("reading or creating the secret key")?;
     let actions = switchboard_actions::registry(&config).context("building action modules")?;
-    Ok(Arc::new(Engine::new(store, actions, Arc::new(SystemClock), settings.engine())))
+    let mut engine = Engine::new(store, actions, Arc::new(SystemClock), settings.engine());
+    if let Some(url) = &settings.redis_url {
+        let limiter = switchboard_integrations::rate_limit::RedisRateLimiter::new(url)
+            .with_context(|| format!("SWITCHBOARD_REDIS_URL {}", redact(url)))?;
+        engine = engine.with_rate_limiter(Arc::new(limiter));
+    }
+    Ok(Arc::new(engine))
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

@@ -19,7 +19,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`; default `sqlite://$DATA_DIR/switchboard.db`.
     pub database_url: Option<String>,
-    /// Redis, for shared rate limits and live events (not used by the core yet).
+    /// Redis, for vendor rate limits shared by every process (live events: not built yet).
     pub redis_url: Option<String>,
     /// HTTP listen address.
     pub listen: String,

@@ -9,13 +9,17 @@
 //!   that maps an HTTP answer or a send failure to retryable / permanent / outcome unknown.
 //! - [`connections`]: the vault that seals credentials at rest (AES-256-GCM) and each
 //!   provider's credentials type.
+//! - [`rate_limit`]: vendor rate limits shared through Redis, with an in-process fallback.
 //! - [`stripe`]: a small Stripe API client (Billing meter events) with a configurable base URL.
+//! - [`twilio`]: the check of Twilio's `X-Twilio-Signature` on callbacks (HMAC-SHA1).
 //! - [`error`]: the crate's error type.
 
 pub mod connections;
 pub mod error;
 pub mod http;
+pub mod rate_limit;
 pub mod stripe;
+pub mod twilio;
 
 pub use error::{Error, Result};
 pub use http::{HttpConfig, classify_response, classify_send_error, client};

@@ -13,6 +13,7 @@
 //!   and a PostgreSQL driver. The store is the only holder of a delay, a retry or a wait.
 //! - [`engine`]: starts runs from events and executes one claimed step at a time; [`engine::worker`]
 //!   runs it on apalis workers fed from the store.
+//! - [`ratelimit`]: vendor rate limits: a limited step reserves a slot and waits for it.
 //! - [`clock`]: time, injected so tests can move it.
 //! - [`metering`]: units and prices of the usage ledger.
 
@@ -23,6 +24,7 @@ pub mod engine;
 pub mod error;
 pub mod expr;
 pub mod metering;
+pub mod ratelimit;
 pub mod retry;
 pub mod store;
 

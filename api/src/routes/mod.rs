@@ -1,9 +1,11 @@
 //! One module per resource, each with its own `router()`.
 
 pub mod accounts;
+pub mod connections;
 pub mod events;
 pub mod health;
 pub mod hooks;
+pub mod outbox;
 pub mod runs;
 pub mod usage;
 pub mod workflows;

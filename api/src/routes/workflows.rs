@@ -26,8 +26,8 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Parses and validates a definition body: 400 on syntax, 415 on media type, 422 with every
-/// problem.
-fn compile(state: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Workflow> {
+/// problem (including connection choices that do not fit the account).
+async fn compile(state: &AppState, account_id: &str, headers: &HeaderMap, body: &[u8]) -> ApiResult<Workflow> {
     let format = match media_type(headers).as_deref() {
         None | Some("application/json") => Format::Json,
         Some("application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml") => Format::Yaml,
@@ -40,10 +40,13 @@ fn compile(state: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Work
         }
     };
     let doc = definition::parse(body, format).map_err(ApiError::bad_request)?;
-    state
-        .engine
-        .compile(&doc)
-        .map_err(|problems| ApiError::invalid("invalid_workflow", "the workflow is invalid", problems))
+    let invalid = |problems| ApiError::invalid("invalid_workflow", "the workflow is invalid", problems);
+    let workflow = state.engine.compile(&doc).map_err(invalid)?;
+    let problems = state.engine.connection_problems(account_id, &workflow).await?;
+    if !problems.is_empty() {
+        return Err(invalid(problems));
+    }
+    Ok(workflow)
 }
 
 fn write_of(account_id: &str, id: &str, w: &Workflow, enabled: bool, now: i64) -> WorkflowWrite {
@@ -97,7 +100,7 @@ async fn create(
     headers: HeaderMap,
     Body(body): Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let workflow = compile(&state, &headers, &body)?;
+    let workflow = compile(&state, &account.id, &headers, &body).await?;
     let id = new_id();
     let write = write_of(&account.id, &id, &workflow, workflow.enabled.unwrap_or(true), state.engine.clock().now());
     state.engine.store().create_workflow(&write).await?;
@@ -124,7 +127,7 @@ async fn update(
     Body(body): Body,
 ) -> ApiResult<Json<Value>> {
     let current = load(&state, &account.id, &id).await?;
-    let workflow = compile(&state, &headers, &body)?;
+    let workflow = compile(&state, &account.id, &headers, &body).await?;
     let enabled = workflow.enabled.unwrap_or(current.enabled == 1);
     let write = write_of(&account.id, &id, &workflow, enabled, state.engine.clock().now());
     state.engine.store().update_workflow(&write).await?.ok_or_else(|| ApiError::not_found("workflow"))?;

@@ -7,6 +7,7 @@
 //! worker goes on with it under the same lease; otherwise the row waits in the store until due.
 
 mod batch;
+mod connections;
 mod ingest;
 mod step;
 pub mod worker;
@@ -25,6 +26,7 @@ use crate::clock::Clock;
 use crate::definition::{self, Problem, SharedWorkflow};
 use crate::expr::ExprEngine;
 use crate::metering::PriceList;
+use crate::ratelimit::{LocalRateLimiter, RateLimiter};
 use crate::store::{Account, Claim, Store};
 use crate::{Error, Result};
 
@@ -75,6 +77,8 @@ pub struct Engine {
     wake: Notify,
     /// Group commit of accepted events, started on first use.
     batcher: std::sync::OnceLock<batch::Batcher>,
+    /// Vendor rate limits (in this process unless a shared limiter is set).
+    limiter: Arc<dyn RateLimiter>,
 }
 
 impl Engine {
@@ -90,7 +94,14 @@ impl Engine {
             accounts: Mutex::default(),
             wake: Notify::new(),
             batcher: std::sync::OnceLock::new(),
+            limiter: Arc::new(LocalRateLimiter::new()),
         }
+    }
+
+    /// Uses `limiter` for vendor rate limits (e.g. one shared through Redis by every process).
+    pub fn with_rate_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     /// The store.

@@ -10,7 +10,7 @@ use crate::action::{ActionContext, ActionError, Delivery, FailureClass};
 use crate::definition::{Delay, OnError, StepKind, Workflow};
 use crate::expr::ScopeData;
 use crate::metering::{self, Usage};
-use crate::store::{Account, Claim, Completion, NewUsage, NewWait, Next, QuotaSettle, Reservation, RunRow, StepRow};
+use crate::store::{Account, Claim, Completion, NewOutbox, NewUsage, NewWait, Next, QuotaSettle, Reservation, RunRow, StepRow};
 use crate::{Error, Result};
 
 /// More step executions than this in one run means something is wrong (cycles are refused at
@@ -76,6 +76,11 @@ enum Outcome {
     Failed { error: ActionError, then: std::result::Result<Option<usize>, ()>, input: Option<Value> },
     /// The request may have reached the vendor: do not resend.
     Unknown { error: ActionError, input: Option<Value> },
+    /// Recorded in the outbox instead of sent (a sandbox connection or a test run); go on at
+    /// `next`. Not billed.
+    Sandboxed { output: Value, outbox: NewOutbox, next: Option<usize>, input: Value },
+    /// Held by a vendor rate limit: wait for the reserved slot at `due_at` (no attempt spent).
+    RateLimited { due_at: i64, key: String, input: Value },
     /// The lease was lost while executing: write nothing.
     LeaseLost,
 }
@@ -139,7 +144,7 @@ async fn execute(
         input: None,
     };
     Ok(match &step.kind {
-        StepKind::Action { kind, input, retry, timeout, on_error, .. } => {
+        StepKind::Action { kind, input, connection, retry, timeout, on_error } => {
             let Some(action) = engine.actions.get(kind).cloned() else {
                 return Ok(Outcome::Failed {
                     error: ActionError::permanent("unknown_action", format!("no action module '{kind}' in this build")),
@@ -173,6 +178,51 @@ async fn execute(
                 }
             };
             let attempt = claim.attempt + 1;
+            let is_test = state.run.is_test == 1;
+            let connection = if action.providers().is_empty() {
+                None
+            } else {
+                match engine.step_connection(&state.run.account_id, action.providers(), connection.as_deref()).await? {
+                    Ok(c) => Some(c),
+                    // A test run previews without a connection: it sends nothing anyway.
+                    Err(_) if is_test => None,
+                    Err(error) => return Ok(Outcome::Failed { error, then: failed_then(on_error), input: Some(rendered) }),
+                }
+            };
+            let ctx = ActionContext {
+                account_id: state.run.account_id.clone(),
+                run_id: claim.run_id.clone(),
+                step_id: step.id.clone(),
+                attempt: attempt as u32,
+                idempotency_key: format!("{}:{}", claim.run_id, claim.step_seq),
+                timeout: *timeout,
+                connection,
+            };
+            // Sandbox connections and test runs record what would be sent instead of sending.
+            let sandboxed = ctx.connection.as_ref().is_some_and(|c| c.sandbox) || (is_test && delivery != Delivery::Internal);
+            if sandboxed {
+                return Ok(match action.sandbox(&ctx, &rendered) {
+                    Ok(send) => {
+                        let outbox = NewOutbox {
+                            id: super::new_id(),
+                            kind: kind.clone(),
+                            connection_name: ctx.connection.as_ref().map(|c| c.name.clone()),
+                            recipient: send.to,
+                            rendered: send.rendered.to_string(),
+                            usage: serde_json::to_string(&send.usage).unwrap_or_else(|_| "[]".into()),
+                            is_test,
+                        };
+                        Outcome::Sandboxed { output: send.output, outbox, next, input: rendered }
+                    }
+                    Err(error) => Outcome::Failed { error, then: failed_then(on_error), input: Some(rendered) },
+                });
+            }
+            if let Some(limit) = action.rate_limit(&ctx, &rendered) {
+                let slot = engine.limiter.acquire(&limit, &ctx.idempotency_key, now).await;
+                if slot > now {
+                    return Ok(Outcome::RateLimited { due_at: slot, key: limit.key, input: rendered });
+                }
+            }
             // Before an action starts, renew the lease past its timeout with a fenced write: a
             // claim that waited in a worker's buffer, a run cancelled since its last step, or a
             // lease another worker took over all stop here, before anything is sent.
@@ -201,15 +251,6 @@ async fn execute(
                     return Ok(Outcome::LeaseLost);
                 }
             }
-            let ctx = ActionContext {
-                account_id: state.run.account_id.clone(),
-                run_id: claim.run_id.clone(),
-                step_id: step.id.clone(),
-                attempt: attempt as u32,
-                idempotency_key: format!("{}:{}", claim.run_id, claim.step_seq),
-                timeout: *timeout,
-                connection: None,
-            };
             // The action enforces `timeout` itself and classifies what happened; this outer
             // bound only catches an action that ignores it.
             let result = match tokio::time::timeout(*timeout + ACTION_GRACE, action.execute(&ctx, rendered.clone())).await {
@@ -377,7 +418,10 @@ fn record_metrics(workflow: &Workflow, claim: &Claim, c: &Completion) {
         c.step.error.as_deref().and_then(|e| serde_json::from_str::<Value>(e).ok()).and_then(|e| e["code"].as_str().map(str::to_string))
     };
     match c.step.status.as_str() {
-        "pending" => metrics::counter!("switchboard_step_retries_total", "kind" => kind).increment(1),
+        // A pending step without an error is waiting for a rate-limit slot, not retrying.
+        "pending" if c.step.error.is_some() => {
+            metrics::counter!("switchboard_step_retries_total", "kind" => kind).increment(1)
+        }
         "failed" | "outcome_unknown" => {
             metrics::counter!("switchboard_step_failures_total", "code" => code().unwrap_or_default()).increment(1)
         }
@@ -439,6 +483,7 @@ async fn commit(
         keep_lease: Some(lease_until),
     };
     let mut usage = Vec::new();
+    let mut outbox = None;
     let mut wait = None;
     let clear_wait = matches!(definition.kind, StepKind::WaitFor { .. });
     let mut run_error = None;
@@ -476,6 +521,28 @@ async fn commit(
                 Some(i) => (continue_at(i), "running"),
                 None => (Next::Finish, "succeeded"),
             }
+        }
+        Outcome::Sandboxed { output, outbox: o, next, input } => {
+            step.status = "succeeded".into();
+            step.finished_at = Some(now);
+            step.output = Some(output.to_string());
+            step.input = Some(input.to_string());
+            state.record_output(step_id, &output);
+            outbox = Some(o);
+            match next {
+                Some(i) => (continue_at(i), "running"),
+                None => (Next::Finish, "succeeded"),
+            }
+        }
+        Outcome::RateLimited { due_at, key, input } => {
+            step.status = "pending".into();
+            step.attempts = claim.attempt;
+            step.due_at = Some(due_at);
+            step.input = Some(input.to_string());
+            step.output = Some(json!({ "rate_limited": { "key": key, "until": crate::clock::to_rfc3339(due_at) } }).to_string());
+            let next =
+                Next::Continue { step_index: claim.step_index, step_seq: claim.step_seq, attempt: claim.attempt, due_at, keep_lease: None };
+            (next, "waiting")
         }
         Outcome::Waiting { due_at, wait: w, output } => {
             step.status = "waiting".into();
@@ -544,6 +611,7 @@ async fn commit(
         clear_wait,
         side_effect: is_action,
         quota,
+        outbox,
         now,
     };
     record_metrics(workflow, claim, &completion);
@@ -608,6 +676,7 @@ async fn finish_failed(
         clear_wait: true,
         side_effect: false,
         quota: state.reservation.take().map(|r| QuotaSettle { release: Some(r), spend: None }),
+        outbox: None,
         now,
     };
     engine.store.complete(&completion).await?;

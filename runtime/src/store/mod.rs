@@ -9,8 +9,10 @@
 
 mod accounts;
 mod billing;
+mod connections;
 pub mod dialect;
 mod postgres;
+mod outbox;
 mod quota;
 mod records;
 mod runs;

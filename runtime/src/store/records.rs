@@ -367,6 +367,8 @@ pub struct Completion {
     pub side_effect: bool,
     /// Quota counters to settle (accounts on plans without overage).
     pub quota: Option<QuotaSettle>,
+    /// What a sandbox send would have sent, for the outbox.
+    pub outbox: Option<NewOutbox>,
     /// Now (ms).
     pub now: i64,
 }
@@ -391,4 +393,69 @@ pub struct RunFilter {
     pub cursor: Option<String>,
     /// At most this many.
     pub limit: i64,
+}
+
+/// A connection as stored: its credentials sealed (hex).
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct ConnectionRow {
+    /// Its id.
+    pub id: String,
+    /// Its account.
+    pub account_id: String,
+    /// `twilio`, `smtp`, `slack`, `stripe` or `crm`.
+    pub provider: String,
+    /// Its name, unique in the account.
+    pub name: String,
+    /// 1 for a sandbox connection.
+    pub sandbox: i64,
+    /// The sealed credentials, hex-encoded.
+    pub sealed: String,
+    /// Creation time (ms).
+    pub created_at: i64,
+}
+
+/// An outbox message to record with a step's completion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOutbox {
+    /// Its id (time-ordered).
+    pub id: String,
+    /// The action kind, e.g. `sms.send`.
+    pub kind: String,
+    /// The connection's name, if the action used one.
+    pub connection_name: Option<String>,
+    /// The recipient, as a person reads it.
+    pub recipient: Option<String>,
+    /// The message as it would have gone out (JSON).
+    pub rendered: String,
+    /// The units it would have consumed (JSON list of `{unit, quantity}`).
+    pub usage: String,
+    /// Whether it comes from a test run.
+    pub is_test: bool,
+}
+
+/// An outbox message as stored.
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// Its id.
+    pub id: String,
+    /// The run that would have sent it.
+    pub run_id: String,
+    /// The step execution's sequence number in the run.
+    pub step_seq: i64,
+    /// The step's id.
+    pub step_id: String,
+    /// The action kind.
+    pub kind: String,
+    /// The connection's name.
+    pub connection_name: Option<String>,
+    /// The recipient.
+    pub recipient: Option<String>,
+    /// The rendered message (JSON).
+    pub rendered: String,
+    /// The units (JSON).
+    pub usage: String,
+    /// 1 when from a test run.
+    pub is_test: i64,
+    /// When it was recorded (ms).
+    pub created_at: i64,
 }

@@ -178,7 +178,11 @@ impl Store {
     pub async fn complete(&self, c: &Completion) -> Result<bool> {
         // The one-statement path covers the common case; quota settlement (plans without
         // overage) takes the general transaction.
-        if self.dialect == super::Dialect::Postgres && c.quota.is_none() && self.complete_in_one(c).await? {
+        if self.dialect == super::Dialect::Postgres
+            && c.quota.is_none()
+            && c.outbox.is_none()
+            && self.complete_in_one(c).await?
+        {
             return Ok(true);
         }
         let mut tx = self.writer.begin().await?;
@@ -271,6 +275,9 @@ impl Store {
             let rows: Vec<UsageInsert<'_>> =
                 c.usage.iter().map(|u| (c.account_id.as_str(), c.workflow_id.as_str(), c.run_id.as_str(), u, c.now)).collect();
             inserted_tokens = insert_usage(&mut tx, &rows).await?;
+        }
+        if let Some(o) = &c.outbox {
+            super::outbox::insert(&mut tx, c, o).await?;
         }
         if let Some(q) = &c.quota {
             // A cancel already released the reservation with the queue row; and only rows this

@@ -1,0 +1,126 @@
+//! Connections (SPEC §6): vendor credentials an account's steps send with. Credentials are
+//! checked against the provider's shape, sealed with the vault before they reach the store, and
+//! never returned, logged or shown in a run.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchboard_integrations::connections;
+use switchboard_runtime::clock::to_rfc3339;
+use switchboard_runtime::definition::Problem;
+use switchboard_runtime::engine::new_id;
+use switchboard_runtime::store::ConnectionRow;
+
+use super::{Body, PageQuery, Query, json_body};
+use crate::app::AppState;
+use crate::auth::AccountAuth;
+use crate::error::{ApiError, ApiResult};
+
+/// `/v1/connections…`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/connections", get(list).post(create))
+        .route("/v1/connections/{id}", get(read).delete(remove))
+}
+
+/// `POST /v1/connections`. Deliberately no `Debug`: it holds credentials.
+#[derive(Deserialize)]
+struct NewConnection {
+    provider: String,
+    name: String,
+    #[serde(default)]
+    sandbox: bool,
+    #[serde(default)]
+    credentials: Option<Value>,
+}
+
+/// The API shape of a connection: never its credentials.
+fn connection_json(c: &ConnectionRow) -> Value {
+    json!({
+        "id": c.id,
+        "provider": c.provider,
+        "name": c.name,
+        "sandbox": c.sandbox == 1,
+        "created_at": to_rfc3339(c.created_at),
+    })
+}
+
+fn problem(path: &str, message: impl Into<String>) -> Problem {
+    Problem { path: path.to_string(), message: message.into() }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    AccountAuth(account): AccountAuth,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let new: NewConnection = json_body(&headers, &body)?;
+    let mut problems = Vec::new();
+    let name = new.name.trim();
+    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        problems.push(problem("name", "a name of 1 to 100 printable characters"));
+    }
+    if !connections::PROVIDERS.contains(&new.provider.as_str()) {
+        problems.push(problem("provider", format!("unknown provider '{}'; one of {}", new.provider, connections::PROVIDERS.join(", "))));
+    }
+    // A sandbox connection sends nothing, so it needs no credentials (a user trying a template
+    // has no vendor account yet); credentials given to one are still checked and sealed.
+    let credentials = match new.credentials {
+        Some(c) if !c.is_null() => Some(c),
+        _ if new.sandbox => None,
+        _ => {
+            problems.push(problem("credentials", format!("required for a {} connection (or create it with \"sandbox\": true)", new.provider)));
+            None
+        }
+    };
+    if let Some(c) = &credentials
+        && problems.is_empty()
+        && let Err(found) = connections::check(&new.provider, c)
+    {
+        problems.extend(found.into_iter().map(|(path, message)| Problem { path, message }));
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::invalid("invalid_connection", "the connection is invalid", problems));
+    }
+    let id = new_id();
+    let row = ConnectionRow {
+        sealed: hex::encode(state.vault.seal(&id, &credentials.unwrap_or_else(|| json!({})))),
+        id,
+        account_id: account.id.clone(),
+        provider: new.provider,
+        name: name.to_string(),
+        sandbox: new.sandbox as i64,
+        created_at: state.engine.clock().now(),
+    };
+    if !state.engine.store().create_connection(&row).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "connection_exists",
+            format!("this account already has a connection named '{}'", row.name),
+        ));
+    }
+    Ok((StatusCode::CREATED, Json(connection_json(&row))))
+}
+
+async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<PageQuery>) -> ApiResult<Json<Value>> {
+    let page = state.engine.store().list_connections(&account.id, q.cursor.as_deref(), q.limit()).await?;
+    let items: Vec<Value> = page.items.iter().map(connection_json).collect();
+    Ok(Json(json!({ "connections": items, "next_cursor": page.next_cursor })))
+}
+
+async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let row = state.engine.store().connection(&account.id, &id).await?.ok_or_else(|| ApiError::not_found("connection"))?;
+    Ok(Json(connection_json(&row)))
+}
+
+async fn remove(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    if state.engine.store().delete_connection(&account.id, &id).await? {
+        Ok(Json(json!({ "id": id, "deleted": true })))
+    } else {
+        Err(ApiError::not_found("connection"))
+    }
+}
