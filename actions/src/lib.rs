@@ -28,8 +28,12 @@ use switchboard_integrations::HttpConfig;
 use switchboard_integrations::connections::Vault;
 use switchboard_runtime::action::ActionRegistry;
 
+pub use crm::{CrmCreateTask, CrmUpdateLead};
+pub use email_send::EmailSend;
 pub use http_request::HttpRequest;
 pub use log::Log;
+pub use slack_post_message::SlackPostMessage;
+pub use sms_send::SmsSend;
 
 /// What the modules need from the operator's configuration.
 #[derive(Debug, Clone)]
@@ -65,7 +69,15 @@ impl ActionsConfig {
 pub fn registry(config: &ActionsConfig) -> switchboard_integrations::Result<ActionRegistry> {
     let client = switchboard_integrations::client(&config.http)?;
     let mut registry = ActionRegistry::new();
-    registry.register(HttpRequest::new(client)).register(Log);
+    let vault = &config.vault;
+    registry
+        .register(HttpRequest::new(client.clone()))
+        .register(Log)
+        .register(SmsSend::new(client.clone(), vault.clone(), config.twilio_api_base.clone(), config.public_url.clone()))
+        .register(SlackPostMessage::new(client.clone(), vault.clone(), config.slack_api_base.clone()))
+        .register(EmailSend::new(vault.clone()))
+        .register(CrmCreateTask::new(client.clone(), vault.clone()))
+        .register(CrmUpdateLead::new(client, vault.clone()));
     Ok(registry)
 }
 
@@ -80,6 +92,14 @@ mod tests {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let vault = Arc::new(Vault::from_hex(&Vault::generate_hex()).unwrap());
         let registry = registry(&ActionsConfig::new(vault)).unwrap();
-        assert_eq!(registry.kinds().collect::<Vec<_>>(), [HttpRequest::KIND, Log::KIND]);
+        assert_eq!(registry.kinds().collect::<Vec<_>>(), [
+                CrmCreateTask::KIND,
+                CrmUpdateLead::KIND,
+                EmailSend::KIND,
+                HttpRequest::KIND,
+                Log::KIND,
+                SlackPostMessage::KIND,
+                SmsSend::KIND
+            ]);
     }
 }

@@ -42,6 +42,13 @@ impl Store {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(account_id).bind(id).fetch_optional(&self.reader).await?)
     }
 
+    /// A connection by id alone, for vendor callbacks (which carry no account key: the caller
+    /// must verify the vendor's signature with the connection's credentials before trusting it).
+    pub async fn connection_by_id(&self, id: &str) -> Result<Option<ConnectionRow>> {
+        let sql = format!("{SELECT} WHERE id = $1");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.reader).await?)
+    }
+
     /// The account's connections of these providers (all of them when `name` is `None`, else
     /// the one of that name): what a step chooses from.
     pub async fn connections_for(&self, account_id: &str, providers: &[&str], name: Option<&str>) -> Result<Vec<ConnectionRow>> {

@@ -3,7 +3,6 @@
 //! per successful attempt, and the ledger holds exactly one row per successful action.
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,7 @@ use crate::{on_both_backends, on_postgres};
 use crate::support::{TempDir, TestDb};
 
 const RUNS: usize = 30;
-const ADMIN: &str = "crash-test-admin";
+pub(crate) const ADMIN: &str = "crash-test-admin";
 
 /// Per run: (attempts seen, successful answers given).
 type Hits = Arc<Mutex<HashMap<String, (u32, u32)>>>;
@@ -36,13 +35,19 @@ async fn target(State(hits): State<Hits>, Json(body): Json<Value>) -> StatusCode
     }
 }
 
-struct Server {
-    child: Child,
-    base: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
-/// Starts `switchboard <command>` on the database, logging to the data dir.
+/// Starts `switchboard <command>` on the database; its output (logs included) goes to
+/// `server.log` in the data dir.
 fn spawn(command: &str, db_url: &str, data: &TempDir, port: u16) -> Child {
+    spawn_with(command, db_url, data, port, &[])
+}
+
+/// [`spawn`] with more (or overriding) environment variables, e.g. vendor base URLs.
+pub(crate) fn spawn_with(command: &str, db_url: &str, data: &TempDir, port: u16, env: &[(&str, &str)]) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(data.0.join("server.log")).unwrap();
     Command::new(env!("CARGO_BIN_EXE_switchboard-under-test"))
         .arg(command)
@@ -53,7 +58,8 @@ fn spawn(command: &str, db_url: &str, data: &TempDir, port: u16) -> Child {
         .env("SWITCHBOARD_HTTP_ALLOW_PRIVATE", "true")
         .env("SWITCHBOARD_LEASE_SECS", "3")
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .envs(env.iter().copied())
+        .stdout(log.try_clone().unwrap())
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
@@ -61,7 +67,12 @@ fn spawn(command: &str, db_url: &str, data: &TempDir, port: u16) -> Child {
 }
 
 async fn start(db_url: &str, data: &TempDir, port: u16) -> Server {
-    let child = spawn("serve", db_url, data, port);
+    start_with(db_url, data, port, &[]).await
+}
+
+/// [`start`] with more environment variables.
+pub(crate) async fn start_with(db_url: &str, data: &TempDir, port: u16, env: &[(&str, &str)]) -> Server {
+    let child = spawn_with("serve", db_url, data, port, env);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -72,11 +83,11 @@ async fn start(db_url: &str, data: &TempDir, port: u16) -> Server {
     Server { child, base }
 }
 
-fn server_log(data: &TempDir) -> String {
+pub(crate) fn server_log(data: &TempDir) -> String {
     std::fs::read_to_string(data.0.join("server.log")).unwrap_or_default()
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

@@ -301,6 +301,7 @@ async fn a_send_interrupted_by_a_crash_is_never_resent(db: TestDb) {
         clear_wait: false,
         side_effect: true,
         quota: None,
+        outbox: None,
         now: app.now(),
     };
     assert!(!store.complete(&late).await.unwrap());

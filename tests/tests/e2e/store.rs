@@ -193,6 +193,7 @@ async fn a_replayed_completion_bills_once(db: TestDb) {
         clear_wait: false,
         side_effect: true,
         quota: None,
+        outbox: None,
         now: T0,
     };
     assert!(store.complete(&completion).await.unwrap());

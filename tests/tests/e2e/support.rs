@@ -14,6 +14,7 @@ use switchboard_runtime::action::{Action, ActionContext, ActionError, ActionOutp
 use switchboard_runtime::clock::{Clock, ManualClock};
 use switchboard_runtime::engine::{Engine, EngineConfig};
 use switchboard_runtime::metering::Usage;
+use switchboard_runtime::ratelimit::RateLimiter;
 use switchboard_runtime::store::{Store, StoreConfig, dialect};
 use tower::ServiceExt;
 
@@ -119,6 +120,36 @@ impl Drop for TestDb {
                 let _ = rt.block_on(dialect::drop_postgres_database(&server, &name));
             })
             .join();
+        }
+    }
+}
+
+/// The Redis tests use (`SWITCHBOARD_TEST_REDIS_URL`, default the local server), or `None` with
+/// a printed notice when it is unreachable outside CI. Under `CI=true` an unreachable Redis
+/// fails the test.
+pub async fn redis_url() -> Option<String> {
+    let url = std::env::var("SWITCHBOARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let reachable = async {
+        let client = redis::Client::open(url.as_str())?;
+        let mut c = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut c).await
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(2), reachable).await {
+        Ok(Ok(_)) => Some(url),
+        outcome => {
+            let why = match outcome {
+                Ok(Err(e)) => e.to_string(),
+                _ => "timed out".into(),
+            };
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("Redis is required under CI=true but unreachable at {url}: {why}");
+            }
+            static NOTICE: std::sync::Once = std::sync::Once::new();
+            NOTICE.call_once(|| {
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "NOTICE: Redis at {url} is unreachable ({why}); Redis tests are skipped (set CI=true to fail instead)");
+            });
+            None
         }
     }
 }
@@ -243,11 +274,12 @@ impl TestApp {
 
     /// A test app whose engine has these settings (prices, lease, …).
     pub async fn with_config(db: TestDb, config: EngineConfig) -> Self {
-        Self::build(db, config, actions_config()).await
+        Self::build(db, config, actions_config(), None).await
     }
 
-    /// A test app with these engine settings and action-module settings (vendor base URLs).
-    pub async fn build(db: TestDb, config: EngineConfig, actions_config: ActionsConfig) -> Self {
+    /// A test app with these engine settings, action-module settings (vendor base URLs) and,
+    /// if given, a shared rate limiter (else the in-process one).
+    pub async fn build(db: TestDb, config: EngineConfig, actions_config: ActionsConfig, limiter: Option<Arc<dyn RateLimiter>>) -> Self {
         let store = db.store().await;
         let clock = ManualClock::new(1_800_000_000_000);
         let flaky = Flaky::default();
@@ -255,7 +287,11 @@ impl TestApp {
         let mut actions: ActionRegistry = switchboard_actions::registry(&actions_config).unwrap();
         let gate = Gate::default();
         actions.register(flaky.clone()).register(Broken).register(gate.clone());
-        let engine = Arc::new(Engine::new(store, actions, Arc::new(clock.clone()), config));
+        let mut engine = Engine::new(store, actions, Arc::new(clock.clone()), config);
+        if let Some(limiter) = limiter {
+            engine = engine.with_rate_limiter(limiter);
+        }
+        let engine = Arc::new(engine);
         let state = AppState::new(engine.clone(), vault, ADMIN, "http://sb.test");
         TestApp { _db: db, engine, clock, flaky, gate, state }
     }

@@ -1,0 +1,66 @@
+//! Vendor callbacks: `POST /callbacks/twilio/{connection}/sms`, Twilio's message status
+//! callbacks (the `StatusCallback` every `sms.send` asks for).
+//!
+//! A callback carries no account key: it is trusted only when its `X-Twilio-Signature` verifies
+//! with the auth token of the connection named in its URL. A verified status becomes an app
+//! event `sms.status` in the connection's account (`{message_sid, status, to, from,
+//! error_code}`), deduplicated by message and status, so a workflow can react to `delivered`,
+//! `undelivered` or `failed` like to any other event.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use secrecy::ExposeSecret;
+use serde_json::json;
+use switchboard_integrations::connections::TwilioCredentials;
+use switchboard_integrations::twilio::signature_is_valid;
+
+use super::Body;
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+
+/// `/callbacks/…`.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/callbacks/twilio/{connection}/sms", post(twilio_sms_status))
+}
+
+async fn twilio_sms_status(
+    State(state): State<AppState>,
+    Path(connection): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    let row = state.engine.store().connection_by_id(&connection).await?;
+    let Some(row) = row.filter(|r| r.provider == "twilio" && r.sandbox == 0) else {
+        return Err(ApiError::not_found("connection"));
+    };
+    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).map_err(|e| ApiError::bad_request(format!("malformed form body: {e}")))?;
+    let sealed = hex::decode(&row.sealed).unwrap_or_default();
+    let credentials: TwilioCredentials = state
+        .vault
+        .open_value(&row.id, &sealed)
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "invalid_signature", "the connection's credentials cannot check this signature"))?;
+    let url = format!("{}/callbacks/twilio/{connection}/sms", state.public_url);
+    let signature = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !signature_is_valid(credentials.auth_token.expose_secret(), &url, &params, signature) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "invalid_signature", "X-Twilio-Signature does not match this request"));
+    }
+    let field = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let (Some(sid), Some(status)) = (field("MessageSid"), field("MessageStatus")) else {
+        return Err(ApiError::bad_request("a message status callback has MessageSid and MessageStatus"));
+    };
+    let data = json!({
+        "message_sid": sid,
+        "status": status,
+        "to": field("To"),
+        "from": field("From"),
+        "error_code": field("ErrorCode"),
+        "connection": row.name,
+    });
+    let id = format!("twilio:{sid}:{status}");
+    state.engine.accept_event(&row.account_id, "sms.status", data, Some(&id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
