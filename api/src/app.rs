@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::connections::router())
         .merge(routes::outbox::router())
         .merge(routes::callbacks::router())
+        .merge(routes::templates::router())
         .merge(routes::runs::router())
         .merge(routes::usage::router())
         .merge(routes::events::router())

@@ -5,7 +5,9 @@
 //! ## Layout
 //! - [`config`]: layered settings (defaults → `switchboard.toml` → `SWITCHBOARD_…` env).
 //! - [`app`]: the shared state and the router merged from each resource's own router.
-//! - [`routes`]: one module per resource (accounts, workflows, runs, events, hooks, health).
+//! - [`routes`]: one module per resource (accounts, workflows, runs, events, hooks, connections,
+//!   outbox, templates, vendor callbacks, health).
+//! - [`templates`]: the template catalogue compiled from `templates/*.yaml`, and enabling one.
 //! - [`error`]: `ApiError`, the one error format (`{error: {code, message, details}}`).
 //! - [`auth`]: account API keys (stored hashed) and the admin token.
 //! - [`cli`]: `serve`, `worker`, `migrate`, `bench`.
@@ -20,5 +22,6 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod routes;
+pub mod templates;
 
 pub use app::{AppState, router};

@@ -8,6 +8,7 @@ pub mod health;
 pub mod hooks;
 pub mod outbox;
 pub mod runs;
+pub mod templates;
 pub mod usage;
 pub mod workflows;
 

@@ -97,7 +97,12 @@ async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, 
 }
 
 async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let (run, steps, usage) = state.engine.store().run_detail(&account.id, &id).await?.ok_or_else(|| ApiError::not_found("run"))?;
+    Ok(Json(run_detail_json(&state, &account.id, &id).await?))
+}
+
+/// A run with its step timeline and usage (SPEC §4's run shape); 404 for another account's.
+pub(crate) async fn run_detail_json(state: &AppState, account_id: &str, id: &str) -> ApiResult<Value> {
+    let (run, steps, usage) = state.engine.store().run_detail(account_id, id).await?.ok_or_else(|| ApiError::not_found("run"))?;
     let mut timeline: Vec<Value> = steps.iter().map(|s| step_json(s, &usage)).collect();
     // The step the run is about to execute has no row until it finishes: show it as pending.
     if !FINAL_RUN_STATUSES.contains(&run.status.as_str()) && !steps.iter().any(|s| s.seq == run.step_seq)
@@ -111,7 +116,7 @@ async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth, 
     let mut out = run_json(&run);
     out["steps"] = json!(timeline);
     out["usage"] = json!(usage.iter().map(usage_json).collect::<Vec<_>>());
-    Ok(Json(out))
+    Ok(out)
 }
 
 async fn cancel(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {

@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_runtime::clock::to_rfc3339;
 use switchboard_runtime::definition::{self, Format, Trigger, Workflow};
@@ -23,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/workflows/{id}/enable", post(enable))
         .route("/v1/workflows/{id}/disable", post(disable))
         .route("/v1/workflows/{id}/runs", post(start))
+        .route("/v1/workflows/{id}/test", post(test))
 }
 
 /// Parses and validates a definition body: 400 on syntax, 415 on media type, 422 with every
@@ -40,8 +42,13 @@ async fn compile(state: &AppState, account_id: &str, headers: &HeaderMap, body: 
         }
     };
     let doc = definition::parse(body, format).map_err(ApiError::bad_request)?;
+    compile_doc(state, account_id, &doc).await
+}
+
+/// Validates and compiles a definition document for an account: 422 with every problem.
+pub(crate) async fn compile_doc(state: &AppState, account_id: &str, doc: &Value) -> ApiResult<Workflow> {
     let invalid = |problems| ApiError::invalid("invalid_workflow", "the workflow is invalid", problems);
-    let workflow = state.engine.compile(&doc).map_err(invalid)?;
+    let workflow = state.engine.compile(doc).map_err(invalid)?;
     let problems = state.engine.connection_problems(account_id, &workflow).await?;
     if !problems.is_empty() {
         return Err(invalid(problems));
@@ -101,11 +108,46 @@ async fn create(
     Body(body): Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let workflow = compile(&state, &account.id, &headers, &body).await?;
+    Ok((StatusCode::CREATED, Json(create_compiled(&state, &account.id, &workflow).await?)))
+}
+
+/// Stores a compiled workflow as a new workflow of the account; answers its API shape.
+pub(crate) async fn create_compiled(state: &AppState, account_id: &str, workflow: &Workflow) -> ApiResult<Value> {
     let id = new_id();
-    let write = write_of(&account.id, &id, &workflow, workflow.enabled.unwrap_or(true), state.engine.clock().now());
+    let write = write_of(account_id, &id, workflow, workflow.enabled.unwrap_or(true), state.engine.clock().now());
     state.engine.store().create_workflow(&write).await?;
+    let row = load(state, account_id, &id).await?;
+    Ok(workflow_json(state, &row))
+}
+
+/// How long a test run may take before the answer shows it unfinished (a test run fast-forwards
+/// its waits, so it normally ends within milliseconds).
+const TEST_RUN_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[derive(Deserialize)]
+struct TestRequest {
+    #[serde(default)]
+    event: Value,
+}
+
+/// `POST /v1/workflows/{id}/test {event}`: runs the workflow's current version on sandbox
+/// transports with every wait fast-forwarded, and answers the timeline and the outbox.
+async fn test(
+    State(state): State<AppState>,
+    AccountAuth(account): AccountAuth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
     let row = load(&state, &account.id, &id).await?;
-    Ok((StatusCode::CREATED, Json(workflow_json(&state, &row))))
+    let request: TestRequest = if body.is_empty() { TestRequest { event: Value::Null } } else { json_body(&headers, &body)? };
+    let event = if request.event.is_null() { json!({}) } else { request.event };
+    let started = state.engine.start_test(&row, event).await?;
+    state.engine.drive_run(&started.run_id, TEST_RUN_BUDGET).await?;
+    let run = super::runs::run_detail_json(&state, &account.id, &started.run_id).await?;
+    let outbox = state.engine.store().outbox(&account.id, Some(&started.run_id), None, 200).await?;
+    let messages: Vec<Value> = outbox.items.iter().map(super::outbox::message_json).collect();
+    Ok(Json(json!({ "run": run, "outbox": messages })))
 }
 
 async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<PageQuery>) -> ApiResult<Json<Value>> {

@@ -73,6 +73,14 @@ impl Engine {
         self.start_one(&workflow.account_id, &workflow.id, workflow.version, payload, "manual", None, now).await
     }
 
+    /// Starts a test run of a workflow (SPEC §7): every send goes to the outbox, delays, retry
+    /// backoffs and wait timeouts are fast-forwarded, nothing is billed. Drive it with
+    /// [`Engine::drive_run`].
+    pub async fn start_test(&self, workflow: &WorkflowRow, payload: Value) -> Result<HookAccepted> {
+        let now = self.clock.now();
+        self.start_one(&workflow.account_id, &workflow.id, workflow.version, payload, "test", None, now).await
+    }
+
     /// Accepts a webhook for a workflow. A repeat of `idempotency_key` within 24 h answers the
     /// first answer and starts nothing.
     pub async fn accept_webhook(
@@ -86,8 +94,8 @@ impl Engine {
         self.start_one(&workflow.account_id, &workflow.id, workflow.version, payload, "webhook", dedupe, now).await
     }
 
-    /// Records an event that starts exactly one run of one workflow (manual starts, webhooks);
-    /// `dedupe` is the repeat key and the start of its window.
+    /// Records an event that starts exactly one run of one workflow (manual starts, webhooks,
+    /// test runs — `source` "test"); `dedupe` is the repeat key and the start of its window.
     #[allow(clippy::too_many_arguments)]
     async fn start_one(
         &self,
@@ -104,7 +112,7 @@ impl Engine {
             return Ok(first);
         }
         let timezone = self.account(account_id).await?.timezone;
-        let run = self.new_run(workflow_id, version, &payload, false, &timezone, now);
+        let run = self.new_run(workflow_id, version, &payload, source == "test", &timezone, now);
         let answer = HookAccepted { event_id: new_id(), run_id: run.id.clone() };
         let event = NewEvent {
             id: answer.event_id.clone(),

@@ -192,6 +192,29 @@ impl Engine {
         }
     }
 
+    /// Executes one run's steps as they fall due until it ends, for at most `budget` (a test
+    /// run, whose waits are fast-forwarded, ends within milliseconds; a worker may take a step of
+    /// it meanwhile, which is fine: it runs the same code). Returns whether the run ended.
+    pub async fn drive_run(&self, run_id: &str, budget: std::time::Duration) -> Result<bool> {
+        let deadline = std::time::Instant::now() + budget;
+        loop {
+            let token = new_token();
+            let now = self.clock.now();
+            if let Some(claim) = self.store.claim_run(&token, run_id, now, now + self.config.lease.as_millis() as i64).await? {
+                self.process(&token, claim).await?;
+                continue;
+            }
+            let Some(run) = self.store.run_by_id(run_id).await? else { return Ok(false) };
+            if crate::store::FINAL_RUN_STATUSES.contains(&run.status.as_str()) {
+                return Ok(true);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// Executes a claimed step (and the steps after it that are due at once).
     pub async fn process(&self, token: &str, claim: Claim) -> Result<()> {
         step::process(self, token, claim).await

@@ -276,8 +276,13 @@ async fn execute(
         }
         StepKind::Delay(delay) => {
             if claim.attempt > 0 {
-                // Claimed again: the delay's due time has passed (claims only take due rows).
-                Outcome::Succeeded { output: json!({ "waited_until": crate::clock::to_rfc3339(now) }), usage: vec![], next, input: None }
+                // Claimed again: the delay's due time has passed (claims only take due rows), or
+                // it was fast-forwarded (a test run).
+                let mut output = json!({ "waited_until": crate::clock::to_rfc3339(now) });
+                if state.run.is_test == 1 {
+                    output["fast_forwarded"] = json!(true);
+                }
+                Outcome::Succeeded { output, usage: vec![], next, input: None }
             } else {
                 let due_at = match delay {
                     Delay::For(d) => now + d.as_millis() as i64,
@@ -482,6 +487,8 @@ async fn commit(
         due_at: now,
         keep_lease: Some(lease_until),
     };
+    // Test runs fast-forward every wait (delays, wait timeouts, retry backoff).
+    let fast_forward = state.run.is_test == 1;
     let mut usage = Vec::new();
     let mut outbox = None;
     let mut wait = None;
@@ -548,8 +555,14 @@ async fn commit(
             step.status = "waiting".into();
             step.due_at = Some(due_at);
             step.output = output.map(|v| v.to_string());
-            wait = w;
-            let next = Next::Continue { step_index: claim.step_index, step_seq: claim.step_seq, attempt: 1, due_at, keep_lease: None };
+            let next = if fast_forward {
+                // A test run: the delay is over and the wait timed out at once; no real event
+                // can resume it (its wait is not registered).
+                Next::Continue { step_index: claim.step_index, step_seq: claim.step_seq, attempt: 1, due_at: now, keep_lease: Some(lease_until) }
+            } else {
+                wait = w;
+                Next::Continue { step_index: claim.step_index, step_seq: claim.step_seq, attempt: 1, due_at, keep_lease: None }
+            };
             (next, "waiting")
         }
         Outcome::Retry { error, due_at, input } => {
@@ -561,8 +574,8 @@ async fn commit(
                 step_index: claim.step_index,
                 step_seq: claim.step_seq,
                 attempt: claim.attempt + 1,
-                due_at,
-                keep_lease: None,
+                due_at: if fast_forward { now } else { due_at },
+                keep_lease: fast_forward.then_some(lease_until),
             };
             (next, "waiting")
         }

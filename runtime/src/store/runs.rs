@@ -120,6 +120,21 @@ impl Store {
             .await?)
     }
 
+    /// Claims one run's row if it is due (a test run being driven by its request). Concurrent
+    /// claimers of the row serialise on it; the loser finds it no longer due.
+    pub async fn claim_run(&self, token: &str, run_id: &str, now: i64, lease_until: i64) -> Result<Option<Claim>> {
+        Ok(sqlx::query_as(
+            "UPDATE run_queue SET due_at = $2, lease_token = $1 WHERE run_id = $3 AND due_at <= $4 \
+             RETURNING run_id, step_index, step_seq, attempt, dispatching, reserved_milli, reserved_period",
+        )
+        .bind(token)
+        .bind(lease_until)
+        .bind(run_id)
+        .bind(now)
+        .fetch_optional(&self.writer)
+        .await?)
+    }
+
     /// Gives claimed rows back (shutdown): they are due again at once.
     pub async fn release(&self, run_id: &str, token: &str, now: i64) -> Result<()> {
         sqlx::query("UPDATE run_queue SET due_at = $3, lease_token = NULL WHERE run_id = $1 AND lease_token = $2")

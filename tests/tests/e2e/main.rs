@@ -12,3 +12,4 @@ mod messaging;
 mod quota;
 mod store;
 mod support;
+mod test_runs;

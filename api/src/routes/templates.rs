@@ -1,0 +1,101 @@
+//! The template catalogue (SPEC §7): `GET /v1/templates`, `GET /v1/templates/{slug}` and
+//! `POST /v1/templates/{slug}/enable {params, connections?}`, which makes the account its own
+//! workflow from a template.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use switchboard_runtime::definition::Problem;
+
+use super::{Body, json_body};
+use crate::app::AppState;
+use crate::auth::AccountAuth;
+use crate::error::{ApiError, ApiResult};
+use crate::templates::{CATALOGUE, Template};
+
+/// `/v1/templates…`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/templates", get(list))
+        .route("/v1/templates/{slug}", get(read))
+        .route("/v1/templates/{slug}/enable", post(enable))
+}
+
+async fn list(AccountAuth(_): AccountAuth) -> Json<Value> {
+    Json(json!({ "templates": CATALOGUE.iter().map(Template::summary).collect::<Vec<_>>() }))
+}
+
+fn find(slug: &str) -> ApiResult<&'static Template> {
+    Template::find(slug).ok_or_else(|| ApiError::not_found("template"))
+}
+
+async fn read(AccountAuth(_): AccountAuth, Path(slug): Path<String>) -> ApiResult<Json<Value>> {
+    let template = find(&slug)?;
+    let mut out = template.summary();
+    out["workflow"] = template.workflow.clone();
+    Ok(Json(out))
+}
+
+#[derive(Deserialize)]
+struct Enable {
+    #[serde(default)]
+    params: Map<String, Value>,
+    #[serde(default)]
+    connections: BTreeMap<String, String>,
+}
+
+async fn enable(
+    State(state): State<AppState>,
+    AccountAuth(account): AccountAuth,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let template = find(&slug)?;
+    let request: Enable = if body.is_empty() { Enable { params: Map::new(), connections: BTreeMap::new() } } else { json_body(&headers, &body)? };
+    let mut problems = Vec::new();
+    let values = template.values(&request.params).unwrap_or_else(|found| {
+        problems.extend(found);
+        Map::new()
+    });
+    // Every provider the template sends through needs a connection: the one named, else the
+    // account's only one of that provider.
+    let mut chosen = BTreeMap::new();
+    for provider in &request.connections {
+        if !template.connections.contains(provider.0) {
+            problems.push(Problem { path: format!("connections.{}", provider.0), message: "this template sends through no such provider".into() });
+        }
+    }
+    for provider in &template.connections {
+        let path = format!("connections.{provider}");
+        let name = request.connections.get(provider).map(String::as_str);
+        let found = state.engine.store().connections_for(&account.id, &[provider.as_str()], name).await?;
+        match (found.len(), name) {
+            (1, _) => {
+                chosen.insert(provider.clone(), found[0].name.clone());
+            }
+            (0, Some(name)) => problems.push(Problem { path, message: format!("no {provider} connection named '{name}'") }),
+            (0, None) => problems.push(Problem {
+                path,
+                message: format!("this template needs a {provider} connection; create one (a sandbox connection works for trying it)"),
+            }),
+            (_, _) => problems.push(Problem {
+                path,
+                message: format!("the account has {} {provider} connections; choose one", found.len()),
+            }),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::invalid("invalid_template_params", "the template cannot be enabled with these values", problems));
+    }
+    let actions = state.engine.actions();
+    let providers_of = |kind: &str| actions.get(kind).map(|a| a.providers().iter().map(|p| p.to_string()).collect()).unwrap_or_default();
+    let doc = template.instantiate(&values, &chosen, providers_of);
+    let workflow = super::workflows::compile_doc(&state, &account.id, &doc).await?;
+    Ok((StatusCode::CREATED, Json(super::workflows::create_compiled(&state, &account.id, &workflow).await?)))
+}
