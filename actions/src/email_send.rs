@@ -134,10 +134,29 @@ impl Action for EmailSend {
         let message = email.message(&message_id)?;
         let scrub = Scrub(credentials.password.as_ref().map(|p| p.expose_secret()));
 
-        let mut conn =
-            open_session(&credentials, ctx.timeout).await.map_err(|(stage, e)| session_failure(stage, &e, &scrub))?;
-        let response =
-            conn.send(message.envelope(), &message.formatted()).await.map_err(|e| transaction_failure(&e, &scrub))?;
+        // lettre bounds only the TCP connect; each phase gets its own bound here, so a server
+        // that stalls before the message is written is a retryable timeout (nothing was sent),
+        // and only a stall in the transaction is an unknown outcome.
+        let started = tokio::time::Instant::now();
+        let mut conn = match tokio::time::timeout(ctx.timeout, open_session(&credentials, ctx.timeout)).await {
+            Ok(session) => session.map_err(|(stage, e)| session_failure(stage, &e, &scrub))?,
+            Err(_) => {
+                return Err(ActionError::retryable(
+                    "timeout",
+                    "the SMTP server did not complete the greeting, TLS or login in time; nothing was sent",
+                ));
+            }
+        };
+        let left = ctx.timeout.saturating_sub(started.elapsed()).max(std::time::Duration::from_secs(1));
+        let response = match tokio::time::timeout(left, conn.send(message.envelope(), &message.formatted())).await {
+            Ok(sent) => sent.map_err(|e| transaction_failure(&e, &scrub))?,
+            Err(_) => {
+                return Err(ActionError::outcome_unknown(
+                    "timeout",
+                    "the SMTP server did not answer the message in time; it may have been delivered, so it is not resent automatically",
+                ));
+            }
+        };
         // The server took responsibility for the message with its reply: the step has
         // succeeded. The connection is dropped rather than QUIT, because waiting for QUIT's
         // answer could outlast the step's timeout and turn a delivered email into a failure.

@@ -105,7 +105,8 @@ impl RedisRateLimiter {
 
     async fn reserve(&self, limit: &RateLimit, holder: &str, now: i64) -> Result<i64, String> {
         let mut connection = self.connection().await.ok_or_else(|| "not connected".to_string())?;
-        let key = format!("switchboard:rl:{}", limit.key);
+        // One hash tag for both keys, so the script also runs on Redis Cluster (same slot).
+        let key = format!("switchboard:rl:{{{}}}", limit.key);
         let mut call = self.script.key(&key);
         call.key(format!("{key}:held")).arg(now).arg(limit.interval.as_millis() as i64).arg(holder);
         match tokio::time::timeout(REDIS_TIMEOUT, call.invoke_async::<i64>(&mut connection)).await {

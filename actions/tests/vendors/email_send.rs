@@ -290,6 +290,26 @@ async fn a_refused_connection_is_retryable() {
 }
 
 #[tokio::test]
+async fn a_server_that_never_greets_is_a_retryable_timeout() {
+    // Accepts the TCP connection and then says nothing: nothing can have been sent.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(socket);
+    });
+    tls();
+    let vault = vault();
+    let conn = connection(&vault, "smtp", false, json!({"host": "127.0.0.1", "port": port, "tls": "none"}));
+    let started = std::time::Instant::now();
+    let err = EmailSend::new(vault.clone()).execute(&ctx(Duration::from_secs(1), Some(conn)), input("ada@example.com")).await.unwrap_err();
+    assert_eq!((err.class, err.code.as_str()), (FailureClass::Retryable, "timeout"), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "bounded by the step's timeout");
+    held.abort();
+}
+
+#[tokio::test]
 async fn a_connection_lost_after_the_message_was_written_is_outcome_unknown() {
     let Some(server) = SmtpServer::start(&[]).await else {
         return;

@@ -386,5 +386,6 @@ async fn estimate_and_rate_limit_follow_the_message() {
     let input = json!({"to": "+15558675310", "from": "+15017122661", "body": "a".repeat(307)});
     assert_eq!(f.action.estimate(&input), vec![Usage { unit: "sms_segment".into(), quantity: 3 }]);
     let limit = f.action.rate_limit(&ctx(Duration::from_secs(5), Some(f.connection.clone())), &input);
-    assert_eq!(limit, Some(RateLimit { key: "twilio:+15017122661".into(), interval: Duration::from_secs(1) }));
+    let key = format!("twilio:{}:+15017122661", f.connection.id);
+    assert_eq!(limit, Some(RateLimit { key, interval: Duration::from_secs(1) }), "per connection and sender number");
 }

@@ -217,7 +217,9 @@ async fn execute(
                     Err(error) => Outcome::Failed { error, then: failed_then(on_error), input: Some(rendered) },
                 });
             }
-            if let Some(limit) = action.rate_limit(&ctx, &rendered) {
+            if let Some(limit) = action.rate_limit(&ctx, &rendered)
+                && !holds_rate_slot(engine, claim, now).await?
+            {
                 let slot = engine.limiter.acquire(&limit, &ctx.idempotency_key, now).await;
                 if slot > now {
                     return Ok(Outcome::RateLimited { due_at: slot, key: limit.key, input: rendered });
@@ -355,6 +357,21 @@ async fn execute(
         }
         StepKind::End => Outcome::Succeeded { output: json!({}), usage: vec![], next: None, input: None },
     })
+}
+
+/// Whether this step execution already waited for a rate-limit slot that has now come. The
+/// store is the authority, not the limiter: the slot was granted when the step was rescheduled,
+/// so whichever process claims the wake-up sends (a limiter in another process, or one that
+/// lost its memory, would otherwise queue the step again at the back).
+async fn holds_rate_slot(engine: &Engine, claim: &Claim, now: i64) -> Result<bool> {
+    let Some(row) = engine.store.step_row(&claim.run_id, claim.step_seq).await? else { return Ok(false) };
+    let until = row
+        .output
+        .as_deref()
+        .filter(|_| row.status == "pending")
+        .and_then(|o| serde_json::from_str::<Value>(o).ok())
+        .and_then(|o| o["rate_limited"]["until_ms"].as_i64());
+    Ok(until.is_some_and(|t| t <= now))
 }
 
 /// For plans without overage: reserves the tokens the action expects to spend before anything is
@@ -546,7 +563,9 @@ async fn commit(
             step.attempts = claim.attempt;
             step.due_at = Some(due_at);
             step.input = Some(input.to_string());
-            step.output = Some(json!({ "rate_limited": { "key": key, "until": crate::clock::to_rfc3339(due_at) } }).to_string());
+            step.output = Some(
+                json!({ "rate_limited": { "key": key, "until": crate::clock::to_rfc3339(due_at), "until_ms": due_at } }).to_string(),
+            );
             let next =
                 Next::Continue { step_index: claim.step_index, step_seq: claim.step_seq, attempt: claim.attempt, due_at, keep_lease: None };
             (next, "waiting")

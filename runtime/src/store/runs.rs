@@ -135,6 +135,12 @@ impl Store {
         .await?)
     }
 
+    /// One step execution's row, if it was written.
+    pub async fn step_row(&self, run_id: &str, seq: i64) -> Result<Option<StepRow>> {
+        let sql = format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = $1 AND seq = $2");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(run_id).bind(seq).fetch_optional(&self.reader).await?)
+    }
+
     /// Gives claimed rows back (shutdown): they are due again at once.
     pub async fn release(&self, run_id: &str, token: &str, now: i64) -> Result<()> {
         sqlx::query("UPDATE run_queue SET due_at = $3, lease_token = NULL WHERE run_id = $1 AND lease_token = $2")
