@@ -53,12 +53,20 @@ type SmtpError = lettre::transport::smtp::Error;
 #[derive(Debug, Clone)]
 pub struct EmailSend {
     vault: Arc<Vault>,
+    allow_private: bool,
 }
 
 impl EmailSend {
-    /// Sends through the connections `vault` opens.
+    /// Sends through the connections `vault` opens, to public SMTP servers only.
     pub fn new(vault: Arc<Vault>) -> Self {
-        Self { vault }
+        Self { vault, allow_private: false }
+    }
+
+    /// Lets connections reach private, loopback and link-local SMTP servers
+    /// (`SWITCHBOARD_HTTP_ALLOW_PRIVATE`, the same operator switch as outbound HTTP).
+    pub fn allow_private(mut self, allow: bool) -> Self {
+        self.allow_private = allow;
+        self
     }
 }
 
@@ -138,7 +146,7 @@ impl Action for EmailSend {
         // that stalls before the message is written is a retryable timeout (nothing was sent),
         // and only a stall in the transaction is an unknown outcome.
         let started = tokio::time::Instant::now();
-        let mut conn = match tokio::time::timeout(ctx.timeout, open_session(&credentials, ctx.timeout)).await {
+        let mut conn = match tokio::time::timeout(ctx.timeout, open_session(&credentials, ctx.timeout, self.allow_private)).await {
             Ok(session) => session.map_err(|(stage, e)| session_failure(stage, &e, &scrub))?,
             Err(_) => {
                 return Err(ActionError::retryable(
@@ -278,38 +286,75 @@ enum Stage {
 async fn open_session(
     credentials: &SmtpCredentials,
     timeout: Duration,
-) -> Result<AsyncSmtpConnection, (Stage, SmtpError)> {
+    allow_private: bool,
+) -> Result<AsyncSmtpConnection, (Stage, SessionError)> {
+    // Resolved once and checked like outbound HTTP (an account must not reach internal
+    // services through its SMTP connection); the checked address is the one connected to.
+    let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((credentials.host.as_str(), credentials.port))
+        .await
+        .map_err(|e| (Stage::Connect, SessionError::Resolve(e.to_string())))?
+        .collect();
+    if let Some(refused) = addresses.iter().find(|a| !allow_private && !switchboard_integrations::http::is_allowed(a.ip())) {
+        return Err((Stage::Connect, SessionError::NotAllowed(refused.ip())));
+    }
+    let Some(address) = addresses.first().copied() else {
+        return Err((Stage::Connect, SessionError::Resolve(format!("{} has no address", credentials.host))));
+    };
     let hello = ClientId::default();
     // Certificates are checked against webpki's roots and the connection's host name.
     let tls = || TlsParameters::new(credentials.host.clone());
     let implicit = match credentials.tls {
-        SmtpTls::Implicit => Some(tls().map_err(|e| (Stage::Connect, e))?),
+        SmtpTls::Implicit => Some(tls().map_err(|e| (Stage::Connect, SessionError::Smtp(e)))?),
         SmtpTls::None | SmtpTls::Starttls => None,
     };
     // lettre bounds the TCP connect with `timeout`; the runtime bounds the whole attempt.
     let mut conn = AsyncSmtpConnection::connect_tokio1(
-        (credentials.host.as_str(), credentials.port),
+        address,
         Some(timeout),
         &hello,
         implicit,
         None,
     )
     .await
-    .map_err(|e| (Stage::Connect, e))?;
+    .map_err(|e| (Stage::Connect, SessionError::Smtp(e)))?;
     if credentials.tls == SmtpTls::Starttls {
         // Required, not opportunistic: a server that does not offer STARTTLS fails the send.
-        let params = tls().map_err(|e| (Stage::Starttls, e))?;
-        conn.starttls(params, &hello).await.map_err(|e| (Stage::Starttls, e))?;
+        let params = tls().map_err(|e| (Stage::Starttls, SessionError::Smtp(e)))?;
+        conn.starttls(params, &hello).await.map_err(|e| (Stage::Starttls, SessionError::Smtp(e)))?;
     }
     if let (Some(username), Some(password)) = (&credentials.username, &credentials.password) {
         let login = Credentials::new(username.clone(), password.expose_secret().to_owned());
-        conn.auth(&[Mechanism::Plain, Mechanism::Login], &login).await.map_err(|e| (Stage::Login, e))?;
+        conn.auth(&[Mechanism::Plain, Mechanism::Login], &login).await.map_err(|e| (Stage::Login, SessionError::Smtp(e)))?;
     }
     Ok(conn)
 }
 
+/// Why a session could not be opened.
+enum SessionError {
+    /// The host name did not resolve.
+    Resolve(String),
+    /// The server's address is private and the operator does not allow those.
+    NotAllowed(std::net::IpAddr),
+    /// lettre's error.
+    Smtp(SmtpError),
+}
+
 /// A failure before the message's transaction began: nothing was sent.
-fn session_failure(stage: Stage, err: &SmtpError, scrub: &Scrub<'_>) -> ActionError {
+fn session_failure(stage: Stage, err: &SessionError, scrub: &Scrub<'_>) -> ActionError {
+    match err {
+        SessionError::Resolve(why) => ActionError::retryable("connect_error", format!("could not resolve the SMTP server, before anything was sent: {why}")),
+        SessionError::NotAllowed(ip) => ActionError::permanent(
+            "address_not_allowed",
+            format!(
+                "the SMTP server is at {ip}, a private, loopback or link-local address, which connections may not reach; \
+                 the operator can allow such addresses with SWITCHBOARD_HTTP_ALLOW_PRIVATE=true"
+            ),
+        ),
+        SessionError::Smtp(e) => smtp_session_failure(stage, e, scrub),
+    }
+}
+
+fn smtp_session_failure(stage: Stage, err: &SmtpError, scrub: &Scrub<'_>) -> ActionError {
     let during = match stage {
         Stage::Connect => "while connecting",
         Stage::Starttls => "during STARTTLS",

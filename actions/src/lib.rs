@@ -75,7 +75,7 @@ pub fn registry(config: &ActionsConfig) -> switchboard_integrations::Result<Acti
         .register(Log)
         .register(SmsSend::new(client.clone(), vault.clone(), config.twilio_api_base.clone(), config.public_url.clone()))
         .register(SlackPostMessage::new(client.clone(), vault.clone(), config.slack_api_base.clone()))
-        .register(EmailSend::new(vault.clone()))
+        .register(EmailSend::new(vault.clone()).allow_private(config.http.allow_private))
         .register(CrmCreateTask::new(client.clone(), vault.clone()))
         .register(CrmUpdateLead::new(client, vault.clone()));
     Ok(registry)

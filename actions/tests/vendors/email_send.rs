@@ -135,7 +135,7 @@ fn input(to: &str) -> Value {
 
 async fn send_with(vault: &Arc<Vault>, conn: Arc<ConnectionRef>, input: Value) -> Result<ActionOutput, ActionError> {
     tls();
-    EmailSend::new(vault.clone()).execute(&ctx(Duration::from_secs(10), Some(conn)), input).await
+    EmailSend::new(vault.clone()).allow_private(true).execute(&ctx(Duration::from_secs(10), Some(conn)), input).await
 }
 
 async fn send(credentials: Value, input: Value) -> Result<ActionOutput, ActionError> {
@@ -290,6 +290,18 @@ async fn a_refused_connection_is_retryable() {
 }
 
 #[tokio::test]
+async fn private_smtp_servers_are_refused_unless_the_operator_allows_them() {
+    tls();
+    let vault = vault();
+    let conn = connection(&vault, "smtp", false, json!({"host": "127.0.0.1", "port": closed_port(), "tls": "none"}));
+    let err = EmailSend::new(vault.clone()).execute(&ctx(Duration::from_secs(2), Some(conn.clone())), input("ada@example.com")).await.unwrap_err();
+    assert_eq!((err.class, err.code.as_str()), (FailureClass::Permanent, "address_not_allowed"), "{err:?}");
+    // Allowed, the same connection gets as far as the (closed) port.
+    let err = EmailSend::new(vault.clone()).allow_private(true).execute(&ctx(Duration::from_secs(2), Some(conn)), input("ada@example.com")).await.unwrap_err();
+    assert_eq!(err.code, "connect_error");
+}
+
+#[tokio::test]
 async fn a_server_that_never_greets_is_a_retryable_timeout() {
     // Accepts the TCP connection and then says nothing: nothing can have been sent.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -303,7 +315,7 @@ async fn a_server_that_never_greets_is_a_retryable_timeout() {
     let vault = vault();
     let conn = connection(&vault, "smtp", false, json!({"host": "127.0.0.1", "port": port, "tls": "none"}));
     let started = std::time::Instant::now();
-    let err = EmailSend::new(vault.clone()).execute(&ctx(Duration::from_secs(1), Some(conn)), input("ada@example.com")).await.unwrap_err();
+    let err = EmailSend::new(vault.clone()).allow_private(true).execute(&ctx(Duration::from_secs(1), Some(conn)), input("ada@example.com")).await.unwrap_err();
     assert_eq!((err.class, err.code.as_str()), (FailureClass::Retryable, "timeout"), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(5), "bounded by the step's timeout");
     held.abort();

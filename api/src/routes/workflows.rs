@@ -41,7 +41,8 @@ async fn compile(state: &AppState, account_id: &str, headers: &HeaderMap, body: 
             ));
         }
     };
-    let doc = definition::parse(body, format).map_err(ApiError::bad_request)?;
+    let mut doc = definition::parse(body, format).map_err(ApiError::bad_request)?;
+    state.engine.pin_connections(account_id, &mut doc).await?;
     compile_doc(state, account_id, &doc).await
 }
 

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use serde_json::Value;
+
 use super::Engine;
 use crate::action::{ActionError, ConnectionRef};
 use crate::definition::{Problem, StepKind, Workflow};
@@ -52,6 +54,29 @@ impl Engine {
             }
         }
         Ok(problems)
+    }
+
+    /// Writes the chosen connection into each action step that names none while the account
+    /// has exactly one candidate, so that adding a second connection later does not make a
+    /// working workflow ambiguous. Steps with no candidate yet stay unpinned (they use the
+    /// account's only connection once there is one).
+    pub async fn pin_connections(&self, account_id: &str, doc: &mut Value) -> Result<()> {
+        let Some(steps) = doc.get_mut("steps").and_then(Value::as_array_mut) else { return Ok(()) };
+        for step in steps {
+            let Some(map) = step.as_object_mut() else { continue };
+            if map.contains_key("connection") {
+                continue;
+            }
+            let Some(action) = map.get("action").and_then(Value::as_str).and_then(|k| self.actions.get(k)) else { continue };
+            if action.providers().is_empty() {
+                continue;
+            }
+            let found = self.store.connections_for(account_id, action.providers(), None).await?;
+            if let [only] = found.as_slice() {
+                map.insert("connection".into(), Value::String(only.name.clone()));
+            }
+        }
+        Ok(())
     }
 
     /// The connection a step of a module with `providers` sends through, or the permanent

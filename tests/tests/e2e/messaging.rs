@@ -116,6 +116,9 @@ async fn connection_choice_is_checked_when_saving(db: TestDb) {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["details"][0]["path"], "steps[0].connection");
     twilio_connection(&app, &key, "main", false).await;
+    // With one candidate, saving pins it: a second connection added later changes nothing.
+    let pinned = app.workflow(&key, &sms_workflow(None)).await;
+    assert_eq!(pinned["steps"][0]["connection"], "main", "{pinned}");
     twilio_connection(&app, &key, "trial", true).await;
     let (status, body) = app.post_json("/v1/workflows", &key, &sms_workflow(None)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "two candidates need a name: {body}");
