@@ -12,4 +12,5 @@ mod messaging;
 mod quota;
 mod store;
 mod support;
+mod templates;
 mod test_runs;
