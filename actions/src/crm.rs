@@ -50,11 +50,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
-use reqwest::{Method, Response, StatusCode, Url};
+use reqwest::{Method, StatusCode, Url};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 use switchboard_integrations::connections::{CrmCredentials, Vault};
+use switchboard_integrations::http::read_limited;
 use switchboard_integrations::{classify_response, classify_send_error};
 use switchboard_runtime::action::{
     Action, ActionContext, ActionError, ActionOutput, Delivery, Field, FieldType, SandboxSend,
@@ -366,10 +367,10 @@ impl CrmRequest {
 
         let request = client.request(self.method.clone(), url).timeout(ctx.timeout).headers(headers).body(body);
         // Idempotent: a failure after the request left is retried, and the CRM dedupes it.
-        let response = request.send().await.map_err(|e| classify_send_error(&e, false))?;
+        let mut response = request.send().await.map_err(|e| classify_send_error(&e, false))?;
         let status = response.status();
         let response_headers = response.headers().clone();
-        let bytes = read_limited(response).await.map_err(|e| classify_send_error(&e, false))?;
+        let bytes = read_limited(&mut response, MAX_BODY_BYTES).await.map(|(bytes, _)| bytes).map_err(|e| classify_send_error(&e, false))?;
         let text = String::from_utf8_lossy(&bytes);
         if let Some(error) = classify_response(status, &response_headers, &text) {
             return Err(error);
@@ -395,18 +396,6 @@ fn header_value(what: &str, value: &str) -> Result<HeaderValue, ActionError> {
         .map_err(|_| ActionError::permanent("invalid_request", format!("{what} is not a valid header value")))
 }
 
-/// Reads at most [`MAX_BODY_BYTES`] of the answer; the rest is dropped.
-async fn read_limited(mut response: Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_BODY_BYTES - bytes.len();
-        bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if chunk.len() >= room {
-            break;
-        }
-    }
-    Ok(bytes)
-}
 
 #[cfg(test)]
 mod tests {

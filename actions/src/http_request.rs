@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Response, Url};
 use serde_json::{Map, Value, json};
+use switchboard_integrations::http::read_limited;
 use switchboard_integrations::{classify_response, classify_send_error};
 use switchboard_runtime::action::{Action, ActionContext, ActionError, ActionOutput, Delivery, Field, FieldType};
 use switchboard_runtime::metering::Usage;
@@ -147,7 +148,7 @@ async fn classify_failure(response: &mut Response) -> Option<ActionError> {
         return None;
     }
     // The status decides; a body that cannot be read only costs the snippet.
-    let snippet = match read_limited(response).await {
+    let snippet = match read_limited(response, MAX_BODY_BYTES).await {
         Ok((bytes, _)) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(_) => String::new(),
     };
@@ -212,7 +213,7 @@ async fn read_body(response: &mut Response) -> Result<Value, reqwest::Error> {
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
         .is_some_and(|mime| mime == "application/json" || mime.ends_with("+json"));
-    let (mut bytes, truncated) = read_limited(response).await?;
+    let (mut bytes, truncated) = read_limited(response, MAX_BODY_BYTES).await?;
     if is_json
         && !truncated
         && let Ok(value) = serde_json::from_slice(&bytes)
@@ -226,19 +227,6 @@ async fn read_body(response: &mut Response) -> Result<Value, reqwest::Error> {
     Ok(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
-/// Reads at most [`MAX_BODY_BYTES`] of the body, and whether there was more.
-async fn read_limited(response: &mut Response) -> Result<(Vec<u8>, bool), reqwest::Error> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_BODY_BYTES - bytes.len();
-        if chunk.len() > room {
-            bytes.extend_from_slice(&chunk[..room]);
-            return Ok((bytes, true));
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok((bytes, false))
-}
 
 #[cfg(test)]
 mod tests {

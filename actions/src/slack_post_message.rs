@@ -28,11 +28,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
-use reqwest::{Response, StatusCode};
+use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use switchboard_integrations::connections::{SlackCredentials, Vault};
+use switchboard_integrations::http::read_limited;
 use switchboard_integrations::{classify_response, classify_send_error};
 use switchboard_runtime::action::{
     Action, ActionContext, ActionError, ActionOutput, Delivery, Field, FieldType, RateLimit, SandboxSend,
@@ -191,7 +192,7 @@ impl SlackPostMessage {
             )
         })?;
         let body = json!({ "channel": channel, "text": post.text }).to_string();
-        let response = self
+        let mut response = self
             .client
             .post(format!("{}/api/chat.postMessage", self.api_base))
             .bearer_auth(token.expose_secret())
@@ -204,7 +205,7 @@ impl SlackPostMessage {
 
         let status = response.status();
         let headers = response.headers().clone();
-        let answer = read_limited(response).await;
+        let answer = read_limited(&mut response, MAX_ANSWER_BYTES).await.map(|(bytes, _)| bytes);
         let parsed = answer.as_deref().ok().and_then(|a| serde_json::from_slice::<ApiAnswer>(a).ok());
         if !status.is_success() {
             // The status classifies (a 429's Retry-After included); Slack's error names it.
@@ -241,7 +242,7 @@ impl SlackPostMessage {
         url: &SecretString,
         post: &Post<'_>,
     ) -> Result<Value, ActionError> {
-        let response = self
+        let mut response = self
             .client
             .post(url.expose_secret())
             .timeout(ctx.timeout)
@@ -255,7 +256,7 @@ impl SlackPostMessage {
             return Ok(json!({ "channel": post.channel, "ts": null }));
         }
         let headers = response.headers().clone();
-        let text = String::from_utf8_lossy(&read_limited(response).await.unwrap_or_default()).trim().to_owned();
+        let text = String::from_utf8_lossy(&read_limited(&mut response, MAX_ANSWER_BYTES).await.map(|(bytes, _)| bytes).unwrap_or_default()).trim().to_owned();
         let by_status = classify_response(status, &headers, &text).unwrap_or_else(|| http_error(status));
         let is_error_name =
             !text.is_empty() && text.len() <= 64 && text.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
@@ -344,18 +345,6 @@ fn check_text(text: &str) -> Result<(), String> {
     }
 }
 
-/// At most [`MAX_ANSWER_BYTES`] of the answer; the rest is not read.
-async fn read_limited(mut response: Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        bytes.extend_from_slice(&chunk);
-        if bytes.len() >= MAX_ANSWER_BYTES {
-            bytes.truncate(MAX_ANSWER_BYTES);
-            break;
-        }
-    }
-    Ok(bytes)
-}
 
 #[cfg(test)]
 mod tests {

@@ -25,12 +25,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::{Response, StatusCode};
+use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use switchboard_integrations::connections::{TwilioCredentials, Vault};
+use switchboard_integrations::http::read_limited;
 use switchboard_integrations::{classify_response, classify_send_error};
 use switchboard_runtime::action::{
     Action, ActionContext, ActionError, ActionOutput, Delivery, FailureClass, Field, FieldType, RateLimit, SandboxSend,
@@ -205,7 +206,7 @@ impl Action for SmsSend {
         let callback = format!("{}/callbacks/twilio/{}/sms", self.public_url, connection.id);
         let form =
             [("To", message.to), (sender, message.from), ("Body", message.body), ("StatusCallback", callback.as_str())];
-        let response = self
+        let mut response = self
             .client
             .post(format!("{}/2010-04-01/Accounts/{}/Messages.json", self.api_base, credentials.account_sid))
             .basic_auth(&credentials.account_sid, Some(credentials.auth_token.expose_secret()))
@@ -217,7 +218,7 @@ impl Action for SmsSend {
 
         let status = response.status();
         let headers = response.headers().clone();
-        let answer = read_limited(response).await;
+        let answer = read_limited(&mut response, MAX_ANSWER_BYTES).await.map(|(bytes, _)| bytes);
         if !status.is_success() {
             // The status decides; an unreadable body only costs the vendor's explanation.
             return Err(twilio_failure(status, &headers, &answer.unwrap_or_default()));
@@ -319,18 +320,6 @@ fn check_body(body: &str) -> Result<(), String> {
     }
 }
 
-/// At most [`MAX_ANSWER_BYTES`] of the answer; the rest is not read.
-async fn read_limited(mut response: Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        bytes.extend_from_slice(&chunk);
-        if bytes.len() >= MAX_ANSWER_BYTES {
-            bytes.truncate(MAX_ANSWER_BYTES);
-            break;
-        }
-    }
-    Ok(bytes)
-}
 
 #[cfg(test)]
 mod tests {
