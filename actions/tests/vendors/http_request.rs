@@ -18,15 +18,7 @@ fn action(allow_private: bool) -> HttpRequest {
 }
 
 fn ctx(timeout: Duration) -> ActionContext {
-    ActionContext {
-        account_id: "acc_1".into(),
-        run_id: "run_1".into(),
-        step_id: "notify".into(),
-        attempt: 1,
-        idempotency_key: "run_1:3".into(),
-        timeout,
-        connection: None,
-    }
+    crate::support::ctx(timeout, None)
 }
 
 async fn run(allow_private: bool, input: Value) -> Result<ActionOutput, ActionError> {
