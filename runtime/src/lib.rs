@@ -14,6 +14,7 @@
 //! - [`engine`]: starts runs from events and executes one claimed step at a time; [`engine::worker`]
 //!   runs it on apalis workers fed from the store.
 //! - [`ratelimit`]: vendor rate limits: a limited step reserves a slot and waits for it.
+//! - [`schedule`]: cron schedules (POSIX crontab, IANA timezones, DST, catch-up).
 //! - [`clock`]: time, injected so tests can move it.
 //! - [`metering`]: units and prices of the usage ledger.
 
@@ -26,6 +27,7 @@ pub mod expr;
 pub mod metering;
 pub mod ratelimit;
 pub mod retry;
+pub mod schedule;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -61,7 +61,7 @@ fn write_of(account_id: &str, id: &str, w: &Workflow, enabled: bool, now: i64) -
     let (event_type, webhook_token) = match &w.trigger {
         Trigger::Event { event_type, .. } => (Some(event_type.clone()), None),
         Trigger::Webhook { .. } => (None, Some(random_secret("wh_"))),
-        Trigger::Manual => (None, None),
+        Trigger::Manual | Trigger::Schedule { .. } => (None, None),
     };
     WorkflowWrite {
         id: id.to_string(),
@@ -117,6 +117,7 @@ pub(crate) async fn create_compiled(state: &AppState, account_id: &str, workflow
     let id = new_id();
     let write = write_of(account_id, &id, workflow, workflow.enabled.unwrap_or(true), state.engine.clock().now());
     state.engine.store().create_workflow(&write).await?;
+    state.engine.sync_schedule(account_id, &id).await?;
     let row = load(state, account_id, &id).await?;
     Ok(workflow_json(state, &row))
 }
@@ -174,6 +175,7 @@ async fn update(
     let enabled = workflow.enabled.unwrap_or(current.enabled == 1);
     let write = write_of(&account.id, &id, &workflow, enabled, state.engine.clock().now());
     state.engine.store().update_workflow(&write).await?.ok_or_else(|| ApiError::not_found("workflow"))?;
+    state.engine.sync_schedule(&account.id, &id).await?;
     state.hooks.clear();
     let row = load(&state, &account.id, &id).await?;
     Ok(Json(workflow_json(&state, &row)))
@@ -181,6 +183,7 @@ async fn update(
 
 async fn remove(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     if state.engine.store().delete_workflow(&account.id, &id, state.engine.clock().now()).await? {
+        state.engine.sync_schedule(&account.id, &id).await?;
         state.hooks.clear();
         Ok(Json(json!({ "id": id, "deleted": true })))
     } else {
@@ -192,6 +195,7 @@ async fn set_enabled(state: &AppState, account_id: &str, id: &str, enabled: bool
     if !state.engine.store().set_workflow_enabled(account_id, id, enabled, state.engine.clock().now()).await? {
         return Err(ApiError::not_found("workflow"));
     }
+    state.engine.sync_schedule(account_id, id).await?;
     state.hooks.clear();
     let row = load(state, account_id, id).await?;
     Ok(Json(workflow_json(state, &row)))

@@ -51,6 +51,15 @@ pub enum Trigger {
         /// The HMAC-SHA256 secret, when signatures are required.
         secret: Option<String>,
     },
+    /// Ticks of a cron schedule.
+    Schedule {
+        /// The parsed expression (boxed: it is much larger than the other triggers).
+        cron: Box<crate::schedule::CronSpec>,
+        /// The IANA timezone; the account's when `None`.
+        timezone: Option<String>,
+        /// What to do with missed ticks.
+        catch_up: crate::schedule::CatchUp,
+    },
     /// An app event of a type, optionally filtered.
     Event {
         /// The event type, e.g. `lead.created`.
@@ -67,6 +76,7 @@ impl Trigger {
             Trigger::Manual => "manual",
             Trigger::Webhook { .. } => "webhook",
             Trigger::Event { .. } => "event",
+            Trigger::Schedule { .. } => "schedule",
         }
     }
 }

@@ -132,8 +132,37 @@ impl Checker<'_> {
                 Some(Trigger::Manual)
             }
             _ => {
-                self.problem("trigger.schedule", "schedule triggers are not available in this version yet");
-                None
+                self.only_keys("trigger", map, &["schedule"]);
+                let spec = self.object("trigger.schedule", &map["schedule"])?;
+                self.only_keys("trigger.schedule", spec, &["cron", "timezone", "catch_up"]);
+                let Some(cron) = spec.get("cron").and_then(|c| self.string("trigger.schedule.cron", c)) else {
+                    self.problem("trigger.schedule.cron", "is required, e.g. \"0 9 * * *\" (every day at 09:00)");
+                    return None;
+                };
+                let cron = match crate::schedule::CronSpec::parse(cron) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.problem("trigger.schedule.cron", e);
+                        return None;
+                    }
+                };
+                let timezone = spec.get("timezone").and_then(|t| self.string("trigger.schedule.timezone", t)).map(str::to_string);
+                if let Some(tz) = &timezone
+                    && tz.parse::<chrono_tz::Tz>().is_err()
+                {
+                    self.problem("trigger.schedule.timezone", format!("'{tz}' is not an IANA timezone (e.g. Europe/Berlin)"));
+                }
+                let catch_up = match spec.get("catch_up") {
+                    None => crate::schedule::CatchUp::default(),
+                    Some(v) => match serde_json::from_value(v.clone()) {
+                        Ok(c) => c,
+                        Err(_) => {
+                            self.problem("trigger.schedule.catch_up", "must be latest, all or none");
+                            crate::schedule::CatchUp::default()
+                        }
+                    },
+                };
+                Some(Trigger::Schedule { cron: Box::new(cron), timezone, catch_up })
             }
         }
     }

@@ -97,7 +97,7 @@ impl Engine {
     /// Records an event that starts exactly one run of one workflow (manual starts, webhooks,
     /// test runs — `source` "test"); `dedupe` is the repeat key and the start of its window.
     #[allow(clippy::too_many_arguments)]
-    async fn start_one(
+    pub(super) async fn start_one(
         &self,
         account_id: &str,
         workflow_id: &str,

@@ -9,6 +9,7 @@
 mod batch;
 mod connections;
 mod ingest;
+mod schedules;
 mod step;
 pub mod worker;
 

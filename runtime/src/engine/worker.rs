@@ -99,6 +99,30 @@ async fn handle(job: StepJob, engine: Data<Arc<Engine>>) -> Result<(), BoxDynErr
 /// Runs this process's workers until `shutdown` resolves; in-flight steps finish first.
 /// Await it on the current task (e.g. in `tokio::join!`): apalis's worker future is not `Send`.
 pub async fn run(engine: Arc<Engine>, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), BoxDynError> {
+    // The scheduler pass runs beside the workers and stops with them.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let (worked, ()) = futures::join!(run_workers(engine.clone(), shutdown), run_scheduler(engine, stop_rx));
+    worked
+}
+
+/// Fires due schedule ticks about once a second until stopped.
+async fn run_scheduler(engine: Arc<Engine>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = engine.fire_due_schedules().await {
+            tracing::warn!(error = %e, "schedule pass failed; trying again");
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+async fn run_workers(engine: Arc<Engine>, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), BoxDynError> {
     let backend = BackendBuilder::new()
         .database(engine.clone())
         .fetcher(|engine: &mut Arc<Engine>, _: &(), _| {

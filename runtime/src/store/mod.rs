@@ -16,6 +16,7 @@ mod outbox;
 mod quota;
 mod records;
 mod runs;
+mod schedules;
 mod usage;
 pub use runs::FINAL_RUN_STATUSES;
 mod workflows;
@@ -28,6 +29,7 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use dialect::Dialect;
 pub use records::*;
+pub use schedules::DueSchedule;
 pub use usage::{AccountUsage, DayRange, UsageGroup, UsageTotal};
 
 use crate::Result;

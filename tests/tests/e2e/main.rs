@@ -10,6 +10,7 @@ mod crash;
 mod engine;
 mod messaging;
 mod quota;
+mod schedules;
 mod store;
 mod support;
 mod templates;
