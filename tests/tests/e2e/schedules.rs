@@ -110,3 +110,85 @@ async fn bad_schedules_are_refused_when_saving(db: TestDb) {
 }
 
 on_both_backends!(a_schedule_ticks_once_a_minute_with_three_processes, missed_ticks_follow_catch_up, bad_schedules_are_refused_when_saving);
+
+/// Real processes: one `serve` and two `worker`s on one PostgreSQL, schedules ticking every
+/// second (6-field cron, so the test takes seconds, not minutes). With `catch_up: all`, every
+/// tick starts exactly one run, none skipped, none twice. Then all three are SIGKILLed; after
+/// the downtime a restart fires the missed ticks: all of them once for `all`, none but the
+/// latest for `latest`.
+async fn real_processes_fire_each_tick_once_and_catch_up_after_a_restart(db: TestDb) {
+    use std::time::{Duration, Instant};
+
+    use crate::crash::{ADMIN, free_port, server_log, spawn_with, start_with};
+    use crate::support::TempDir;
+
+    let data = TempDir::new();
+    let port = free_port();
+    let mut server = start_with(&db.url, &data, port, &[]).await;
+    let mut workers = vec![spawn_with("worker", &db.url, &data, free_port(), &[]), spawn_with("worker", &db.url, &data, free_port(), &[])];
+    let http = reqwest::Client::new();
+    let base = server.base.clone();
+    let account: Value = http.post(format!("{base}/v1/accounts")).bearer_auth(ADMIN).json(&json!({ "name": "cron" })).send().await.unwrap().json().await.unwrap();
+    let key = account["api_key"].as_str().unwrap().to_string();
+    let account_id = account["id"].as_str().unwrap().to_string();
+    let mut ids = Vec::new();
+    for catch_up in ["all", "latest"] {
+        let def = json!({ "name": catch_up, "trigger": { "schedule": { "cron": "* * * * * *", "timezone": "UTC", "catch_up": catch_up } },
+                          "steps": [{ "id": "note", "action": "log", "input": { "message": "{{ event.scheduled_at }}" } }] });
+        let wf: Value = http.post(format!("{base}/v1/workflows")).bearer_auth(&key).json(&def).send().await.unwrap().json().await.unwrap();
+        ids.push(wf["id"].as_str().unwrap_or_else(|| panic!("{wf}")).to_string());
+    }
+    // Read from the database itself: the processes may be down.
+    let store = db.store().await;
+    let ticks = |id: &str| {
+        let (store, account_id, id) = (store.clone(), account_id.clone(), id.to_string());
+        async move {
+            let filter = switchboard_runtime::store::RunFilter { workflow_id: Some(id), limit: 500, ..Default::default() };
+            let runs = store.list_runs(&account_id, &filter).await.unwrap();
+            let mut at: Vec<i64> = runs
+                .items
+                .iter()
+                .map(|r| {
+                    let event: Value = serde_json::from_str(&r.event).unwrap();
+                    chrono::DateTime::parse_from_rfc3339(event["scheduled_at"].as_str().unwrap()).unwrap().timestamp_millis()
+                })
+                .collect();
+            at.sort();
+            at
+        }
+    };
+    let no_repeats = |at: &[i64]| at.windows(2).all(|w| w[0] != w[1]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for child in workers.iter_mut().chain([&mut server.child]) {
+        child.start_kill().unwrap(); // SIGKILL, all three
+        child.wait().await.unwrap();
+    }
+    let (all_before, latest_before) = (ticks(&ids[0]).await, ticks(&ids[1]).await);
+    assert!(all_before.len() >= 3, "ticks while three processes ran: {all_before:?}\n{}", server_log(&data));
+    assert!(no_repeats(&all_before) && no_repeats(&latest_before), "no tick fired twice: {all_before:?} {latest_before:?}");
+    assert!(all_before.windows(2).all(|w| w[1] - w[0] == 1_000), "catch_up all skips no tick: {all_before:?}");
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let restarted_at = chrono::Utc::now().timestamp_millis();
+    let mut server = start_with(&db.url, &data, port, &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (all_after, latest_after) = loop {
+        let (all, latest) = (ticks(&ids[0]).await, ticks(&ids[1]).await);
+        if latest.len() >= latest_before.len() + 2 && all.last() > all_before.last() {
+            break (all, latest);
+        }
+        assert!(Instant::now() < deadline, "ticks did not resume: {latest:?}\n{}", server_log(&data));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    server.child.start_kill().unwrap();
+    let _ = server.child.wait().await;
+    assert!(no_repeats(&all_after) && no_repeats(&latest_after), "no tick fired twice across the restart");
+    assert!(all_after.windows(2).all(|w| w[1] - w[0] == 1_000), "catch_up all fired every missed tick: {all_after:?}");
+    let last = *latest_before.last().unwrap();
+    let during_downtime: Vec<i64> = latest_after.iter().copied().filter(|t| *t > last && *t < restarted_at - 1_000).collect();
+    assert!(during_downtime.is_empty(), "catch_up latest fires only the latest missed tick: {during_downtime:?}");
+    let first_after = latest_after.iter().copied().find(|t| *t > last).unwrap();
+    assert!(first_after <= chrono::Utc::now().timestamp_millis() && first_after - last >= 3_000, "one catch-up tick after the downtime");
+}
+
+crate::on_postgres!(real_processes_fire_each_tick_once_and_catch_up_after_a_restart);
