@@ -42,7 +42,8 @@ pub const ON_TIME_MS: i64 = 10_000;
 #[derive(Debug, Clone)]
 pub struct CronSpec {
     expression: String,
-    schedule: cron::Schedule,
+    /// One schedule, or two whose ticks are merged (see [`CronSpec::parse`]).
+    schedules: Vec<cron::Schedule>,
 }
 
 impl CronSpec {
@@ -55,9 +56,19 @@ impl CronSpec {
             n => return Err(format!("'{expression}' has {n} fields; write 5 (minute hour day month weekday) or 6 (seconds first)")),
         };
         let weekday = posix_weekdays(rest[4]).map_err(|e| format!("'{expression}': day of week: {e}"))?;
-        let translated = format!("{seconds} {} {} {} {} {weekday}", rest[0], rest[1], rest[2], rest[3]);
-        let schedule = cron::Schedule::from_str(&translated).map_err(|e| format!("'{expression}' is not a valid cron expression: {e}"))?;
-        Ok(Self { expression: expression.trim().to_string(), schedule })
+        let parse = |dom: &str, dow: &str| {
+            let translated = format!("{seconds} {} {} {dom} {} {dow}", rest[0], rest[1], rest[3]);
+            cron::Schedule::from_str(&translated).map_err(|e| format!("'{expression}' is not a valid cron expression: {e}"))
+        };
+        // POSIX: when both day of month and day of week are restricted, a day matching either
+        // one ticks. The `cron` crate wants both, so such an expression is two schedules.
+        let restricted = |f: &str| f != "*" && f != "?";
+        let schedules = if restricted(rest[2]) && restricted(rest[4]) {
+            vec![parse(rest[2], "*")?, parse("*", &weekday)?]
+        } else {
+            vec![parse(rest[2], &weekday)?]
+        };
+        Ok(Self { expression: expression.trim().to_string(), schedules })
     }
 
     /// The expression as written.
@@ -72,11 +83,10 @@ impl CronSpec {
         // forward by a gap is not missed), each placed on the timeline; the first one after
         // `after_ms` wins.
         let start = Utc.from_utc_datetime(&(after.naive_local() - ChronoDuration::hours(2)));
-        self.schedule
-            .after(&start)
-            .take(10_000)
-            .filter_map(|wall| place(wall.naive_utc(), tz))
-            .find(|t| *t > after_ms)
+        self.schedules
+            .iter()
+            .filter_map(|s| s.after(&start).take(10_000).filter_map(|wall| place(wall.naive_utc(), tz)).find(|t| *t > after_ms))
+            .min()
     }
 
     /// The ticks in `(from_ms, to_ms]`, oldest first, at most `limit`.
@@ -182,6 +192,22 @@ mod tests {
         assert!(CronSpec::parse("0 9 * *").is_err());
         assert!(CronSpec::parse("0 25 * * *").is_err());
         assert!(CronSpec::parse("0 9 * * 8").is_err());
+    }
+
+    #[test]
+    fn day_of_month_or_weekday_ticks_as_in_posix_cron() {
+        // Both restricted: the 1st of the month OR any Monday (2026-01-01 is a Thursday).
+        let utc = chrono_tz::UTC;
+        let spec = CronSpec::parse("0 9 1 * 1").unwrap();
+        let ticks = spec.ticks_between(at(utc, 2026, 1, 1, 12, 0), at(utc, 2026, 2, 3, 0, 0), utc, 10);
+        let shown: Vec<String> = ticks.iter().map(|t| local(*t, utc)).collect();
+        assert_eq!(
+            shown,
+            ["2026-01-05 09:00 UTC", "2026-01-12 09:00 UTC", "2026-01-19 09:00 UTC", "2026-01-26 09:00 UTC", "2026-02-01 09:00 UTC", "2026-02-02 09:00 UTC"]
+        );
+        // One restricted: only that one counts.
+        let firsts = CronSpec::parse("0 9 1 * *").unwrap();
+        assert_eq!(local(firsts.next_after(at(utc, 2026, 1, 1, 12, 0), utc).unwrap(), utc), "2026-02-01 09:00 UTC");
     }
 
     #[test]

@@ -125,7 +125,7 @@ async fn real_processes_fire_each_tick_once_and_catch_up_after_a_restart(db: Tes
     let data = TempDir::new();
     let port = free_port();
     let mut server = start_with(&db.url, &data, port, &[]).await;
-    let mut workers = vec![spawn_with("worker", &db.url, &data, free_port(), &[]), spawn_with("worker", &db.url, &data, free_port(), &[])];
+    let mut workers = [spawn_with("worker", &db.url, &data, free_port(), &[]), spawn_with("worker", &db.url, &data, free_port(), &[])];
     let http = reqwest::Client::new();
     let base = server.base.clone();
     let account: Value = http.post(format!("{base}/v1/accounts")).bearer_auth(ADMIN).json(&json!({ "name": "cron" })).send().await.unwrap().json().await.unwrap();
