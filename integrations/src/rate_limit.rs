@@ -139,4 +139,8 @@ impl RateLimiter for RedisRateLimiter {
             }
         }
     }
+
+    fn status(&self) -> &'static str {
+        if self.is_degraded() { "in_process_fallback" } else { "redis" }
+    }
 }

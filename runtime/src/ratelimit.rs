@@ -23,6 +23,12 @@ pub trait RateLimiter: Send + Sync + std::fmt::Debug {
     /// holder may send when that time has come. Asking again with the same holder returns the
     /// same slot (and, once it has come, gives it up: the holder is sending).
     async fn acquire(&self, limit: &RateLimit, holder: &str, now: i64) -> i64;
+
+    /// Where limits are kept, for readiness reports: `in_process`, `redis`, or
+    /// `in_process_fallback` while a shared backend is unreachable.
+    fn status(&self) -> &'static str {
+        "in_process"
+    }
 }
 
 /// Slots older than this with nobody back for them are forgotten.

@@ -40,10 +40,13 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Ready when the database answers. Rate limits falling back from Redis to this process do
+/// not make it unready (Redis holds nothing that cannot be lost), but the answer says so.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let rate_limits = state.engine.rate_limit_status();
     if state.engine.store().ping().await {
-        (StatusCode::OK, Json(json!({ "status": "ready", "database": "ok" })))
+        (StatusCode::OK, Json(json!({ "status": "ready", "database": "ok", "rate_limits": rate_limits })))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not_ready", "database": "unreachable" })))
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not_ready", "database": "unreachable", "rate_limits": rate_limits })))
     }
 }

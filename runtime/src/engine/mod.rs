@@ -99,6 +99,11 @@ impl Engine {
         }
     }
 
+    /// Where vendor rate limits are kept (see [`RateLimiter::status`]).
+    pub fn rate_limit_status(&self) -> &'static str {
+        self.limiter.status()
+    }
+
     /// Uses `limiter` for vendor rate limits (e.g. one shared through Redis by every process).
     pub fn with_rate_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
         self.limiter = limiter;

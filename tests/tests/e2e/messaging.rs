@@ -261,6 +261,8 @@ async fn redis_rate_limits_are_shared_and_fall_back_when_redis_is_away() {
     assert_eq!(away.acquire(&limit, "h1", now).await, now);
     assert_eq!(away.acquire(&limit, "h2", now).await, now + 1_000, "still limited, in process");
     assert!(away.is_degraded());
+    assert_eq!(away.status(), "in_process_fallback", "readiness reports the fallback");
+    assert_eq!(a.status(), "redis");
 }
 
 /// A real `switchboard serve` SIGKILLed while Twilio holds an SMS request open: after the
