@@ -282,8 +282,9 @@ fn sandbox_sid(idempotency_key: &str) -> String {
     sid
 }
 
-/// `+` and 8–15 digits.
-fn is_e164(s: &str) -> bool {
+/// Whether `s` is an E.164 phone number: `+` and 8–15 digits (also how template phone
+/// parameters are checked).
+pub fn is_e164(s: &str) -> bool {
     s.strip_prefix('+')
         .is_some_and(|digits| (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()))
 }

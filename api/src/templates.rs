@@ -197,8 +197,7 @@ fn check(ty: ParamType, v: &Value) -> Result<Value, String> {
         }
         ParamType::Phone => {
             let s = text().ok_or("must be a phone number in E.164 form, e.g. +15550001111")?;
-            let digits = s.strip_prefix('+').unwrap_or("");
-            if (8..=15).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit()) {
+            if switchboard_actions::sms_send::is_e164(s) {
                 Ok(json!(s))
             } else {
                 Err(format!("'{s}' is not a phone number in E.164 form, e.g. +15550001111"))

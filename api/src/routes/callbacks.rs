@@ -36,13 +36,11 @@ async fn twilio_sms_status(
         return Err(ApiError::not_found("connection"));
     };
     let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).map_err(|e| ApiError::bad_request(format!("malformed form body: {e}")))?;
-    let sealed = hex::decode(&row.sealed).unwrap_or_default();
+    let (account_id, name) = (row.account_id.clone(), row.name.clone());
     let credentials: TwilioCredentials = state
         .vault
-        .open_value(&row.id, &sealed)
-        .ok()
-        .and_then(|v| serde_json::from_value(v).ok())
-        .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "invalid_signature", "the connection's credentials cannot check this signature"))?;
+        .open(&row.into_ref())
+        .map_err(|_| ApiError::new(StatusCode::FORBIDDEN, "invalid_signature", "the connection's credentials cannot check this signature"))?;
     let url = format!("{}/callbacks/twilio/{connection}/sms", state.public_url);
     let signature = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !signature_is_valid(credentials.auth_token.expose_secret(), &url, &params, signature) {
@@ -58,9 +56,9 @@ async fn twilio_sms_status(
         "to": field("To"),
         "from": field("From"),
         "error_code": field("ErrorCode"),
-        "connection": row.name,
+        "connection": name,
     });
     let id = format!("twilio:{sid}:{status}");
-    state.engine.accept_event(&row.account_id, "sms.status", data, Some(&id)).await?;
+    state.engine.accept_event(&account_id, "sms.status", data, Some(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

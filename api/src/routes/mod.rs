@@ -69,6 +69,11 @@ pub(crate) fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -
     })
 }
 
+/// [`json_body`], or the type's default when the body is empty (a POST with nothing to say).
+pub(crate) fn json_body_or_default<T: DeserializeOwned + Default>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() { Ok(T::default()) } else { json_body(headers, body) }
+}
+
 /// Query parameters, with the API's error format when they do not parse.
 #[derive(Debug)]
 pub struct Query<T>(pub T);

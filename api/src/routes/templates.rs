@@ -11,8 +11,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use switchboard_runtime::definition::Problem;
+use switchboard_runtime::engine::ConnectionChoice;
 
-use super::{Body, json_body};
+use super::{Body, json_body_or_default};
 use crate::app::AppState;
 use crate::auth::AccountAuth;
 use crate::error::{ApiError, ApiResult};
@@ -41,7 +42,7 @@ async fn read(AccountAuth(_): AccountAuth, Path(slug): Path<String>) -> ApiResul
     Ok(Json(out))
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 struct Enable {
     #[serde(default)]
     params: Map<String, Value>,
@@ -57,7 +58,7 @@ async fn enable(
     Body(body): Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let template = find(&slug)?;
-    let request: Enable = if body.is_empty() { Enable { params: Map::new(), connections: BTreeMap::new() } } else { json_body(&headers, &body)? };
+    let request: Enable = json_body_or_default(&headers, &body)?;
     let mut problems = Vec::new();
     let values = template.values(&request.params).unwrap_or_else(|found| {
         problems.extend(found);
@@ -74,19 +75,18 @@ async fn enable(
     for provider in &template.connections {
         let path = format!("connections.{provider}");
         let name = request.connections.get(provider).map(String::as_str);
-        let found = state.engine.store().connections_for(&account.id, &[provider.as_str()], name).await?;
-        match (found.len(), name) {
-            (1, _) => {
-                chosen.insert(provider.clone(), found[0].name.clone());
+        match (state.engine.choose_connection(&account.id, &[provider.as_str()], name).await?, name) {
+            (ConnectionChoice::Chosen(row), _) => {
+                chosen.insert(provider.clone(), row.name);
             }
-            (0, Some(name)) => problems.push(Problem { path, message: format!("no {provider} connection named '{name}'") }),
-            (0, None) => problems.push(Problem {
+            (ConnectionChoice::Missing, Some(name)) => problems.push(Problem { path, message: format!("no {provider} connection named '{name}'") }),
+            (ConnectionChoice::Missing, None) => problems.push(Problem {
                 path,
                 message: format!("this template needs a {provider} connection; create one (a sandbox connection works for trying it)"),
             }),
-            (_, _) => problems.push(Problem {
+            (ConnectionChoice::Ambiguous(names), _) => problems.push(Problem {
                 path,
-                message: format!("the account has {} {provider} connections; choose one", found.len()),
+                message: format!("the account has {} {provider} connections; choose one", names.len()),
             }),
         }
     }

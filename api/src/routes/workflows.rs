@@ -126,7 +126,7 @@ pub(crate) async fn create_compiled(state: &AppState, account_id: &str, workflow
 /// its waits, so it normally ends within milliseconds).
 const TEST_RUN_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 struct TestRequest {
     #[serde(default)]
     event: Value,
@@ -142,7 +142,7 @@ async fn test(
     Body(body): Body,
 ) -> ApiResult<Json<Value>> {
     let row = load(&state, &account.id, &id).await?;
-    let request: TestRequest = if body.is_empty() { TestRequest { event: Value::Null } } else { json_body(&headers, &body)? };
+    let request: TestRequest = super::json_body_or_default(&headers, &body)?;
     let event = if request.event.is_null() { json!({}) } else { request.event };
     let started = state.engine.start_test(&row, event).await?;
     state.engine.drive_run(&started.run_id, TEST_RUN_BUDGET).await?;

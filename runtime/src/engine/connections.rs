@@ -12,7 +12,30 @@ use crate::definition::{Problem, StepKind, Workflow};
 use crate::store::ConnectionRow;
 use crate::Result;
 
+/// How choosing a connection among an account's candidates came out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionChoice {
+    /// The one named, or the only candidate.
+    Chosen(ConnectionRow),
+    /// None of that name, or no candidate at all.
+    Missing,
+    /// No name given and several candidates (their names).
+    Ambiguous(Vec<String>),
+}
+
 impl Engine {
+    /// Chooses among the account's connections of `providers`: the one `name`d, else the only
+    /// one. The single rule behind saving (422s and pinning), enabling a template and running
+    /// a step.
+    pub async fn choose_connection(&self, account_id: &str, providers: &[&str], name: Option<&str>) -> Result<ConnectionChoice> {
+        let mut found = self.store.connections_for(account_id, providers, name).await?;
+        Ok(match found.len() {
+            0 => ConnectionChoice::Missing,
+            1 => ConnectionChoice::Chosen(found.remove(0)),
+            _ => ConnectionChoice::Ambiguous(found.into_iter().map(|c| c.name).collect()),
+        })
+    }
+
     /// The problems of a workflow's connection choices in an account: a named connection that
     /// does not exist or is of another provider, or no name where the account has two or more
     /// candidates. A step without any candidate is allowed (the connection can be added before
@@ -27,30 +50,16 @@ impl Engine {
                 continue;
             }
             let path = format!("steps[{i}].connection");
-            match connection {
-                Some(name) => {
-                    if self.store.connections_for(account_id, providers, Some(name)).await?.is_empty() {
-                        problems.push(Problem {
-                            path,
-                            message: format!("no {} connection named '{name}' in this account", providers.join(" or ")),
-                        });
-                    }
+            let wanted = providers.join(" or ");
+            match (self.choose_connection(account_id, providers, connection.as_deref()).await?, connection) {
+                (ConnectionChoice::Missing, Some(name)) => {
+                    problems.push(Problem { path, message: format!("no {wanted} connection named '{name}' in this account") });
                 }
-                None => {
-                    let found = self.store.connections_for(account_id, providers, None).await?;
-                    if found.len() > 1 {
-                        let names: Vec<&str> = found.iter().map(|c| c.name.as_str()).collect();
-                        problems.push(Problem {
-                            path,
-                            message: format!(
-                                "this account has {} {} connections ({}); name one with `connection:`",
-                                found.len(),
-                                providers.join(" or "),
-                                names.join(", ")
-                            ),
-                        });
-                    }
-                }
+                (ConnectionChoice::Ambiguous(names), _) => problems.push(Problem {
+                    path,
+                    message: format!("this account has {} {wanted} connections ({}); name one with `connection:`", names.len(), names.join(", ")),
+                }),
+                _ => {}
             }
         }
         Ok(problems)
@@ -71,9 +80,8 @@ impl Engine {
             if action.providers().is_empty() {
                 continue;
             }
-            let found = self.store.connections_for(account_id, action.providers(), None).await?;
-            if let [only] = found.as_slice() {
-                map.insert("connection".into(), Value::String(only.name.clone()));
+            if let ConnectionChoice::Chosen(only) = self.choose_connection(account_id, action.providers(), None).await? {
+                map.insert("connection".into(), Value::String(only.name));
             }
         }
         Ok(())
@@ -87,31 +95,20 @@ impl Engine {
         providers: &[&str],
         name: Option<&str>,
     ) -> Result<std::result::Result<Arc<ConnectionRef>, ActionError>> {
-        let mut found = self.store.connections_for(account_id, providers, name).await?;
         let wanted = providers.join(" or ");
-        Ok(match (found.len(), name) {
-            (1, _) => Ok(Arc::new(connection_ref(found.remove(0)))),
-            (0, Some(name)) => Err(ActionError::permanent("missing_connection", format!("no {wanted} connection named '{name}'"))),
-            (0, None) => Err(ActionError::permanent(
+        Ok(match (self.choose_connection(account_id, providers, name).await?, name) {
+            (ConnectionChoice::Chosen(row), _) => Ok(Arc::new(row.into_ref())),
+            (ConnectionChoice::Missing, Some(name)) => {
+                Err(ActionError::permanent("missing_connection", format!("no {wanted} connection named '{name}'")))
+            }
+            (ConnectionChoice::Missing, None) => Err(ActionError::permanent(
                 "missing_connection",
                 format!("this step needs a {wanted} connection and the account has none; add one, then retry the run"),
             )),
-            (n, _) => Err(ActionError::permanent(
+            (ConnectionChoice::Ambiguous(names), _) => Err(ActionError::permanent(
                 "ambiguous_connection",
-                format!("the account has {n} {wanted} connections; name one with `connection:` in the step"),
+                format!("the account has {} {wanted} connections; name one with `connection:` in the step", names.len()),
             )),
         })
-    }
-}
-
-fn connection_ref(row: ConnectionRow) -> ConnectionRef {
-    ConnectionRef {
-        // A row whose hex does not decode gives empty bytes, which the vault refuses to open
-        // with a clear error when the module opens them.
-        sealed: hex::decode(&row.sealed).unwrap_or_default(),
-        id: row.id,
-        name: row.name,
-        provider: row.provider,
-        sandbox: row.sandbox == 1,
     }
 }

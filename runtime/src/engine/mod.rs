@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::Notify;
 
+pub use connections::ConnectionChoice;
 pub use ingest::{EventAccepted, HookAccepted};
 
 use crate::action::ActionRegistry;

@@ -10,34 +10,33 @@ use serde_json::json;
 use super::Engine;
 use crate::Result;
 use crate::definition::Trigger;
-use crate::schedule::{CatchUp, MAX_CATCH_UP, ON_TIME_MS};
+use crate::schedule::{CatchUp, CronSpec, MAX_CATCH_UP, ON_TIME_MS};
 
 impl Engine {
     /// Brings a workflow's schedule row in line with the workflow: an enabled workflow with a
     /// schedule trigger ticks next at its next tick after now; any other has no row. Call it
     /// after a workflow is created, changed, enabled, disabled or deleted.
     pub async fn sync_schedule(&self, account_id: &str, workflow_id: &str) -> Result<()> {
-        let row = self.store.workflow(account_id, workflow_id).await?;
-        let Some(row) = row.filter(|w| w.enabled == 1 && w.trigger_kind == "schedule") else {
-            return self.store.delete_schedule(workflow_id).await;
-        };
-        let workflow = self.workflow(&row.id, row.version).await?;
-        let Trigger::Schedule { cron, timezone, .. } = &workflow.trigger else {
-            return self.store.delete_schedule(workflow_id).await;
-        };
-        let tz = self.schedule_timezone(account_id, timezone.as_deref()).await?;
-        match cron.next_after(self.clock.now(), tz) {
+        let now = self.clock.now();
+        match self.scheduled(account_id, workflow_id).await?.and_then(|s| s.cron.next_after(now, s.tz)) {
             Some(next) => self.store.upsert_schedule(workflow_id, account_id, next).await,
             None => self.store.delete_schedule(workflow_id).await,
         }
     }
 
-    async fn schedule_timezone(&self, account_id: &str, timezone: Option<&str>) -> Result<chrono_tz::Tz> {
+    /// The workflow's current schedule, if it is enabled and has a schedule trigger.
+    async fn scheduled(&self, account_id: &str, workflow_id: &str) -> Result<Option<Scheduled>> {
+        let Some(row) = self.store.workflow(account_id, workflow_id).await?.filter(|w| w.enabled == 1) else {
+            return Ok(None);
+        };
+        let workflow = self.workflow(&row.id, row.version).await?;
+        let Trigger::Schedule { cron, timezone, catch_up } = &workflow.trigger else { return Ok(None) };
         let name = match timezone {
-            Some(t) => t.to_string(),
+            Some(t) => t.clone(),
             None => self.account(account_id).await?.timezone,
         };
-        Ok(name.parse().unwrap_or(chrono_tz::UTC))
+        let tz = name.parse().unwrap_or(chrono_tz::UTC);
+        Ok(Some(Scheduled { row, cron: cron.clone(), catch_up: *catch_up, tz }))
     }
 
     /// Fires every due tick (the single step of the scheduler loop; tests call it directly).
@@ -47,16 +46,10 @@ impl Engine {
         let lease_until = now + self.config.lease.as_millis() as i64;
         let mut started = 0;
         for due in self.store.claim_schedules(now, lease_until, 100).await? {
-            let Some(row) = self.store.workflow(&due.account_id, &due.workflow_id).await?.filter(|w| w.enabled == 1) else {
+            let Some(Scheduled { row, cron, catch_up, tz }) = self.scheduled(&due.account_id, &due.workflow_id).await? else {
                 self.store.delete_schedule(&due.workflow_id).await?;
                 continue;
             };
-            let workflow = self.workflow(&row.id, row.version).await?;
-            let Trigger::Schedule { cron, timezone, catch_up } = &workflow.trigger else {
-                self.store.delete_schedule(&due.workflow_id).await?;
-                continue;
-            };
-            let tz = self.schedule_timezone(&due.account_id, timezone.as_deref()).await?;
             let mut ticks = vec![due.next_tick];
             ticks.extend(cron.ticks_between(due.next_tick, now, tz, MAX_CATCH_UP));
             let fire: Vec<i64> = match catch_up {
@@ -78,4 +71,12 @@ impl Engine {
         }
         Ok(started)
     }
+}
+
+/// An enabled scheduled workflow: its row, its current schedule and the timezone it ticks in.
+struct Scheduled {
+    row: crate::store::WorkflowRow,
+    cron: Box<CronSpec>,
+    catch_up: CatchUp,
+    tz: chrono_tz::Tz,
 }

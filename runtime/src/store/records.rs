@@ -414,6 +414,20 @@ pub struct ConnectionRow {
     pub created_at: i64,
 }
 
+impl ConnectionRow {
+    /// The connection as an action module receives it, credentials still sealed. A row whose
+    /// hex does not decode gives empty bytes, which the vault refuses to open with a clear error.
+    pub fn into_ref(self) -> crate::action::ConnectionRef {
+        crate::action::ConnectionRef {
+            sealed: hex::decode(&self.sealed).unwrap_or_default(),
+            sandbox: self.sandbox == 1,
+            id: self.id,
+            name: self.name,
+            provider: self.provider,
+        }
+    }
+}
+
 /// An outbox message to record with a step's completion.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewOutbox {
