@@ -109,7 +109,9 @@ pub async fn run(engine: Arc<Engine>, shutdown: impl Future<Output = ()> + Send 
     worked
 }
 
-/// Fires due schedule ticks about once a second until stopped.
+/// Fires due schedule ticks once per poll interval (1 s by default) until stopped: each pass is
+/// one claim statement, so an idle process adds one query a second to the database's load, and a
+/// tick fires at most a poll interval late.
 async fn run_scheduler(engine: Arc<Engine>, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
         if let Err(e) = engine.fire_due_schedules().await {
@@ -117,7 +119,7 @@ async fn run_scheduler(engine: Arc<Engine>, mut stop: tokio::sync::watch::Receiv
         }
         tokio::select! {
             _ = stop.changed() => return,
-            () = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+            () = tokio::time::sleep(engine.config.poll_interval) => {}
         }
     }
 }
