@@ -33,6 +33,9 @@ pub struct AppState {
     pub hooks: Arc<HookCache>,
     /// Requests a second each webhook URL accepts (429 beyond), if limited.
     pub hook_limiter: Option<Arc<HookLimiter>>,
+    /// Set to `true` when the process is stopping: long-lived responses (live event streams)
+    /// end, so that graceful shutdown does not wait on them forever.
+    pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// A per-webhook-URL rate limiter (GCRA, keyed by token).
@@ -41,7 +44,7 @@ pub type HookLimiter = governor::DefaultKeyedRateLimiter<String>;
 impl AppState {
     /// State over an engine, with an empty webhook cache.
     pub fn new(engine: Arc<Engine>, vault: Arc<Vault>, admin_token: &str, public_url: &str) -> Self {
-        Self { engine, vault, admin_token: admin_token.into(), public_url: public_url.into(), hooks: Arc::default(), hook_limiter: None }
+        Self { engine, vault, admin_token: admin_token.into(), public_url: public_url.into(), hooks: Arc::default(), hook_limiter: None, shutdown: Arc::new(tokio::sync::watch::Sender::new(false)) }
     }
 
     /// Limits each webhook URL to `per_second` requests a second (bursts up to twice that);
@@ -70,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::callbacks::router())
         .merge(routes::templates::router())
         .merge(routes::runs::router())
+        .merge(routes::live::router())
         .merge(routes::usage::router())
         .merge(routes::events::router())
         .merge(routes::hooks::router())

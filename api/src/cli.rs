@@ -96,6 +96,9 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Arc<Engine>> {
         let limiter = switchboard_integrations::rate_limit::RedisRateLimiter::new(url)
             .with_context(|| format!("SWITCHBOARD_REDIS_URL {}", redact(url)))?;
         engine = engine.with_rate_limiter(Arc::new(limiter));
+        let events = switchboard_integrations::live_events::RedisEventBus::start(url)
+            .with_context(|| format!("SWITCHBOARD_REDIS_URL {}", redact(url)))?;
+        engine = engine.with_events(Arc::new(events));
     }
     Ok(Arc::new(engine))
 }
@@ -114,8 +117,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
     tracing::info!(listen = %settings.listen, database = %redact(&settings.database_url()), "switchboard serving");
     println!("Switchboard listening on http://{}", listener.local_addr()?);
-    // One signal stops all: the server stops accepting, the workers finish in-flight steps.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // One signal stops all: the server stops accepting, live event streams end, the workers
+    // finish in-flight steps.
+    let stop_tx = state.shutdown.clone();
+    let stop_rx = stop_tx.subscribe();
     let sync = billing_sync(&settings, &engine, stopped(stop_rx.clone()))?;
     let workers = worker::run(engine, stopped(stop_rx.clone()));
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(stopped(stop_rx)).into_future();

@@ -9,6 +9,8 @@
 //!   that maps an HTTP answer or a send failure to retryable / permanent / outcome unknown.
 //! - [`connections`]: the vault that seals credentials at rest (AES-256-GCM) and each
 //!   provider's credentials type.
+//! - [`live_events`]: live run events shared by every process through Redis pub/sub, with an
+//!   in-process fallback.
 //! - [`rate_limit`]: vendor rate limits shared through Redis, with an in-process fallback.
 //! - [`stripe`]: a small Stripe API client (Billing meter events) with a configurable base URL.
 //! - [`twilio`]: the check of Twilio's `X-Twilio-Signature` on callbacks (HMAC-SHA1).
@@ -17,6 +19,7 @@
 pub mod connections;
 pub mod error;
 pub mod http;
+pub mod live_events;
 pub mod rate_limit;
 pub mod stripe;
 pub mod twilio;

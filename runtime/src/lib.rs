@@ -13,6 +13,8 @@
 //!   and a PostgreSQL driver. The store is the only holder of a delay, a retry or a wait.
 //! - [`engine`]: starts runs from events and executes one claimed step at a time; [`engine::worker`]
 //!   runs it on apalis workers fed from the store.
+//! - [`events`]: live run events, published after each commit (in process, or shared through
+//!   Redis by `switchboard-integrations`); lossy by design, the store stays the truth.
 //! - [`ratelimit`]: vendor rate limits: a limited step reserves a slot and waits for it.
 //! - [`schedule`]: cron schedules (POSIX crontab, IANA timezones, DST, catch-up).
 //! - [`clock`]: time, injected so tests can move it.
@@ -23,6 +25,7 @@ pub mod clock;
 pub mod definition;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod expr;
 pub mod metering;
 pub mod ratelimit;

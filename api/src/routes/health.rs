@@ -44,9 +44,10 @@ async fn healthz() -> Json<Value> {
 /// not make it unready (Redis holds nothing that cannot be lost), but the answer says so.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let rate_limits = state.engine.rate_limit_status();
+    let live_events = state.engine.events().status();
     if state.engine.store().ping().await {
-        (StatusCode::OK, Json(json!({ "status": "ready", "database": "ok", "rate_limits": rate_limits })))
+        (StatusCode::OK, Json(json!({ "status": "ready", "database": "ok", "rate_limits": rate_limits, "live_events": live_events })))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not_ready", "database": "unreachable", "rate_limits": rate_limits })))
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not_ready", "database": "unreachable", "rate_limits": rate_limits, "live_events": live_events })))
     }
 }

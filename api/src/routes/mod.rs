@@ -6,6 +6,7 @@ pub mod connections;
 pub mod events;
 pub mod health;
 pub mod hooks;
+pub mod live;
 pub mod outbox;
 pub mod runs;
 pub mod templates;

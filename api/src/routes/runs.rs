@@ -120,7 +120,7 @@ pub(crate) async fn run_detail_json(state: &AppState, account_id: &str, id: &str
 }
 
 async fn cancel(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
-    match state.engine.store().cancel_run(&account.id, &id, state.engine.clock().now()).await? {
+    match state.engine.cancel_run(&account.id, &id).await? {
         None => Err(ApiError::not_found("run")),
         Some(false) => Err(ApiError::new(StatusCode::CONFLICT, "run_finished", "the run has already finished")),
         Some(true) => Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": id, "status": "cancelled" })))),

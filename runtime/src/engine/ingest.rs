@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::{Engine, new_id};
 use crate::definition::{StepKind, Target, Trigger};
+use crate::events::RunEvent;
 use crate::action::ActionError;
 use crate::store::{HookTarget, NewEvent, NewRun, NewUsage, QuotaCheck, Recorded, Resume, WorkflowRow};
 use crate::Result;
@@ -63,8 +64,26 @@ impl Engine {
         let answer = self.store.retry_run(account_id, run_id, now, Some((&charge, quota.as_ref()))).await?;
         if answer == Some(true) {
             self.notify();
+            self.publish_run(account_id, run_id, "run.retried", now).await;
         }
         Ok(answer)
+    }
+
+    /// Cancels a run (see [`crate::store::Store::cancel_run`]) and tells live listeners.
+    pub async fn cancel_run(&self, account_id: &str, run_id: &str) -> Result<Option<bool>> {
+        let now = self.clock.now();
+        let answer = self.store.cancel_run(account_id, run_id, now).await?;
+        if answer == Some(true) {
+            self.publish_run(account_id, run_id, "run.finished", now).await;
+        }
+        Ok(answer)
+    }
+
+    /// Publishes a run-level event with the run's status as committed.
+    async fn publish_run(&self, account_id: &str, run_id: &str, kind: &str, now: i64) {
+        if let Ok(Some(run)) = self.store.run_by_id(run_id).await {
+            self.events.publish(RunEvent::new(kind, account_id, run_id, &run.workflow_id, &run.status, now));
+        }
     }
 
     /// Starts a run of a workflow through the API, with `payload` as `event`.
@@ -195,17 +214,33 @@ impl Engine {
     /// waits to resume), else in a transaction of its own that checks for repeats.
     async fn record<T: serde::de::DeserializeOwned>(&self, event: NewEvent, runs: Vec<NewRun>, resumes: Vec<Resume>, answer: T) -> Result<T> {
         let quota = self.quota_check(&event.account_id, event.now).await?;
+        let created: Vec<(String, String)> = runs.iter().map(|r| (r.id.clone(), r.workflow_id.clone())).collect();
+        let (account_id, now) = (event.account_id.clone(), event.now);
         if event.dedupe_key.is_none() && resumes.is_empty() && quota.is_none() {
             self.batcher().record(event, runs).await?;
             self.notify();
+            self.publish_created(&account_id, created, false, now).await;
             return Ok(answer);
         }
         match self.store.record_event(&event, &runs, &resumes, quota.as_ref()).await? {
             Recorded::New => {
                 self.notify();
+                self.publish_created(&account_id, created, quota.is_some(), now).await;
                 Ok(answer)
             }
             Recorded::Repeat(first) => Ok(serde_json::from_str(&first)?),
+        }
+    }
+
+    /// Tells live listeners about committed runs. Under a quota a run may have been recorded
+    /// as refused (`failed`), so its status is read back rather than assumed.
+    async fn publish_created(&self, account_id: &str, runs: Vec<(String, String)>, read_status: bool, now: i64) {
+        for (run_id, workflow_id) in runs {
+            let status = match read_status {
+                true => self.store.run_by_id(&run_id).await.ok().flatten().map_or_else(|| "queued".to_string(), |r| r.status),
+                false => "queued".to_string(),
+            };
+            self.events.publish(RunEvent::new("run.created", account_id, &run_id, &workflow_id, &status, now));
         }
     }
 

@@ -26,6 +26,7 @@ pub use ingest::{EventAccepted, HookAccepted};
 use crate::action::ActionRegistry;
 use crate::clock::Clock;
 use crate::definition::{self, Problem, SharedWorkflow};
+use crate::events::{EventBus, LocalEventBus};
 use crate::expr::ExprEngine;
 use crate::metering::PriceList;
 use crate::ratelimit::{LocalRateLimiter, RateLimiter};
@@ -81,6 +82,8 @@ pub struct Engine {
     batcher: std::sync::OnceLock<batch::Batcher>,
     /// Vendor rate limits (in this process unless a shared limiter is set).
     limiter: Arc<dyn RateLimiter>,
+    /// Live run events (in this process unless a shared bus is set).
+    events: Arc<dyn EventBus>,
 }
 
 impl Engine {
@@ -97,6 +100,7 @@ impl Engine {
             wake: Notify::new(),
             batcher: std::sync::OnceLock::new(),
             limiter: Arc::new(LocalRateLimiter::new()),
+            events: Arc::new(LocalEventBus::new()),
         }
     }
 
@@ -109,6 +113,17 @@ impl Engine {
     pub fn with_rate_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
         self.limiter = limiter;
         self
+    }
+
+    /// Publishes live run events on `events` (e.g. a bus shared through Redis by every process).
+    pub fn with_events(mut self, events: Arc<dyn EventBus>) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// The live run events.
+    pub fn events(&self) -> &Arc<dyn EventBus> {
+        &self.events
     }
 
     /// The store.

@@ -8,6 +8,7 @@ use super::Engine;
 use super::ingest::resolve;
 use crate::action::{ActionContext, ActionError, Delivery, FailureClass};
 use crate::definition::{Delay, OnError, StepKind, Workflow};
+use crate::events::{RunEvent, StepEvent};
 use crate::expr::ScopeData;
 use crate::metering::{self, Usage};
 use crate::store::{Account, Claim, Completion, NewOutbox, NewUsage, NewWait, Next, QuotaSettle, Reservation, RunRow, StepRow};
@@ -651,6 +652,7 @@ async fn commit(
         tracing::info!(run_id = %claim.run_id, "stopping: the run was cancelled or another worker owns it now");
         return Ok(None);
     }
+    publish_completion(engine, &completion);
     state.run.status = run_status.to_string();
     state.run.started_at.get_or_insert(now);
     match next {
@@ -711,6 +713,17 @@ async fn finish_failed(
         outbox: None,
         now,
     };
-    engine.store.complete(&completion).await?;
+    if engine.store.complete(&completion).await? {
+        publish_completion(engine, &completion);
+    }
     Ok(())
+}
+
+/// Tells live listeners what a committed completion changed: the step, and the run's end.
+fn publish_completion(engine: &Engine, c: &Completion) {
+    let event = |kind: &str| RunEvent::new(kind, &c.account_id, &c.run_id, &c.workflow_id, &c.run_status, c.now);
+    engine.events.publish(RunEvent { step: Some(StepEvent::from_row(&c.step)), ..event("step.updated") });
+    if crate::store::FINAL_RUN_STATUSES.contains(&c.run_status.as_str()) {
+        engine.events.publish(event("run.finished"));
+    }
 }

@@ -8,6 +8,7 @@ mod api;
 mod billing_sync;
 mod crash;
 mod engine;
+mod live;
 mod messaging;
 mod quota;
 mod schedules;

@@ -45,7 +45,7 @@ async fn fake_twilio() -> MockServer {
 async fn app_with_twilio(db: TestDb, twilio: &MockServer, limiter: Option<Arc<dyn RateLimiter>>) -> TestApp {
     let mut config = actions_config();
     config.twilio_api_base = twilio.uri();
-    TestApp::build(db, EngineConfig::default(), config, limiter).await
+    TestApp::build(db, EngineConfig::default(), config, limiter, None).await
 }
 
 fn sms_workflow(connection: Option<&str>) -> Value {

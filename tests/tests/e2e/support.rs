@@ -13,6 +13,7 @@ use switchboard_integrations::connections::Vault;
 use switchboard_runtime::action::{Action, ActionContext, ActionError, ActionOutput, ActionRegistry, Delivery, Field, FieldType};
 use switchboard_runtime::clock::{Clock, ManualClock};
 use switchboard_runtime::engine::{Engine, EngineConfig};
+use switchboard_runtime::events::EventBus;
 use switchboard_runtime::metering::Usage;
 use switchboard_runtime::ratelimit::RateLimiter;
 use switchboard_runtime::store::{Store, StoreConfig, dialect};
@@ -274,12 +275,18 @@ impl TestApp {
 
     /// A test app whose engine has these settings (prices, lease, …).
     pub async fn with_config(db: TestDb, config: EngineConfig) -> Self {
-        Self::build(db, config, actions_config(), None).await
+        Self::build(db, config, actions_config(), None, None).await
     }
 
     /// A test app with these engine settings, action-module settings (vendor base URLs) and,
-    /// if given, a shared rate limiter (else the in-process one).
-    pub async fn build(db: TestDb, config: EngineConfig, actions_config: ActionsConfig, limiter: Option<Arc<dyn RateLimiter>>) -> Self {
+    /// if given, a shared rate limiter and live-event bus (else the in-process ones).
+    pub async fn build(
+        db: TestDb,
+        config: EngineConfig,
+        actions_config: ActionsConfig,
+        limiter: Option<Arc<dyn RateLimiter>>,
+        events: Option<Arc<dyn EventBus>>,
+    ) -> Self {
         let store = db.store().await;
         let clock = ManualClock::new(1_800_000_000_000);
         let flaky = Flaky::default();
@@ -290,6 +297,9 @@ impl TestApp {
         let mut engine = Engine::new(store, actions, Arc::new(clock.clone()), config);
         if let Some(limiter) = limiter {
             engine = engine.with_rate_limiter(limiter);
+        }
+        if let Some(events) = events {
+            engine = engine.with_events(events);
         }
         let engine = Arc::new(engine);
         let state = AppState::new(engine.clone(), vault, ADMIN, "http://sb.test");

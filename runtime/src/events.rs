@@ -1,0 +1,276 @@
+//! Live run events: what a dashboard watching runs is told as they change.
+//!
+//! Every committed state change of a run (accepted, a step ended or was rescheduled, the run
+//! finished, was cancelled or re-run) is published as a [`RunEvent`] *after* its transaction
+//! commits. Live events are a convenience, not a record: they may be lost (a process dies
+//! between commit and publish, Redis restarts, a slow listener falls behind), and the store
+//! stays the truth — a listener that reconnects reads the run again (`GET /v1/runs/{id}`, or the
+//! snapshot the run stream starts with).
+//!
+//! [`LocalEventBus`] delivers within this process (the embedded default: one process serves the
+//! API and runs the workers). Processes that share a database share events through Redis
+//! pub/sub (`switchboard_integrations::live_events`). Both deliver through a [`Hub`]: one
+//! broadcast channel per account with listeners in this process, so publishing for an account
+//! nobody watches costs a map lookup.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc};
+
+/// Events a listener may fall behind by before it is told it lagged.
+const CHANNEL_CAPACITY: usize = 1024;
+
+/// Step outputs larger than this (serialised) are left out of live events; the run's API has
+/// them.
+const MAX_LIVE_OUTPUT: usize = 8 * 1024;
+
+/// One change of a run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunEvent {
+    /// Unique, time-ordered (UUIDv7): the SSE `id`.
+    pub id: String,
+    /// `run.created`, `step.updated`, `run.finished` (succeeded, failed or cancelled) or
+    /// `run.retried`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The account the run belongs to.
+    pub account_id: String,
+    /// The run.
+    pub run_id: String,
+    /// Its workflow.
+    pub workflow_id: String,
+    /// The run's status after the change.
+    pub run_status: String,
+    /// The step that changed, for `step.updated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepEvent>,
+    /// When the change was committed (RFC 3339).
+    pub at: String,
+}
+
+/// A step's state in a [`RunEvent`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepEvent {
+    /// The step's id in the workflow.
+    pub id: String,
+    /// Its position in the run's timeline.
+    pub seq: i64,
+    /// `succeeded`, `failed`, `outcome_unknown`, `waiting` or `pending` (retry or rate limit).
+    pub status: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// When it is due again, for a waiting or pending step (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<String>,
+    /// Its output, when small (see the module docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// Its error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Value>,
+}
+
+impl RunEvent {
+    /// A new event of `kind` for a run, committed at `now` (ms).
+    pub fn new(kind: &str, account_id: &str, run_id: &str, workflow_id: &str, run_status: &str, now: i64) -> Self {
+        Self {
+            id: crate::engine::new_id(),
+            kind: kind.to_string(),
+            account_id: account_id.to_string(),
+            run_id: run_id.to_string(),
+            workflow_id: workflow_id.to_string(),
+            run_status: run_status.to_string(),
+            step: None,
+            at: crate::clock::to_rfc3339(now),
+        }
+    }
+
+    /// Whether this event ends its run's story (nothing follows it unless a person re-runs it).
+    pub fn is_final(&self) -> bool {
+        self.kind == "run.finished"
+    }
+}
+
+impl StepEvent {
+    /// From a step row as committed (its JSON columns as stored).
+    pub(crate) fn from_row(step: &crate::store::StepRow) -> Self {
+        let parse = |s: &Option<String>| s.as_deref().and_then(|s| serde_json::from_str(s).ok());
+        Self {
+            id: step.step_id.clone(),
+            seq: step.seq,
+            status: step.status.clone(),
+            attempts: step.attempts,
+            due_at: step.due_at.map(crate::clock::to_rfc3339),
+            output: step.output.as_ref().filter(|o| o.len() <= MAX_LIVE_OUTPUT).and_then(|o| serde_json::from_str(o).ok()),
+            error: parse(&step.error),
+        }
+    }
+}
+
+/// Where live events go and where listeners get them.
+pub trait EventBus: Send + Sync + std::fmt::Debug {
+    /// Publishes a committed change. Never blocks and never fails: an event that cannot be
+    /// delivered is dropped (see the module docs).
+    fn publish(&self, event: RunEvent);
+
+    /// Listens to an account's events (from every process sharing the bus).
+    fn subscribe(&self, account_id: &str) -> Subscription;
+
+    /// Where events travel, for readiness reports: `in_process`, `redis`, or
+    /// `in_process_fallback` while a shared backend is unreachable.
+    fn status(&self) -> &'static str {
+        "in_process"
+    }
+}
+
+/// A listener's end: the account's events, from when it subscribed.
+#[derive(Debug)]
+pub struct Subscription {
+    receiver: broadcast::Receiver<Arc<RunEvent>>,
+    hub: Arc<Hub>,
+    account_id: String,
+}
+
+impl Subscription {
+    /// The next event; `Err(Lagged(n))` when the listener fell `n` events behind (they are
+    /// gone), `Err(Closed)` never while the bus lives.
+    pub async fn recv(&mut self) -> Result<Arc<RunEvent>, broadcast::error::RecvError> {
+        self.receiver.recv().await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.leave(&self.account_id);
+    }
+}
+
+/// Which accounts a process listens to, and their channels. A shared bus learns through
+/// [`Hub::with_interest`] when an account gains its first or loses its last listener here, so
+/// it receives only the accounts someone in this process watches.
+#[derive(Debug, Default)]
+pub struct Hub {
+    accounts: Mutex<HashMap<String, broadcast::Sender<Arc<RunEvent>>>>,
+    interest: Option<mpsc::UnboundedSender<Interest>>,
+}
+
+/// A change in which accounts a process listens to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interest {
+    /// The account's first listener in this process arrived.
+    Watch(String),
+    /// Its last listener left.
+    Unwatch(String),
+}
+
+impl Hub {
+    /// A hub that tells `interest` when an account is first watched and last left.
+    pub fn with_interest(interest: mpsc::UnboundedSender<Interest>) -> Self {
+        Self { accounts: Mutex::default(), interest: Some(interest) }
+    }
+
+    /// A new listener for an account.
+    pub fn subscribe(self: &Arc<Self>, account_id: &str) -> Subscription {
+        let mut accounts = self.accounts.lock().expect("hub lock");
+        let receiver = match accounts.get(account_id) {
+            Some(sender) => sender.subscribe(),
+            None => {
+                let (sender, receiver) = broadcast::channel(CHANNEL_CAPACITY);
+                accounts.insert(account_id.to_string(), sender);
+                if let Some(tx) = &self.interest {
+                    let _ = tx.send(Interest::Watch(account_id.to_string()));
+                }
+                receiver
+            }
+        };
+        Subscription { receiver, hub: self.clone(), account_id: account_id.to_string() }
+    }
+
+    fn leave(&self, account_id: &str) {
+        let mut accounts = self.accounts.lock().expect("hub lock");
+        // The leaving receiver is still alive while this runs: it is the last one at 1.
+        if accounts.get(account_id).is_some_and(|s| s.receiver_count() <= 1) {
+            accounts.remove(account_id);
+            if let Some(tx) = &self.interest {
+                let _ = tx.send(Interest::Unwatch(account_id.to_string()));
+            }
+        }
+    }
+
+    /// Hands an event to this process's listeners of its account (if any).
+    pub fn deliver(&self, event: Arc<RunEvent>) {
+        if let Some(sender) = self.accounts.lock().expect("hub lock").get(&event.account_id) {
+            let _ = sender.send(event);
+        }
+    }
+
+    /// The accounts watched in this process (to subscribe again after a reconnect).
+    pub fn watched(&self) -> Vec<String> {
+        self.accounts.lock().expect("hub lock").keys().cloned().collect()
+    }
+}
+
+/// Live events within this process.
+#[derive(Debug, Default)]
+pub struct LocalEventBus {
+    hub: Arc<Hub>,
+}
+
+impl LocalEventBus {
+    /// A bus with no listeners yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl EventBus for LocalEventBus {
+    fn publish(&self, event: RunEvent) {
+        self.hub.deliver(Arc::new(event));
+    }
+
+    fn subscribe(&self, account_id: &str) -> Subscription {
+        self.hub.subscribe(account_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(account: &str, run: &str) -> RunEvent {
+        RunEvent::new("run.created", account, run, "w", "queued", 0)
+    }
+
+    #[tokio::test]
+    async fn listeners_get_their_accounts_events_only() {
+        let bus = LocalEventBus::new();
+        let mut a = bus.subscribe("a");
+        let mut b = bus.subscribe("b");
+        bus.publish(event("a", "r1"));
+        bus.publish(event("b", "r2"));
+        assert_eq!(a.recv().await.unwrap().run_id, "r1");
+        assert_eq!(b.recv().await.unwrap().run_id, "r2");
+        assert!(a.receiver.try_recv().is_err(), "a saw b's event");
+    }
+
+    #[test]
+    fn interest_follows_first_and_last_listener() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let hub = Arc::new(Hub::with_interest(tx));
+        let first = hub.subscribe("a");
+        let second = hub.subscribe("a");
+        assert_eq!(rx.try_recv().unwrap(), Interest::Watch("a".into()));
+        assert!(rx.try_recv().is_err(), "a second listener is not news");
+        drop(first);
+        assert!(rx.try_recv().is_err(), "one listener is left");
+        assert_eq!(hub.watched(), vec!["a".to_string()]);
+        drop(second);
+        assert_eq!(rx.try_recv().unwrap(), Interest::Unwatch("a".into()));
+        assert!(hub.watched().is_empty());
+        // Publishing for nobody is a no-op.
+        hub.deliver(Arc::new(event("a", "r")));
+    }
+}

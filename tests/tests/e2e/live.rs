@@ -1,0 +1,251 @@
+//! Live run events over Server-Sent Events: the run stream (snapshot, changes, end), the account
+//! stream (filters), isolation, shutdown, and events shared between processes through Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use switchboard_integrations::live_events::RedisEventBus;
+use switchboard_runtime::clock::ManualClock;
+use switchboard_runtime::engine::{Engine, EngineConfig};
+use switchboard_runtime::events::{EventBus, RunEvent};
+use tower::ServiceExt;
+
+use crate::support::{TestApp, TestDb, actions_config, redis_url};
+use crate::{on_both_backends, on_postgres};
+
+/// How long a test waits for the next event before failing.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// An open SSE response, read one event at a time.
+struct SseReader {
+    body: axum::body::BodyDataStream,
+    buffer: String,
+}
+
+impl SseReader {
+    async fn open(app: &TestApp, path: &str, key: &str) -> Result<Self, (StatusCode, Value)> {
+        let req = Request::get(path).header("authorization", format!("Bearer {key}")).body(Body::empty()).unwrap();
+        let res = switchboard_api::router(app.state.clone()).oneshot(req).await.unwrap();
+        let status = res.status();
+        if status != StatusCode::OK {
+            let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+            return Err((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)));
+        }
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        Ok(Self { body: res.into_body().into_data_stream(), buffer: String::new() })
+    }
+
+    /// The next event as `(type, data, id)`, or `None` when the stream ended.
+    async fn next(&mut self) -> Option<(String, Value, Option<String>)> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let (mut kind, mut data, mut id) = (String::from("message"), String::new(), None);
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        kind = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_string());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return Some((kind, serde_json::from_str(&data).unwrap(), id));
+            }
+            let chunk = tokio::time::timeout(PATIENCE, self.body.next()).await.expect("no event within the patience")?;
+            self.buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        }
+    }
+
+    /// The next event, which must exist.
+    async fn expect(&mut self) -> (String, Value) {
+        let (kind, data, _) = self.next().await.expect("the stream ended early");
+        (kind, data)
+    }
+}
+
+fn workflow(steps: Value) -> Value {
+    json!({ "name": "live", "trigger": { "manual": {} }, "steps": steps })
+}
+
+/// `(type, step id, step status, run status)` of a change event.
+fn change(event: &(String, Value)) -> (String, String, String, String) {
+    let (kind, data) = event;
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    (kind.clone(), s(&data["step"]["id"]), s(&data["step"]["status"]), s(&data["run_status"]))
+}
+
+fn c(kind: &str, step: &str, status: &str, run: &str) -> (String, String, String, String) {
+    (kind.into(), step.into(), status.into(), run.into())
+}
+
+async fn run_stream_follows_a_run_to_its_end(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let (_, key) = app.account("a").await;
+    let wf = app
+        .workflow(&key, &workflow(json!([
+            { "id": "hello", "action": "log", "input": { "message": "hi {{ event.name }}" } },
+            { "id": "wait", "delay": "1h" },
+            { "id": "bye", "action": "log", "input": { "message": "bye" } },
+        ])))
+        .await;
+    let run_id = app.start(&key, wf["id"].as_str().unwrap(), &json!({ "name": "Ada" })).await;
+    let mut stream = SseReader::open(&app, &format!("/v1/runs/{run_id}/events"), &key).await.unwrap();
+    let (kind, snapshot) = stream.expect().await;
+    assert_eq!(kind, "snapshot");
+    assert_eq!(snapshot["id"], run_id.as_str());
+    assert_eq!(snapshot["status"], "queued");
+
+    app.drain().await;
+    let first = stream.next().await.unwrap();
+    assert_eq!(change(&(first.0.clone(), first.1.clone())), c("step.updated", "hello", "succeeded", "running"));
+    assert_eq!(first.1["step"]["output"]["message"], "hi Ada", "small outputs travel with the event");
+    assert!(first.2.is_some_and(|id| !id.is_empty()), "every event has an SSE id");
+    let waiting = stream.expect().await;
+    assert_eq!(change(&waiting), c("step.updated", "wait", "waiting", "waiting"));
+    assert!(waiting.1["step"]["due_at"].is_string(), "{}", waiting.1);
+
+    app.advance(3_600_000).await;
+    assert_eq!(change(&stream.expect().await), c("step.updated", "wait", "succeeded", "running"));
+    assert_eq!(change(&stream.expect().await), c("step.updated", "bye", "succeeded", "succeeded"));
+    assert_eq!(change(&stream.expect().await), c("run.finished", "", "", "succeeded"));
+    assert!(stream.next().await.is_none(), "the run stream ends with the run");
+
+    // A finished run: its snapshot, then the end.
+    let mut again = SseReader::open(&app, &format!("/v1/runs/{run_id}/events"), &key).await.unwrap();
+    let (kind, snapshot) = again.expect().await;
+    assert_eq!((kind.as_str(), snapshot["status"].as_str()), ("snapshot", Some("succeeded")));
+    assert_eq!(snapshot["steps"].as_array().unwrap().len(), 3);
+    assert!(again.next().await.is_none());
+}
+
+async fn cancelling_ends_the_run_stream(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let (_, key) = app.account("a").await;
+    let wf = app.workflow(&key, &workflow(json!([{ "id": "wait", "delay": "1d" }, { "id": "bye", "action": "log", "input": { "message": "bye" } }]))).await;
+    let run_id = app.start(&key, wf["id"].as_str().unwrap(), &json!({})).await;
+    app.drain().await;
+    let mut stream = SseReader::open(&app, &format!("/v1/runs/{run_id}/events"), &key).await.unwrap();
+    assert_eq!(stream.expect().await.1["status"], "waiting");
+    let (status, _) = app.post_json(&format!("/v1/runs/{run_id}/cancel"), &key, &json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(change(&stream.expect().await), c("run.finished", "", "", "cancelled"));
+    assert!(stream.next().await.is_none());
+}
+
+async fn account_stream_filters_and_isolates(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let (_, key) = app.account("a").await;
+    let (_, other_key) = app.account("b").await;
+    let steps = json!([{ "id": "only", "action": "log", "input": { "message": "x" } }]);
+    let watched = app.workflow(&key, &workflow(steps.clone())).await;
+    let ignored = app.workflow(&key, &workflow(steps.clone())).await;
+    let foreign = app.workflow(&other_key, &workflow(steps)).await;
+    let watched_id = watched["id"].as_str().unwrap();
+
+    let mut all = SseReader::open(&app, "/v1/events/stream", &key).await.unwrap();
+    let mut filtered = SseReader::open(&app, &format!("/v1/events/stream?workflow_id={watched_id}"), &key).await.unwrap();
+    let foreign_run = app.start(&other_key, foreign["id"].as_str().unwrap(), &json!({})).await;
+    let ignored_run = app.start(&key, ignored["id"].as_str().unwrap(), &json!({})).await;
+    let watched_run = app.start(&key, watched_id, &json!({})).await;
+    app.drain().await;
+
+    // The account stream: both of its runs created, then executed; nothing of the other account.
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let (kind, data) = all.expect().await;
+        assert_ne!(data["run_id"], foreign_run.as_str(), "another account's event leaked");
+        seen.push((kind, data["run_id"].as_str().unwrap().to_string()));
+    }
+    for run in [&ignored_run, &watched_run] {
+        for kind in ["run.created", "step.updated", "run.finished"] {
+            assert!(seen.contains(&(kind.to_string(), run.to_string())), "missing {kind} of {run} in {seen:?}");
+        }
+    }
+    // The filtered stream: the watched workflow's run only.
+    for kind in ["run.created", "step.updated", "run.finished"] {
+        let (k, data) = filtered.expect().await;
+        assert_eq!((k.as_str(), data["run_id"].as_str().unwrap()), (kind, watched_run.as_str()));
+        assert_eq!(data["workflow_id"], watched_id);
+    }
+
+    // Another account's run, an unknown run, no key.
+    let (status, body) = SseReader::open(&app, &format!("/v1/runs/{foreign_run}/events"), &key).await.err().unwrap();
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    let (status, _) = SseReader::open(&app, "/v1/runs/nope/events", &key).await.err().unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = SseReader::open(&app, "/v1/events/stream", "sk_wrong").await.err().unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Stopping the process ends open streams (graceful shutdown must not wait on them).
+    app.state.shutdown.send_replace(true);
+    assert!(tokio::time::timeout(PATIENCE, all.next()).await.unwrap().is_none());
+    assert!(tokio::time::timeout(PATIENCE, filtered.next()).await.unwrap().is_none());
+}
+
+on_both_backends!(run_stream_follows_a_run_to_its_end, cancelling_ends_the_run_stream, account_stream_filters_and_isolates);
+
+/// Two "processes" on one PostgreSQL and one Redis: the API of one streams what the other's
+/// worker executes.
+async fn events_cross_processes_through_redis(db: TestDb) {
+    let Some(url) = redis_url().await else { return };
+    let api_bus: Arc<dyn EventBus> = Arc::new(RedisEventBus::start(&url).unwrap());
+    let app = TestApp::build(db, EngineConfig::default(), actions_config(), None, Some(api_bus.clone())).await;
+    let store = app._db.store().await;
+    let actions = switchboard_actions::registry(&actions_config()).unwrap();
+    let worker_bus = Arc::new(RedisEventBus::start(&url).unwrap());
+    let worker = Engine::new(store, actions, Arc::new(ManualClock::new(app.now())), EngineConfig::default()).with_events(worker_bus.clone());
+    let (account_id, key) = app.account("a").await;
+    let wf = app.workflow(&key, &workflow(json!([{ "id": "only", "action": "log", "input": { "message": "x" } }]))).await;
+    let mut stream = SseReader::open(&app, "/v1/events/stream", &key).await.unwrap();
+
+    // The subscription is made in the background: publish a probe until it comes through.
+    let probe = |n: u32| RunEvent::new("run.created", &account_id, &format!("probe-{n}"), "w", "queued", 0);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut n = 0;
+    // (The SSE stream hears the probes too; it is read below for the run's events only.)
+    let mut probe_stream = api_bus.subscribe(&account_id);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "the API process never heard the worker's events through Redis");
+        n += 1;
+        worker_bus.publish(probe(n));
+        if let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(200), probe_stream.recv()).await {
+            assert!(e.run_id.starts_with("probe-"));
+            break;
+        }
+    }
+    drop(probe_stream);
+    assert_eq!(api_bus.status(), "redis");
+
+    let run_id = app.start(&key, wf["id"].as_str().unwrap(), &json!({})).await;
+    worker.drain().await.unwrap();
+    let mut kinds = Vec::new();
+    while kinds.len() < 3 {
+        let (kind, data) = stream.expect().await;
+        if data["run_id"] == run_id.as_str() {
+            kinds.push(kind);
+        }
+    }
+    assert_eq!(kinds, ["run.created", "step.updated", "run.finished"], "the worker's events reached the API's listener in order");
+}
+
+on_postgres!(events_cross_processes_through_redis);
+
+/// With Redis unreachable, a process still delivers its own events to its own listeners, and
+/// says so.
+#[tokio::test]
+async fn without_redis_events_stay_in_process() {
+    let bus = RedisEventBus::start("redis://127.0.0.1:9").unwrap();
+    let mut listener = bus.subscribe("acct");
+    bus.publish(RunEvent::new("run.created", "acct", "r1", "w", "queued", 0));
+    let got = tokio::time::timeout(PATIENCE, listener.recv()).await.unwrap().unwrap();
+    assert_eq!(got.run_id, "r1");
+    assert_eq!(bus.status(), "in_process_fallback");
+}
