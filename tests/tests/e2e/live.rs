@@ -14,7 +14,7 @@ use switchboard_runtime::engine::{Engine, EngineConfig};
 use switchboard_runtime::events::{EventBus, RunEvent};
 use tower::ServiceExt;
 
-use crate::support::{TestApp, TestDb, actions_config, redis_url};
+use crate::support::{Proxy, TestApp, TestDb, actions_config, redis_url};
 use crate::{on_both_backends, on_postgres};
 
 /// How long a test waits for the next event before failing.
@@ -248,4 +248,77 @@ async fn without_redis_events_stay_in_process() {
     let got = tokio::time::timeout(PATIENCE, listener.recv()).await.unwrap().unwrap();
     assert_eq!(got.run_id, "r1");
     assert_eq!(bus.status(), "in_process_fallback");
+}
+
+/// Redis goes away and comes back: live events and rate limits fall back to this process
+/// (readiness says so), keep working, and are shared again once Redis answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_falls_back_and_recovers() {
+    use switchboard_integrations::rate_limit::RedisRateLimiter;
+    use switchboard_runtime::action::RateLimit;
+    use switchboard_runtime::ratelimit::RateLimiter;
+
+    let Some(url) = redis_url().await else { return };
+    let upstream = url.trim_start_matches("redis://").trim_end_matches('/').to_string();
+    let mut proxy = Proxy::start(&upstream).await;
+    let through_proxy = format!("redis://127.0.0.1:{}", proxy.port);
+    let bus = RedisEventBus::start(&through_proxy).unwrap();
+    let limiter = RedisRateLimiter::new(&through_proxy).unwrap();
+    let other = RedisEventBus::start(&url).unwrap();
+    let account = format!("acct-{}", uuid::Uuid::new_v4());
+    let mut listener = bus.subscribe(&account);
+    let limit = RateLimit { key: format!("outage:{}", uuid::Uuid::new_v4()), interval: Duration::from_secs(1) };
+    let event = |run: &str| RunEvent::new("run.created", &account, run, "w", "queued", 0);
+
+    // Shared: another process's events arrive.
+    let heard_from_other = async |listener: &mut switchboard_runtime::events::Subscription, tag: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(std::time::Instant::now() < deadline, "never heard the other process ({tag})");
+            other.publish(event(tag));
+            if let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(200), listener.recv()).await
+                && e.run_id == tag
+            {
+                return;
+            }
+        }
+    };
+    heard_from_other(&mut listener, "before").await;
+    assert_eq!(bus.status(), "redis");
+    limiter.acquire(&limit, "h1", 1_000).await;
+    assert_eq!(limiter.status(), "redis");
+
+    // Away: this process's own events still reach its listeners; limits hold in process.
+    proxy.stop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        bus.publish(event("during"));
+        let got = tokio::time::timeout(PATIENCE, listener.recv()).await.unwrap().unwrap();
+        if got.run_id == "during" && bus.status() == "in_process_fallback" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the outage was never noticed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(limiter.acquire(&limit, "h2", 10_000).await, 10_000);
+    assert_eq!(limiter.acquire(&limit, "h3", 10_000).await, 11_000, "still limited, in process");
+    assert_eq!(limiter.status(), "in_process_fallback");
+
+    // Back: shared again, without a restart.
+    proxy.resume().await;
+    heard_from_other(&mut listener, "after").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while bus.status() != "redis" {
+        assert!(std::time::Instant::now() < deadline, "live events never went back to Redis");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        limiter.acquire(&limit, &format!("h-{}", uuid::Uuid::new_v4()), 100_000).await;
+        if limiter.status() == "redis" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "rate limits never went back to Redis");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -384,3 +384,51 @@ impl TestApp {
 pub fn timeline(run: &Value) -> Vec<String> {
     run["steps"].as_array().unwrap().iter().map(|s| format!("{}:{}", s["id"].as_str().unwrap(), s["status"].as_str().unwrap())).collect()
 }
+
+/// A TCP proxy to a server (Redis) that can be taken away and brought back on the same port,
+/// to test outages: stopping it closes every connection through it and refuses new ones.
+pub struct Proxy {
+    pub port: u16,
+    upstream: String,
+    accepting: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// A proxy on a free local port to `upstream` (`host:port`).
+    pub async fn start(upstream: &str) -> Self {
+        let mut proxy = Proxy { port: 0, upstream: upstream.to_string(), accepting: None };
+        proxy.resume().await;
+        proxy
+    }
+
+    /// Closes every connection and stops listening.
+    pub fn stop(&mut self) {
+        if let Some(task) = self.accepting.take() {
+            task.abort(); // drops the JoinSet: every connection task is aborted with it
+        }
+    }
+
+    /// Listens again (on the same port).
+    pub async fn resume(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        self.port = listener.local_addr().unwrap().port();
+        let upstream = self.upstream.clone();
+        self.accepting = Some(tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                connections.spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        }));
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
