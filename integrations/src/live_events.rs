@@ -186,7 +186,9 @@ async fn subscribe_loop(client: redis::Client, mut interest: mpsc::UnboundedRece
                     tokio::select! {
                         change = interest.recv() => {
                             let result = match change {
-                                Some(Interest::Watch(account)) => sink.subscribe(channel(&account)).await,
+                                Some(Interest::Watch(account, confirm)) => sink.subscribe(channel(&account)).await.map(|()| {
+                                    confirm.send_replace(true);
+                                }),
                                 Some(Interest::Unwatch(account)) => sink.unsubscribe(channel(&account)).await,
                                 None => return, // the bus is gone
                             };

@@ -18,10 +18,13 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 /// Events a listener may fall behind by before it is told it lagged.
 const CHANNEL_CAPACITY: usize = 1024;
+
+/// The longest [`Subscription::ready`] waits for a shared bus to confirm a subscription.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Step outputs larger than this (serialised) are left out of live events; the run's API has
 /// them.
@@ -130,11 +133,19 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct Subscription {
     receiver: broadcast::Receiver<Arc<RunEvent>>,
+    subscribed: watch::Receiver<bool>,
     hub: Arc<Hub>,
     account_id: String,
 }
 
 impl Subscription {
+    /// Waits until events from other processes reach this subscription (a shared bus
+    /// subscribes in the background), for at most a second; at once in process, or when the
+    /// shared bus is away. Read state the listener must not miss changes to *after* this.
+    pub async fn ready(&mut self) {
+        let _ = tokio::time::timeout(READY_TIMEOUT, self.subscribed.wait_for(|s| *s)).await;
+    }
+
     /// The next event; `Err(Lagged(n))` when the listener fell `n` events behind (they are
     /// gone), `Err(Closed)` never while the bus lives.
     pub async fn recv(&mut self) -> Result<Arc<RunEvent>, broadcast::error::RecvError> {
@@ -153,15 +164,24 @@ impl Drop for Subscription {
 /// it receives only the accounts someone in this process watches.
 #[derive(Debug, Default)]
 pub struct Hub {
-    accounts: Mutex<HashMap<String, broadcast::Sender<Arc<RunEvent>>>>,
+    accounts: Mutex<HashMap<String, Channel>>,
     interest: Option<mpsc::UnboundedSender<Interest>>,
 }
 
+/// An account's channel in a process: its listeners, and whether the shared bus confirmed the
+/// subscription.
+#[derive(Debug)]
+struct Channel {
+    sender: broadcast::Sender<Arc<RunEvent>>,
+    subscribed: watch::Receiver<bool>,
+}
+
 /// A change in which accounts a process listens to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Interest {
-    /// The account's first listener in this process arrived.
-    Watch(String),
+    /// The account's first listener in this process arrived; send `true` once subscribed
+    /// (dropping the sender releases waiting listeners too).
+    Watch(String, watch::Sender<bool>),
     /// Its last listener left.
     Unwatch(String),
 }
@@ -175,24 +195,27 @@ impl Hub {
     /// A new listener for an account.
     pub fn subscribe(self: &Arc<Self>, account_id: &str) -> Subscription {
         let mut accounts = self.accounts.lock().expect("hub lock");
-        let receiver = match accounts.get(account_id) {
-            Some(sender) => sender.subscribe(),
-            None => {
-                let (sender, receiver) = broadcast::channel(CHANNEL_CAPACITY);
-                accounts.insert(account_id.to_string(), sender);
-                if let Some(tx) = &self.interest {
-                    let _ = tx.send(Interest::Watch(account_id.to_string()));
-                }
-                receiver
+        let channel = accounts.entry(account_id.to_string()).or_insert_with(|| {
+            let (sender, _) = broadcast::channel(CHANNEL_CAPACITY);
+            // In process there is nothing to wait for.
+            let (confirm, subscribed) = watch::channel(self.interest.is_none());
+            if let Some(tx) = &self.interest {
+                let _ = tx.send(Interest::Watch(account_id.to_string(), confirm));
             }
-        };
-        Subscription { receiver, hub: self.clone(), account_id: account_id.to_string() }
+            Channel { sender, subscribed }
+        });
+        Subscription {
+            receiver: channel.sender.subscribe(),
+            subscribed: channel.subscribed.clone(),
+            hub: self.clone(),
+            account_id: account_id.to_string(),
+        }
     }
 
     fn leave(&self, account_id: &str) {
         let mut accounts = self.accounts.lock().expect("hub lock");
         // The leaving receiver is still alive while this runs: it is the last one at 1.
-        if accounts.get(account_id).is_some_and(|s| s.receiver_count() <= 1) {
+        if accounts.get(account_id).is_some_and(|c| c.sender.receiver_count() <= 1) {
             accounts.remove(account_id);
             if let Some(tx) = &self.interest {
                 let _ = tx.send(Interest::Unwatch(account_id.to_string()));
@@ -202,8 +225,8 @@ impl Hub {
 
     /// Hands an event to this process's listeners of its account (if any).
     pub fn deliver(&self, event: Arc<RunEvent>) {
-        if let Some(sender) = self.accounts.lock().expect("hub lock").get(&event.account_id) {
-            let _ = sender.send(event);
+        if let Some(channel) = self.accounts.lock().expect("hub lock").get(&event.account_id) {
+            let _ = channel.sender.send(event);
         }
     }
 
@@ -256,19 +279,24 @@ mod tests {
         assert!(a.receiver.try_recv().is_err(), "a saw b's event");
     }
 
-    #[test]
-    fn interest_follows_first_and_last_listener() {
+    #[tokio::test]
+    async fn interest_follows_first_and_last_listener() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let hub = Arc::new(Hub::with_interest(tx));
-        let first = hub.subscribe("a");
-        let second = hub.subscribe("a");
-        assert_eq!(rx.try_recv().unwrap(), Interest::Watch("a".into()));
+        let mut first = hub.subscribe("a");
+        let mut second = hub.subscribe("a");
+        let Ok(Interest::Watch(account, confirm)) = rx.try_recv() else { panic!("no watch") };
+        assert_eq!(account, "a");
         assert!(rx.try_recv().is_err(), "a second listener is not news");
+        assert!(!*first.subscribed.borrow(), "not ready before the bus confirms");
+        confirm.send_replace(true);
+        first.ready().await;
+        second.ready().await;
         drop(first);
         assert!(rx.try_recv().is_err(), "one listener is left");
         assert_eq!(hub.watched(), vec!["a".to_string()]);
         drop(second);
-        assert_eq!(rx.try_recv().unwrap(), Interest::Unwatch("a".into()));
+        assert!(matches!(rx.try_recv(), Ok(Interest::Unwatch(a)) if a == "a"));
         assert!(hub.watched().is_empty());
         // Publishing for nobody is a no-op.
         hub.deliver(Arc::new(event("a", "r")));

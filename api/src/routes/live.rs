@@ -104,7 +104,8 @@ impl RunStream {
 async fn run_events(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<EventStream> {
     // Listen first, then read: a change committed in between is in the snapshot, or arrives
     // as an event after it (or both), but is never missed.
-    let subscription = state.engine.events().subscribe(&account.id);
+    let mut subscription = state.engine.events().subscribe(&account.id);
+    subscription.ready().await;
     let mut stream = RunStream { state: state.clone(), account_id: account.id, run_id: id, subscription, queued: None, done: false };
     stream.queued = Some(stream.snapshot().await?);
     Ok(respond(&state, futures::stream::unfold(stream, RunStream::next)))
@@ -122,7 +123,8 @@ async fn account_events(
     AccountAuth(account): AccountAuth,
     Query(filter): Query<StreamFilter>,
 ) -> ApiResult<EventStream> {
-    let subscription = state.engine.events().subscribe(&account.id);
+    let mut subscription = state.engine.events().subscribe(&account.id);
+    subscription.ready().await;
     let filter = Arc::new(filter);
     let stream = futures::stream::unfold(subscription, move |mut subscription| {
         let filter = filter.clone();

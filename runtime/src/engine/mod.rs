@@ -239,7 +239,9 @@ impl Engine {
 
     /// Executes a claimed step (and the steps after it that are due at once).
     pub async fn process(&self, token: &str, claim: Claim) -> Result<()> {
-        step::process(self, token, claim).await
+        use tracing::Instrument;
+        let span = tracing::info_span!("run", run_id = %claim.run_id);
+        step::process(self, token, claim).instrument(span).await
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use serde_json::{Map, Value, json};
 
 use super::Engine;
@@ -113,16 +115,21 @@ pub(super) async fn process(engine: &Engine, token: &str, mut claim: Claim) -> R
             let error = ActionError::permanent("invalid_state", format!("the run points at step {index}, which does not exist"));
             return finish_failed(engine, token, &mut state, &claim, "?", error, now).await;
         }
-        let outcome = if claim.step_seq > MAX_STEPS_PER_RUN {
-            Outcome::Failed {
-                error: ActionError::permanent("too_many_steps", format!("the run executed more than {MAX_STEPS_PER_RUN} steps")),
-                then: Err(()),
-                input: None,
-            }
-        } else {
-            execute(engine, token, &mut state, &workflow, &claim, now).await?
+        // Every log line of the step (and of the action it runs) carries the step's ids.
+        let span = tracing::info_span!("step", step_id = %workflow.steps[index].id, seq = claim.step_seq, attempt = claim.attempt + 1);
+        let step = async {
+            let outcome = if claim.step_seq > MAX_STEPS_PER_RUN {
+                Outcome::Failed {
+                    error: ActionError::permanent("too_many_steps", format!("the run executed more than {MAX_STEPS_PER_RUN} steps")),
+                    then: Err(()),
+                    input: None,
+                }
+            } else {
+                execute(engine, token, &mut state, &workflow, &claim, now).await?
+            };
+            commit(engine, token, &mut state, &workflow, &claim, outcome, now).await
         };
-        let Some(next_claim) = commit(engine, token, &mut state, &workflow, &claim, outcome, now).await? else {
+        let Some(next_claim) = step.instrument(span).await? else {
             return Ok(());
         };
         claim = next_claim;
@@ -652,7 +659,7 @@ async fn commit(
         tracing::info!(run_id = %claim.run_id, "stopping: the run was cancelled or another worker owns it now");
         return Ok(None);
     }
-    publish_completion(engine, &completion);
+    after_commit(engine, &completion);
     state.run.status = run_status.to_string();
     state.run.started_at.get_or_insert(now);
     match next {
@@ -714,13 +721,26 @@ async fn finish_failed(
         now,
     };
     if engine.store.complete(&completion).await? {
-        publish_completion(engine, &completion);
+        after_commit(engine, &completion);
     }
     Ok(())
 }
 
-/// Tells live listeners what a committed completion changed: the step, and the run's end.
-fn publish_completion(engine: &Engine, c: &Completion) {
+/// Logs a committed completion (inside the run's and step's spans) and tells live listeners
+/// what changed: the step, and the run's end.
+fn after_commit(engine: &Engine, c: &Completion) {
+    let error = || c.step.error.as_deref().and_then(|e| serde_json::from_str::<Value>(e).ok()).unwrap_or_default();
+    match c.step.status.as_str() {
+        "failed" | "outcome_unknown" => {
+            let e = error();
+            tracing::warn!(status = %c.step.status, code = %e["code"].as_str().unwrap_or_default(), message = %e["message"].as_str().unwrap_or_default(), run_status = %c.run_status, "step ended without success");
+        }
+        "pending" if c.step.error.is_some() => {
+            let e = error();
+            tracing::info!(code = %e["code"].as_str().unwrap_or_default(), due_at = c.step.due_at, "step will be retried");
+        }
+        status => tracing::debug!(%status, run_status = %c.run_status, "step committed"),
+    }
     let event = |kind: &str| RunEvent::new(kind, &c.account_id, &c.run_id, &c.workflow_id, &c.run_status, c.now);
     engine.events.publish(RunEvent { step: Some(StepEvent::from_row(&c.step)), ..event("step.updated") });
     if crate::store::FINAL_RUN_STATUSES.contains(&c.run_status.as_str()) {

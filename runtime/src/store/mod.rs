@@ -108,6 +108,18 @@ impl Store {
         self.dialect
     }
 
+    /// The database server's clock (ms since the Unix epoch) on PostgreSQL, which many processes
+    /// share; `None` on SQLite, whose only process's clock is the database's.
+    pub async fn database_now(&self) -> Result<Option<i64>> {
+        match self.dialect {
+            Dialect::Sqlite => Ok(None),
+            Dialect::Postgres => {
+                let sql = "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
+                Ok(Some(sqlx::query_scalar(sql).fetch_one(&self.reader).await?))
+            }
+        }
+    }
+
     /// True when the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.reader).await.is_ok()

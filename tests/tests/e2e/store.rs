@@ -269,3 +269,19 @@ on_both_backends!(
     a_repeated_dedupe_key_answers_the_first_answer,
     versions_are_kept_and_other_accounts_see_nothing,
 );
+
+/// Processes on PostgreSQL follow the database's clock: a process whose own clock is an hour
+/// behind still tells the database's time (so it never claims a delay early or a lease late).
+async fn processes_follow_the_database_clock(db: TestDb) {
+    use std::sync::Arc;
+    use switchboard_runtime::clock::{Clock, DatabaseClock, ManualClock};
+    let store = db.store().await;
+    let database = store.database_now().await.unwrap().expect("PostgreSQL has a clock");
+    let behind = ManualClock::new(database - 3_600_000);
+    let clock = DatabaseClock::follow(store.clone(), Arc::new(behind)).await.unwrap();
+    assert!((clock.offset() - 3_600_000).abs() < 1_000, "offset {} ms", clock.offset());
+    let now = store.database_now().await.unwrap().unwrap();
+    assert!((clock.now() - now).abs() < 1_000, "the clock says {} but the database {now}", clock.now());
+}
+
+on_postgres!(processes_follow_the_database_clock);
