@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::events::router())
         .merge(routes::hooks::router())
         .merge(routes::health::router())
+        .merge(crate::openapi::router())
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")

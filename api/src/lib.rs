@@ -10,6 +10,7 @@
 //! - [`templates`]: the template catalogue compiled from `templates/*.yaml`, and enabling one.
 //! - [`error`]: `ApiError`, the one error format (`{error: {code, message, details}}`).
 //! - [`auth`]: account API keys (stored hashed) and the admin token.
+//! - [`openapi`]: `GET /openapi.json`, the OpenAPI 3.1 document gathered from the routers.
 //! - [`cli`]: `serve`, `worker`, `migrate`, `bench`.
 //! - [`bench`]: the benchmark behind `switchboard bench`.
 //! - [`billing_sync`]: pushes new usage-ledger rows to Stripe Billing as meter events.
@@ -21,6 +22,7 @@ pub mod billing_sync;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod openapi;
 pub mod routes;
 pub mod templates;
 

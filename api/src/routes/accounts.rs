@@ -2,7 +2,6 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -11,28 +10,56 @@ use switchboard_runtime::definition::Problem;
 use switchboard_runtime::engine::new_id;
 use switchboard_runtime::metering;
 use switchboard_runtime::store::{Account, DayRange};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{Body, json_body};
 use crate::app::AppState;
 use crate::auth::{AccountAuth, AdminAuth, hash_key, random_secret};
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::{self as doc, built_once};
 
-/// `/v1/accounts`, `/v1/account`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/accounts", post(create))
-        .route("/v1/account", get(read))
-        .route("/v1/admin/accounts/{id}/plan", axum::routing::put(change_plan))
-        .route("/v1/admin/accounts/{id}/stripe_customer", axum::routing::put(set_stripe_customer))
+/// `/v1/accounts`, `/v1/account`, `/v1/admin/accounts/…`, documented.
+pub fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(read))
+        .routes(routes!(change_plan))
+        .routes(routes!(set_stripe_customer))
 }
 
-#[derive(Deserialize)]
+/// `/v1/accounts`, `/v1/account`, `/v1/admin/accounts/…`.
+pub fn router() -> Router<AppState> {
+    built_once!(documented)
+}
+
+/// `POST /v1/accounts`.
+#[derive(Deserialize, ToSchema)]
 struct NewAccount {
+    /// Not empty.
     name: String,
+    /// `trial` (default), `starter`, `professional` or `enterprise`.
     plan: Option<String>,
+    /// IANA timezone (default `UTC`): usage days and periods are local dates in it.
     timezone: Option<String>,
 }
 
+/// Creates an account; its API key is in the answer, once.
+#[utoipa::path(
+    post,
+    path = "/v1/accounts",
+    tag = "accounts",
+    operation_id = "create_account",
+    security(("admin_token" = [])),
+    request_body = NewAccount,
+    responses(
+        (status = 201, description = "The account and its API key", body = doc::AccountCreated),
+        (status = 422, description = "`invalid_account`, naming every problem (or `invalid_request`: missing or mistyped fields)", body = doc::ErrorBody),
+        doc::BodyErrors,
+        doc::Unauthorized,
+    ),
+)]
 async fn create(State(state): State<AppState>, _: AdminAuth, headers: HeaderMap, Body(body): Body) -> ApiResult<(StatusCode, Json<Value>)> {
     let req: NewAccount = json_body(&headers, &body)?;
     let plan = req.plan.unwrap_or_else(|| "trial".into());
@@ -59,13 +86,32 @@ async fn create(State(state): State<AppState>, _: AdminAuth, headers: HeaderMap,
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-#[derive(Deserialize)]
+/// `PUT /v1/admin/accounts/{id}/plan`.
+#[derive(Deserialize, ToSchema)]
 struct PlanChange {
+    /// `trial`, `starter`, `professional` or `enterprise`.
     plan: String,
 }
 
-/// Moves an account to another plan (admin). Quotas follow at once; a run that failed with
-/// `quota_exceeded` can then be retried.
+/// Moves an account to another plan.
+///
+/// Quotas follow at once; a run that failed with `quota_exceeded` can then be retried.
+#[utoipa::path(
+    put,
+    path = "/v1/admin/accounts/{id}/plan",
+    tag = "accounts",
+    operation_id = "change_plan",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The account")),
+    request_body = PlanChange,
+    responses(
+        (status = 200, description = "The account on its new plan", body = doc::Account),
+        (status = 404, description = "`not_found`: no such account", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_plan`: no such plan", body = doc::ErrorBody),
+        doc::BodyErrors,
+        doc::Unauthorized,
+    ),
+)]
 async fn change_plan(
     State(state): State<AppState>,
     _: AdminAuth,
@@ -87,13 +133,33 @@ async fn change_plan(
     Ok(Json(account_json(&account)))
 }
 
-#[derive(Deserialize)]
+/// `PUT /v1/admin/accounts/{id}/stripe_customer`.
+#[derive(Deserialize, ToSchema)]
 struct StripeCustomer {
+    /// `cus_…`, or `null` to unlink.
+    #[schema(required = true)]
     stripe_customer_id: Option<String>,
 }
 
-/// Links an account to its Stripe customer (admin): its ledger rows are then pushed to Stripe
-/// meter events by the sync. `null` unlinks it.
+/// Links an account to its Stripe customer.
+///
+/// Its ledger rows are then pushed to Stripe meter events by the sync. `null` unlinks it.
+#[utoipa::path(
+    put,
+    path = "/v1/admin/accounts/{id}/stripe_customer",
+    tag = "accounts",
+    operation_id = "set_stripe_customer",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The account")),
+    request_body = StripeCustomer,
+    responses(
+        (status = 200, description = "The link", body = doc::StripeCustomerLink),
+        (status = 404, description = "`not_found`: no such account", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: missing or mistyped fields", body = doc::ErrorBody),
+        doc::BodyErrors,
+        doc::Unauthorized,
+    ),
+)]
 async fn set_stripe_customer(
     State(state): State<AppState>,
     _: AdminAuth,
@@ -108,7 +174,20 @@ async fn set_stripe_customer(
     Ok(Json(json!({ "id": id, "stripe_customer_id": req.stripe_customer_id })))
 }
 
-/// The account with its plan and the current period's tokens (calendar month, account timezone).
+/// The account with its plan and the current period's tokens
+///
+/// The period is the calendar month in the account's timezone.
+#[utoipa::path(
+    get,
+    path = "/v1/account",
+    tag = "accounts",
+    operation_id = "read_account",
+    security(("account_key" = [])),
+    responses(
+        (status = 200, description = "The account", body = doc::AccountDetail),
+        doc::Unauthorized,
+    ),
+)]
 async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth) -> ApiResult<Json<Value>> {
     let (from, to) = metering::month_of(state.engine.clock().now(), &account.timezone);
     let days = DayRange { from: Some(from.clone()), to: Some(to.clone()) };

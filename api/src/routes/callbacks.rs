@@ -9,22 +9,56 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use axum::Router;
 use secrecy::ExposeSecret;
 use serde_json::json;
 use switchboard_integrations::connections::TwilioCredentials;
 use switchboard_integrations::twilio::signature_is_valid;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::Body;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::{self as doc, built_once};
+
+/// `/callbacks/…`, documented.
+pub fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(twilio_sms_status))
+}
 
 /// `/callbacks/…`.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/callbacks/twilio/{connection}/sms", post(twilio_sms_status))
+    built_once!(documented)
 }
 
+/// Twilio's message status callback
+///
+/// The `StatusCallback` every `sms.send` asks for. Trusted only when `X-Twilio-Signature`
+/// verifies with the auth token of the connection in the URL; a verified status becomes the app
+/// event `sms.status` (`{message_sid, status, to, from, error_code, connection}`) in the
+/// connection's account, once per message and status.
+#[utoipa::path(
+    post,
+    path = "/callbacks/twilio/{connection}/sms",
+    tag = "callbacks",
+    operation_id = "twilio_sms_status",
+    params(
+        ("connection" = String, Path, description = "The Twilio connection's id"),
+        ("X-Twilio-Signature" = String, Header, description = "Twilio's signature of the URL and the form parameters"),
+    ),
+    request_body(
+        content_type = "application/x-www-form-urlencoded",
+        content = Object,
+        description = "Twilio's form: `MessageSid` and `MessageStatus` are required; `To`, `From`, `ErrorCode` are read when present",
+    ),
+    responses(
+        (status = 204, description = "Recorded (or a repeat of a recorded status)"),
+        (status = 400, description = "`bad_request`: a malformed form, or no `MessageSid`/`MessageStatus`", body = doc::ErrorBody),
+        (status = 403, description = "`invalid_signature`: `X-Twilio-Signature` does not match", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such live Twilio connection", body = doc::ErrorBody),
+    ),
+)]
 async fn twilio_sms_status(
     State(state): State<AppState>,
     Path(connection): Path<String>,

@@ -4,7 +4,6 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -13,27 +12,41 @@ use switchboard_runtime::clock::to_rfc3339;
 use switchboard_runtime::definition::Problem;
 use switchboard_runtime::engine::new_id;
 use switchboard_runtime::store::ConnectionRow;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{Body, PageQuery, Query, json_body};
 use crate::app::AppState;
 use crate::auth::AccountAuth;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::{self as doc, built_once};
+
+/// `/v1/connections…`, documented.
+pub fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(read, remove))
+}
 
 /// `/v1/connections…`.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/connections", get(list).post(create))
-        .route("/v1/connections/{id}", get(read).delete(remove))
+    built_once!(documented)
 }
 
-/// `POST /v1/connections`. Deliberately no `Debug`: it holds credentials.
-#[derive(Deserialize)]
+/// A new connection (`POST /v1/connections`).
+// Deliberately no `Debug`: it holds credentials.
+#[derive(Deserialize, ToSchema)]
 struct NewConnection {
+    /// `twilio`, `smtp`, `slack`, `crm`, … (the 422 lists them).
     provider: String,
+    /// Unique in the account; 1 to 100 printable characters.
     name: String,
+    /// Sends go to the outbox instead of the vendor; needs no credentials.
     #[serde(default)]
     sandbox: bool,
+    /// The provider's credentials (e.g. Twilio `{account_sid, auth_token}`), checked against its
+    /// shape and sealed; required unless `sandbox`. Never returned.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     credentials: Option<Value>,
 }
 
@@ -52,6 +65,24 @@ fn problem(path: &str, message: impl Into<String>) -> Problem {
     Problem { path: path.to_string(), message: message.into() }
 }
 
+/// Creates a connection
+///
+/// The credentials are sealed before they are stored and are never returned, logged or shown.
+#[utoipa::path(
+    post,
+    path = "/v1/connections",
+    tag = "connections",
+    operation_id = "create_connection",
+    security(("account_key" = [])),
+    request_body = NewConnection,
+    responses(
+        (status = 201, description = "The connection (without its credentials)", body = doc::Connection),
+        (status = 409, description = "`connection_exists`: the account has a connection of that name", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_connection`, naming every problem (or `invalid_request`)", body = doc::ErrorBody),
+        doc::BodyErrors,
+        doc::Unauthorized,
+    ),
+)]
 async fn create(
     State(state): State<AppState>,
     AccountAuth(account): AccountAuth,
@@ -106,17 +137,58 @@ async fn create(
     Ok((StatusCode::CREATED, Json(connection_json(&row))))
 }
 
+/// The account's connections
+#[utoipa::path(
+    get,
+    path = "/v1/connections",
+    tag = "connections",
+    operation_id = "list_connections",
+    security(("account_key" = [])),
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of connections", body = doc::ConnectionList),
+        doc::Unauthorized,
+    ),
+)]
 async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<PageQuery>) -> ApiResult<Json<Value>> {
     let page = state.engine.store().list_connections(&account.id, q.cursor.as_deref(), q.limit()).await?;
     let items: Vec<Value> = page.items.iter().map(connection_json).collect();
     Ok(Json(json!({ "connections": items, "next_cursor": page.next_cursor })))
 }
 
+/// One connection
+#[utoipa::path(
+    get,
+    path = "/v1/connections/{id}",
+    tag = "connections",
+    operation_id = "read_connection",
+    security(("account_key" = [])),
+    params(("id" = String, Path, description = "The connection")),
+    responses(
+        (status = 200, description = "The connection", body = doc::Connection),
+        (status = 404, description = "`not_found`: no such connection in this account", body = doc::ErrorBody),
+        doc::Unauthorized,
+    ),
+)]
 async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let row = state.engine.store().connection(&account.id, &id).await?.ok_or_else(|| ApiError::not_found("connection"))?;
     Ok(Json(connection_json(&row)))
 }
 
+/// Deletes a connection
+#[utoipa::path(
+    delete,
+    path = "/v1/connections/{id}",
+    tag = "connections",
+    operation_id = "delete_connection",
+    security(("account_key" = [])),
+    params(("id" = String, Path, description = "The connection")),
+    responses(
+        (status = 200, description = "Deleted", body = doc::Deleted),
+        (status = 404, description = "`not_found`: no such connection in this account", body = doc::ErrorBody),
+        doc::Unauthorized,
+    ),
+)]
 async fn remove(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     if state.engine.store().delete_connection(&account.id, &id).await? {
         Ok(Json(json!({ "id": id, "deleted": true })))

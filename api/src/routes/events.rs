@@ -2,31 +2,61 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_runtime::definition::Problem;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{Body, json_body};
 use crate::app::AppState;
 use crate::auth::AccountAuth;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::{self as doc, built_once};
+
+/// `/v1/events`, documented.
+pub fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(accept))
+}
 
 /// `/v1/events`.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/events", post(accept))
+    built_once!(documented)
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/events`.
+#[derive(Deserialize, ToSchema)]
 struct NewEvent {
+    /// What happened, e.g. `lead.created`: workflows with `trigger: {event: <type>}` start.
     #[serde(rename = "type")]
     event_type: String,
+    /// The event's data, as `event` in expressions (default `{}`).
     #[serde(default)]
     data: Value,
+    /// The sender's id for it: the same `id` again answers the first answer and starts nothing.
     id: Option<String>,
 }
 
+/// Records an app event
+///
+/// Starts every enabled workflow of the account whose trigger matches (and resumes runs waiting
+/// for it). 202 only once the event and its runs are committed.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    operation_id = "create_event",
+    security(("account_key" = [])),
+    request_body = NewEvent,
+    responses(
+        (status = 202, description = "Accepted (or the first answer to this `id`)", body = doc::EventAccepted),
+        (status = 422, description = "`invalid_event`: an empty `type` (or `invalid_request`)", body = doc::ErrorBody),
+        doc::BodyErrors,
+        doc::Unauthorized,
+    ),
+)]
 async fn accept(
     State(state): State<AppState>,
     AccountAuth(account): AccountAuth,

@@ -2,15 +2,22 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
+use crate::openapi::{self as doc, built_once};
 
-/// `/healthz`, `/readyz`.
+/// `/healthz`, `/readyz`, `/metrics`, documented.
+pub fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(metrics_text))
+}
+
+/// `/healthz`, `/readyz`, `/metrics`.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics_text))
+    built_once!(documented)
 }
 
 /// The process's Prometheus recorder, installed on first use (one per process).
@@ -26,8 +33,20 @@ pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
     })
 }
 
-/// `GET /metrics`: step counts, durations, retries and failures by code, webhook outcomes, and
-/// the queue's depth and due-but-unclaimed rows (read at scrape time).
+/// Prometheus metrics
+///
+/// Step counts, durations, retries and failures by code, webhook outcomes, and the queue's depth
+/// and due-but-unclaimed rows (read at scrape time). No token: expose it to monitoring only.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 500, description = "`internal`: the queue could not be read", body = doc::ErrorBody),
+    ),
+)]
 async fn metrics_text(State(state): State<AppState>) -> Result<([(axum::http::HeaderName, &'static str); 1], String), crate::error::ApiError> {
     let store = state.engine.store();
     let handle = prometheus();
@@ -36,12 +55,32 @@ async fn metrics_text(State(state): State<AppState>) -> Result<([(axum::http::He
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()))
 }
 
+/// Liveness: the process answers
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "healthz",
+    responses((status = 200, description = "Alive", body = doc::Health)),
+)]
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when the database answers. Rate limits falling back from Redis to this process do
-/// not make it unready (Redis holds nothing that cannot be lost), but the answer says so.
+/// Readiness: the database answers
+///
+/// Rate limits falling back from Redis to this process do not make it unready (Redis holds
+/// nothing that cannot be lost), but the answer says so.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready", body = doc::Readiness),
+        (status = 503, description = "The database is unreachable (`status: not_ready`)", body = doc::Readiness),
+    ),
+)]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let rate_limits = state.engine.rate_limit_status();
     let live_events = state.engine.events().status();

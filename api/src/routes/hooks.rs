@@ -4,20 +4,27 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use axum::{Json, Router};
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 use switchboard_runtime::definition::Trigger;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{Body, media_type};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::{self as doc, built_once};
+
+/// `/hooks/{token}`, documented.
+pub fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(accept))
+}
 
 /// `/hooks/{token}`.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/hooks/{token}", post(accept))
+    built_once!(documented)
 }
 
 /// Checks `X-Signature-256` against the body with the trigger's secret (constant time).
@@ -51,6 +58,37 @@ fn payload(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     }
 }
 
+/// A workflow's webhook
+///
+/// No bearer: the token in the URL is the secret. The body becomes the event (`event` in
+/// expressions): a JSON value, or a form as an object of strings; an empty body is `{}`.
+/// 202 only after the event and its run are committed.
+#[utoipa::path(
+    post,
+    path = "/hooks/{token}",
+    tag = "hooks",
+    operation_id = "post_webhook",
+    params(
+        ("token" = String, Path, description = "The webhook token, from the workflow's `webhook_url`"),
+        ("X-Signature-256" = Option<String>, Header, description = "`sha256=<hex HMAC-SHA256 of the body>` with the trigger's `secret`; required when the trigger has one"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A repeat within 24 h answers the first answer and starts nothing"),
+    ),
+    request_body(
+        description = "The event: any JSON, or a form",
+        content((Value = "application/json"), (Object = "application/x-www-form-urlencoded")),
+    ),
+    responses(
+        (status = 202, description = "Accepted: the event and the run it started (or the first answer to this `Idempotency-Key`)", body = doc::HookAccepted),
+        (status = 400, description = "`bad_request`: malformed JSON or form", body = doc::ErrorBody),
+        (status = 401, description = "`invalid_signature`: missing or wrong `X-Signature-256`", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no webhook with this token", body = doc::ErrorBody),
+        (status = 409, description = "`workflow_disabled`", body = doc::ErrorBody),
+        (status = 413, description = "`payload_too_large`: over 1 MiB", body = doc::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: neither JSON nor a form", body = doc::ErrorBody),
+        (status = 429, description = "`rate_limited`: too many requests to this webhook", body = doc::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ),
+)]
 async fn accept(
     State(state): State<AppState>,
     Path(token): Path<String>,

@@ -2,25 +2,29 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_runtime::clock::to_rfc3339;
 use switchboard_runtime::store::{FINAL_RUN_STATUSES, RunFilter, RunRow, StepRow, UsageRow};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::Query;
 use crate::app::AppState;
 use crate::auth::AccountAuth;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::{self as doc, built_once};
+
+/// `/v1/runs…`, documented.
+pub fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(read)).routes(routes!(cancel)).routes(routes!(retry))
+}
 
 /// `/v1/runs…`.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/runs", get(list))
-        .route("/v1/runs/{id}", get(read))
-        .route("/v1/runs/{id}/cancel", post(cancel))
-        .route("/v1/runs/{id}/retry", post(retry))
+    built_once!(documented)
 }
 
 fn parse(s: &Option<String>) -> Value {
@@ -76,14 +80,33 @@ fn step_json(s: &StepRow, usage: &[UsageRow]) -> Value {
     out
 }
 
-#[derive(Deserialize)]
+/// `?workflow_id=&status=&cursor=&limit=`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RunQuery {
+    /// Only this workflow's runs.
     workflow_id: Option<String>,
+    /// Only runs in this status (`queued`, `running`, `waiting`, `succeeded`, `failed`, `cancelled`).
     status: Option<String>,
+    /// Where the previous page ended.
     cursor: Option<String>,
+    /// Items a page (default 50, at most 200).
     limit: Option<i64>,
 }
 
+/// The account's runs, newest first
+#[utoipa::path(
+    get,
+    path = "/v1/runs",
+    tag = "runs",
+    operation_id = "list_runs",
+    security(("account_key" = [])),
+    params(RunQuery),
+    responses(
+        (status = 200, description = "A page of runs (without steps)", body = doc::RunList),
+        doc::Unauthorized,
+    ),
+)]
 async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<RunQuery>) -> ApiResult<Json<Value>> {
     let filter = RunFilter {
         workflow_id: q.workflow_id,
@@ -96,6 +119,22 @@ async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, 
     Ok(Json(json!({ "runs": runs, "next_cursor": page.next_cursor })))
 }
 
+/// One run with its step timeline
+///
+/// Each step's status, attempts, times, input, output, error and usage.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}",
+    tag = "runs",
+    operation_id = "read_run",
+    security(("account_key" = [])),
+    params(("id" = String, Path, description = "The run")),
+    responses(
+        (status = 200, description = "The run", body = doc::RunDetail),
+        (status = 404, description = "`not_found`: no such run in this account", body = doc::ErrorBody),
+        doc::Unauthorized,
+    ),
+)]
 async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     Ok(Json(run_detail_json(&state, &account.id, &id).await?))
 }
@@ -119,6 +158,21 @@ pub(crate) async fn run_detail_json(state: &AppState, account_id: &str, id: &str
     Ok(out)
 }
 
+/// Cancels a run
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/cancel",
+    tag = "runs",
+    operation_id = "cancel_run",
+    security(("account_key" = [])),
+    params(("id" = String, Path, description = "The run")),
+    responses(
+        (status = 202, description = "Cancelled (`status: cancelled`)", body = doc::RunChange),
+        (status = 404, description = "`not_found`: no such run in this account", body = doc::ErrorBody),
+        (status = 409, description = "`run_finished`: the run has already finished", body = doc::ErrorBody),
+        doc::Unauthorized,
+    ),
+)]
 async fn cancel(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
     match state.engine.cancel_run(&account.id, &id).await? {
         None => Err(ApiError::not_found("run")),
@@ -127,6 +181,21 @@ async fn cancel(State(state): State<AppState>, AccountAuth(account): AccountAuth
     }
 }
 
+/// Re-runs a failed run from its failed (or unknown-outcome) step
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/retry",
+    tag = "runs",
+    operation_id = "retry_run",
+    security(("account_key" = [])),
+    params(("id" = String, Path, description = "The run")),
+    responses(
+        (status = 202, description = "Queued again (`status: queued`)", body = doc::RunChange),
+        (status = 404, description = "`not_found`: no such run in this account", body = doc::ErrorBody),
+        (status = 409, description = "`run_not_failed`: only a failed run can be retried; or `quota_exceeded`: the plan's tokens are used up", body = doc::ErrorBody),
+        doc::Unauthorized,
+    ),
+)]
 async fn retry(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
     match state.engine.retry_run(&account.id, &id).await {
         Ok(None) => Err(ApiError::not_found("run")),

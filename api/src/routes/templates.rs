@@ -6,27 +6,44 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use switchboard_runtime::definition::Problem;
 use switchboard_runtime::engine::ConnectionChoice;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{Body, json_body_or_default};
 use crate::app::AppState;
 use crate::auth::AccountAuth;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::{self as doc, built_once};
 use crate::templates::{CATALOGUE, Template};
+
+/// `/v1/templates…`, documented.
+pub fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(read)).routes(routes!(enable))
+}
 
 /// `/v1/templates…`.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/templates", get(list))
-        .route("/v1/templates/{slug}", get(read))
-        .route("/v1/templates/{slug}/enable", post(enable))
+    built_once!(documented)
 }
 
+/// The template catalogue
+#[utoipa::path(
+    get,
+    path = "/v1/templates",
+    tag = "templates",
+    operation_id = "list_templates",
+    security(("account_key" = [])),
+    responses(
+        (status = 200, description = "Every template: its trigger, its form and the providers it needs", body = doc::TemplateList),
+        doc::Unauthorized,
+    ),
+)]
 async fn list(AccountAuth(_): AccountAuth) -> Json<Value> {
     Json(json!({ "templates": CATALOGUE.iter().map(Template::summary).collect::<Vec<_>>() }))
 }
@@ -35,6 +52,20 @@ fn find(slug: &str) -> ApiResult<&'static Template> {
     Template::find(slug).ok_or_else(|| ApiError::not_found("template"))
 }
 
+/// One template, with the workflow it makes
+#[utoipa::path(
+    get,
+    path = "/v1/templates/{slug}",
+    tag = "templates",
+    operation_id = "read_template",
+    security(("account_key" = [])),
+    params(("slug" = String, Path, description = "The template")),
+    responses(
+        (status = 200, description = "The template", body = doc::TemplateDetail),
+        (status = 404, description = "`not_found`: no such template", body = doc::ErrorBody),
+        doc::Unauthorized,
+    ),
+)]
 async fn read(AccountAuth(_): AccountAuth, Path(slug): Path<String>) -> ApiResult<Json<Value>> {
     let template = find(&slug)?;
     let mut out = template.summary();
@@ -42,14 +73,40 @@ async fn read(AccountAuth(_): AccountAuth, Path(slug): Path<String>) -> ApiResul
     Ok(Json(out))
 }
 
-#[derive(Default, Deserialize)]
-struct Enable {
+/// `POST /v1/templates/{slug}/enable`; an empty body enables with every default.
+#[derive(Default, Deserialize, ToSchema)]
+#[schema(as = EnableTemplate)]
+pub(crate) struct Enable {
+    /// Values of the template's parameters, by name.
     #[serde(default)]
+    #[schema(value_type = Object)]
     params: Map<String, Value>,
+    /// Provider → the name of the account's connection to send through; needed only when the
+    /// account has several of that provider.
     #[serde(default)]
     connections: BTreeMap<String, String>,
 }
 
+/// Enables a template: the account gets its own workflow
+///
+/// The workflow is an ordinary one: later template changes do not touch it.
+#[utoipa::path(
+    post,
+    path = "/v1/templates/{slug}/enable",
+    tag = "templates",
+    operation_id = "enable_template",
+    security(("account_key" = [])),
+    params(("slug" = String, Path, description = "The template")),
+    // A `ref` keeps the body optional without making it nullable (JSON `null` is a 422).
+    request_body(content = ref("#/components/schemas/EnableTemplate"), description = "Optional: an empty body takes every default"),
+    responses(
+        (status = 201, description = "The new workflow", body = doc::Workflow),
+        (status = 404, description = "`not_found`: no such template", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_template_params`, naming every bad or missing parameter and connection (or `invalid_request`)", body = doc::ErrorBody),
+        doc::BodyErrors,
+        doc::Unauthorized,
+    ),
+)]
 async fn enable(
     State(state): State<AppState>,
     AccountAuth(account): AccountAuth,

@@ -6,30 +6,36 @@ use axum::body::Body as ResponseBody;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_runtime::clock::to_rfc3339;
 use switchboard_runtime::store::{DayRange, UsageGroup, UsageRow};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::Query;
 use crate::app::AppState;
 use crate::auth::{AccountAuth, AdminAuth};
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::{self as doc, built_once};
 
 /// Rows a CSV export reads per query.
 const EXPORT_PAGE: i64 = 5_000;
 
-/// `/v1/usage…`, `/v1/admin/usage`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/usage", get(totals))
-        .route("/v1/usage/events", get(events))
-        .route("/v1/usage/export.csv", get(export))
-        .route("/v1/admin/usage", get(admin))
+/// `/v1/usage…`, `/v1/admin/usage`, documented.
+pub fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(totals)).routes(routes!(events)).routes(routes!(export)).routes(routes!(admin))
 }
 
+/// `/v1/usage…`, `/v1/admin/usage`.
+pub fn router() -> Router<AppState> {
+    built_once!(documented)
+}
+
+/// `?from=&to=` (and `group_by=` for totals). Documented as tuples on each operation, since only
+/// totals reads `group_by`.
 #[derive(Deserialize)]
 struct RangeQuery {
     from: Option<String>,
@@ -60,6 +66,26 @@ pub(crate) fn ledger_json(u: &UsageRow) -> Value {
     })
 }
 
+/// The account's usage, aggregated
+///
+/// Over all time unless `from`/`to` (local dates in the account's timezone) narrow it.
+#[utoipa::path(
+    get,
+    path = "/v1/usage",
+    tag = "usage",
+    operation_id = "usage_totals",
+    security(("account_key" = [])),
+    params(
+        ("from" = Option<String>, Query, format = Date, description = "First local day (`YYYY-MM-DD`), inclusive"),
+        ("to" = Option<String>, Query, format = Date, description = "Local day (`YYYY-MM-DD`) to stop before, exclusive"),
+        ("group_by" = Option<String>, Query, description = "`unit` (default), `day` or `workflow`"),
+    ),
+    responses(
+        (status = 200, description = "One row per group", body = doc::UsageTotals),
+        (status = 400, description = "`bad_request`: a date that does not parse, or an unknown `group_by`", body = doc::ErrorBody),
+        doc::Unauthorized,
+    ),
+)]
 async fn totals(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<RangeQuery>) -> ApiResult<Json<Value>> {
     let group = match q.group_by.as_deref() {
         None | Some("unit") => UsageGroup::Unit,
@@ -76,13 +102,31 @@ async fn totals(State(state): State<AppState>, AccountAuth(account): AccountAuth
     Ok(Json(json!({ "rows": rows })))
 }
 
-#[derive(Deserialize)]
+/// `?after=&limit=`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
+    /// Rows with a `seq` above this (default 0: from the start).
     after: Option<i64>,
+    /// Rows a page (default 100, at most 1000).
     limit: Option<i64>,
 }
 
-/// The raw ledger after `after`, by `seq`: a billing job stores `next_after` and asks again.
+/// The raw ledger, by `seq`
+///
+/// A billing job stores `next_after` and asks again: every row comes exactly once.
+#[utoipa::path(
+    get,
+    path = "/v1/usage/events",
+    tag = "usage",
+    operation_id = "usage_events",
+    security(("account_key" = [])),
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "A page of ledger rows", body = doc::LedgerPage),
+        doc::Unauthorized,
+    ),
+)]
 async fn events(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<EventsQuery>) -> ApiResult<Json<Value>> {
     let after = q.after.unwrap_or(0).max(0);
     let limit = q.limit.unwrap_or(100).clamp(1, 1_000);
@@ -91,7 +135,27 @@ async fn events(State(state): State<AppState>, AccountAuth(account): AccountAuth
     Ok(Json(json!({ "events": rows.iter().map(ledger_json).collect::<Vec<_>>(), "next_after": next_after })))
 }
 
-/// Every ledger row of the account in the range, as CSV, streamed page by page.
+/// The account's ledger rows as CSV
+///
+/// One line per ledger row after a header line
+/// (`seq,id,account_id,workflow_id,run_id,step_id,unit,quantity,tokens_milli,cost_micros,created_at,day`),
+/// streamed page by page.
+#[utoipa::path(
+    get,
+    path = "/v1/usage/export.csv",
+    tag = "usage",
+    operation_id = "usage_export_csv",
+    security(("account_key" = [])),
+    params(
+        ("from" = Option<String>, Query, format = Date, description = "First local day (`YYYY-MM-DD`), inclusive"),
+        ("to" = Option<String>, Query, format = Date, description = "Local day (`YYYY-MM-DD`) to stop before, exclusive"),
+    ),
+    responses(
+        (status = 200, description = "CSV with a header line", content_type = "text/csv; charset=utf-8", body = String),
+        (status = 400, description = "`bad_request`: a date that does not parse", body = doc::ErrorBody),
+        doc::Unauthorized,
+    ),
+)]
 async fn export(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<RangeQuery>) -> ApiResult<Response> {
     let days = day_range(q.from, q.to)?;
     let store = state.engine.store().clone();
@@ -141,7 +205,23 @@ fn csv_line(u: &UsageRow) -> String {
     )
 }
 
-/// Every account's usage by unit, for billing.
+/// Every account's usage by unit, for billing
+#[utoipa::path(
+    get,
+    path = "/v1/admin/usage",
+    tag = "usage",
+    operation_id = "admin_usage",
+    security(("admin_token" = [])),
+    params(
+        ("from" = Option<String>, Query, format = Date, description = "First local day (`YYYY-MM-DD`), inclusive"),
+        ("to" = Option<String>, Query, format = Date, description = "Local day (`YYYY-MM-DD`) to stop before, exclusive"),
+    ),
+    responses(
+        (status = 200, description = "One row per account and unit", body = doc::AdminUsage),
+        (status = 400, description = "`bad_request`: a date that does not parse", body = doc::ErrorBody),
+        doc::Unauthorized,
+    ),
+)]
 async fn admin(State(state): State<AppState>, _: AdminAuth, Query(q): Query<RangeQuery>) -> ApiResult<Json<Value>> {
     let days = day_range(q.from, q.to)?;
     let rows = state.engine.store().usage_by_account(&days).await?;

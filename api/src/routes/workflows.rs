@@ -2,7 +2,6 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -10,21 +9,30 @@ use switchboard_runtime::clock::to_rfc3339;
 use switchboard_runtime::definition::{self, Format, Trigger, Workflow};
 use switchboard_runtime::engine::new_id;
 use switchboard_runtime::store::{WorkflowRow, WorkflowWrite};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{Body, PageQuery, Query, json_body, media_type};
 use crate::app::AppState;
 use crate::auth::{AccountAuth, random_secret};
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::{self as doc, built_once};
+
+/// `/v1/workflows…`, documented.
+pub fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(read, update, remove))
+        .routes(routes!(enable))
+        .routes(routes!(disable))
+        .routes(routes!(start))
+        .routes(routes!(test))
+}
 
 /// `/v1/workflows…`.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/workflows", post(create).get(list))
-        .route("/v1/workflows/{id}", get(read).put(update).delete(remove))
-        .route("/v1/workflows/{id}/enable", post(enable))
-        .route("/v1/workflows/{id}/disable", post(disable))
-        .route("/v1/workflows/{id}/runs", post(start))
-        .route("/v1/workflows/{id}/test", post(test))
+    built_once!(documented)
 }
 
 /// Parses and validates a definition body: 400 on syntax, 415 on media type, 422 with every
@@ -102,6 +110,28 @@ async fn load(state: &AppState, account_id: &str, id: &str) -> ApiResult<Workflo
     state.engine.store().workflow(account_id, id).await?.ok_or_else(|| ApiError::not_found("workflow"))
 }
 
+/// Creates a workflow from a definition
+///
+/// Enabled unless the definition says `"enabled": false`; a webhook trigger gets its URL.
+#[utoipa::path(
+    post,
+    path = "/v1/workflows",
+    tag = "workflows",
+    operation_id = "create_workflow",
+    security(("account_key" = [])),
+    request_body(
+        description = "The definition, as JSON (also without `Content-Type`) or YAML (`application/yaml`, `application/x-yaml`, `text/yaml`, `text/x-yaml`)",
+        content((doc::WorkflowDefinition = "application/json"), (doc::WorkflowDefinition = "application/yaml")),
+    ),
+    responses(
+        (status = 201, description = "The workflow, version 1", body = doc::Workflow),
+        (status = 400, description = "`bad_request`: malformed JSON or YAML", body = doc::ErrorBody),
+        (status = 413, description = "`payload_too_large`: over 1 MiB", body = doc::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: neither JSON nor YAML", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_workflow`, naming every problem with its path (including connection choices that do not fit the account)", body = doc::ErrorBody),
+        doc::Unauthorized,
+    ),
+)]
 async fn create(
     State(state): State<AppState>,
     AccountAuth(account): AccountAuth,
@@ -126,14 +156,36 @@ pub(crate) async fn create_compiled(state: &AppState, account_id: &str, workflow
 /// its waits, so it normally ends within milliseconds).
 const TEST_RUN_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
-#[derive(Default, Deserialize)]
-struct TestRequest {
+/// `POST /v1/workflows/{id}/test`; an empty body tests with the event `{}`.
+#[derive(Default, Deserialize, ToSchema)]
+#[schema(as = TestRunRequest)]
+pub(crate) struct TestRequest {
+    /// The event to start the test run with (default `{}`).
     #[serde(default)]
     event: Value,
 }
 
-/// `POST /v1/workflows/{id}/test {event}`: runs the workflow's current version on sandbox
-/// transports with every wait fast-forwarded, and answers the timeline and the outbox.
+/// A test run: the workflow on sandbox transports, every wait fast-forwarded
+///
+/// Runs the current version in the request (nothing is billed, nothing is sent: sends go to the
+/// outbox) and answers the timeline and what it would have sent.
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/{id}/test",
+    tag = "workflows",
+    operation_id = "test_workflow",
+    security(("account_key" = [])),
+    params(("id" = String, Path, description = "The workflow")),
+    // A `ref` keeps the body optional without making it nullable (JSON `null` is a 422).
+    request_body(content = ref("#/components/schemas/TestRunRequest"), description = "Optional: an empty body tests with the event `{}`"),
+    responses(
+        (status = 200, description = "The test run and its outbox", body = doc::TestRunResult),
+        (status = 404, description = "`not_found`: no such workflow in this account", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: the body has the wrong fields", body = doc::ErrorBody),
+        doc::BodyErrors,
+        doc::Unauthorized,
+    ),
+)]
 async fn test(
     State(state): State<AppState>,
     AccountAuth(account): AccountAuth,
@@ -152,17 +204,68 @@ async fn test(
     Ok(Json(json!({ "run": run, "outbox": messages })))
 }
 
+/// The account's workflows
+#[utoipa::path(
+    get,
+    path = "/v1/workflows",
+    tag = "workflows",
+    operation_id = "list_workflows",
+    security(("account_key" = [])),
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of workflows", body = doc::WorkflowList),
+        doc::Unauthorized,
+    ),
+)]
 async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<PageQuery>) -> ApiResult<Json<Value>> {
     let page = state.engine.store().list_workflows(&account.id, q.cursor.as_deref(), q.limit()).await?;
     let workflows: Vec<Value> = page.items.iter().map(|w| workflow_json(&state, w)).collect();
     Ok(Json(json!({ "workflows": workflows, "next_cursor": page.next_cursor })))
 }
 
+/// One workflow
+#[utoipa::path(
+    get,
+    path = "/v1/workflows/{id}",
+    tag = "workflows",
+    operation_id = "read_workflow",
+    security(("account_key" = [])),
+    params(("id" = String, Path, description = "The workflow")),
+    responses(
+        (status = 200, description = "The workflow's current version", body = doc::Workflow),
+        (status = 404, description = "`not_found`: no such workflow in this account", body = doc::ErrorBody),
+        doc::Unauthorized,
+    ),
+)]
 async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let row = load(&state, &account.id, &id).await?;
     Ok(Json(workflow_json(&state, &row)))
 }
 
+/// Stores a new version of a workflow
+///
+/// Runs already started keep their version. `enabled` is kept unless the definition says.
+#[utoipa::path(
+    put,
+    path = "/v1/workflows/{id}",
+    tag = "workflows",
+    operation_id = "update_workflow",
+    security(("account_key" = [])),
+    params(("id" = String, Path, description = "The workflow")),
+    request_body(
+        description = "The definition, as JSON (also without `Content-Type`) or YAML (`application/yaml`, `application/x-yaml`, `text/yaml`, `text/x-yaml`)",
+        content((doc::WorkflowDefinition = "application/json"), (doc::WorkflowDefinition = "application/yaml")),
+    ),
+    responses(
+        (status = 200, description = "The workflow's new version", body = doc::Workflow),
+        (status = 404, description = "`not_found`: no such workflow in this account", body = doc::ErrorBody),
+        (status = 400, description = "`bad_request`: malformed JSON or YAML", body = doc::ErrorBody),
+        (status = 413, description = "`payload_too_large`: over 1 MiB", body = doc::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: neither JSON nor YAML", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_workflow`, naming every problem with its path (including connection choices that do not fit the account)", body = doc::ErrorBody),
+        doc::Unauthorized,
+    ),
+)]
 async fn update(
     State(state): State<AppState>,
     AccountAuth(account): AccountAuth,
@@ -181,6 +284,20 @@ async fn update(
     Ok(Json(workflow_json(&state, &row)))
 }
 
+/// Deletes a workflow
+#[utoipa::path(
+    delete,
+    path = "/v1/workflows/{id}",
+    tag = "workflows",
+    operation_id = "delete_workflow",
+    security(("account_key" = [])),
+    params(("id" = String, Path, description = "The workflow")),
+    responses(
+        (status = 200, description = "Deleted", body = doc::Deleted),
+        (status = 404, description = "`not_found`: no such workflow in this account", body = doc::ErrorBody),
+        doc::Unauthorized,
+    ),
+)]
 async fn remove(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     if state.engine.store().delete_workflow(&account.id, &id, state.engine.clock().now()).await? {
         state.engine.sync_schedule(&account.id, &id).await?;
@@ -201,16 +318,60 @@ async fn set_enabled(state: &AppState, account_id: &str, id: &str, enabled: bool
     Ok(Json(workflow_json(state, &row)))
 }
 
+/// Switches a workflow's trigger on
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/{id}/enable",
+    tag = "workflows",
+    operation_id = "enable_workflow",
+    security(("account_key" = [])),
+    params(("id" = String, Path, description = "The workflow")),
+    responses(
+        (status = 200, description = "The workflow, enabled", body = doc::Workflow),
+        (status = 404, description = "`not_found`: no such workflow in this account", body = doc::ErrorBody),
+        doc::Unauthorized,
+    ),
+)]
 async fn enable(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     set_enabled(&state, &account.id, &id, true).await
 }
 
+/// Switches a workflow's trigger off
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/{id}/disable",
+    tag = "workflows",
+    operation_id = "disable_workflow",
+    security(("account_key" = [])),
+    params(("id" = String, Path, description = "The workflow")),
+    responses(
+        (status = 200, description = "The workflow, disabled", body = doc::Workflow),
+        (status = 404, description = "`not_found`: no such workflow in this account", body = doc::ErrorBody),
+        doc::Unauthorized,
+    ),
+)]
 async fn disable(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     set_enabled(&state, &account.id, &id, false).await
 }
 
-/// Starts a run with the body as `event`. Any workflow can be started this way, enabled or not
-/// (it is how a workflow is tried by hand).
+/// Starts a run with the body as `event`
+///
+/// Any workflow can be started this way, enabled or not (it is how a workflow is tried by hand).
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/{id}/runs",
+    tag = "workflows",
+    operation_id = "start_run",
+    security(("account_key" = [])),
+    params(("id" = String, Path, description = "The workflow")),
+    request_body(content = Option<Value>, content_type = "application/json", description = "The event: any JSON (an empty body is `{}`)"),
+    responses(
+        (status = 202, description = "The event and the run it started", body = doc::HookAccepted),
+        (status = 404, description = "`not_found`: no such workflow in this account", body = doc::ErrorBody),
+        doc::BodyErrors,
+        doc::Unauthorized,
+    ),
+)]
 async fn start(
     State(state): State<AppState>,
     AccountAuth(account): AccountAuth,

@@ -10,6 +10,7 @@ mod crash;
 mod engine;
 mod live;
 mod messaging;
+mod openapi;
 mod quota;
 mod schedules;
 mod store;
