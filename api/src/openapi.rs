@@ -3,9 +3,8 @@
 //! Each resource module has a `documented()` utoipa-axum [`OpenApiRouter`]: a handler is mounted
 //! by `routes!` from its own `#[utoipa::path]`, so its method and path in the document are the
 //! ones it is served at. The module's `router()`, which `app::router` merges, is that router's
-//! axum half (built once: see `built_once!`); [`document`] merges their documents. Three things
+//! axum half (built once: see `built_once!`); [`document`] merges their documents. Two things
 //! are added here by hand:
-//! - the live SSE routes of `routes::live` (a plain axum router), as `#[utoipa::path]` stubs;
 //! - the security schemes (`account_key`, `admin_token`);
 //! - the response shapes: handlers build their answers as `serde_json::Value`, so the schema
 //!   types of `schemas` (re-exported here) and the error envelope below describe those shapes.
@@ -13,7 +12,7 @@
 //!
 //! The e2e test `openapi` fails when a route the router serves is missing from the document
 //! (it probes every method of every path declared in `api/src`), so the list in [`document`]
-//! and the stubs stay in step with `app::router`.
+//! stays in step with `app::router`.
 
 use std::sync::LazyLock;
 
@@ -45,7 +44,6 @@ pub use schemas::*;
             Lists are cursor-paginated: `?cursor=&limit=` (default 50, at most 200); the answer's `next_cursor` \
             is `null` on the last page.",
     ),
-    paths(run_events_stub, account_events_stub),
     // Optional request bodies are `ref`s (see their operations), which routes! does not collect.
     components(schemas(ErrorBody, ErrorDetail, Problem, routes::templates::Enable, routes::workflows::TestRequest)),
     modifiers(&SecuritySchemes),
@@ -99,6 +97,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         .merge(routes::callbacks::documented())
         .merge(routes::templates::documented())
         .merge(routes::runs::documented())
+        .merge(routes::live::documented())
         .merge(routes::usage::documented())
         .merge(routes::events::documented())
         .merge(routes::hooks::documented())
@@ -145,52 +144,6 @@ pub fn router() -> axum::Router<AppState> {
 async fn openapi_json() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], DOCUMENT.as_str())
 }
-
-// The live routes are a plain axum router in `routes::live`; until it carries its own
-// `#[utoipa::path]`s, these stubs describe it. They are never called.
-
-/// One run's live events
-///
-/// Server-Sent Events. First a `snapshot` event (the run as `GET /v1/runs/{id}` answers it), then
-/// the run's changes (`step.updated`, `run.retried`, `run.finished`); the stream ends after
-/// `run.finished`, at once if the run had already finished. Each message has `id:` (unique,
-/// time-ordered), `event:` (the type) and `data:` (JSON). Events may be lost and are not replayed
-/// from `Last-Event-ID`: a stream that fell behind gets a fresh `snapshot`.
-#[utoipa::path(
-    get,
-    path = "/v1/runs/{id}/events",
-    tag = "live",
-    operation_id = "run_events",
-    security(("account_key" = [])),
-    params(("id" = String, Path, description = "The run")),
-    responses(
-        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
-        (status = 404, description = "`not_found`: no such run in this account", body = ErrorBody),
-        Unauthorized,
-    ),
-)]
-#[allow(dead_code)]
-fn run_events_stub() {}
-
-/// Every live event of the account
-///
-/// Server-Sent Events: `run.created`, `step.updated`, `run.retried` and `run.finished` of every run
-/// of the account (or of one workflow), until the client leaves. A listener that fell behind
-/// gets a `lagged` event (`{"missed": n}`): read the runs again.
-#[utoipa::path(
-    get,
-    path = "/v1/events/stream",
-    tag = "live",
-    operation_id = "account_events",
-    security(("account_key" = [])),
-    params(("workflow_id" = Option<String>, Query, description = "Only this workflow's runs")),
-    responses(
-        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
-        Unauthorized,
-    ),
-)]
-#[allow(dead_code)]
-fn account_events_stub() {}
 
 // ---- Errors ------------------------------------------------------------------------------------
 

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
 use axum::Router;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
@@ -26,19 +25,27 @@ use serde_json::json;
 use switchboard_runtime::events::{RunEvent, Subscription};
 use switchboard_runtime::store::FINAL_RUN_STATUSES;
 use tokio::sync::broadcast::error::RecvError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::Query;
 use super::runs::run_detail_json;
 use crate::app::AppState;
 use crate::auth::AccountAuth;
 use crate::error::ApiResult;
+use crate::openapi::{self as doc, built_once};
 
 /// Comment lines sent while nothing happens, so proxies keep the connection open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// `/v1/runs/{id}/events`, `/v1/events/stream`, documented.
+pub fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(run_events)).routes(routes!(account_events))
+}
+
 /// `/v1/runs/{id}/events`, `/v1/events/stream`.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/runs/{id}/events", get(run_events)).route("/v1/events/stream", get(account_events))
+    built_once!(documented)
 }
 
 type EventStream = Sse<axum::response::sse::KeepAliveStream<futures::stream::BoxStream<'static, Result<Event, Infallible>>>>;
@@ -101,6 +108,26 @@ impl RunStream {
     }
 }
 
+/// One run's live events
+///
+/// Server-Sent Events. First a `snapshot` event (the run as `GET /v1/runs/{id}` answers it), then
+/// the run's changes (`step.updated`, `run.retried`, `run.finished`); the stream ends after
+/// `run.finished`, at once if the run had already finished. Each message has `id:` (unique,
+/// time-ordered), `event:` (the type) and `data:` (JSON). Events may be lost and are not replayed
+/// from `Last-Event-ID`: a stream that fell behind gets a fresh `snapshot`.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/events",
+    tag = "live",
+    operation_id = "run_events",
+    security(("account_key" = [])),
+    params(("id" = String, Path, description = "The run")),
+    responses(
+        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 404, description = "`not_found`: no such run in this account", body = doc::ErrorBody),
+        doc::Unauthorized,
+    ),
+)]
 async fn run_events(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<EventStream> {
     // Listen first, then read: a change committed in between is in the snapshot, or arrives
     // as an event after it (or both), but is never missed.
@@ -118,6 +145,23 @@ struct StreamFilter {
     workflow_id: Option<String>,
 }
 
+/// Every live event of the account
+///
+/// Server-Sent Events: `run.created`, `step.updated`, `run.retried` and `run.finished` of every run
+/// of the account (or of one workflow), until the client leaves. A listener that fell behind
+/// gets a `lagged` event (`{"missed": n}`): read the runs again.
+#[utoipa::path(
+    get,
+    path = "/v1/events/stream",
+    tag = "live",
+    operation_id = "account_events",
+    security(("account_key" = [])),
+    params(("workflow_id" = Option<String>, Query, description = "Only this workflow's runs")),
+    responses(
+        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        doc::Unauthorized,
+    ),
+)]
 async fn account_events(
     State(state): State<AppState>,
     AccountAuth(account): AccountAuth,
