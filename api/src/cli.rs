@@ -35,7 +35,8 @@ pub enum Command {
     Worker,
     /// Apply database migrations and exit.
     Migrate,
-    /// Measure webhook ingest and step throughput, and print the figures.
+    /// Measure ingest, steps/s (in process and with worker processes), latency, timers, SQL
+    /// statements per step and worker memory, and print the figures.
     Bench(crate::bench::BenchArgs),
 }
 
@@ -45,7 +46,12 @@ pub fn main() -> anyhow::Result<()> {
     // The benchmark logs only warnings, so that logging is not what it measures.
     let default_filter = if matches!(cli.command, Command::Bench(_)) { "warn" } else { "info,sqlx=warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into());
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    if matches!(cli.command, Command::Bench(_)) {
+        // The same log, plus a layer that counts the store's SQL statements when asked to.
+        crate::bench::init_tracing(filter);
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(cli))

@@ -1,23 +1,47 @@
-//! `switchboard bench`: webhook ingest (requests/s, p50/p99 at 64 concurrent clients, 202 only
-//! after commit) and step throughput (1,000 runs of a 10-step workflow), on SQLite and on
-//! PostgreSQL, printed as a table. Figures, not assertions: nothing here fails on a slow machine.
+//! `switchboard bench`: the figures of docs/performance.md, printed as tables. Figures, not
+//! assertions: nothing here fails on a slow machine.
+//!
+//! One module per measurement, each selectable with `--only`:
+//! - [`throughput`]: webhook ingest (requests/s, p50/p99 at 64 clients, 202 only after commit),
+//!   steps/s of 10-step runs in process (`steps`, and `billed` with a ledger row per step), and
+//!   `GET /v1/usage` over a million ledger rows (`usage`).
+//! - [`latency`]: accept → first step, and the lateness of 100,000 delays falling due within a
+//!   minute (`timers`).
+//! - [`statements`]: SQL statements and commits per step (`statements`).
+//! - [`procs`]: steps/s with 1, 2 and 4 real `switchboard worker` processes (`procs`,
+//!   PostgreSQL only).
+//! - [`memory`]: a worker's resident memory with an empty queue and with 1,000,000 pending
+//!   delays (`memory`, PostgreSQL only).
 
+mod latency;
+mod memory;
+mod procs;
+mod statements;
+mod throughput;
+
+use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
-use serde_json::json;
-use switchboard_runtime::clock::SystemClock;
-use switchboard_runtime::engine::{Engine, EngineConfig, worker};
-use switchboard_runtime::store::{Account, Store, StoreConfig, WorkflowWrite, dialect};
-use tokio::net::TcpListener;
-
-use crate::app::{AppState, router};
-use crate::auth::random_secret;
+use serde_json::{Value, json};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions};
+use switchboard_integrations::connections::Vault;
 use switchboard_runtime::action::{Action, ActionContext, ActionError, ActionOutput, Delivery, Field};
+use switchboard_runtime::clock::SystemClock;
+use switchboard_runtime::engine::{Engine, EngineConfig};
 use switchboard_runtime::metering::Usage;
+use switchboard_runtime::store::{Account, Store, StoreConfig, WorkflowRow, WorkflowWrite, dialect};
+
+pub(crate) use statements::init_tracing;
+
+/// Every measurement, in the order they run on a backend.
+const MEASUREMENTS: [&str; 8] = ["ingest", "steps", "billed", "statements", "procs", "timers", "usage", "memory"];
+
+/// Measurements that need PostgreSQL (several processes on one database; bulk SQL).
+const POSTGRES_ONLY: [&str; 2] = ["procs", "memory"];
 
 /// Options of `switchboard bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -25,43 +49,62 @@ pub struct BenchArgs {
     /// PostgreSQL server to measure on (a fresh database is created, then dropped); `none` skips.
     #[arg(long, env = "SWITCHBOARD_BENCH_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     pub postgres: String,
+    /// Backends to measure, comma-separated: sqlite, postgres.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+    pub backends: Vec<String>,
+    /// Measurements to run, comma-separated: ingest, steps, billed, statements, procs, timers,
+    /// usage, memory (procs and memory on PostgreSQL only), or all.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    pub only: Vec<String>,
     /// Webhook requests sent in the ingest measurement.
     #[arg(long, default_value_t = 20_000)]
     pub requests: usize,
     /// Concurrent webhook clients.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
-    /// Runs in the throughput measurement.
+    /// Runs in the in-process throughput and statement measurements.
     #[arg(long, default_value_t = 1_000)]
     pub runs: usize,
-    /// Steps of each run in the throughput measurement.
+    /// Steps of each run in the throughput, statement and process measurements.
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
     /// Ledger rows to fill before timing `GET /v1/usage` (0 skips the measurement).
     #[arg(long, default_value_t = 1_000_000)]
     pub ledger_rows: i64,
-    /// Delays to schedule for the timer-lateness measurement (0 skips it).
-    #[arg(long, default_value_t = 10_000)]
+    /// Delays to schedule for the timer-lateness measurement (0 skips the timers, keeping the
+    /// accept → first step figure).
+    #[arg(long, default_value_t = 100_000)]
     pub timers: usize,
     /// The window (seconds) the delays fall due in.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 60)]
     pub timer_window_secs: u64,
+    /// Runs per worker count in the multi-process measurement.
+    #[arg(long, default_value_t = 10_000)]
+    pub proc_runs: usize,
+    /// Worker process counts of the multi-process measurement, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub procs: Vec<usize>,
+    /// Runs parked on a delay (due in 30 days) for the memory measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub pending_delays: i64,
+    /// Seconds the worker polls before its memory is read, in each memory measurement.
+    #[arg(long, default_value_t = 15)]
+    pub memory_secs: u64,
 }
 
-/// Latency figures, in ms: (p50, p99, max) of accept → first step, and of timer lateness, and
-/// how many timers fired early.
-struct Latency {
-    first_step: (f64, f64, f64),
-    timers: Option<((f64, f64, f64), usize)>,
-}
-
-fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64) {
-    if v.is_empty() {
-        return (0.0, 0.0, 0.0);
+impl BenchArgs {
+    /// The selected measurements, checked against the known names.
+    fn selected(&self) -> anyhow::Result<Vec<&'static str>> {
+        if self.only.iter().any(|o| o == "all") {
+            return Ok(MEASUREMENTS.to_vec());
+        }
+        let mut out = Vec::new();
+        for name in &self.only {
+            let known = MEASUREMENTS.iter().find(|m| **m == name.trim());
+            out.push(*known.with_context(|| format!("unknown measurement '{name}'; known: {}", MEASUREMENTS.join(", ")))?);
+        }
+        Ok(out)
     }
-    v.sort_by(f64::total_cmp);
-    let at = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
-    (at(0.5), at(0.99), v[v.len() - 1])
 }
 
 /// A no-op action that is billed: the difference to `log` is the ledger's cost per step.
@@ -78,322 +121,203 @@ impl Action for Billed {
     }
 }
 
-struct Figures {
-    backend: &'static str,
-    ingest_rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    steps_per_sec: f64,
-    runs_elapsed: Duration,
-    /// Steps/s of the same runs with every step billed.
-    billed_steps_per_sec: f64,
-    /// `GET /v1/usage` over the filled ledger: (p50, max) in ms, by unit and by day.
-    usage_ms: Option<[(f64, f64); 2]>,
-    /// Accept → first step, and timer lateness.
-    latency: Latency,
+/// One backend under measurement: a migrated store with the `bench` account, an engine over it
+/// (no workers run unless a measurement starts them), and a pool of the bench's own.
+struct Backend {
+    name: &'static str,
+    url: String,
+    engine: Arc<Engine>,
+    vault: Arc<Vault>,
+    /// The bench's own queries (progress polls, result reads, bulk inserts). Its statement
+    /// logging is off, so the statement count sees only the runtime's statements.
+    db: AnyPool,
 }
 
-/// Runs the benchmark on SQLite, then on PostgreSQL if reachable, and prints the figures.
+impl Backend {
+    /// Connects, migrates, and creates the `bench` account.
+    async fn open(name: &'static str, url: &str) -> anyhow::Result<Self> {
+        let store = Store::connect(&StoreConfig { url: url.to_string(), max_connections: 16 }).await?;
+        store.migrate().await?;
+        let vault = Arc::new(Vault::from_hex(&Vault::generate_hex())?);
+        let mut actions = switchboard_actions::registry(&switchboard_actions::ActionsConfig::new(vault.clone()))?;
+        actions.register(Billed);
+        let engine = Arc::new(Engine::new(store.clone(), actions, Arc::new(SystemClock), EngineConfig::default()));
+        let now = engine.clock().now();
+        let account = Account { id: "bench".into(), name: "bench".into(), plan: "enterprise".into(), timezone: "UTC".into(), created_at: now };
+        store.create_account(&account, "bench-key-hash").await?;
+        // Store::connect installed the Any drivers; the file exists now on SQLite.
+        let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
+        let db = AnyPoolOptions::new().max_connections(2).connect_with(options).await?;
+        Ok(Self { name, url: url.to_string(), engine, vault, db })
+    }
+
+    fn store(&self) -> &Store {
+        self.engine.store()
+    }
+
+    fn now(&self) -> i64 {
+        self.engine.clock().now()
+    }
+
+    fn is_postgres(&self) -> bool {
+        self.name == "postgres"
+    }
+
+    /// Creates a workflow of the `bench` account and returns its row.
+    async fn workflow(&self, id: &str, doc: &Value, kind: &str, token: Option<String>) -> anyhow::Result<WorkflowRow> {
+        let write = WorkflowWrite {
+            id: id.into(),
+            account_id: "bench".into(),
+            name: id.into(),
+            enabled: true,
+            trigger_kind: kind.into(),
+            event_type: None,
+            webhook_token: token,
+            definition: doc.to_string(),
+            now: self.now(),
+        };
+        self.store().create_workflow(&write).await?;
+        self.store().workflow("bench", id).await?.context("bench workflow")
+    }
+
+    /// A manual workflow of `steps` `log` steps.
+    async fn log_workflow(&self, id: &str, steps: usize) -> anyhow::Result<WorkflowRow> {
+        let steps: Vec<_> =
+            (0..steps).map(|i| json!({ "id": format!("s{i}"), "action": "log", "input": { "message": "step {{ run.id }}" } })).collect();
+        self.workflow(id, &json!({ "name": id, "trigger": { "manual": {} }, "steps": steps }), "manual", None).await
+    }
+
+    /// Queues `n` runs of `row` through the engine's own ingest (`start_manual`), 64 at a time
+    /// so that group commit batches them; returns their ids in order.
+    async fn queue_runs(&self, row: &WorkflowRow, n: usize, event: impl Fn(usize) -> Value) -> anyhow::Result<Vec<String>> {
+        let started: Vec<_> = futures::stream::iter(0..n)
+            .map(|i| {
+                let (engine, row, event) = (self.engine.clone(), row.clone(), event(i));
+                async move { engine.start_manual(&row, event).await.map(|a| a.run_id) }
+            })
+            .buffered(64)
+            .collect()
+            .await;
+        Ok(started.into_iter().collect::<Result<_, _>>()?)
+    }
+
+    /// One number from the bench's own pool.
+    async fn count(&self, sql: &'static str, bind: &str) -> anyhow::Result<i64> {
+        let row: (i64,) = sqlx::query_as(sql).bind(bind).fetch_one(&self.db).await?;
+        Ok(row.0)
+    }
+
+    async fn close(&self) {
+        self.db.close().await;
+        self.store().close().await;
+    }
+}
+
+/// (p50, p99, max) of samples.
+fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+    (at(0.5), at(0.99), v[v.len() - 1])
+}
+
+/// What one backend measured (`None`: not selected).
+struct Figures {
+    backend: &'static str,
+    ingest: Option<throughput::Ingest>,
+    /// Time to drain the 10-step runs, unbilled and billed.
+    steps: Option<Duration>,
+    billed: Option<Duration>,
+    statements: Option<statements::Statements>,
+    procs: Vec<procs::ProcFigure>,
+    latency: Option<latency::Latency>,
+    /// `GET /v1/usage` over the filled ledger: (p50, max) in ms, by unit and by day.
+    usage_ms: Option<[(f64, f64); 2]>,
+    memory: Option<memory::Memory>,
+}
+
+/// Runs the selected measurements on SQLite and on PostgreSQL (if reachable), then prints them.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    elapsed_secs();
+    let selected = args.selected()?;
+    let wants = |b: &str| args.backends.iter().any(|x| x.trim() == b);
     let mut figures = Vec::new();
-    let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
-    let sqlite_url = format!("sqlite://{}", dir.join("bench.db").display());
-    figures.push(measure("sqlite", &sqlite_url, &args).await?);
-    let _ = std::fs::remove_dir_all(&dir);
-    if args.postgres != "none" {
+    if wants("sqlite") && selected.iter().any(|m| !POSTGRES_ONLY.contains(m)) {
+        let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
+        let url = format!("sqlite://{}", dir.join("bench.db").display());
+        let result = measure(Backend::open("sqlite", &url).await?, &args, &selected, None).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        figures.push(result?);
+    }
+    if wants("postgres") && args.postgres != "none" {
         let name = format!("switchboard_bench_{}", std::process::id());
         match dialect::create_postgres_database(&args.postgres, &name).await {
             Ok(url) => {
-                let result = measure("postgres", &url, &args).await;
+                let result = match Backend::open("postgres", &url).await {
+                    Ok(backend) => measure(backend, &args, &selected, Some(&args.postgres)).await,
+                    Err(e) => Err(e),
+                };
                 dialect::drop_postgres_database(&args.postgres, &name).await?;
                 figures.push(result?);
             }
             Err(e) => println!("PostgreSQL at {} unreachable ({e}); measured SQLite only", crate::cli::redact(&args.postgres)),
         }
     }
+    print(&figures, &args);
     println!();
-    println!("machine: {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    println!(
-        "{:<10} {:>14} {:>9} {:>9} {:>12} {:>14}",
-        "backend", "ingest req/s", "p50 ms", "p99 ms", "steps/s", "runs drained"
-    );
-    for f in &figures {
-        println!(
-            "{:<10} {:>14.0} {:>9.2} {:>9.2} {:>12.0} {:>13.2}s",
-            f.backend,
-            f.ingest_rps,
-            f.p50_ms,
-            f.p99_ms,
-            f.steps_per_sec,
-            f.runs_elapsed.as_secs_f64()
-        );
-    }
-    println!(
-        "(ingest: {} webhook POSTs of ~0.5 KB from {} clients, each answered 202 after commit; \
-         steps: {} runs x {} log steps)",
-        args.requests, args.clients, args.runs, args.steps
-    );
-    println!();
-    println!("{:<10} {:>16} {:>18} {:>22} {:>22}", "backend", "billed steps/s", "ledger µs/step", "usage by unit p50/max", "usage by day p50/max");
-    for f in &figures {
-        // The extra time a billed step takes over an unbilled one: its ledger row.
-        let overhead_us = (1.0 / f.billed_steps_per_sec - 1.0 / f.steps_per_sec) * 1e6;
-        let usage = |i: usize| f.usage_ms.map(|u| format!("{:.1} / {:.1} ms", u[i].0, u[i].1)).unwrap_or_else(|| "-".into());
-        println!("{:<10} {:>16.0} {:>18.1} {:>22} {:>22}", f.backend, f.billed_steps_per_sec, overhead_us, usage(0), usage(1));
-    }
-    if args.ledger_rows > 0 {
-        println!("(usage: GET /v1/usage over {} ledger rows of one account, 20 requests each)", args.ledger_rows);
-    }
-    println!();
-    println!("{:<10} {:>30} {:>34} {:>8}", "backend", "accept→first step p50/p99/max", "timer lateness p50/p99/max", "early");
-    for f in &figures {
-        let (a, b, c) = f.latency.first_step;
-        let timers = f.latency.timers.map(|((p50, p99, max), early)| (format!("{p50:.0} / {p99:.0} / {max:.0} ms"), early.to_string()));
-        let (late, early) = timers.unwrap_or_else(|| ("-".into(), "-".into()));
-        println!("{:<10} {:>30} {:>34} {:>8}", f.backend, format!("{a:.1} / {b:.1} / {c:.1} ms"), late, early);
-    }
-    println!(
-        "(first step: 500 runs started 2 ms apart on an idle runtime; timers: {} delays falling due within {} s)",
-        args.timers, args.timer_window_secs
-    );
+    println!("bench took {:.0} s ({} cores)", started.elapsed().as_secs_f64(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
     Ok(())
 }
 
-async fn measure(backend: &'static str, url: &str, args: &BenchArgs) -> anyhow::Result<Figures> {
-    let store = Store::connect(&StoreConfig { url: url.to_string(), max_connections: 16 }).await?;
-    store.migrate().await?;
-    let vault = Arc::new(switchboard_integrations::connections::Vault::from_hex(&switchboard_integrations::connections::Vault::generate_hex())?);
-    let mut actions = switchboard_actions::registry(&switchboard_actions::ActionsConfig::new(vault.clone()))?;
-    actions.register(Billed);
-    let engine = Arc::new(Engine::new(store.clone(), actions, Arc::new(SystemClock), EngineConfig::default()));
-    let now = engine.clock().now();
-    let account = Account { id: "bench".into(), name: "bench".into(), plan: "enterprise".into(), timezone: "UTC".into(), created_at: now };
-    store.create_account(&account, "bench-key-hash").await?;
-
-    // Ingest: the API alone (no workers), so the figure is the accept path.
-    let token = random_secret("wh_");
-    let steps: Vec<_> = (0..args.steps).map(|i| json!({ "id": format!("s{i}"), "action": "log", "input": { "message": "step {{ run.id }}" } })).collect();
-    let hook = json!({ "name": "bench hook", "trigger": { "webhook": {} }, "steps": [{ "id": "done", "end": {} }] });
-    store.create_workflow(&write("hook", &hook, "webhook", Some(token.clone()), now)).await?;
-    let state = AppState::new(engine.clone(), vault.clone(), "unused", "http://bench");
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let server = tokio::spawn(axum::serve(listener, router(state)).into_future());
-    let (ingest_rps, p50_ms, p99_ms) = ingest(&format!("http://{addr}/hooks/{token}"), args.requests, args.clients).await?;
-    server.abort();
-
-    // Throughput: drain the webhook runs (one step each) first so they do not count, then
-    // queue the 10-step runs with no worker running, then time the workers draining them.
-    drain_with_workers(&engine).await?;
-    let manual = json!({ "name": "bench steps", "trigger": { "manual": {} }, "steps": steps });
-    store.create_workflow(&write("steps", &manual, "manual", None, now)).await?;
-    let row = store.workflow("bench", "steps").await?.context("bench workflow")?;
-    for _ in 0..args.runs {
-        engine.start_manual(&row, json!({ "lead": { "first_name": "Ada" } })).await?;
-    }
-    let runs_elapsed = drain_with_workers(&engine).await?;
-
-    // The same runs with every step billed: the difference is the ledger's cost.
-    let billed: Vec<_> = (0..args.steps).map(|i| json!({ "id": format!("s{i}"), "action": "bench.billed" })).collect();
-    let billed = json!({ "name": "bench billed", "trigger": { "manual": {} }, "steps": billed });
-    store.create_workflow(&write("billed", &billed, "manual", None, now)).await?;
-    let row = store.workflow("bench", "billed").await?.context("bench workflow")?;
-    for _ in 0..args.runs {
-        engine.start_manual(&row, json!({})).await?;
-    }
-    let billed_elapsed = drain_with_workers(&engine).await?;
-
-    let latency = latency(&engine, args, now).await?;
-    let usage_ms = if args.ledger_rows > 0 { Some(usage_latency(&engine, args.ledger_rows).await?) } else { None };
-    store.close().await;
-    Ok(Figures {
-        backend,
-        ingest_rps,
-        p50_ms,
-        p99_ms,
-        steps_per_sec: (args.runs * args.steps) as f64 / runs_elapsed.as_secs_f64(),
-        runs_elapsed,
-        billed_steps_per_sec: (args.runs * args.steps) as f64 / billed_elapsed.as_secs_f64(),
-        usage_ms,
-        latency,
-    })
-}
-
-/// Accept → first step (runs started one by one while workers run), and timer lateness (delays
-/// falling due over a window; lateness = when the delay step fired − its due time).
-async fn latency(engine: &Arc<Engine>, args: &BenchArgs, now: i64) -> anyhow::Result<Latency> {
-    let store = engine.store();
-    let first = json!({ "name": "first", "trigger": { "manual": {} }, "steps": [{ "id": "go", "action": "log", "input": { "message": "x" } }] });
-    store.create_workflow(&write("first", &first, "manual", None, now)).await?;
-    let timer = json!({ "name": "timers", "trigger": { "manual": {} }, "steps": [{ "id": "t", "delay": { "until": "{{ event.due }}" } }] });
-    store.create_workflow(&write("timers", &timer, "manual", None, now)).await?;
-    let first_row = store.workflow("bench", "first").await?.context("bench workflow")?;
-    let timer_row = store.workflow("bench", "timers").await?.context("bench workflow")?;
-
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let workers = worker::run(engine.clone(), async move {
-        let _ = stop_rx.changed().await;
-    });
-    let driver = async {
-        // Timers, queued 64 at a time (group commit), due from 15 s from now over the window.
-        // Their first step (the delay starting) runs at once; wait for those to settle.
-        let start_at = engine.clock().now() + 15_000;
-        let window_ms = (args.timer_window_secs * 1000) as i64;
-        let due: Vec<(String, i64)> = futures::stream::iter(0..args.timers)
-            .map(|i| {
-                let at = start_at + window_ms * i as i64 / args.timers.max(1) as i64;
-                let event = json!({ "due": switchboard_runtime::clock::to_rfc3339(at) });
-                let (engine, row) = (engine.clone(), timer_row.clone());
-                async move { engine.start_manual(&row, event).await.map(|a| (a.run_id, at)) }
-            })
-            .buffer_unordered(64)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<_, _>>()?;
-        while store.next_due_at().await?.is_some_and(|d| d <= engine.clock().now()) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        anyhow::ensure!(engine.clock().now() + 2_000 < start_at, "setting up the timers took too long; use fewer --timers");
-        // Accept → first step on an otherwise idle runtime, before the timers fall due.
-        let mut first_runs = Vec::new();
-        for _ in 0..500 {
-            first_runs.push(engine.start_manual(&first_row, json!({})).await?.run_id);
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        while store.queue_depth().await? > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let _ = stop_tx.send(true);
-        anyhow::Ok((first_runs, due))
+/// The selected measurements on one backend; `server` is the PostgreSQL server URL (the memory
+/// measurement makes a database of its own there).
+async fn measure(b: Backend, args: &BenchArgs, selected: &[&str], server: Option<&str>) -> anyhow::Result<Figures> {
+    let mut f = Figures {
+        backend: b.name,
+        ingest: None,
+        steps: None,
+        billed: None,
+        statements: None,
+        procs: Vec::new(),
+        latency: None,
+        usage_ms: None,
+        memory: None,
     };
-    let (worked, driven) = tokio::join!(workers, driver);
-    worked.map_err(|e| anyhow::anyhow!(e))?;
-    let (first_runs, due) = driven?;
-    let mut first_ms = Vec::new();
-    for id in first_runs {
-        if let Some((run, _, _)) = store.run_detail("bench", &id).await? {
-            first_ms.push(run.started_at.unwrap_or(run.created_at).saturating_sub(run.created_at) as f64);
-        }
-    }
-    let timers = if args.timers > 0 {
-        let (mut late, mut early) = (Vec::new(), 0);
-        for (id, at) in due {
-            let Some((_, steps, _)) = store.run_detail("bench", &id).await? else { continue };
-            let fired = steps
-                .iter()
-                .find(|s| s.status == "succeeded")
-                .and_then(|s| s.output.as_deref())
-                .and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok())
-                .and_then(|o| o["waited_until"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()))
-                .map(|t| t.timestamp_millis());
-            if let Some(fired) = fired {
-                if fired < at {
-                    early += 1;
+    for m in selected {
+        eprintln!("[{:>5.0} s] {} {m}", elapsed_secs(), b.name);
+        match *m {
+            "ingest" => f.ingest = Some(throughput::ingest(&b, args).await?),
+            "steps" => f.steps = Some(throughput::steps(&b, args, false).await?),
+            "billed" => f.billed = Some(throughput::steps(&b, args, true).await?),
+            "statements" => f.statements = Some(statements::measure(&b, args).await?),
+            "procs" if b.is_postgres() => f.procs = procs::measure(&b, args).await?,
+            "timers" => f.latency = Some(latency::measure(&b, args).await?),
+            "usage" if args.ledger_rows > 0 => f.usage_ms = Some(throughput::usage_latency(&b, args.ledger_rows).await?),
+            "memory" => {
+                if let Some(server) = server {
+                    f.memory = Some(memory::measure(server, args).await?);
                 }
-                late.push((fired - at) as f64);
             }
+            _ => {}
         }
-        Some((percentiles(late), early))
-    } else {
-        None
-    };
-    Ok(Latency { first_step: percentiles(first_ms), timers })
+    }
+    b.close().await;
+    Ok(f)
 }
 
-/// Fills the ledger of a fresh account, then times `GET /v1/usage` by unit and by day.
-async fn usage_latency(engine: &Arc<Engine>, rows: i64) -> anyhow::Result<[(f64, f64); 2]> {
-    let store = engine.store();
-    let now = engine.clock().now();
-    let account = Account { id: "ledger".into(), name: "ledger".into(), plan: "enterprise".into(), timezone: "UTC".into(), created_at: now };
-    let key = random_secret("sk_");
-    store.create_account(&account, &crate::auth::hash_key(&key)).await?;
-    store.fill_ledger_for_bench("ledger", rows, &switchboard_runtime::metering::local_day(now, "UTC"), now).await?;
-    // Numbering (and rolling up) a million fresh rows is set-up, not what is timed.
-    store.sequence_ledger().await?;
-    let app = router(AppState::new(engine.clone(), Arc::new(switchboard_integrations::connections::Vault::from_hex(&switchboard_integrations::connections::Vault::generate_hex())?), "unused", "http://bench"));
-    let mut out = [(0.0, 0.0); 2];
-    for (i, group) in ["unit", "day"].iter().enumerate() {
-        let mut times = Vec::new();
-        for _ in 0..20 {
-            let req = axum::http::Request::get(format!("/v1/usage?group_by={group}"))
-                .header("authorization", format!("Bearer {key}"))
-                .body(axum::body::Body::empty())?;
-            let started = Instant::now();
-            let res = tower::ServiceExt::oneshot(app.clone(), req).await?;
-            anyhow::ensure!(res.status() == 200, "GET /v1/usage answered {}", res.status());
-            let _ = axum::body::to_bytes(res.into_body(), usize::MAX).await?;
-            times.push(started.elapsed().as_secs_f64() * 1000.0);
-        }
-        times.sort_by(f64::total_cmp);
-        out[i] = (times[times.len() / 2], times[times.len() - 1]);
-    }
-    Ok(out)
+/// Seconds since the bench started (progress lines on stderr).
+fn elapsed_secs() -> f64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64()
 }
 
-fn write(id: &str, doc: &serde_json::Value, kind: &str, token: Option<String>, now: i64) -> WorkflowWrite {
-    WorkflowWrite {
-        id: id.into(),
-        account_id: "bench".into(),
-        name: id.into(),
-        enabled: true,
-        trigger_kind: kind.into(),
-        event_type: None,
-        webhook_token: token,
-        definition: doc.to_string(),
-        now,
-    }
-}
-
-/// Runs the workers until the queue is empty; returns how long that took.
-async fn drain_with_workers(engine: &Arc<Engine>) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let workers = worker::run(engine.clone(), async move {
-        let _ = stop_rx.changed().await;
-    });
-    let watch = async {
-        while engine.store().queue_depth().await? > 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let elapsed = started.elapsed();
-        let _ = stop_tx.send(true);
-        anyhow::Ok(elapsed)
-    };
-    let (worked, elapsed) = tokio::join!(workers, watch);
-    worked.map_err(|e| anyhow::anyhow!(e))?;
-    elapsed
-}
-
-async fn ingest(url: &str, requests: usize, clients: usize) -> anyhow::Result<(f64, f64, f64)> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
-    let body = json!({
-        "lead": { "id": "lead_123", "first_name": "Ada", "last_name": "Lovelace", "phone": "+15550001111",
-                  "email": "ada@example.com", "source": "website", "notes": "x".repeat(300) }
-    })
-    .to_string();
-    let remaining = Arc::new(AtomicUsize::new(requests));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (client, url, body, remaining) = (client.clone(), url.to_string(), body.clone(), remaining.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while remaining.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
-                let t = Instant::now();
-                let res = client.post(&url).header("content-type", "application/json").body(body.clone()).send().await?;
-                anyhow::ensure!(res.status() == 202, "webhook answered {}", res.status());
-                latencies.push(t.elapsed());
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut all = Vec::with_capacity(requests);
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    let elapsed = started.elapsed();
-    all.sort();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
-    Ok((requests as f64 / elapsed.as_secs_f64(), pct(0.50), pct(0.99)))
+fn print(figures: &[Figures], args: &BenchArgs) {
+    throughput::print(figures, args);
+    statements::print(figures, args);
+    procs::print(figures, args);
+    latency::print(figures, args);
+    memory::print(figures, args);
 }
