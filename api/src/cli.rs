@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use switchboard_runtime::clock::SystemClock;
+use switchboard_runtime::clock::DatabaseClock;
 use switchboard_runtime::engine::{Engine, worker};
 use switchboard_runtime::store::Store;
 use tokio::net::TcpListener;
@@ -21,9 +21,22 @@ pub struct Cli {
     /// Settings file (default: ./switchboard.toml if it exists).
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// Log lines as text (for people) or JSON (one object a line, with the run and step ids
+    /// of the spans as fields, for log pipelines).
+    #[arg(long, global = true, env = "SWITCHBOARD_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `2026-11-21T10:00:00Z  INFO run{run_id=…}:step{step_id=… seq=2 attempt=1}: message`.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// The commands.
@@ -49,6 +62,8 @@ pub fn main() -> anyhow::Result<()> {
     if matches!(cli.command, Command::Bench(_)) {
         // The same log, plus a layer that counts the store's SQL statements when asked to.
         crate::bench::init_tracing(filter);
+    } else if cli.log_format == LogFormat::Json {
+        tracing_subscriber::fmt().json().with_current_span(false).with_span_list(true).with_env_filter(filter).init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
@@ -97,7 +112,9 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Arc<Engine>> {
     let store = connect(settings).await?;
     let config = settings.actions().context("reading or creating the secret key")?;
     let actions = switchboard_actions::registry(&config).context("building action modules")?;
-    let mut engine = Engine::new(store, actions, Arc::new(SystemClock), settings.engine());
+    // Processes sharing PostgreSQL follow its clock, so they agree on what is due.
+    let clock = DatabaseClock::for_store(&store).await.context("reading the database's clock")?;
+    let mut engine = Engine::new(store, actions, clock, settings.engine());
     if let Some(url) = &settings.redis_url {
         let limiter = switchboard_integrations::rate_limit::RedisRateLimiter::new(url)
             .with_context(|| format!("SWITCHBOARD_REDIS_URL {}", redact(url)))?;
@@ -169,7 +186,7 @@ fn billing_sync(
         ..Default::default()
     };
     let store = engine.store().clone();
-    Ok(crate::billing_sync::run(store, stripe, cfg, Arc::new(SystemClock), shutdown).boxed())
+    Ok(crate::billing_sync::run(store, stripe, cfg, engine.clock().clone(), shutdown).boxed())
 }
 
 /// Resolves on SIGINT or SIGTERM.

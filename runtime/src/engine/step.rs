@@ -733,7 +733,7 @@ fn after_commit(engine: &Engine, c: &Completion) {
     match c.step.status.as_str() {
         "failed" | "outcome_unknown" => {
             let e = error();
-            tracing::warn!(status = %c.step.status, code = %e["code"].as_str().unwrap_or_default(), message = %e["message"].as_str().unwrap_or_default(), run_status = %c.run_status, "step ended without success");
+            tracing::warn!(status = %c.step.status, code = %e["code"].as_str().unwrap_or_default(), error = %e["message"].as_str().unwrap_or_default(), run_status = %c.run_status, "step ended without success");
         }
         "pending" if c.step.error.is_some() => {
             let e = error();

@@ -322,3 +322,61 @@ async fn a_redis_outage_falls_back_and_recovers() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// A real `switchboard serve`: JSON log lines carry the run and step ids of their spans, and
+/// SIGTERM stops the process promptly although a live stream is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_process_logs_run_ids_and_stops_on_sigterm_with_a_stream_open() {
+    use crate::crash::{ADMIN, free_port, server_log, start_with};
+    use crate::support::TempDir;
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let vendor = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(400).set_body_string("no such lead")).mount(&vendor).await;
+    let data = TempDir::new();
+    let db = format!("sqlite://{}", data.0.join("sb.db").display());
+    let env = [("SWITCHBOARD_LOG_FORMAT", "json"), ("RUST_LOG", "info")];
+    let mut server = start_with(&db, &data, free_port(), &env).await;
+    let http = reqwest::Client::new();
+    let base = server.base.clone();
+    let account: Value = http.post(format!("{base}/v1/accounts")).bearer_auth(ADMIN).json(&json!({ "name": "ops" })).send().await.unwrap().json().await.unwrap();
+    let key = account["api_key"].as_str().unwrap().to_string();
+    let def = workflow(json!([{ "id": "call", "action": "http.request", "input": { "method": "POST", "url": format!("{}/leads", vendor.uri()) } }]));
+    let wf: Value = http.post(format!("{base}/v1/workflows")).bearer_auth(&key).json(&def).send().await.unwrap().json().await.unwrap();
+
+    let mut stream = http.get(format!("{base}/v1/events/stream")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let started: Value =
+        http.post(format!("{base}/v1/workflows/{}/runs", wf["id"].as_str().unwrap())).bearer_auth(&key).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let run_id = started["run_id"].as_str().unwrap().to_string();
+    let mut seen = String::new();
+    while !seen.contains("event: run.finished") {
+        let chunk = tokio::time::timeout(PATIENCE, stream.chunk()).await.expect("no event in time").unwrap().expect("stream ended early");
+        seen.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(seen.contains(&run_id), "{seen}");
+
+    // The failure was logged as JSON, inside the run's and the step's spans.
+    let log = server_log(&data);
+    let line = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "step ended without success")
+        .unwrap_or_else(|| panic!("no JSON failure line in:\n{log}"));
+    assert_eq!(line["level"], "WARN");
+    assert_eq!(line["fields"]["status"], "failed");
+    assert_eq!(line["fields"]["code"], "http_400");
+    assert!(line["fields"]["error"].as_str().unwrap().contains("no such lead"), "{line}");
+    let spans = line["spans"].as_array().unwrap();
+    assert!(spans.iter().any(|s| s["name"] == "run" && s["run_id"] == run_id.as_str()), "{line}");
+    assert!(spans.iter().any(|s| s["name"] == "step" && s["step_id"] == "call" && s["seq"] == 1), "{line}");
+
+    // SIGTERM with the stream still open: the stream ends and the process exits cleanly.
+    let pid = server.child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exit = tokio::time::timeout(PATIENCE, server.child.wait()).await.expect("still running 10 s after SIGTERM").unwrap();
+    assert!(exit.success(), "{exit:?}\n{}", server_log(&data));
+    assert!(matches!(tokio::time::timeout(PATIENCE, stream.chunk()).await.unwrap(), Ok(None) | Err(_)), "the stream did not end");
+}
