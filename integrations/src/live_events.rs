@@ -12,7 +12,7 @@
 //! says `in_process_fallback`, and both connections are retried every few seconds. Around an
 //! outage a listener may see an event twice (once locally, once through Redis); ids are unique.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -78,7 +78,7 @@ impl RedisEventBus {
         let health = Arc::new(Health::default());
         let (queue, queue_rx) = mpsc::channel(QUEUE);
         tokio::spawn(publish_loop(client.clone(), queue_rx, hub.clone(), health.clone()));
-        tokio::spawn(subscribe_loop(client, interest_rx, hub.clone(), health.clone()));
+        tokio::spawn(subscribe_loop(client, interest_rx, Arc::downgrade(&hub), health.clone()));
         Ok(Self { hub, queue, health })
     }
 }
@@ -104,11 +104,15 @@ async fn publish_loop(client: redis::Client, mut queue: mpsc::Receiver<RunEvent>
     let mut connection = connect(&client, &health).await;
     health.publishing.store(connection.is_some(), Ordering::Relaxed);
     let mut batch = Vec::with_capacity(BATCH);
+    // One timer for the whole loop, so that steady traffic cannot keep postponing it.
+    let mut retry = tokio::time::interval(RECONNECT_EVERY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             n = queue.recv_many(&mut batch, BATCH) => if n == 0 { return },
-            // Idle and degraded: look again, so readiness recovers without waiting for an event.
-            () = tokio::time::sleep(RECONNECT_EVERY), if !health.publishing.load(Ordering::Relaxed) => {
+            // Degraded: look again (connect, or PING the connection that reconnects by itself),
+            // so publishing and readiness recover with or without traffic.
+            _ = retry.tick(), if !health.publishing.load(Ordering::Relaxed) => {
                 if connection.is_none() {
                     connection = connect(&client, &health).await;
                 }
@@ -120,8 +124,11 @@ async fn publish_loop(client: redis::Client, mut queue: mpsc::Receiver<RunEvent>
                 continue;
             }
         }
+        // While degraded, deliver here at once instead of waiting on Redis batch after batch;
+        // the timer above finds out when it is back.
+        let degraded = !health.publishing.load(Ordering::Relaxed);
         let sent = match &mut connection {
-            Some(c) => {
+            Some(c) if !degraded => {
                 let mut pipe = redis::pipe();
                 for event in &batch {
                     let body = serde_json::to_string(event).unwrap_or_default();
@@ -139,7 +146,7 @@ async fn publish_loop(client: redis::Client, mut queue: mpsc::Receiver<RunEvent>
                     }
                 }
             }
-            None => false,
+            _ => false,
         };
         health.publishing.store(sent, Ordering::Relaxed);
         health.check_recovered();
@@ -168,39 +175,55 @@ async fn connect(client: &redis::Client, health: &Health) -> Option<ConnectionMa
     }
 }
 
-/// Keeps one pub/sub connection subscribed to the channels of the accounts watched here.
-async fn subscribe_loop(client: redis::Client, mut interest: mpsc::UnboundedReceiver<Interest>, hub: Arc<Hub>, health: Arc<Health>) {
+/// How often an idle pub/sub connection is checked (a half-open connection never errors).
+const PING_EVERY: Duration = Duration::from_secs(15);
+
+/// Keeps one pub/sub connection subscribed to the channels of the accounts watched here. Holds
+/// the hub weakly: the task ends with the bus.
+async fn subscribe_loop(client: redis::Client, mut interest: mpsc::UnboundedReceiver<Interest>, hub: Weak<Hub>, health: Arc<Health>) {
+    // A Redis call that does not answer in time counts as a lost connection.
+    async fn bounded<T>(call: impl std::future::Future<Output = redis::RedisResult<T>>) -> bool {
+        matches!(tokio::time::timeout(REDIS_TIMEOUT, call).await, Ok(Ok(_)))
+    }
     loop {
         match tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub()).await {
             Ok(Ok(pubsub)) => {
                 let (mut sink, mut stream) = pubsub.split();
-                let mut ok = true;
-                for account in hub.watched() {
-                    ok &= sink.subscribe(channel(&account)).await.is_ok();
-                }
+                let Some(watched) = hub.upgrade().map(|h| h.watched()) else { return };
+                let channels: Vec<String> = watched.iter().map(|a| channel(a)).collect();
+                let mut ok = channels.is_empty() || bounded(sink.subscribe(&channels)).await;
                 if ok {
                     health.subscribed.store(true, Ordering::Relaxed);
                     health.check_recovered();
                 }
+                let mut ping = tokio::time::interval(PING_EVERY);
+                ping.reset();
                 while ok {
                     tokio::select! {
                         change = interest.recv() => {
-                            let result = match change {
-                                Some(Interest::Watch(account, confirm)) => sink.subscribe(channel(&account)).await.map(|()| {
-                                    confirm.send_replace(true);
-                                }),
-                                Some(Interest::Unwatch(account)) => sink.unsubscribe(channel(&account)).await,
+                            ok = match change {
+                                Some(Interest::Watch(account, confirm)) => {
+                                    let subscribed = bounded(sink.subscribe(channel(&account))).await;
+                                    if subscribed {
+                                        confirm.send_replace(true);
+                                    }
+                                    subscribed
+                                }
+                                Some(Interest::Unwatch(account)) => bounded(sink.unsubscribe(channel(&account))).await,
                                 None => return, // the bus is gone
                             };
-                            ok = result.is_ok();
                         }
                         message = stream.next() => match message {
                             Some(message) => match serde_json::from_slice::<RunEvent>(message.get_payload_bytes()) {
-                                Ok(event) => hub.deliver(Arc::new(event)),
+                                Ok(event) => match hub.upgrade() {
+                                    Some(hub) => hub.deliver(Arc::new(event)),
+                                    None => return,
+                                },
                                 Err(e) => tracing::warn!(error = %e, "ignoring a malformed live event from Redis"),
                             },
                             None => ok = false,
                         },
+                        _ = ping.tick() => ok = bounded(sink.ping::<()>()).await,
                     }
                 }
                 health.down("subscribing", "the pub/sub connection closed");

@@ -122,6 +122,13 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
     /// Listens to an account's events (from every process sharing the bus).
     fn subscribe(&self, account_id: &str) -> Subscription;
 
+    /// Whether an event of the account could reach anyone: when not, the engine does not build
+    /// it (the step path pays nothing for events nobody watches). A shared bus cannot know who
+    /// listens in other processes, so by default: yes.
+    fn wants(&self, _account_id: &str) -> bool {
+        true
+    }
+
     /// Where events travel, for readiness reports: `in_process`, `redis`, or
     /// `in_process_fallback` while a shared backend is unreachable.
     fn status(&self) -> &'static str {
@@ -174,6 +181,9 @@ pub struct Hub {
 struct Channel {
     sender: broadcast::Sender<Arc<RunEvent>>,
     subscribed: watch::Receiver<bool>,
+    /// Subscriptions alive, counted under the hub's lock (a receiver count would still include
+    /// a receiver being dropped on another thread).
+    listeners: usize,
 }
 
 /// A change in which accounts a process listens to.
@@ -202,8 +212,9 @@ impl Hub {
             if let Some(tx) = &self.interest {
                 let _ = tx.send(Interest::Watch(account_id.to_string(), confirm));
             }
-            Channel { sender, subscribed }
+            Channel { sender, subscribed, listeners: 0 }
         });
+        channel.listeners += 1;
         Subscription {
             receiver: channel.sender.subscribe(),
             subscribed: channel.subscribed.clone(),
@@ -214,8 +225,9 @@ impl Hub {
 
     fn leave(&self, account_id: &str) {
         let mut accounts = self.accounts.lock().expect("hub lock");
-        // The leaving receiver is still alive while this runs: it is the last one at 1.
-        if accounts.get(account_id).is_some_and(|c| c.sender.receiver_count() <= 1) {
+        let Some(channel) = accounts.get_mut(account_id) else { return };
+        channel.listeners -= 1;
+        if channel.listeners == 0 {
             accounts.remove(account_id);
             if let Some(tx) = &self.interest {
                 let _ = tx.send(Interest::Unwatch(account_id.to_string()));
@@ -228,6 +240,11 @@ impl Hub {
         if let Some(channel) = self.accounts.lock().expect("hub lock").get(&event.account_id) {
             let _ = channel.sender.send(event);
         }
+    }
+
+    /// Whether anyone in this process listens to the account.
+    pub fn is_watched(&self, account_id: &str) -> bool {
+        self.accounts.lock().expect("hub lock").contains_key(account_id)
     }
 
     /// The accounts watched in this process (to subscribe again after a reconnect).
@@ -256,6 +273,10 @@ impl EventBus for LocalEventBus {
 
     fn subscribe(&self, account_id: &str) -> Subscription {
         self.hub.subscribe(account_id)
+    }
+
+    fn wants(&self, account_id: &str) -> bool {
+        self.hub.is_watched(account_id)
     }
 }
 

@@ -38,6 +38,10 @@ use crate::openapi::{self as doc, built_once};
 /// Comment lines sent while nothing happens, so proxies keep the connection open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// How long a run stream waits for an event before reading the run again: events may be lost,
+/// and a lost `run.finished` must not leave the stream open for good.
+const RECHECK: Duration = Duration::from_secs(30);
+
 /// `/v1/runs/{id}/events`, `/v1/events/stream`, documented.
 pub fn documented() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(run_events)).routes(routes!(account_events))
@@ -91,7 +95,16 @@ impl RunStream {
             return None;
         }
         loop {
-            match self.subscription.recv().await {
+            let Ok(received) = tokio::time::timeout(RECHECK, self.subscription.recv()).await else {
+                // Quiet for a while: if the run ended meanwhile (its event lost), say so and end.
+                let finished = self.state.engine.store().run_by_id(&self.run_id).await.ok()?.is_none_or(|r| FINAL_RUN_STATUSES.contains(&r.status.as_str()));
+                if finished {
+                    let event = self.snapshot().await.ok()?;
+                    return Some((event, self));
+                }
+                continue;
+            };
+            match received {
                 Ok(event) if event.run_id == self.run_id => {
                     self.done = event.is_final();
                     return Some((sse_event(&event), self));
@@ -129,6 +142,8 @@ impl RunStream {
     ),
 )]
 async fn run_events(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<EventStream> {
+    // An unknown run (or another account's) answers 404 before anything is subscribed.
+    run_detail_json(&state, &account.id, &id).await?;
     // Listen first, then read: a change committed in between is in the snapshot, or arrives
     // as an event after it (or both), but is never missed.
     let mut subscription = state.engine.events().subscribe(&account.id);

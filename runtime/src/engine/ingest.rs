@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{Engine, new_id};
 use crate::definition::{StepKind, Target, Trigger};
-use crate::events::RunEvent;
+use crate::events::{RunEvent, StepEvent};
 use crate::action::ActionError;
 use crate::store::{HookTarget, NewEvent, NewRun, NewUsage, QuotaCheck, Recorded, Resume, WorkflowRow};
 use crate::Result;
@@ -79,8 +79,40 @@ impl Engine {
         Ok(answer)
     }
 
+    /// Tells live listeners about the waits an event resumed: the wait step succeeded (with the
+    /// event as its output), and the run finished if the wait was its last step. A wait whose
+    /// timeout won the race was not resumed: its run still waits at the same step.
+    async fn publish_resumed(&self, account_id: &str, resumes: &[Resume], now: i64) {
+        if resumes.is_empty() || !self.events.wants(account_id) {
+            return;
+        }
+        for r in resumes {
+            let Ok(Some(run)) = self.store.run_by_id(&r.run_id).await else { continue };
+            if run.status == "waiting" && run.step_seq == r.step_seq {
+                continue;
+            }
+            let step = StepEvent {
+                id: r.step_id.clone(),
+                seq: r.step_seq,
+                status: "succeeded".into(),
+                attempts: 1,
+                due_at: None,
+                output: serde_json::from_str(&r.output).ok(),
+                error: None,
+            };
+            let event = |kind: &str| RunEvent::new(kind, account_id, &r.run_id, &run.workflow_id, &run.status, now);
+            self.events.publish(RunEvent { step: Some(step), ..event("step.updated") });
+            if crate::store::FINAL_RUN_STATUSES.contains(&run.status.as_str()) {
+                self.events.publish(event("run.finished"));
+            }
+        }
+    }
+
     /// Publishes a run-level event with the run's status as committed.
     async fn publish_run(&self, account_id: &str, run_id: &str, kind: &str, now: i64) {
+        if !self.events.wants(account_id) {
+            return;
+        }
         if let Ok(Some(run)) = self.store.run_by_id(run_id).await {
             self.events.publish(RunEvent::new(kind, account_id, run_id, &run.workflow_id, &run.status, now));
         }
@@ -226,6 +258,7 @@ impl Engine {
             Recorded::New => {
                 self.notify();
                 self.publish_created(&account_id, created, quota.is_some(), now).await;
+                self.publish_resumed(&account_id, &resumes, now).await;
                 Ok(answer)
             }
             Recorded::Repeat(first) => Ok(serde_json::from_str(&first)?),
@@ -235,6 +268,9 @@ impl Engine {
     /// Tells live listeners about committed runs. Under a quota a run may have been recorded
     /// as refused (`failed`), so its status is read back rather than assumed.
     async fn publish_created(&self, account_id: &str, runs: Vec<(String, String)>, read_status: bool, now: i64) {
+        if !self.events.wants(account_id) {
+            return;
+        }
         for (run_id, workflow_id) in runs {
             let status = match read_status {
                 true => self.store.run_by_id(&run_id).await.ok().flatten().map_or_else(|| "queued".to_string(), |r| r.status),

@@ -741,6 +741,9 @@ fn after_commit(engine: &Engine, c: &Completion) {
         }
         status => tracing::debug!(%status, run_status = %c.run_status, "step committed"),
     }
+    if !engine.events.wants(&c.account_id) {
+        return;
+    }
     let event = |kind: &str| RunEvent::new(kind, &c.account_id, &c.run_id, &c.workflow_id, &c.run_status, c.now);
     engine.events.publish(RunEvent { step: Some(StepEvent::from_row(&c.step)), ..event("step.updated") });
     if crate::store::FINAL_RUN_STATUSES.contains(&c.run_status.as_str()) {
