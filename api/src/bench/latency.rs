@@ -31,6 +31,13 @@ struct Timers {
     setup: Duration,
     /// How long before the window opened the set-up was done.
     slack: Duration,
+    /// p99 lateness (ms) of the delays due in each tenth of the window.
+    p99_by_tenth: Vec<f64>,
+    /// PostgreSQL checkpoints started between the window's opening and the last firing.
+    checkpoints: Option<i64>,
+    /// Meanwhile: the share of the machine's CPU time that was busy, and this process's CPU
+    /// time in cores (the rest of the busy time is PostgreSQL's, or another process's).
+    cpu: Option<(f64, f64)>,
 }
 
 /// Runs started one by one, 2 ms apart, for the accept → first step figure.
@@ -48,7 +55,7 @@ pub(super) async fn measure(b: &Backend, args: &BenchArgs) -> anyhow::Result<Lat
     let workers = worker::run(b.engine.clone(), async move {
         let _ = stop_rx.changed().await;
     });
-    let driver = async {
+    let drive = async {
         let mut timers = None;
         if n > 0 {
             // The window must open after every delay is created and parked, and creating them
@@ -72,25 +79,64 @@ pub(super) async fn measure(b: &Backend, args: &BenchArgs) -> anyhow::Result<Lat
             let due = |i: usize| start_at + window_ms * i as i64 / n as i64;
             let started = Instant::now();
             b.queue_runs(&timer_row, n, |i| json!({ "due": to_rfc3339(due(i)) })).await?;
+            if b.is_postgres() {
+                // Autovacuum would analyze the grown queue within a minute; this server runs
+                // with it off. Without fresh statistics, a claim plan cached while run_queue was
+                // nearly empty (a sequential scan) stays in use as it grows, and every claim
+                // reads the whole queue (see docs/performance.md).
+                sqlx::query("ANALYZE").execute(&b.db).await?;
+            }
             wait_parked(b).await?;
             let setup = started.elapsed();
             let slack = start_at - b.now();
-            anyhow::ensure!(slack > 1_000, "creating and parking {n} delays took {setup:?}, past the window's start; the pilot misjudged it");
-            timers = Some((setup, Duration::from_millis(slack as u64)));
+            anyhow::ensure!(
+                slack > 1_000,
+                "creating and parking {n} delays took {:.0} s, past the window's start (the pilot's {pilot} took {:.1} ms each)",
+                setup.as_secs_f64(),
+                per_run * 1000.0
+            );
+            timers = Some((setup, Duration::from_millis(slack as u64), start_at));
         }
         // Accept → first step on an otherwise idle runtime, before the timers fall due.
         for _ in 0..FIRST_RUNS {
             b.engine.start_manual(&first_row, json!({})).await?;
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        // Until every timer has fired (and the first-step runs are done): the queue is empty.
-        let deadline = Instant::now() + Duration::from_secs(args.timer_window_secs + 600);
-        while b.count("SELECT COUNT(*) FROM run_queue WHERE account_id = $1", "bench").await? > 0 {
-            anyhow::ensure!(Instant::now() < deadline, "timers still pending 10 minutes after the window closed");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        // The window's figures (checkpoints, CPU) from its opening.
+        if let Some((_, _, start_at)) = timers {
+            tokio::time::sleep(Duration::from_millis((start_at - b.now()).max(0) as u64)).await;
         }
+        let checkpoints_before = checkpoints(b).await?;
+        let cpu_before = (super::procs::machine_jiffies(), super::procs::cpu_secs(std::process::id()), Instant::now());
+        // Until every timer has fired (and the first-step runs are done): the queue is empty.
+        // Asked through the due-time index, 4 times a second, so that watching costs the
+        // database next to nothing while the timers fire.
+        let deadline = Instant::now() + Duration::from_secs(args.timer_window_secs + 600);
+        loop {
+            let (next,): (Option<i64>,) = sqlx::query_as("SELECT MIN(due_at) FROM run_queue").fetch_one(&b.db).await?;
+            if next.is_none() {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "timers still pending 10 minutes after the window closed");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let checkpoints = match (checkpoints_before, checkpoints(b).await?) {
+            (Some(before), Some(after)) => Some(after - before),
+            _ => None,
+        };
+        let cpu = match (cpu_before, super::procs::machine_jiffies(), super::procs::cpu_secs(std::process::id())) {
+            ((Some((b0, t0)), Some(c0), at), Some((b1, t1)), Some(c1)) if t1 > t0 => {
+                Some(((b1 - b0) as f64 / (t1 - t0) as f64, (c1 - c0) / at.elapsed().as_secs_f64()))
+            }
+            _ => None,
+        };
+        anyhow::Ok(timers.map(|(setup, slack, start_at)| (setup, slack, start_at, checkpoints, cpu)))
+    };
+    // The workers stop when the driver is done, whether it succeeded or not.
+    let driver = async {
+        let driven = drive.await;
         let _ = stop_tx.send(true);
-        anyhow::Ok(timers)
+        driven
     };
     let (worked, driven) = tokio::join!(workers, driver);
     worked.map_err(|e| anyhow::anyhow!(e))?;
@@ -100,7 +146,12 @@ pub(super) async fn measure(b: &Backend, args: &BenchArgs) -> anyhow::Result<Lat
         sqlx::query_as("SELECT created_at, started_at FROM runs WHERE workflow_id = 'first'").fetch_all(&b.db).await?;
     let first_ms = rows.iter().map(|(created, started)| started.unwrap_or(*created).saturating_sub(*created) as f64).collect();
     let timers = match setup {
-        Some((setup, slack)) => Some(lateness(b, n, setup, slack).await?),
+        Some((setup, slack, start_at, checkpoints, cpu)) => {
+            let mut t = lateness(b, n, setup, slack, start_at, window_ms).await?;
+            t.checkpoints = checkpoints;
+            t.cpu = cpu;
+            Some(t)
+        }
         None => None,
     };
     Ok(Latency { first_step: percentiles(first_ms), timers })
@@ -114,9 +165,19 @@ async fn wait_parked(b: &Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Checkpoints PostgreSQL has started so far (timed and requested); `None` on SQLite. A
+/// checkpoint's writes and fsyncs slow every commit while it runs.
+async fn checkpoints(b: &Backend) -> anyhow::Result<Option<i64>> {
+    if !b.is_postgres() {
+        return Ok(None);
+    }
+    let (n,): (i64,) = sqlx::query_as("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter").fetch_one(&b.db).await?;
+    Ok(Some(n))
+}
+
 /// Reads every fired delay's due time (from its run's event) and firing time (the delay step's
 /// `waited_until`: the engine's clock when it claimed the due step).
-async fn lateness(b: &Backend, n: usize, setup: Duration, slack: Duration) -> anyhow::Result<Timers> {
+async fn lateness(b: &Backend, n: usize, setup: Duration, slack: Duration, start_at: i64, window_ms: i64) -> anyhow::Result<Timers> {
     let rows: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT r.event, s.output FROM runs r JOIN step_runs s ON s.run_id = r.id \
          WHERE r.workflow_id = 'timers' AND s.step_id = 't' AND s.status = 'succeeded'",
@@ -125,6 +186,8 @@ async fn lateness(b: &Backend, n: usize, setup: Duration, slack: Duration) -> an
     .await?;
     let time = |v: &Value| v.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.timestamp_millis());
     let (mut late, mut early) = (Vec::with_capacity(n), 0);
+    // Lateness by tenth of the window, to tell a steady lag from a stall.
+    let mut tenths: Vec<Vec<f64>> = vec![Vec::new(); 10];
     for (event, output) in rows {
         let due = time(&serde_json::from_str::<Value>(&event)?["due"]).context("a timer run without its due time")?;
         let Some(fired) = output.and_then(|o| serde_json::from_str::<Value>(&o).ok()).and_then(|o| time(&o["waited_until"])) else { continue };
@@ -132,8 +195,11 @@ async fn lateness(b: &Backend, n: usize, setup: Duration, slack: Duration) -> an
             early += 1;
         }
         late.push((fired - due) as f64);
+        let tenth = ((due - start_at) * 10 / window_ms.max(1)).clamp(0, 9) as usize;
+        tenths[tenth].push((fired - due) as f64);
     }
-    Ok(Timers { fired: late.len(), lateness: percentiles(late), early, setup, slack })
+    let p99_by_tenth = tenths.into_iter().map(|v| percentiles(v).1).collect();
+    Ok(Timers { fired: late.len(), lateness: percentiles(late), early, setup, slack, p99_by_tenth, checkpoints: None, cpu: None })
 }
 
 pub(super) fn print(figures: &[Figures], args: &BenchArgs) {
@@ -158,6 +224,20 @@ pub(super) fn print(figures: &[Figures], args: &BenchArgs) {
             None => ("-".into(), "-".into(), "-".into(), "-".into()),
         };
         println!("{:<10} {:>30} {late:>30} {early:>6} {fired:>9} {setup:>14}", f.backend, format!("{a:.1} / {b:.1} / {c:.1} ms"));
+    }
+    for f in figures {
+        let Some(t) = f.latency.as_ref().and_then(|l| l.timers.as_ref()) else { continue };
+        let checkpoints = t.checkpoints.map(|c| format!("; {c} checkpoint(s) began meanwhile")).unwrap_or_default();
+        let tenths: Vec<String> = t.p99_by_tenth.iter().map(|p| format!("{p:.0}")).collect();
+        println!("  {}: p99 by tenth of the window: {} ms{checkpoints}", f.backend, tenths.join(" / "));
+        if let Some((busy, own)) = t.cpu {
+            println!(
+                "  {}: while the timers fired the machine was {:.0}% busy; this process (engine and workers) used {:.2} cores",
+                f.backend,
+                busy * 100.0,
+                own
+            );
+        }
     }
     println!(
         "(first step: {FIRST_RUNS} runs started 2 ms apart on an idle runtime; timers: {} delays falling due within {} s, \

@@ -96,9 +96,8 @@ async fn measure_on(b: &Backend, args: &BenchArgs) -> anyhow::Result<Memory> {
     copy_run(&mut tx, &soon.run_id, &soon.event_id, DUE_COPIES).await?;
     tx.commit().await?;
     let insert = started.elapsed();
-    // Autovacuum would vacuum and analyze the grown tables within a minute; do it now, so that
-    // the claim query's plan is the one a running system would have, and autovacuum's own
-    // transactions do not land in the worker's commit rate.
+    // Autovacuum (where it is on) would vacuum and analyze the grown tables within a minute; do
+    // it now, so that the claim query's plan is the one a running system would have.
     let started = Instant::now();
     sqlx::query("VACUUM (ANALYZE)").execute(&b.db).await?;
     let analyze = started.elapsed();
@@ -200,8 +199,8 @@ async fn copy_run(tx: &mut sqlx::Transaction<'static, sqlx::Any>, run_id: &str, 
 /// Starts a worker, reads its resident memory every second for `secs` s after 11 s of start-up,
 /// and counts the statements it sends meanwhile (its log of `sqlx::query` events), then stops it.
 /// A statement of an idle worker is a transaction of its own, so this is also its commit rate:
-/// counted from its own log rather than `pg_stat_database`, which autovacuum's work on the
-/// freshly written tables would blur.
+/// counted from its own log rather than `pg_stat_database`, whose counters lag by up to 10 s
+/// and include every other session's work.
 async fn sample(b: &Backend, dir: &std::path::Path, secs: u64) -> anyhow::Result<Sample> {
     let mut worker = WorkerProcess::spawn(&b.url, dir, "warn,sqlx::query=debug")?;
     tokio::time::sleep(Duration::from_secs(11)).await;

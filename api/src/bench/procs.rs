@@ -89,11 +89,7 @@ impl WorkerProcess {
 
     /// CPU seconds (user + system, all threads) used so far.
     fn cpu_secs(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        // The fields after the command name (which may hold spaces), from field 3 on.
-        let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
-        let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        Some(ticks / clock_ticks())
+        cpu_secs(self.pid)
     }
 
     /// SIGTERM (the worker finishes in-flight steps), then waits; SIGKILL after 30 s.
@@ -113,6 +109,15 @@ impl WorkerProcess {
     }
 }
 
+/// CPU seconds (user + system, all threads) process `pid` has used so far.
+pub(super) fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces), from field 3 on.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / clock_ticks())
+}
+
 /// Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`; 100 on Linux in practice).
 fn clock_ticks() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
@@ -127,7 +132,7 @@ fn clock_ticks() -> f64 {
 }
 
 /// (busy, total) jiffies of the whole machine, from `/proc/stat`.
-fn machine_jiffies() -> Option<(u64, u64)> {
+pub(super) fn machine_jiffies() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let cpu: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
     let total: u64 = cpu.iter().take(8).sum();
@@ -152,7 +157,7 @@ pub(super) async fn measure(b: &Backend, args: &BenchArgs) -> anyhow::Result<Vec
         let mut workers = (0..n).map(|_| WorkerProcess::spawn(&b.url, &dir, "warn")).collect::<anyhow::Result<Vec<_>>>()?;
         let deadline = started + Duration::from_secs(1_800);
         loop {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
             let done = b.count("SELECT COUNT(*) FROM runs WHERE workflow_id = $1 AND finished_at IS NOT NULL", &id).await?;
             if done >= args.proc_runs as i64 {
                 break;

@@ -97,14 +97,18 @@ pub(super) async fn measure(b: &Backend, args: &BenchArgs) -> anyhow::Result<Sta
     let row = b.log_workflow("statements", args.steps).await?;
     let (queued, ingest) = counted(b.queue_runs(&row, args.runs, |_| json!({ "lead": { "first_name": "Ada" } }))).await;
     queued?;
+    // A backend reports its counters when idle, but at most once a second; counters held back
+    // by that are reported after 10 s of idleness (PostgreSQL 15). Let what came before land
+    // before the first read, and the execution's own before the second.
+    if b.is_postgres() {
+        tokio::time::sleep(Duration::from_secs(11)).await;
+    }
     let before = xacts(b).await?;
     // Polls every 20 ms: each is a transaction of the bench's own, taken out below.
     let (drained, execute) = counted(super::throughput::drain_with_workers(b, Duration::from_millis(20))).await;
     let (_, polls) = drained?;
     let xacts = match before {
         Some((c0, r0)) => {
-            // A backend reports its counters when idle, but at most once a second; counters
-            // held back by that are reported after 10 s of idleness (PostgreSQL 15): wait them out.
             tokio::time::sleep(Duration::from_secs(11)).await;
             let (c1, r1) = xacts(b).await?.expect("postgres");
             // The first read's own transaction is counted by the second read.

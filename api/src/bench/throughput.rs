@@ -60,17 +60,17 @@ pub(super) async fn drain_with_workers(b: &Backend, poll: Duration) -> anyhow::R
     });
     let watch = async {
         let mut polls = 0;
-        loop {
+        let drained = loop {
             polls += 1;
-            let (depth,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM run_queue").fetch_one(&b.db).await?;
-            if depth == 0 {
-                break;
+            match sqlx::query_as::<_, (i64,)>("SELECT COUNT(*) FROM run_queue").fetch_one(&b.db).await {
+                Ok((0,)) => break Ok((started.elapsed(), polls)),
+                Ok(_) => tokio::time::sleep(poll).await,
+                Err(e) => break Err(e.into()),
             }
-            tokio::time::sleep(poll).await;
-        }
-        let elapsed = started.elapsed();
+        };
+        // The workers stop either way.
         let _ = stop_tx.send(true);
-        anyhow::Ok((elapsed, polls))
+        drained
     };
     let (worked, elapsed) = tokio::join!(workers, watch);
     worked.map_err(|e| anyhow::anyhow!(e))?;
