@@ -44,6 +44,9 @@ impl FromRequestParts<AppState> for AccountAuth {
         let key = bearer(parts).ok_or_else(|| ApiError::unauthorized("missing 'Authorization: Bearer <api key>'"))?;
         match state.engine.store().account_by_key_hash(&hash_key(key)).await? {
             Some(account) => Ok(AccountAuth(account)),
+            None if bool::from(key.as_bytes().ct_eq(state.admin_token.as_bytes())) => Err(ApiError::unauthorized(
+                "this is the admin token; account routes take an account's API key (POST /v1/accounts answers one)",
+            )),
             None => Err(ApiError::unauthorized("unknown API key")),
         }
     }

@@ -101,9 +101,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// How long start-up waits for the database (a PostgreSQL still starting, say).
+const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn connect(settings: &Settings) -> anyhow::Result<Store> {
     let url = settings.database_url();
-    let store = Store::connect(&settings.store()).await.with_context(|| format!("connecting to {}", redact(&url)))?;
+    let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+    let store = loop {
+        match Store::connect(&settings.store()).await {
+            Ok(store) => break store,
+            Err(e) if e.is_unavailable() && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "database unreachable; trying again");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("connecting to {}", redact(&url))),
+        }
+    };
     store.migrate().await.context("applying migrations")?;
     Ok(store)
 }
@@ -137,6 +150,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         );
     }
     let vault = Arc::new(settings.vault().context("reading or creating the secret key")?);
+    let sealed = crate::routes::hooks::seal_stored_secrets(engine.store(), &vault).await.context("sealing stored webhook secrets")?;
+    if sealed > 0 {
+        tracing::info!(versions = sealed, "sealed webhook secrets stored as text");
+    }
     let state = AppState::new(engine.clone(), vault, &admin_token, &settings.public_url()).with_webhook_limit(settings.webhook_rate_limit);
     let listener = TcpListener::bind(&settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
     tracing::info!(listen = %settings.listen, database = %redact(&settings.database_url()), "switchboard serving");

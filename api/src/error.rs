@@ -8,6 +8,9 @@ use serde_json::json;
 use switchboard_runtime::Error;
 use switchboard_runtime::definition::Problem;
 
+/// `Retry-After` on a `503 database_unavailable`.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 2;
+
 /// An error answered to a client.
 #[derive(Debug)]
 pub struct ApiError {
@@ -19,14 +22,16 @@ pub struct ApiError {
     pub message: String,
     /// Problems with their paths (422).
     pub details: Vec<Problem>,
-    /// `Retry-After`, seconds (429).
+    /// `Retry-After`, seconds (429, 503).
     pub retry_after: Option<u64>,
+    /// One more field of the error object, e.g. `workflow_id` of a `409 already_enabled`.
+    pub extra: Option<(&'static str, serde_json::Value)>,
 }
 
 impl ApiError {
     /// An error with a status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), details: Vec::new(), retry_after: None }
+        Self { status, code, message: message.into(), details: Vec::new(), retry_after: None, extra: None }
     }
     /// 400: the body could not be parsed.
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -52,6 +57,16 @@ impl From<Error> for ApiError {
             Error::NotFound(what) => ApiError::not_found(what),
             Error::Invalid(problems) => ApiError::invalid("invalid_workflow", "the workflow is invalid", problems),
             Error::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            other if other.is_unavailable() => {
+                tracing::warn!(error = %other, "database unavailable");
+                let mut error = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "the database cannot be reached; retry shortly",
+                );
+                error.retry_after = Some(DATABASE_RETRY_AFTER_SECS);
+                error
+            }
             other => {
                 tracing::error!(error = %other, "internal error");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
@@ -62,7 +77,10 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message, "details": self.details } });
+        let mut body = json!({ "error": { "code": self.code, "message": self.message, "details": self.details } });
+        if let Some((name, value)) = self.extra {
+            body["error"][name] = value;
+        }
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));

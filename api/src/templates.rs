@@ -240,6 +240,28 @@ mod tests {
         assert_eq!(doc, json!({ "steps": [{ "delay": "1d" }, { "input": { "n": 3, "text": "Hi {{ params.name }}" } }] }));
     }
 
+    /// Every help text reads to its end as written in the file: an unquoted ` #` starts a YAML
+    /// comment and would cut "(e.g. #managers)" short.
+    #[test]
+    fn help_texts_end_as_written() {
+        for ((slug, text), t) in FILES.iter().zip(CATALOGUE.iter()) {
+            let written: Vec<String> = text
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("help:"))
+                .map(|rest| {
+                    let rest = rest.trim();
+                    if rest.starts_with('"') || rest.starts_with('\'') {
+                        serde_yaml_ng::from_str::<String>(rest).unwrap()
+                    } else {
+                        rest.to_string()
+                    }
+                })
+                .collect();
+            let parsed: Vec<&str> = t.params.iter().map(|p| p.help.as_str()).collect();
+            assert_eq!(parsed, written, "templates/{slug}.yaml: a help text is not read as written (quote it)");
+        }
+    }
+
     /// Every file under `templates/` is in the catalogue, and every template, enabled with its
     /// defaults and a sample value for each parameter, validates against the action registry:
     /// a broken template cannot land.

@@ -7,6 +7,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 /// Milliseconds since the Unix epoch: the one time unit stored in the database.
 pub type Millis = i64;
 
+/// `at` plus `d`, saturating: a due time computed from a duration never wraps into the past (a
+/// delay must never fire early), whatever the duration.
+pub fn after(at: Millis, d: std::time::Duration) -> Millis {
+    at.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// A source of the current time.
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     /// Now, in milliseconds since the Unix epoch.

@@ -53,8 +53,15 @@ impl std::fmt::Display for CompileError {
     }
 }
 
+/// A compiled script with its source (to name what it read when it fails).
+#[derive(Debug)]
+pub struct CompiledScript {
+    ast: AST,
+    source: String,
+}
+
 /// A compiled script, shareable across threads.
-pub type Script = Arc<AST>;
+pub type Script = Arc<CompiledScript>;
 
 /// The shared, sandboxed engine. Build one and share it (`Arc`): `Engine` is `Send + Sync`.
 #[derive(Debug)]
@@ -107,7 +114,7 @@ impl ExprEngine {
     pub fn compile_script(&self, source: &str) -> Result<Script, CompileError> {
         self.engine
             .compile_with_scope(&Self::compile_scope(), source)
-            .map(Arc::new)
+            .map(|ast| Arc::new(CompiledScript { ast, source: source.to_string() }))
             .map_err(compile_error)
     }
 
@@ -115,12 +122,12 @@ impl ExprEngine {
     pub fn compile_expression(&self, source: &str) -> Result<Script, CompileError> {
         self.engine
             .compile_expression_with_scope(&Self::compile_scope(), source)
-            .map(Arc::new)
+            .map(|ast| Arc::new(CompiledScript { ast, source: source.to_string() }))
             .map_err(compile_error)
     }
 
     /// Evaluates a compiled script against the scope, as JSON.
-    pub fn eval(&self, script: &AST, data: &ScopeData) -> Result<Value, String> {
+    pub fn eval(&self, script: &CompiledScript, data: &ScopeData) -> Result<Value, String> {
         let mut scope = Scope::new();
         for (name, value) in SCOPE_NAMES.iter().zip([
             &data.event,
@@ -134,12 +141,12 @@ impl ExprEngine {
             // `push`, not `push_constant`: constants are folded into the AST by the optimizer.
             scope.push(*name, dynamic);
         }
-        let out: Dynamic = self.engine.eval_ast_with_scope(&mut scope, script).map_err(eval_error)?;
+        let out: Dynamic = self.engine.eval_ast_with_scope(&mut scope, &script.ast).map_err(|e| eval_error(e, &script.source))?;
         rhai::serde::from_dynamic::<Value>(&out).map_err(|e| format!("script result is not JSON: {e}"))
     }
 
     /// Evaluates a condition: it must give `true` or `false`.
-    pub fn eval_bool(&self, script: &AST, data: &ScopeData) -> Result<bool, String> {
+    pub fn eval_bool(&self, script: &CompiledScript, data: &ScopeData) -> Result<bool, String> {
         match self.eval(script, data)? {
             Value::Bool(b) => Ok(b),
             other => Err(format!("a condition must give true or false, not {other}")),
@@ -164,7 +171,7 @@ fn position(pos: Position) -> (Option<usize>, Option<usize>) {
 }
 
 #[allow(clippy::boxed_local)] // rhai hands errors over boxed
-fn eval_error(err: Box<EvalAltResult>) -> String {
+fn eval_error(err: Box<EvalAltResult>, source: &str) -> String {
     match *err {
         EvalAltResult::ErrorTooManyOperations(_) => {
             "script exceeded its operation limit (100000): an endless loop?".to_string()
@@ -173,8 +180,56 @@ fn eval_error(err: Box<EvalAltResult>) -> String {
             "script exceeded its call depth limit".to_string()
         }
         EvalAltResult::ErrorDataTooLarge(what, _) => format!("script built a value too large: {what}"),
+        // A property read on `()`: something before it was not in the data. Rhai says only "a
+        // getter is not registered for type '()'"; name the path as written instead.
+        EvalAltResult::ErrorDotExpr(ref message, pos) if message.contains("for type '()'") => match path_at(source, pos) {
+            Some(path) => missing_path_message(&path),
+            None => err.to_string(),
+        },
+        // A method called on `()` (`event.lead.name.len()` without a name): the path before the
+        // method was missing.
+        EvalAltResult::ErrorFunctionNotFound(ref signature, pos) if signature.contains("(()") => {
+            let method = signature.split(" (").next().unwrap_or_default();
+            match path_at(source, pos).and_then(|p| p.strip_suffix(&format!(".{method}")).map(str::to_string)) {
+                Some(path) if path.contains('.') || path.contains('[') => missing_path_message(&path),
+                _ => err.to_string(),
+            }
+        }
         other => other.to_string(),
     }
+}
+
+/// "event.lead.first_name is not in the event", for the path that read `()`.
+fn missing_path_message(path: &str) -> String {
+    let root = path.split(['.', '[']).next().unwrap_or(path);
+    let what = match root {
+        "event" => "the event".to_string(),
+        "steps" => "the outputs of the steps run so far".to_string(),
+        "vars" => "the values set so far".to_string(),
+        "params" => "the workflow's parameters".to_string(),
+        other => format!("'{other}'"),
+    };
+    format!("{path} is not in {what}")
+}
+
+/// The dotted path (`event.lead.first_name`, `event["call"].status`) around a position of a
+/// one-based line and column in `source`.
+fn path_at(source: &str, pos: Position) -> Option<String> {
+    let line = source.lines().nth(pos.line()?.checked_sub(1)?)?;
+    let chars: Vec<char> = line.chars().collect();
+    let col = pos.position()?.checked_sub(1)?.min(chars.len().saturating_sub(1));
+    let in_path = |c: char| c.is_alphanumeric() || matches!(c, '_' | '.' | '[' | ']' | '"');
+    let mut start = col;
+    while start > 0 && in_path(chars[start - 1]) {
+        start -= 1;
+    }
+    let mut end = col;
+    while end < chars.len() && in_path(chars[end]) {
+        end += 1;
+    }
+    let path: String = chars[start..end].iter().collect();
+    let path = path.trim_matches('.');
+    (path.contains('.') || path.contains('[')).then(|| path.to_string())
 }
 
 /// A string of `input`, split into literal text and `{{ … }}` expressions.
@@ -350,6 +405,19 @@ mod tests {
         let s = e.compile_script("loop { } true").unwrap();
         let err = e.eval_bool(&s, &data()).unwrap_err();
         assert!(err.contains("operation limit"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_field_is_named_by_its_path() {
+        let e = ExprEngine::new();
+        for source in ["event.lead.last_name.len()", "\"Hi \" + event.person.first_name"] {
+            let s = e.compile_expression(source).unwrap();
+            let err = e.eval(&s, &data()).unwrap_err();
+            assert!(!err.contains("getter"), "{source}: {err}");
+            assert!(err.contains("is not in the event"), "{source}: {err}");
+        }
+        let s = e.compile_expression("event.person.first_name").unwrap();
+        assert_eq!(e.eval(&s, &data()).unwrap_err(), "event.person.first_name is not in the event");
     }
 
     #[test]

@@ -72,7 +72,7 @@ impl LocalRateLimiter {
             return slot;
         }
         let slot = bucket.next_free.max(now);
-        bucket.next_free = slot + limit.interval.as_millis() as i64;
+        bucket.next_free = crate::clock::after(slot, limit.interval);
         if slot > now {
             bucket.held.insert(holder.to_string(), slot);
         }

@@ -37,7 +37,8 @@ impl RetryPolicy {
     /// (AWS's "full jitter"), unless the vendor said `Retry-After`, which wins.
     pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
         if let Some(after) = retry_after {
-            return after;
+            // A vendor's wait wins, up to the longest wait a workflow may ask for.
+            return after.min(crate::definition::MAX_WAIT);
         }
         let ceiling = self.ceiling(retry).as_millis() as u64;
         Duration::from_millis(rand::rng().random_range(0..=ceiling))

@@ -174,6 +174,7 @@ impl Backend {
             event_type: None,
             webhook_token: token,
             definition: doc.to_string(),
+            template: None,
             now: self.now(),
         };
         self.store().create_workflow(&write).await?;

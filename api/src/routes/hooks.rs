@@ -8,7 +8,9 @@ use axum::{Json, Router};
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
-use switchboard_runtime::definition::Trigger;
+use switchboard_integrations::connections::Vault;
+use switchboard_runtime::definition::{Problem, Trigger, WebhookSecret};
+use switchboard_runtime::store::Store;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -25,6 +27,72 @@ pub fn documented() -> OpenApiRouter<AppState> {
 /// `/hooks/{token}`.
 pub fn router() -> Router<AppState> {
     built_once!(documented)
+}
+
+/// The additional data a webhook secret is sealed with: a sealed secret opens only for the
+/// workflow it was sealed for.
+fn secret_aad(workflow_id: &str) -> String {
+    format!("webhook:{workflow_id}")
+}
+
+/// Seals a definition's webhook secret in place before it is stored: `trigger.webhook.secret`
+/// as text becomes `{sealed: "<hex>"}`. A secret already sealed (a document read back and sent
+/// again) must open for this workflow: one copied from another workflow is refused, since its
+/// text cannot be known here.
+pub(crate) fn seal_secret(vault: &Vault, workflow_id: &str, doc: &mut Value) -> Result<(), Problem> {
+    let Some(secret) = doc.pointer_mut("/trigger/webhook/secret") else { return Ok(()) };
+    match secret {
+        Value::String(text) => {
+            let sealed = vault.seal(&secret_aad(workflow_id), &Value::String(std::mem::take(text)));
+            *secret = json!({ "sealed": hex::encode(sealed) });
+            Ok(())
+        }
+        other => match WebhookSecret::from_stored(other) {
+            Some(WebhookSecret::Sealed(h)) if open_sealed(vault, workflow_id, &h).is_some() => Ok(()),
+            _ => Err(Problem {
+                path: "trigger.webhook.secret".into(),
+                message: "this sealed secret belongs to another workflow: write the secret itself".into(),
+            }),
+        },
+    }
+}
+
+/// Seals the webhook secrets of documents stored before secrets were sealed (run at start-up);
+/// returns how many versions it rewrote.
+pub async fn seal_stored_secrets(store: &Store, vault: &Vault) -> switchboard_runtime::Result<usize> {
+    let versions = store.versions_with_plain_webhook_secrets().await?;
+    let mut sealed = 0;
+    for (workflow_id, version, definition) in versions {
+        let mut doc: Value = serde_json::from_str(&definition)?;
+        if doc.pointer("/trigger/webhook/secret").is_some_and(Value::is_string) && seal_secret(vault, &workflow_id, &mut doc).is_ok() {
+            store.rewrite_version(&workflow_id, version, &doc.to_string()).await?;
+            sealed += 1;
+        }
+    }
+    Ok(sealed)
+}
+
+fn open_sealed(vault: &Vault, workflow_id: &str, sealed_hex: &str) -> Option<String> {
+    let bytes = hex::decode(sealed_hex).ok()?;
+    match vault.open_value(&secret_aad(workflow_id), &bytes) {
+        Ok(Value::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// The text of a trigger's secret, or `None` when a sealed one does not open (the secret key
+/// changed): then no signature can match.
+fn secret_text(vault: &Vault, workflow_id: &str, secret: &WebhookSecret) -> Option<String> {
+    match secret {
+        WebhookSecret::Plain(s) => Some(s.clone()),
+        WebhookSecret::Sealed(h) => {
+            let text = open_sealed(vault, workflow_id, h);
+            if text.is_none() {
+                tracing::error!(workflow_id, "a webhook secret does not open with this secret key (was SWITCHBOARD_SECRET_KEY changed?)");
+            }
+            text
+        }
+    }
 }
 
 /// Checks `X-Signature-256` against the body with the trigger's secret (constant time).
@@ -104,32 +172,45 @@ async fn accept(
     answer
 }
 
+/// The longest token looked up. Minted tokens are `wh_` and 64 hex digits; anything longer, or
+/// with other characters, is answered 404 before it reaches a cache, a limiter or the database.
+const MAX_TOKEN_LEN: usize = 128;
+
+fn plausible_token(token: &str) -> bool {
+    token.len() <= MAX_TOKEN_LEN && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 async fn accept_inner(state: &AppState, token: &str, headers: &HeaderMap, body: &[u8]) -> ApiResult<(StatusCode, Json<Value>)> {
-    let token = token.to_string();
+    if !plausible_token(token) {
+        return Err(ApiError::not_found("webhook"));
+    }
     let engine = &state.engine;
+    let row = state
+        .hooks
+        .get(engine.store(), token)
+        .await?
+        .filter(|w| w.trigger_kind == "webhook")
+        .ok_or_else(|| ApiError::not_found("webhook"))?;
+    // Limited per workflow, after the lookup: unknown tokens never become limiter keys, so
+    // the limiter holds at most one small key per live webhook.
     if let Some(limiter) = &state.hook_limiter {
-        if let Err(not_until) = limiter.check_key(&token) {
+        if let Err(not_until) = limiter.check_key(&row.id) {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
             let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests to this webhook; retry later");
             error.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
             return Err(error);
         }
-        if limiter.len() > 100_000 {
+        if limiter.len() > 10_000 {
             limiter.retain_recent();
         }
     }
-    let row = state
-        .hooks
-        .get(engine.store(), &token)
-        .await?
-        .filter(|w| w.trigger_kind == "webhook")
-        .ok_or_else(|| ApiError::not_found("webhook"))?;
     if row.enabled != 1 {
         return Err(ApiError::new(StatusCode::CONFLICT, "workflow_disabled", "this workflow is disabled"));
     }
     let workflow = engine.workflow(&row.id, row.version).await?;
     if let Trigger::Webhook { secret: Some(secret) } = &workflow.trigger
-        && !signature_ok(secret, headers, body) {
+        && !secret_text(&state.vault, &row.id, secret).is_some_and(|s| signature_ok(&s, headers, body))
+    {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_signature",

@@ -85,6 +85,9 @@ pub(crate) struct Enable {
     /// account has several of that provider.
     #[serde(default)]
     connections: BTreeMap<String, String>,
+    /// A name of its own for the workflow. Without one, enabling a template the account already
+    /// has answers `409 already_enabled`; with one, it makes another copy.
+    name: Option<String>,
 }
 
 /// Enables a template: the account gets its own workflow
@@ -102,6 +105,7 @@ pub(crate) struct Enable {
     responses(
         (status = 201, description = "The new workflow", body = doc::Workflow),
         (status = 404, description = "`not_found`: no such template", body = doc::ErrorBody),
+        (status = 409, description = "`already_enabled`: the account has a workflow from this template (its id in `error.workflow_id`); send a `name` to make another copy", body = doc::ErrorBody),
         (status = 422, description = "`invalid_template_params`, naming every bad or missing parameter and connection (or `invalid_request`)", body = doc::ErrorBody),
         doc::BodyErrors,
         doc::Unauthorized,
@@ -116,7 +120,25 @@ async fn enable(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let template = find(&slug)?;
     let request: Enable = json_body_or_default(&headers, &body)?;
+    let name = request.name.as_deref().map(str::trim);
+    if name.is_none()
+        && let Some(existing) = state.engine.store().workflow_from_template(&account.id, &template.slug).await?
+    {
+        let mut error = ApiError::new(
+            StatusCode::CONFLICT,
+            "already_enabled",
+            format!(
+                "this account already has the {} template as workflow {existing}; change or enable that one, or send a \"name\" of its own to make another copy",
+                template.slug
+            ),
+        );
+        error.extra = Some(("workflow_id", json!(existing)));
+        return Err(error);
+    }
     let mut problems = Vec::new();
+    if name.is_some_and(str::is_empty) {
+        problems.push(Problem { path: "name".into(), message: "must not be empty".into() });
+    }
     let values = template.values(&request.params).unwrap_or_else(|found| {
         problems.extend(found);
         Map::new()
@@ -152,7 +174,11 @@ async fn enable(
     }
     let actions = state.engine.actions();
     let providers_of = |kind: &str| actions.get(kind).map(|a| a.providers().iter().map(|p| p.to_string()).collect()).unwrap_or_default();
-    let doc = template.instantiate(&values, &chosen, providers_of);
+    let mut doc = template.instantiate(&values, &chosen, providers_of);
+    if let Some(name) = name {
+        doc["name"] = json!(name);
+    }
     let workflow = super::workflows::compile_doc(&state, &account.id, &doc).await?;
-    Ok((StatusCode::CREATED, Json(super::workflows::create_compiled(&state, &account.id, &workflow).await?)))
+    let created = super::workflows::create_compiled(&state, &account.id, &workflow, Some(&template.slug)).await?;
+    Ok((StatusCode::CREATED, Json(created)))
 }

@@ -65,13 +65,16 @@ pub(crate) async fn compile_doc(state: &AppState, account_id: &str, doc: &Value)
     Ok(workflow)
 }
 
-fn write_of(account_id: &str, id: &str, w: &Workflow, enabled: bool, now: i64) -> WorkflowWrite {
+fn write_of(state: &AppState, account_id: &str, id: &str, w: &Workflow, enabled: bool, now: i64) -> ApiResult<WorkflowWrite> {
     let (event_type, webhook_token) = match &w.trigger {
         Trigger::Event { event_type, .. } => (Some(event_type.clone()), None),
         Trigger::Webhook { .. } => (None, Some(random_secret("wh_"))),
         Trigger::Manual | Trigger::Schedule { .. } => (None, None),
     };
-    WorkflowWrite {
+    let mut definition = w.source.clone();
+    super::hooks::seal_secret(&state.vault, id, &mut definition)
+        .map_err(|p| ApiError::invalid("invalid_workflow", "the workflow is invalid", vec![p]))?;
+    Ok(WorkflowWrite {
         id: id.to_string(),
         account_id: account_id.to_string(),
         name: w.name.clone(),
@@ -79,9 +82,10 @@ fn write_of(account_id: &str, id: &str, w: &Workflow, enabled: bool, now: i64) -
         trigger_kind: w.trigger.kind().to_string(),
         event_type,
         webhook_token,
-        definition: w.source.to_string(),
+        definition: definition.to_string(),
+        template: None,
         now,
-    }
+    })
 }
 
 /// The API shape of a workflow.
@@ -139,13 +143,15 @@ async fn create(
     Body(body): Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let workflow = compile(&state, &account.id, &headers, &body).await?;
-    Ok((StatusCode::CREATED, Json(create_compiled(&state, &account.id, &workflow).await?)))
+    Ok((StatusCode::CREATED, Json(create_compiled(&state, &account.id, &workflow, None).await?)))
 }
 
-/// Stores a compiled workflow as a new workflow of the account; answers its API shape.
-pub(crate) async fn create_compiled(state: &AppState, account_id: &str, workflow: &Workflow) -> ApiResult<Value> {
+/// Stores a compiled workflow as a new workflow of the account (made from `template`, if
+/// given); answers its API shape.
+pub(crate) async fn create_compiled(state: &AppState, account_id: &str, workflow: &Workflow, template: Option<&str>) -> ApiResult<Value> {
     let id = new_id();
-    let write = write_of(account_id, &id, workflow, workflow.enabled.unwrap_or(true), state.engine.clock().now());
+    let mut write = write_of(state, account_id, &id, workflow, workflow.enabled.unwrap_or(true), state.engine.clock().now())?;
+    write.template = template.map(str::to_string);
     state.engine.store().create_workflow(&write).await?;
     state.engine.sync_schedule(account_id, &id).await?;
     let row = load(state, account_id, &id).await?;
@@ -276,7 +282,7 @@ async fn update(
     let current = load(&state, &account.id, &id).await?;
     let workflow = compile(&state, &account.id, &headers, &body).await?;
     let enabled = workflow.enabled.unwrap_or(current.enabled == 1);
-    let write = write_of(&account.id, &id, &workflow, enabled, state.engine.clock().now());
+    let write = write_of(&state, &account.id, &id, &workflow, enabled, state.engine.clock().now())?;
     state.engine.store().update_workflow(&write).await?.ok_or_else(|| ApiError::not_found("workflow"))?;
     state.engine.sync_schedule(&account.id, &id).await?;
     state.hooks.clear();

@@ -49,7 +49,7 @@ pub enum Trigger {
     /// A per-workflow URL, optionally HMAC-signed.
     Webhook {
         /// The HMAC-SHA256 secret, when signatures are required.
-        secret: Option<String>,
+        secret: Option<WebhookSecret>,
     },
     /// Ticks of a cron schedule.
     Schedule {
@@ -77,6 +77,28 @@ impl Trigger {
             Trigger::Webhook { .. } => "webhook",
             Trigger::Event { .. } => "event",
             Trigger::Schedule { .. } => "schedule",
+        }
+    }
+}
+
+/// A webhook trigger's HMAC secret. Users write it as text; the API seals it before the document
+/// is stored (`secret: {sealed: "<hex>"}`), so the database never holds it readable. The runtime
+/// only carries it: opening it is the API's (it holds the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookSecret {
+    /// As written in a request (or in a document stored before secrets were sealed).
+    Plain(String),
+    /// Hex of the sealed secret.
+    Sealed(String),
+}
+
+impl WebhookSecret {
+    /// Reads `trigger.webhook.secret` as written or stored: text, or `{sealed: "<hex>"}`.
+    pub fn from_stored(value: &Value) -> Option<Self> {
+        match value {
+            Value::String(s) => Some(WebhookSecret::Plain(s.clone())),
+            Value::Object(o) if o.len() == 1 => o.get("sealed").and_then(Value::as_str).map(|h| WebhookSecret::Sealed(h.to_string())),
+            _ => None,
         }
     }
 }
@@ -196,9 +218,23 @@ impl Workflow {
 /// A shared compiled workflow.
 pub type SharedWorkflow = Arc<Workflow>;
 
-/// Parses a duration such as `30s`, `15m`, `2h`, `1d` or `1w`.
+/// The most steps a workflow may have.
+pub const MAX_STEPS: usize = 1_000;
+
+/// How deeply a definition's objects and lists may nest (the document itself is depth 1).
+pub const MAX_NESTING: usize = 32;
+
+/// The longest delay, timeout or backoff, and how far ahead an `until` may be: ten years of
+/// 365.25 days. Longer ones are refused at save time, so no due time can overflow.
+pub const MAX_WAIT: Duration = Duration::from_secs(10 * 36_525 * 24 * 3600 / 100);
+
+/// Parses a duration such as `30s`, `15m`, `2h`, `1d` or `1w`, at most [`MAX_WAIT`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("'{s}' is not a duration like 30s, 15m, 2h, 1d or 1w: {e}"))
+    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("'{s}' is not a duration like 30s, 15m, 2h, 1d or 1w: {e}"))?;
+    if d > MAX_WAIT {
+        return Err(format!("'{s}' is longer than the maximum of 10 years"));
+    }
+    Ok(d)
 }
 
 /// Serde support for durations written as `30s`, `2h`, ….

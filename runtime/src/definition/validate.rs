@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::{Arm, Delay, OnError, Problem, Step, StepKind, Target, Trigger, Workflow, parse_duration};
+use super::{
+    Arm, Delay, MAX_NESTING, MAX_STEPS, OnError, Problem, Step, StepKind, Target, Trigger, WebhookSecret, Workflow, parse_duration,
+};
 use crate::action::{ActionRegistry, FieldType};
 use crate::expr::{CompileError, ExprEngine, Script, Template, ValueTemplate};
 use crate::retry::RetryPolicy;
@@ -118,7 +120,18 @@ impl Checker<'_> {
                     Value::Null => None,
                     Value::Object(w) => {
                         self.only_keys("trigger.webhook", w, &["secret"]);
-                        w.get("secret").and_then(|s| self.string("trigger.webhook.secret", s)).map(str::to_string)
+                        match w.get("secret") {
+                            None => None,
+                            Some(Value::String(s)) if s.is_empty() => {
+                                self.problem("trigger.webhook.secret", "must not be empty");
+                                None
+                            }
+                            Some(v) if WebhookSecret::from_stored(v).is_some() => WebhookSecret::from_stored(v),
+                            Some(_) => {
+                                self.problem("trigger.webhook.secret", "must be a string (it is stored sealed and shown as {sealed: …})");
+                                None
+                            }
+                        }
                     }
                     _ => {
                         self.problem("trigger.webhook", "must be an object, e.g. {} or {secret: …}");
@@ -298,6 +311,18 @@ pub fn validate(doc: &Value, registry: &ActionRegistry, engine: &ExprEngine) -> 
     let Some(top) = doc.as_object() else {
         return Err(vec![Problem { path: "".into(), message: "a workflow must be an object".into() }]);
     };
+    // The limits come first, so that nothing below walks an oversized document.
+    if let Some(path) = too_deep(doc, MAX_NESTING) {
+        return Err(vec![Problem { path, message: format!("nested more than {MAX_NESTING} levels deep") }]);
+    }
+    if let Some(Value::Array(steps)) = top.get("steps")
+        && steps.len() > MAX_STEPS
+    {
+        return Err(vec![Problem {
+            path: "steps".into(),
+            message: format!("has {} steps; a workflow may have at most {MAX_STEPS}", steps.len()),
+        }]);
+    }
     c.only_keys("", top, &["name", "description", "trigger", "params", "steps", "enabled"]);
     let name = match top.get("name") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
@@ -466,6 +491,20 @@ fn raw_step(c: &mut Checker<'_>, i: usize, step: &Value) -> RawStep {
                     let upath = format!("{dpath}.until");
                     let source = c.string(&upath, &d["until"]).unwrap_or_default().to_string();
                     match Template::compile(c.engine, &source) {
+                        Ok(Template::Literal(text)) => {
+                            // A time written as is is checked now; a rendered one when it runs.
+                            match chrono::DateTime::parse_from_rfc3339(text.trim()) {
+                                Ok(at) if at.timestamp_millis() > crate::clock::after(chrono::Utc::now().timestamp_millis(), super::MAX_WAIT) => {
+                                    c.problem(&upath, "is more than 10 years ahead");
+                                    None
+                                }
+                                Ok(_) => Some(Delay::Until(Template::Literal(text))),
+                                Err(e) => {
+                                    c.problem(&upath, format!("'{text}' is not an RFC 3339 time (e.g. 2026-12-24T09:00:00Z) or a {{{{ … }}}} expression: {e}"));
+                                    None
+                                }
+                            }
+                        }
                         Ok(t) => Some(Delay::Until(t)),
                         Err(e) => {
                             c.compile_problem(&upath, e);
@@ -601,25 +640,59 @@ fn successors(steps: &[Step], i: usize) -> Vec<usize> {
     out
 }
 
-/// The index of a step on a cycle, if the step graph has one.
+/// The index of a step on a cycle, if the step graph has one. Iterative (an explicit stack), so
+/// a long chain of steps cannot overflow the thread's stack.
 fn find_cycle(steps: &[Step]) -> Option<usize> {
-    // 0 = unvisited, 1 = on the current path, 2 = done.
-    let mut state = vec![0u8; steps.len()];
-    fn visit(steps: &[Step], i: usize, state: &mut [u8]) -> Option<usize> {
-        state[i] = 1;
-        for j in successors(steps, i) {
-            match state[j] {
-                1 => return Some(j),
-                0 => {
-                    if let Some(c) = visit(steps, j, state) {
-                        return Some(c);
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Unvisited,
+        OnPath,
+        Done,
+    }
+    let mut mark = vec![Mark::Unvisited; steps.len()];
+    for root in 0..steps.len() {
+        if mark[root] != Mark::Unvisited {
+            continue;
+        }
+        // Each frame: a step and the successors still to look at.
+        let mut stack = vec![(root, successors(steps, root).into_iter())];
+        mark[root] = Mark::OnPath;
+        while let Some((i, rest)) = stack.last_mut() {
+            match rest.next() {
+                Some(j) => match mark[j] {
+                    Mark::OnPath => return Some(j),
+                    Mark::Unvisited => {
+                        mark[j] = Mark::OnPath;
+                        stack.push((j, successors(steps, j).into_iter()));
                     }
+                    Mark::Done => {}
+                },
+                None => {
+                    mark[*i] = Mark::Done;
+                    stack.pop();
                 }
-                _ => {}
             }
         }
-        state[i] = 2;
-        None
     }
-    (0..steps.len()).find_map(|i| if state[i] == 0 { visit(steps, i, &mut state) } else { None })
+    None
+}
+
+/// The path of the first value nested deeper than `max` levels (the document is level 1), found
+/// with an explicit stack rather than recursion.
+fn too_deep(doc: &Value, max: usize) -> Option<String> {
+    let mut stack: Vec<(&Value, usize, String)> = vec![(doc, 1, String::new())];
+    while let Some((value, depth, path)) = stack.pop() {
+        let children: Vec<(&Value, String)> = match value {
+            Value::Array(items) => items.iter().enumerate().map(|(i, v)| (v, format!("{path}[{i}]"))).collect(),
+            Value::Object(map) => {
+                map.iter().map(|(k, v)| (v, if path.is_empty() { k.clone() } else { format!("{path}.{k}") })).collect()
+            }
+            _ => continue,
+        };
+        if depth >= max && !children.is_empty() {
+            return Some(path);
+        }
+        stack.extend(children.into_iter().map(|(v, p)| (v, depth + 1, p)));
+    }
+    None
 }

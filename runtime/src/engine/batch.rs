@@ -15,7 +15,8 @@ const MAX_BATCH: usize = 256;
 struct Pending {
     event: NewEvent,
     runs: Vec<NewRun>,
-    reply: oneshot::Sender<Result<(), String>>,
+    /// `Err((database unreachable, message))` when the batch failed.
+    reply: oneshot::Sender<Result<(), (bool, String)>>,
 }
 
 /// The queue in front of the writers.
@@ -44,7 +45,9 @@ impl Batcher {
     pub(crate) async fn record(&self, event: NewEvent, runs: Vec<NewRun>) -> Result<()> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Pending { event, runs, reply }).await.map_err(|_| Error::Batch("the writer stopped".into()))?;
-        answer.await.map_err(|_| Error::Batch("the writer stopped".into()))?.map_err(Error::Batch)
+        answer.await.map_err(|_| Error::Batch("the writer stopped".into()))?.map_err(|(unavailable, message)| {
+            if unavailable { Error::Unavailable(message) } else { Error::Batch(message) }
+        })
     }
 }
 
@@ -66,9 +69,9 @@ async fn write_loop(store: Store, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
         }
         let items: Vec<(NewEvent, Vec<NewRun>)> =
             batch.iter_mut().map(|p| (p.event.clone(), std::mem::take(&mut p.runs))).collect();
-        let result = store.record_batch(&items).await.map_err(|e| e.to_string());
+        let result = store.record_batch(&items).await.map_err(|e| (e.is_unavailable(), e.to_string()));
         if let Err(e) = &result {
-            tracing::error!(error = %e, events = items.len(), "group commit failed");
+            tracing::error!(error = %e.1, events = items.len(), "group commit failed");
         }
         for p in batch {
             let _ = p.reply.send(result.clone());

@@ -37,6 +37,20 @@ use crate::{Error, Result};
 /// another process is seen within this time.
 const ACCOUNT_TTL: Duration = Duration::from_secs(5);
 
+/// The most compiled workflow versions, and accounts, kept in memory. Past it an arbitrary entry
+/// makes room: the caches only save reads, so what they hold is bounded, not chosen.
+const CACHE_ENTRIES: usize = 2_048;
+
+/// Inserts into a bounded cache, evicting an arbitrary entry when it is full.
+fn insert_bounded<K: std::hash::Hash + Eq + Clone, V>(map: &mut HashMap<K, V>, key: K, value: V) {
+    if map.len() >= CACHE_ENTRIES && !map.contains_key(&key)
+        && let Some(victim) = map.keys().next().cloned()
+    {
+        map.remove(&victim);
+    }
+    map.insert(key, value);
+}
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -160,7 +174,7 @@ impl Engine {
         let source = self.store.workflow_version(workflow_id, version).await?.ok_or(Error::NotFound("workflow version"))?;
         let doc: Value = serde_json::from_str(&source)?;
         let compiled = Arc::new(self.compile(&doc).map_err(Error::Invalid)?);
-        self.workflows.lock().expect("cache lock").insert(key, compiled.clone());
+        insert_bounded(&mut self.workflows.lock().expect("cache lock"), key, compiled.clone());
         Ok(compiled)
     }
 
@@ -171,7 +185,7 @@ impl Engine {
             return Ok(a.clone());
         }
         let account = self.store.account(id).await?.ok_or(Error::NotFound("account"))?;
-        self.accounts.lock().expect("cache lock").insert(id.to_string(), (account.clone(), std::time::Instant::now()));
+        insert_bounded(&mut self.accounts.lock().expect("cache lock"), id.to_string(), (account.clone(), std::time::Instant::now()));
         Ok(account)
     }
 
@@ -194,7 +208,7 @@ impl Engine {
     pub async fn process_due(&self, limit: i64) -> Result<usize> {
         let token = new_token();
         let now = self.clock.now();
-        let claims = self.store.claim(&token, now, now + self.config.lease.as_millis() as i64, limit).await?;
+        let claims = self.store.claim(&token, now, crate::clock::after(now, self.config.lease), limit).await?;
         let n = claims.len();
         for claim in claims {
             self.process(&token, claim).await?;
@@ -222,7 +236,7 @@ impl Engine {
         loop {
             let token = new_token();
             let now = self.clock.now();
-            if let Some(claim) = self.store.claim_run(&token, run_id, now, now + self.config.lease.as_millis() as i64).await? {
+            if let Some(claim) = self.store.claim_run(&token, run_id, now, crate::clock::after(now, self.config.lease)).await? {
                 self.process(&token, claim).await?;
                 continue;
             }

@@ -43,7 +43,7 @@ impl Engine {
     /// Returns how many runs it started.
     pub async fn fire_due_schedules(&self) -> Result<usize> {
         let now = self.clock.now();
-        let lease_until = now + self.config.lease.as_millis() as i64;
+        let lease_until = crate::clock::after(now, self.config.lease);
         let mut started = 0;
         for due in self.store.claim_schedules(now, lease_until, 100).await? {
             let Some(Scheduled { row, cron, catch_up, tz }) = self.scheduled(&due.account_id, &due.workflow_id).await? else {

@@ -236,7 +236,7 @@ async fn execute(
             // Before an action starts, renew the lease past its timeout with a fenced write: a
             // claim that waited in a worker's buffer, a run cancelled since its last step, or a
             // lease another worker took over all stop here, before anything is sent.
-            let lease_until = now + (*timeout + ACTION_GRACE + engine.config.lease).as_millis() as i64;
+            let lease_until = crate::clock::after(now, *timeout + ACTION_GRACE + engine.config.lease);
             if delivery == Delivery::Idempotent && !engine.store.extend_lease(&claim.run_id, token, lease_until).await? {
                 return Ok(Outcome::LeaseLost);
             }
@@ -277,7 +277,7 @@ async fn execute(
                 Err(error) => match error.class {
                     FailureClass::Retryable if (attempt as u32) < retry.max_attempts => {
                         let delay = retry.delay(attempt as u32, error.retry_after_ms.map(Duration::from_millis));
-                        Outcome::Retry { due_at: engine.clock.now() + delay.as_millis() as i64, error, input }
+                        Outcome::Retry { due_at: crate::clock::after(engine.clock.now(), delay), error, input }
                     }
                     FailureClass::OutcomeUnknown => Outcome::Unknown { error, input },
                     _ => Outcome::Failed { error, then: failed_then(on_error), input },
@@ -295,8 +295,18 @@ async fn execute(
                 Outcome::Succeeded { output, usage: vec![], next, input: None }
             } else {
                 let due_at = match delay {
-                    Delay::For(d) => now + d.as_millis() as i64,
+                    Delay::For(d) => crate::clock::after(now, *d),
                     Delay::Until(t) => match t.render(&engine.expr, &state.scope(workflow)).and_then(|v| parse_time(&v)) {
+                        Ok(at) if at > crate::clock::after(now, crate::definition::MAX_WAIT) => {
+                            return Ok(Outcome::Failed {
+                                error: ActionError::permanent(
+                                    "invalid_time",
+                                    format!("'until' is more than 10 years ahead (the latest allowed now is {})", crate::clock::to_rfc3339(crate::clock::after(now, crate::definition::MAX_WAIT))),
+                                ),
+                                then: Err(()),
+                                input: None,
+                            });
+                        }
                         Ok(at) => at,
                         Err(e) => {
                             return Ok(Outcome::Failed {
@@ -357,7 +367,7 @@ async fn execute(
                 Outcome::Succeeded { output: json!({ "matched": false, "timed_out": true }), usage: vec![], next: target, input: None }
             } else {
                 Outcome::Waiting {
-                    due_at: now + timeout.as_millis() as i64,
+                    due_at: crate::clock::after(now, *timeout),
                     wait: Some(NewWait { event_type: event_type.clone() }),
                     output: None,
                 }
@@ -504,7 +514,7 @@ async fn commit(
         finished_at: None,
         due_at: None,
     };
-    let lease_until = now + engine.config.lease.as_millis() as i64;
+    let lease_until = crate::clock::after(now, engine.config.lease);
     let continue_at = |index: usize| Next::Continue {
         step_index: index as i64,
         step_seq: claim.step_seq + 1,

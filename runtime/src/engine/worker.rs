@@ -63,7 +63,7 @@ async fn next_job(mut buffer: Buffer) -> (StepJob, Buffer) {
         woken.as_mut().enable();
         let now = engine.clock.now();
         let token = new_token();
-        let lease_until = now + engine.config.lease.as_millis() as i64;
+        let lease_until = crate::clock::after(now, engine.config.lease);
         match engine.store.claim(&token, now, lease_until, engine.config.batch).await {
             Ok(claims) if !claims.is_empty() => {
                 buffer.jobs.extend(claims.into_iter().map(|claim| StepJob { claim, token: token.clone() }));

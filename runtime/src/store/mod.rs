@@ -56,6 +56,10 @@ pub struct Store {
     dialect: Dialect,
 }
 
+/// How long a PostgreSQL statement waits for a connection before the database counts as
+/// unavailable.
+pub const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(750);
+
 impl Store {
     /// Connects (creating a SQLite file and its folder if needed). Does not migrate.
     pub async fn connect(config: &StoreConfig) -> Result<Self> {
@@ -66,10 +70,17 @@ impl Store {
         }
         let options = AnyConnectOptions::from_str(&dialect::normalize_url(&config.url))?
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+        // PostgreSQL can go away: a request then gets no connection within the acquire timeout
+        // and answers 503 promptly instead of hanging (sqlx retries a refused connect until
+        // the deadline). SQLite is a file in this process and only waits for its one writer.
+        let acquire_timeout = match dialect {
+            Dialect::Sqlite => Duration::from_secs(30),
+            Dialect::Postgres => POSTGRES_ACQUIRE_TIMEOUT,
+        };
         let pool = |max: u32| {
             AnyPoolOptions::new()
                 .max_connections(max)
-                .acquire_timeout(Duration::from_secs(30))
+                .acquire_timeout(acquire_timeout)
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         for pragma in dialect.session_setup() {
@@ -120,9 +131,10 @@ impl Store {
         }
     }
 
-    /// True when the database answers.
+    /// True when the database answers within a second.
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.reader).await.is_ok()
+        let ping = sqlx::query("SELECT 1").execute(&self.reader);
+        matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(_)))
     }
 
     /// Closes the pools.

@@ -78,6 +78,8 @@ pub struct WorkflowWrite {
     pub webhook_token: Option<String>,
     /// The definition (JSON).
     pub definition: String,
+    /// The template it was made from (kept from the first version).
+    pub template: Option<String>,
     /// Now (ms).
     pub now: i64,
 }

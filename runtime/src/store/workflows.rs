@@ -14,7 +14,7 @@ impl Store {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO workflows (id, account_id, name, enabled, version, trigger_kind, event_type, webhook_token, \
-             deleted, created_at, updated_at) VALUES ($1, $2, $3, $4, 1, $5, $6, $7, 0, $8, $8)",
+             deleted, created_at, updated_at, template) VALUES ($1, $2, $3, $4, 1, $5, $6, $7, 0, $8, $8, $9)",
         )
         .bind(&w.id)
         .bind(&w.account_id)
@@ -24,6 +24,7 @@ impl Store {
         .bind(&w.event_type)
         .bind(&w.webhook_token)
         .bind(w.now)
+        .bind(&w.template)
         .execute(&mut *tx)
         .await?;
         sqlx::query("INSERT INTO workflow_versions (workflow_id, version, definition, created_at) VALUES ($1, 1, $2, $3)")
@@ -141,6 +142,42 @@ impl Store {
                 .fetch_optional(&self.reader)
                 .await?;
         Ok(row.map(|r| r.0))
+    }
+
+    /// The live (not deleted) workflow of the account made from a template, if any (the oldest).
+    pub async fn workflow_from_template(&self, account_id: &str, template: &str) -> Result<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT id FROM workflows WHERE account_id = $1 AND template = $2 AND deleted = 0 ORDER BY id LIMIT 1",
+        )
+        .bind(account_id)
+        .bind(template)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|r| r.0))
+    }
+
+    /// Versions whose definition holds a webhook secret as text (written before secrets were
+    /// sealed): `(workflow_id, version, definition)`.
+    pub async fn versions_with_plain_webhook_secrets(&self) -> Result<Vec<(String, i64, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT v.workflow_id, v.version, v.definition FROM workflow_versions v \
+             JOIN workflows w ON w.id = v.workflow_id \
+             WHERE w.trigger_kind = 'webhook' AND v.definition LIKE '%\"secret\":\"%'",
+        )
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// Rewrites a version's stored document in place. Only for changes that keep its meaning
+    /// (sealing a secret): versions are otherwise immutable.
+    pub async fn rewrite_version(&self, workflow_id: &str, version: i64, definition: &str) -> Result<()> {
+        sqlx::query("UPDATE workflow_versions SET definition = $1 WHERE workflow_id = $2 AND version = $3")
+            .bind(definition)
+            .bind(workflow_id)
+            .bind(version)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 }
 

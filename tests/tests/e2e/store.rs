@@ -22,6 +22,7 @@ async fn seed(store: &Store) {
             event_type: None,
             webhook_token: None,
             definition: def.to_string(),
+            template: None,
             now: T0,
         })
         .await
@@ -138,6 +139,7 @@ async fn versions_are_kept_and_other_accounts_see_nothing(db: TestDb) {
         event_type: None,
         webhook_token: None,
         definition: "{\"v\":2}".into(),
+        template: None,
         now: T0 + 1,
     };
     assert_eq!(store.update_workflow(&w).await.unwrap(), Some(2));
