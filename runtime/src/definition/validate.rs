@@ -696,3 +696,37 @@ fn too_deep(doc: &Value, max: usize) -> Option<String> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A goto chain of `n` steps, closed into a cycle or ending the run.
+    fn chain(n: usize, cycle: bool) -> Vec<Step> {
+        (0..n)
+            .map(|i| {
+                let goto = if i + 1 < n { Target::Step(i + 1) } else if cycle { Target::Step(0) } else { Target::End };
+                Step { id: format!("s{i}"), kind: StepKind::Branch(vec![Arm { when: None, goto }]) }
+            })
+            .collect()
+    }
+
+    /// Far past the step limit (which validation checks first), the cycle check still walks a
+    /// long chain without recursion: a recursive walk overflows the test thread's stack here.
+    #[test]
+    fn cycle_check_is_iterative() {
+        assert_eq!(find_cycle(&chain(500_000, false)), None);
+        assert_eq!(find_cycle(&chain(500_000, true)), Some(0));
+    }
+
+    #[test]
+    fn nesting_is_measured_from_the_document() {
+        let mut v = serde_json::json!(1);
+        for _ in 0..31 {
+            v = serde_json::json!({ "a": v });
+        }
+        assert_eq!(too_deep(&v, 32), None);
+        let deeper = serde_json::json!([v]);
+        assert_eq!(too_deep(&deeper, 32).as_deref(), Some(format!("[0]{}", ".a".repeat(30)).as_str()));
+    }
+}

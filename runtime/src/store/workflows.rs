@@ -1,7 +1,7 @@
 //! Workflows and their versions. An edit writes a new version; runs keep the version they began
 //! with, because a run row names its version and versions are never changed.
 
-use super::{HookTarget, Page, Store, WorkflowRow, WorkflowWrite};
+use super::{Dialect, HookTarget, Page, Store, WorkflowRow, WorkflowWrite};
 use crate::Result;
 
 const SELECT: &str = "SELECT w.id, w.account_id, w.name, w.enabled, w.version, w.trigger_kind, w.event_type, \
@@ -169,14 +169,28 @@ impl Store {
     }
 
     /// Rewrites a version's stored document in place. Only for changes that keep its meaning
-    /// (sealing a secret): versions are otherwise immutable.
+    /// (sealing a secret): versions are otherwise immutable. On SQLite the old text is also
+    /// scrubbed from the file: overwritten with zeros (`secure_delete`) and checkpointed out of
+    /// the write-ahead log.
     pub async fn rewrite_version(&self, workflow_id: &str, version: i64, definition: &str) -> Result<()> {
-        sqlx::query("UPDATE workflow_versions SET definition = $1 WHERE workflow_id = $2 AND version = $3")
+        let mut conn = self.writer.acquire().await?;
+        let sqlite = matches!(self.dialect, Dialect::Sqlite);
+        if sqlite {
+            sqlx::query("PRAGMA secure_delete = ON").execute(&mut *conn).await?;
+        }
+        let updated = sqlx::query("UPDATE workflow_versions SET definition = $1 WHERE workflow_id = $2 AND version = $3")
             .bind(definition)
             .bind(workflow_id)
             .bind(version)
-            .execute(&self.writer)
-            .await?;
+            .execute(&mut *conn)
+            .await;
+        if sqlite {
+            sqlx::query("PRAGMA secure_delete = OFF").execute(&mut *conn).await?;
+            updated?;
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut *conn).await?;
+        } else {
+            updated?;
+        }
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ mod api;
 mod billing_sync;
 mod crash;
 mod engine;
+mod hardening;
 mod live;
 mod messaging;
 mod openapi;
