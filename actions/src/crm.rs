@@ -1,5 +1,5 @@
 //! `crm.create_task` and `crm.update_lead`: signed JSON requests to the host CRM's API, through
-//! a `crm` connection `{base_url, api_key}` (SPEC §6). The host CRM is ours, so this module
+//! a `crm` connection `{base_url, api_key}`. The host CRM is ours, so this module
 //! defines the wire protocol; a CRM implements the receiving side from this description.
 //!
 //! # Wire protocol (version 1)

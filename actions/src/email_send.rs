@@ -1,4 +1,4 @@
-//! `email.send`: one email over SMTP with lettre, through an `smtp` connection (SPEC §6).
+//! `email.send`: one email over SMTP with lettre, through an `smtp` connection.
 //!
 //! Input `{to, from, subject, text?, html?, reply_to?}`, already rendered by the runtime. `to` is
 //! one address or several separated by commas; every address may carry a display name

@@ -1,4 +1,4 @@
-//! `http.request`: an outbound webhook to a URL the workflow author chooses (SPEC §6).
+//! `http.request`: an outbound webhook to a URL the workflow author chooses.
 //!
 //! Input `{method, url, headers?, body?}`, already rendered by the runtime; output
 //! `{status, headers, body}`. A 2xx is success; other statuses and transport failures go through

@@ -1,4 +1,4 @@
-//! `slack.post_message`: one message to a Slack channel (SPEC §6), through a bot token or an
+//! `slack.post_message`: one message to a Slack channel, through a bot token or an
 //! incoming webhook, whichever the connection holds.
 //!
 //! Input `{channel?, text}`; output `{channel, ts}`; usage `slack_message × 1`. The vendor

@@ -1,4 +1,4 @@
-//! `sms.send`: one text message through Twilio's Messages API (SPEC §6), metered in segments.
+//! `sms.send`: one text message through Twilio's Messages API, metered in segments.
 //!
 //! Input `{to, from, body}`; output `{sid, status, to, from, segments}`; usage
 //! `sms_segment × segments`. The vendor contract:

@@ -15,7 +15,7 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::routes;
 
-/// The largest request body accepted (SPEC §4: 413 above 1 MiB).
+/// The largest request body accepted (larger ones are answered 413).
 pub const MAX_BODY: usize = 1024 * 1024;
 
 /// What every handler can reach.

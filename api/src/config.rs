@@ -1,5 +1,5 @@
 //! Settings, loaded once at the binary's edge: defaults → `switchboard.toml` (or `--config`) →
-//! `SWITCHBOARD_…` environment variables (SPEC §8 fixes the names).
+//! `SWITCHBOARD_…` environment variables.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -55,7 +55,7 @@ pub struct Settings {
     /// Seconds between two passes of the Stripe sync.
     pub stripe_sync_interval_secs: u64,
     /// Price overrides by unit (`[prices.sms_segment] tokens_milli = …, cost_micros = …` in
-    /// `switchboard.toml`); units not named keep SPEC §5's defaults. A change applies to new
+    /// `switchboard.toml`); units not named keep the default prices (docs/metering.md). A change applies to new
     /// ledger rows only: each row keeps the price it was charged at.
     pub prices: std::collections::HashMap<String, switchboard_runtime::metering::Price>,
 }

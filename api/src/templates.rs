@@ -1,9 +1,9 @@
-//! The template catalogue (SPEC §7): workflow templates as data files under `templates/`,
+//! The template catalogue: workflow templates as data files under `templates/`,
 //! compiled into the binary, and what enabling one makes of its parameters and connections.
 //!
 //! A template file is YAML: `slug`, `title`, `description`, `connections` (the providers its
 //! steps send through), `params` (typed: string, number, duration, phone, email; `required`,
-//! `default`, `help`) and `workflow`, an ordinary definition (SPEC §2) that reads parameters as
+//! `default`, `help`) and `workflow`, an ordinary definition (docs/workflows.md) that reads parameters as
 //! `{{ params.<name> }}`. Enabling makes the account its own copy: every string that is exactly
 //! `{{ params.<name> }}` becomes the literal value (so a delay reads `1d`, a number stays a
 //! number), the values are kept as the workflow's `params` for the expressions that remain, and

@@ -1,4 +1,4 @@
-//! Units and prices of the usage ledger (SPEC §5). Integers only: tokens in thousandths
+//! Units and prices of the usage ledger. Integers only: tokens in thousandths
 //! (`tokens_milli`), money in millionths of a dollar (`cost_micros`).
 
 use std::collections::HashMap;
@@ -44,7 +44,7 @@ impl PriceList {
     }
 }
 
-/// A plan (SPEC §5): tokens included per calendar month in the account's timezone, and what
+/// A plan: tokens included per calendar month in the account's timezone, and what
 /// tokens past that cost (`None`: no overage, the account stops at its included tokens).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Plan {
@@ -100,7 +100,7 @@ const GSM7_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆ�
 /// GSM 03.38 extension characters: an escape plus the character, two septets each.
 const GSM7_EXTENDED: &str = "^{}\\[~]|€\u{c}";
 
-/// The SMS segments a message body is sent as (SPEC §5): GSM-7 when every character is in the
+/// The SMS segments a message body is sent as: GSM-7 when every character is in the
 /// GSM 03.38 alphabet (160 septets in one segment, 153 a segment when split), else UCS-2 (70
 /// UTF-16 units in one segment, 67 when split). An empty body is one segment.
 pub fn sms_segments(body: &str) -> i64 {
@@ -120,7 +120,7 @@ pub fn sms_segments(body: &str) -> i64 {
     if units <= single { 1 } else { units.div_ceil(split) as i64 }
 }
 
-/// Started minutes of a call (SPEC §5: each started minute of an answered call); an unanswered
+/// Started minutes of a call (each started minute of an answered call); an unanswered
 /// call costs nothing.
 pub fn voice_minutes(duration_secs: i64, answered: bool) -> i64 {
     if answered { (duration_secs.max(0) as u64).div_ceil(60) as i64 } else { 0 }

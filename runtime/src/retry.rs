@@ -1,4 +1,4 @@
-//! Retry policy as data (SPEC §3): exponential backoff with full jitter, capped; a vendor's
+//! Retry policy as data: exponential backoff with full jitter, capped; a vendor's
 //! `Retry-After` wins.
 
 use std::time::Duration;
@@ -20,7 +20,7 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// SPEC §3: first retry after 10 s, factor 2, cap 1 h, 8 attempts.
+    /// First retry after 10 s, factor 2, cap 1 h, 8 attempts.
     fn default() -> Self {
         Self { max_attempts: 8, backoff: Duration::from_secs(10), cap: Duration::from_secs(3600) }
     }

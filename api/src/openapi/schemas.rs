@@ -525,7 +525,7 @@ pub struct UsageTotal {
     pub cost_micros: i64,
 }
 
-/// A ledger row (SPEC §4).
+/// A ledger row.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LedgerRow {
     /// Monotonic, from 1: page with `after`.

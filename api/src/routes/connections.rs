@@ -1,4 +1,4 @@
-//! Connections (SPEC §6): vendor credentials an account's steps send with. Credentials are
+//! Connections: vendor credentials an account's steps send with. Credentials are
 //! checked against the provider's shape, sealed with the vault before they reach the store, and
 //! never returned, logged or shown in a run.
 

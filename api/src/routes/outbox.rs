@@ -1,5 +1,5 @@
 //! `GET /v1/outbox`: what sandbox connections and test runs would have sent, oldest first
-//! ("newest last", SPEC §4), optionally for one run.
+//! ("newest last"), optionally for one run.
 
 use axum::extract::State;
 use axum::{Json, Router};

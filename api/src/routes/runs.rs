@@ -139,7 +139,7 @@ async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth, 
     Ok(Json(run_detail_json(&state, &account.id, &id).await?))
 }
 
-/// A run with its step timeline and usage (SPEC §4's run shape); 404 for another account's.
+/// A run with its step timeline and usage (the documented run shape); 404 for another account's.
 pub(crate) async fn run_detail_json(state: &AppState, account_id: &str, id: &str) -> ApiResult<Value> {
     let (run, steps, usage) = state.engine.store().run_detail(account_id, id).await?.ok_or_else(|| ApiError::not_found("run"))?;
     let mut timeline: Vec<Value> = steps.iter().map(|s| step_json(s, &usage)).collect();

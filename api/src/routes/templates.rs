@@ -1,4 +1,4 @@
-//! The template catalogue (SPEC §7): `GET /v1/templates`, `GET /v1/templates/{slug}` and
+//! The template catalogue: `GET /v1/templates`, `GET /v1/templates/{slug}` and
 //! `POST /v1/templates/{slug}/enable {params, connections?}`, which makes the account its own
 //! workflow from a template.
 

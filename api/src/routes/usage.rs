@@ -57,7 +57,7 @@ fn day_range(from: Option<String>, to: Option<String>) -> ApiResult<DayRange> {
     Ok(DayRange { from, to })
 }
 
-/// A ledger row as the API shows it (SPEC §4).
+/// A ledger row as the API shows it.
 pub(crate) fn ledger_json(u: &UsageRow) -> Value {
     json!({
         "seq": u.seq, "id": u.id, "account_id": u.account_id, "workflow_id": u.workflow_id, "run_id": u.run_id,

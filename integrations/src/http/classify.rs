@@ -1,5 +1,5 @@
 //! The one place a vendor's HTTP answer, or a failure to get one, becomes the stored failure
-//! envelope (SPEC §3): 408, 429 and 5xx are retryable and honour `Retry-After`; other statuses
+//! envelope: 408, 429 and 5xx are retryable and honour `Retry-After`; other statuses
 //! are permanent; a send that may have reached the vendor is `outcome_unknown` for actions that
 //! must not act twice.
 

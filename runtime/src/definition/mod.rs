@@ -1,4 +1,4 @@
-//! The workflow format (SPEC §2): parsing from JSON or YAML, validation that reports every
+//! The workflow format: parsing from JSON or YAML, validation that reports every
 //! problem with its path, and the compiled form the engine runs.
 
 mod validate;

@@ -1,4 +1,4 @@
-//! Which connection a step sends through (SPEC §6): the one its `connection:` names, else the
+//! Which connection a step sends through: the one its `connection:` names, else the
 //! account's only connection of the module's providers. Checked when a workflow is saved, and
 //! again when the step runs (connections can be deleted in between).
 

@@ -124,7 +124,7 @@ impl Engine {
         self.start_one(&workflow.account_id, &workflow.id, workflow.version, payload, "manual", None, now).await
     }
 
-    /// Starts a test run of a workflow (SPEC §7): every send goes to the outbox, delays, retry
+    /// Starts a test run of a workflow: every send goes to the outbox, delays, retry
     /// backoffs and wait timeouts are fast-forwarded, nothing is billed. Drive it with
     /// [`Engine::drive_run`].
     pub async fn start_test(&self, workflow: &WorkflowRow, payload: Value) -> Result<HookAccepted> {

@@ -1,4 +1,4 @@
-//! The six workflow templates of SPEC §7 (`templates/*.yaml`), end to end: each is enabled
+//! The six workflow templates (`templates/*.yaml`), end to end: each is enabled
 //! through `POST /v1/templates/{slug}/enable` on sandbox connections, triggered by its CRM event,
 //! driven through its delays and waits on a manual clock, and judged by exactly what lands in
 //! the outbox (kind, recipient, rendered text) and which branch it took. Then test runs of all
