@@ -214,6 +214,7 @@ async fn test(
     params(PageQuery),
     responses(
         (status = 200, description = "A page of workflows", body = doc::WorkflowList),
+        doc::BadQuery,
         doc::Unauthorized,
     ),
 )]
