@@ -76,7 +76,7 @@ st_run() { # TOKEN [filters…]
   local token=$1
   shift
   # From the data dir: schemathesis keeps `.schemathesis/` and `.hypothesis/` in the working directory.
-  (cd "$DATA" && timeout "${ST_TIMEOUT:-150}" st run "$BASE/openapi.json" \
+  (cd "$DATA" && timeout --foreground "${ST_TIMEOUT:-150}" st run "$BASE/openapi.json" \
     -H "Authorization: Bearer $token" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
     --phases examples,coverage,fuzzing \
