@@ -180,6 +180,14 @@ pub struct Problem {
 #[response(status = 401, description = "`unauthorized`: no `Authorization: Bearer …`, or not a valid key for this endpoint")]
 pub struct Unauthorized(pub ErrorBody);
 
+/// 400 on an operation that reads query parameters.
+#[derive(Debug, IntoResponses)]
+#[response(
+    status = 400,
+    description = "`bad_request`: a query string that does not parse, e.g. a `limit` that is not a 64-bit integer"
+)]
+pub struct BadQuery(pub ErrorBody);
+
 /// What reading a JSON request body can answer, besides the operation's own 422.
 #[derive(Debug, IntoResponses)]
 pub enum BodyErrors {

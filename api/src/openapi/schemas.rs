@@ -254,8 +254,8 @@ pub struct Run {
     pub version: i64,
     /// Where it is.
     pub status: RunStatus,
-    /// The event that started it, as `event` in expressions.
-    #[schema(value_type = Object)]
+    /// The event that started it, as `event` in expressions: any JSON, as sent (a webhook's or
+    /// a manual start's body may be an array, a string or `null`).
     pub event: Value,
     /// Whether it is a test run (sandbox transports, waits fast-forwarded, not billed).
     pub test: bool,
@@ -268,10 +268,10 @@ pub struct Run {
     /// RFC 3339; `null` until it finishes.
     #[schema(required = true, format = DateTime)]
     pub finished_at: Option<String>,
-    /// Why it failed: `{code, message, retryable, …}`; absent otherwise.
+    /// Why it failed (the failed step's failure); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>, nullable = false)]
-    pub error: Option<Value>,
+    #[schema(nullable = false)]
+    pub error: Option<Failure>,
 }
 
 /// A page of runs, newest first.
@@ -323,12 +323,46 @@ pub struct Step {
     /// Its output, or `null`.
     #[schema(required = true)]
     pub output: Value,
-    /// The failure envelope `{code, message, retryable, retry_after?}`; absent otherwise.
+    /// Why its last attempt failed (also while it waits to retry); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>, nullable = false)]
-    pub error: Option<Value>,
+    #[schema(nullable = false)]
+    pub error: Option<Failure>,
     /// This execution's ledger rows.
     pub usage: Vec<StepUsage>,
+}
+
+/// How a failure steers the runtime (`action::FailureClass`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// Will fail again: the step failed at once.
+    Permanent,
+    /// May succeed later: retried with backoff while attempts are left.
+    Retryable,
+    /// The request may have reached the vendor: not resent (a person may retry the run).
+    OutcomeUnknown,
+}
+
+/// The stored failure of a step or run: `action::ActionError` with the step it happened in
+/// (`engine::step::error_json`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Failure {
+    /// A stable snake_case code, e.g. `http_status`, `timeout`, `quota_exceeded`.
+    #[schema(example = "http_status")]
+    pub code: String,
+    /// For a person, from the vendor where there is one.
+    pub message: String,
+    /// Retryable, permanent or outcome unknown.
+    pub class: FailureClass,
+    /// The vendor's `Retry-After`, in milliseconds, when it sent one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub retry_after_ms: Option<u64>,
+    /// The step that failed (`?` when the run's definition no longer compiles); absent when the
+    /// run was refused before its first step (`quota_exceeded`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub step_id: Option<String>,
 }
 
 /// A ledger row as a run shows it.

@@ -147,6 +147,7 @@ async fn create(
     params(PageQuery),
     responses(
         (status = 200, description = "A page of connections", body = doc::ConnectionList),
+        doc::BadQuery,
         doc::Unauthorized,
     ),
 )]

@@ -174,6 +174,7 @@ struct StreamFilter {
     params(("workflow_id" = Option<String>, Query, description = "Only this workflow's runs")),
     responses(
         (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        doc::BadQuery,
         doc::Unauthorized,
     ),
 )]

@@ -65,6 +65,7 @@ pub(crate) fn message_json(m: &OutboxRow) -> Value {
     params(OutboxQuery),
     responses(
         (status = 200, description = "A page of messages", body = doc::OutboxList),
+        doc::BadQuery,
         doc::Unauthorized,
     ),
 )]

@@ -104,6 +104,7 @@ struct RunQuery {
     params(RunQuery),
     responses(
         (status = 200, description = "A page of runs (without steps)", body = doc::RunList),
+        doc::BadQuery,
         doc::Unauthorized,
     ),
 )]

@@ -124,6 +124,7 @@ struct EventsQuery {
     params(EventsQuery),
     responses(
         (status = 200, description = "A page of ledger rows", body = doc::LedgerPage),
+        doc::BadQuery,
         doc::Unauthorized,
     ),
 )]

@@ -220,6 +220,7 @@ async fn test(
     params(PageQuery),
     responses(
         (status = 200, description = "A page of workflows", body = doc::WorkflowList),
+        doc::BadQuery,
         doc::Unauthorized,
     ),
 )]

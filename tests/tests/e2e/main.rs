@@ -14,6 +14,7 @@ mod messaging;
 mod openapi;
 mod quota;
 mod schedules;
+mod schemathesis;
 mod store;
 mod support;
 mod templates;

@@ -202,6 +202,76 @@ fn assert_fits(doc: &Value, schema: &str, answer: &Value) {
     assert!(missing.is_empty() && extra.is_empty(), "{schema}: missing {missing:?}, undocumented {extra:?} in {answer}");
 }
 
+/// Why a value does not fit a schema of the document, or `None`: the subset utoipa writes
+/// (`$ref`, `allOf`, `oneOf`, `enum`, `type`, `required`, `properties`, `items`). An empty schema
+/// takes any value.
+fn misfit(doc: &Value, schema: &Value, value: &Value, at: &str) -> Option<String> {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.strip_prefix("#/components/schemas/").unwrap();
+        return misfit(doc, &doc["components"]["schemas"][name], value, at);
+    }
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        if let Some(why) = misfit(doc, part, value, at) {
+            return Some(why);
+        }
+    }
+    if let Some(options) = schema["oneOf"].as_array().or(schema["anyOf"].as_array())
+        && options.iter().all(|o| misfit(doc, o, value, at).is_some())
+    {
+        return Some(format!("{at}: {value} fits none of {}", Value::Array(options.clone())));
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        return Some(format!("{at}: {value} is not one of {}", Value::Array(allowed.clone())));
+    }
+    let kind = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if !types.is_empty() && !types.contains(&kind) && !(kind == "integer" && types.contains(&"number")) {
+        return Some(format!("{at}: {value} is not of type {}", schema["type"]));
+    }
+    if let Value::Object(fields) = value {
+        for name in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            if !fields.contains_key(name) {
+                return Some(format!("{at}: `{name}` is required"));
+            }
+        }
+        for (name, property) in schema["properties"].as_object().into_iter().flatten() {
+            if let Some(why) = fields.get(name).and_then(|v| misfit(doc, property, v, &format!("{at}.{name}"))) {
+                return Some(why);
+            }
+        }
+    }
+    if let (Value::Array(items), Some(item)) = (value, schema.get("items")) {
+        for (i, v) in items.iter().enumerate() {
+            if let Some(why) = misfit(doc, item, v, &format!("{at}[{i}]")) {
+                return Some(why);
+            }
+        }
+    }
+    None
+}
+
+/// An answer fits its documented schema: field names ([`assert_fits`]) and values ([`misfit`]).
+fn assert_conforms(doc: &Value, schema: &str, answer: &Value) {
+    assert_fits(doc, schema, answer);
+    if let Some(why) = misfit(doc, &json!({ "$ref": format!("#/components/schemas/{schema}") }), answer, schema) {
+        panic!("{why}\nin {answer}");
+    }
+}
+
 /// The schema a response refers to.
 fn response_schema(doc: &Value, method: &str, path: &str, status: &str) -> String {
     let schema = &doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]["$ref"];
@@ -230,9 +300,9 @@ async fn answers_fit_their_documented_schemas(db: TestDb) {
     let (status, created) =
         app.call("POST", "/v1/accounts", Some(ADMIN), Some("application/json"), json!({ "name": "a", "plan": "starter" }).to_string()).await;
     assert_eq!(status, 201);
-    assert_fits(&doc, &response_schema(&doc, "post", "/v1/accounts", "201"), &created);
+    assert_conforms(&doc, &response_schema(&doc, "post", "/v1/accounts", "201"), &created);
     let key = created["api_key"].as_str().unwrap();
-    assert_fits(&doc, &response_schema(&doc, "get", "/v1/account", "200"), &app.get("/v1/account", key).await.1);
+    assert_conforms(&doc, &response_schema(&doc, "get", "/v1/account", "200"), &app.get("/v1/account", key).await.1);
 
     let def = json!({
         "name": "Lead in",
@@ -240,30 +310,89 @@ async fn answers_fit_their_documented_schemas(db: TestDb) {
         "steps": [{ "id": "note", "action": "log", "input": { "message": "lead {{ event.name }}" } }]
     });
     let workflow = app.workflow(key, &def).await;
-    assert_fits(&doc, &response_schema(&doc, "post", "/v1/workflows", "201"), &workflow);
+    assert_conforms(&doc, &response_schema(&doc, "post", "/v1/workflows", "201"), &workflow);
     let hook = workflow["webhook_url"].as_str().unwrap().strip_prefix("http://sb.test").unwrap().to_string();
     let (status, accepted) = app.call("POST", &hook, None, Some("application/json"), r#"{"name": "Ada"}"#).await;
     assert_eq!(status, 202);
-    assert_fits(&doc, "HookAccepted", &accepted);
+    assert_conforms(&doc, "HookAccepted", &accepted);
     let (status, missing) = app.call("POST", "/hooks/wh_nothing", None, Some("application/json"), "{}").await;
     assert_eq!(status, 404);
-    assert_fits(&doc, "ErrorBody", &missing);
-    assert_fits(&doc, "ErrorDetail", &missing["error"]);
+    assert_conforms(&doc, "ErrorBody", &missing);
+    assert_conforms(&doc, "ErrorDetail", &missing["error"]);
 
     app.drain().await;
     let run = app.run(key, accepted["run_id"].as_str().unwrap()).await;
-    assert_fits(&doc, &response_schema(&doc, "get", "/v1/runs/{id}", "200"), &run);
-    assert_fits(&doc, "Step", &run["steps"][0]);
+    assert_conforms(&doc, &response_schema(&doc, "get", "/v1/runs/{id}", "200"), &run);
+    assert_conforms(&doc, "Step", &run["steps"][0]);
     let (_, runs) = app.get("/v1/runs", key).await;
-    assert_fits(&doc, &response_schema(&doc, "get", "/v1/runs", "200"), &runs);
-    assert_fits(&doc, "Run", &runs["runs"][0]);
+    assert_conforms(&doc, &response_schema(&doc, "get", "/v1/runs", "200"), &runs);
+    assert_conforms(&doc, "Run", &runs["runs"][0]);
     let (_, events) = app.call("POST", "/v1/events", Some(key), Some("application/json"), json!({ "type": "x" }).to_string()).await;
-    assert_fits(&doc, &response_schema(&doc, "post", "/v1/events", "202"), &events);
+    assert_conforms(&doc, &response_schema(&doc, "post", "/v1/events", "202"), &events);
     let (_, templates) = app.get("/v1/templates", key).await;
-    assert_fits(&doc, "TemplateSummary", &templates["templates"][0]);
+    assert_conforms(&doc, "TemplateSummary", &templates["templates"][0]);
     let (status, ready) = app.call("GET", "/readyz", None, None, Body::empty()).await;
     assert_eq!(status, 200);
-    assert_fits(&doc, &response_schema(&doc, "get", "/readyz", "200"), &ready);
+    assert_conforms(&doc, &response_schema(&doc, "get", "/readyz", "200"), &ready);
 }
 
-on_both_backends!(document_covers_every_served_route, answers_fit_their_documented_schemas);
+/// A failed run started with an event that is not an object: its `event`, its `error` and its
+/// step's `error` fit the documented schemas, in the run, the list and a test run.
+async fn failed_run_fits_its_schema(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let router = switchboard_api::router(app.state.clone());
+    let doc = fetch_document(&router).await;
+    let (_, key) = app.account("a").await;
+    let def = json!({ "name": "Broken", "trigger": { "manual": {} }, "steps": [{ "id": "send", "action": "test.broken" }] });
+    let workflow = app.workflow(&key, &def).await;
+    let id = workflow["id"].as_str().unwrap();
+    let run_id = app.start(&key, id, &json!(["lead", 42])).await;
+    app.drain().await;
+
+    let run = app.run(&key, &run_id).await;
+    assert_eq!((run["status"].as_str(), &run["event"]), (Some("failed"), &json!(["lead", 42])), "{run}");
+    assert_eq!(run["error"]["class"], "permanent", "{run}");
+    assert_eq!(run["error"]["step_id"], "send", "{run}");
+    assert_conforms(&doc, &response_schema(&doc, "get", "/v1/runs/{id}", "200"), &run);
+    assert_fits(&doc, "Failure", &run["error"]);
+    assert_fits(&doc, "Failure", &run["steps"][0]["error"]);
+    let (_, runs) = app.get("/v1/runs?status=failed", &key).await;
+    assert_conforms(&doc, &response_schema(&doc, "get", "/v1/runs", "200"), &runs);
+    assert_eq!(runs["runs"][0]["id"], run_id.as_str());
+
+    let (status, tested) = app.post_json(&format!("/v1/workflows/{id}/test"), &key, &json!({ "event": "text" })).await;
+    assert_eq!(status, 200, "{tested}");
+    assert_eq!(tested["run"]["event"], "text");
+    assert_conforms(&doc, &response_schema(&doc, "post", "/v1/workflows/{id}/test", "200"), &tested);
+}
+
+/// Every operation with an integer query parameter answers a value that is not one (here: one
+/// past `i64::MAX`) with 400 `bad_request`, and documents that 400.
+async fn unparsable_query_is_a_documented_400(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let router = switchboard_api::router(app.state.clone());
+    let doc = fetch_document(&router).await;
+    let (_, key) = app.account("a").await;
+    let mut checked = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let Some(op) = item.get("get") else { continue };
+        let integers = op["parameters"].as_array().into_iter().flatten().filter(|p| p["in"] == "query" && p["schema"]["type"] == "integer");
+        for parameter in integers {
+            let name = parameter["name"].as_str().unwrap();
+            let (status, body) = app.get(&format!("{path}?{name}=9223372036854775808"), &key).await;
+            assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "GET {path}?{name}=…: {body}");
+            assert_eq!(response_schema(&doc, "get", path, "400"), "ErrorBody", "GET {path} does not document its 400");
+            checked.push(format!("{path}?{name}"));
+        }
+    }
+    for listed in ["/v1/runs?limit", "/v1/workflows?limit", "/v1/connections?limit", "/v1/outbox?limit", "/v1/usage/events?after"] {
+        assert!(checked.iter().any(|c| c == listed), "{listed} was not checked: {checked:?}");
+    }
+}
+
+on_both_backends!(
+    document_covers_every_served_route,
+    answers_fit_their_documented_schemas,
+    failed_run_fits_its_schema,
+    unparsable_query_is_a_documented_400,
+);
