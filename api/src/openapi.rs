@@ -39,6 +39,8 @@ pub use schemas::*;
             Requests and answers are JSON unless an operation says otherwise. Every error is the envelope \
             `{\"error\": {\"code\", \"message\", \"details\": [{\"path\", \"message\"}]}}` (`ErrorBody`); `code` is a \
             stable snake_case string. Any operation may also answer 500 `internal` (the cause is in the server log), \
+            503 `database_unavailable` with `Retry-After` (seconds) when it needs the database and the database cannot \
+            be reached (answered within a second; nothing was accepted, so retry), \
             400 `bad_request` for a query string that does not parse, and 413 `payload_too_large` above 1 MiB. \
             An unknown path answers 404 `not_found`, a known path with another method 405 `method_not_allowed`.\n\n\
             Lists are cursor-paginated: `?cursor=&limit=` (default 50, at most 200); the answer's `next_cursor` \
