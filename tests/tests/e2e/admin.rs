@@ -169,7 +169,43 @@ async fn account_keys_are_refused_on_admin_routes(db: TestDb) {
     assert_eq!(app.get("/v1/account", &key).await.0, StatusCode::OK);
 }
 
+/// A key made before keys had ids (migration 0008) gets an id derived from its hash, keeps
+/// working, is listed under that id and can be revoked by it.
+async fn keys_made_before_key_ids_get_ids_and_keep_working(db: TestDb) {
+    use sqlx::Connection;
+
+    let backend = if db.url.starts_with("sqlite:") { "sqlite" } else { "postgres" };
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations").join(backend);
+    let mut before = sqlx::migrate::Migrator::new(folder).await.unwrap();
+    let older: Vec<_> = before.migrations.iter().filter(|m| m.version < 8).cloned().collect();
+    assert_eq!(older.len(), 7);
+    before.migrations = older.into();
+    sqlx::any::install_default_drivers();
+    let url = if backend == "sqlite" { format!("{}?mode=rwc", db.url) } else { db.url.clone() };
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    before.run(&mut conn).await.unwrap();
+    let key = "sk_made_before_ids";
+    let hash = switchboard_api::auth::hash_key(key);
+    sqlx::query("INSERT INTO accounts (id, name, plan, timezone, created_at) VALUES ('old', 'Old', 'trial', 'UTC', 1)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO api_keys (key_hash, account_id, created_at) VALUES ($1, 'old', 1)").bind(&hash).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+
+    let app = TestApp::new(db).await; // migrates the rest
+    assert_eq!(app.get("/v1/account", key).await.1["id"], "old");
+    let derived = format!("{}-{}-{}-{}-{}", &hash[0..8], &hash[8..12], &hash[12..16], &hash[16..20], &hash[20..32]);
+    assert_eq!(listed_key_ids(&app, "old").await, [derived.clone()]);
+    let (fresh_id, fresh) = add_key(&app, "old").await;
+    assert_eq!(revoke(&app, "old", &derived).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(app.get("/v1/account", key).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.get("/v1/account", &fresh).await.0, StatusCode::OK);
+    assert_eq!(listed_key_ids(&app, "old").await, [fresh_id]);
+}
+
 on_both_backends!(
+    keys_made_before_key_ids_get_ids_and_keep_working,
     the_list_shows_every_account_with_its_keys,
     a_new_key_works_and_the_old_one_still_works,
     a_revoked_key_answers_401_and_leaves_the_list,
