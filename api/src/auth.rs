@@ -58,7 +58,10 @@ impl FromRequestParts<AppState> for AccountAuth {
         };
         let now = state.engine.clock().now();
         if holder.key.last_used_at.is_none_or(|at| at < now - LAST_USED_PRECISION_MS) {
-            store.touch_api_key(&holder.key.id, now, now - LAST_USED_PRECISION_MS).await?;
+            // Best effort: a failed bookkeeping write must not refuse a valid key.
+            if let Err(e) = store.touch_api_key(&holder.key.id, now, now - LAST_USED_PRECISION_MS).await {
+                tracing::warn!(error = %e, key_id = %holder.key.id, "could not record the API key's last use");
+            }
         }
         Ok(AccountAuth(holder.account))
     }

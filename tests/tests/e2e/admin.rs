@@ -126,7 +126,7 @@ async fn a_revoked_key_answers_401_and_leaves_the_list(db: TestDb) {
     assert_eq!(body["error"]["code"], "unauthorized");
     assert_eq!(app.get("/v1/workflows", &old_key).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(app.get("/v1/account", &new_key).await.0, StatusCode::OK, "the other key still works");
-    assert_eq!(listed_key_ids(&app, &id).await, [new_key_id.clone()]);
+    assert_eq!(listed_key_ids(&app, &id).await, [new_key_id.as_str()]);
     assert_eq!(revoke(&app, &id, &old_key_id).await.0, StatusCode::NOT_FOUND, "already revoked");
 
     // The last key can go too; the account stays listed, without keys, and a new key opens it.
@@ -196,7 +196,7 @@ async fn keys_made_before_key_ids_get_ids_and_keep_working(db: TestDb) {
     let app = TestApp::new(db).await; // migrates the rest
     assert_eq!(app.get("/v1/account", key).await.1["id"], "old");
     let derived = format!("{}-{}-{}-{}-{}", &hash[0..8], &hash[8..12], &hash[12..16], &hash[16..20], &hash[20..32]);
-    assert_eq!(listed_key_ids(&app, "old").await, [derived.clone()]);
+    assert_eq!(listed_key_ids(&app, "old").await, [derived.as_str()]);
     let (fresh_id, fresh) = add_key(&app, "old").await;
     assert_eq!(revoke(&app, "old", &derived).await.0, StatusCode::NO_CONTENT);
     assert_eq!(app.get("/v1/account", key).await.0, StatusCode::UNAUTHORIZED);
