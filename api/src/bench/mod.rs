@@ -144,7 +144,7 @@ impl Backend {
         let engine = Arc::new(Engine::new(store.clone(), actions, Arc::new(SystemClock), EngineConfig::default()));
         let now = engine.clock().now();
         let account = Account { id: "bench".into(), name: "bench".into(), plan: "enterprise".into(), timezone: "UTC".into(), created_at: now };
-        store.create_account(&account, "bench-key-hash").await?;
+        store.create_account(&account, "bench-key", "bench-key-hash").await?;
         // Store::connect installed the Any drivers; the file exists now on SQLite.
         let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
         let db = AnyPoolOptions::new().max_connections(2).connect_with(options).await?;

@@ -83,7 +83,7 @@ pub(super) async fn usage_latency(b: &Backend, rows: i64) -> anyhow::Result<[(f6
     let now = b.now();
     let account = Account { id: "ledger".into(), name: "ledger".into(), plan: "enterprise".into(), timezone: "UTC".into(), created_at: now };
     let key = random_secret("sk_");
-    store.create_account(&account, &crate::auth::hash_key(&key)).await?;
+    store.create_account(&account, &switchboard_runtime::engine::new_id(), &crate::auth::hash_key(&key)).await?;
     store.fill_ledger_for_bench("ledger", rows, &switchboard_runtime::metering::local_day(now, "UTC"), now).await?;
     // Numbering (and rolling up) a million fresh rows is set-up, not what is timed.
     store.sequence_ledger().await?;

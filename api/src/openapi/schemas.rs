@@ -59,8 +59,52 @@ pub struct AccountCreated {
     /// The account.
     #[serde(flatten)]
     pub account: Account,
+    /// The key's id: how the admin lists and revokes it.
+    pub key_id: String,
     /// The account's API key (`sk_…`): shown only in this answer, stored hashed.
     pub api_key: String,
+}
+
+/// A new API key of an account (`routes::accounts::add_key`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyCreated {
+    /// The key's id: how the admin lists and revokes it.
+    pub key_id: String,
+    /// The key (`sk_…`): shown only in this answer, stored hashed.
+    pub api_key: String,
+}
+
+/// An API key as the admin sees it: never the key itself (`routes::accounts::key_json`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyInfo {
+    /// The key's id.
+    pub key_id: String,
+    /// RFC 3339.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// When it last opened a request (RFC 3339), to the minute; `null` if not since it was made.
+    #[schema(format = DateTime, required = true)]
+    pub last_used_at: Option<String>,
+}
+
+/// An account with its live API keys (`routes::accounts::account_keys_json`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountWithKeys {
+    /// The account.
+    #[serde(flatten)]
+    pub account: Account,
+    /// Its keys, oldest first; empty when every key was revoked.
+    pub keys: Vec<ApiKeyInfo>,
+}
+
+/// A page of accounts (admin).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountList {
+    /// The accounts, newest first.
+    pub accounts: Vec<AccountWithKeys>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
 }
 
 /// The account with its plan and the current period's tokens.
@@ -546,11 +590,21 @@ pub struct UsageTotals {
     pub rows: Vec<UsageTotal>,
 }
 
-/// One group of usage.
+/// One group of usage. Units are never added together: `group_by=day` gives one row per day
+/// and unit.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UsageTotal {
-    /// The unit, the local day or the workflow id, after `group_by`.
+    /// After `group_by`: the unit, the local day (`YYYY-MM-DD`; a day has a row per unit, so
+    /// `(key, unit)` identifies a row) or the workflow id.
     pub key: String,
+    /// `group_by=day` only: the local day, the same as `key`.
+    #[schema(format = Date)]
+    pub day: Option<String>,
+    /// `group_by=day` only: the unit of this row (`sms_segment`, `workflow_run`, …).
+    pub unit: Option<String>,
+    /// `group_by=workflow` only, and then always present: the workflow's name (also a deleted
+    /// workflow's); `null` if no workflow of the account has that id.
+    pub name: Option<String>,
     /// How many.
     pub quantity: i64,
     /// Tokens, in thousandths.
@@ -559,7 +613,7 @@ pub struct UsageTotal {
     pub cost_micros: i64,
 }
 
-/// A ledger row.
+/// A ledger row (`routes::usage::ledger_json`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LedgerRow {
     /// Monotonic, from 1: page with `after`.

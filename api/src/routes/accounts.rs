@@ -1,6 +1,8 @@
-//! Accounts: created by the admin; each gets an API key shown once.
+//! Accounts: created by the admin; each gets an API key shown once. The admin lists accounts
+//! with their keys' ids, adds keys and revokes them (a way back to an account whose key is
+//! lost, and key rotation: add a key, move clients to it, revoke the old one).
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -9,12 +11,12 @@ use switchboard_runtime::clock::to_rfc3339;
 use switchboard_runtime::definition::Problem;
 use switchboard_runtime::engine::new_id;
 use switchboard_runtime::metering;
-use switchboard_runtime::store::{Account, DayRange};
+use switchboard_runtime::store::{Account, AccountKeys, ApiKey, DayRange};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Body, json_body};
+use super::{Body, PageQuery, Query, json_body};
 use crate::app::AppState;
 use crate::auth::{AccountAuth, AdminAuth, hash_key, random_secret};
 use crate::error::{ApiError, ApiResult};
@@ -24,6 +26,9 @@ use crate::openapi::{self as doc, built_once};
 pub fn documented() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create))
+        .routes(routes!(list))
+        .routes(routes!(add_key))
+        .routes(routes!(revoke_key))
         .routes(routes!(read))
         .routes(routes!(change_plan))
         .routes(routes!(set_stripe_customer))
@@ -54,7 +59,7 @@ struct NewAccount {
     security(("admin_token" = [])),
     request_body = NewAccount,
     responses(
-        (status = 201, description = "The account and its API key", body = doc::AccountCreated),
+        (status = 201, description = "The account and its first API key, with the key's id", body = doc::AccountCreated),
         (status = 422, description = "`invalid_account`, naming every problem (or `invalid_request`: missing or mistyped fields)", body = doc::ErrorBody),
         doc::BodyErrors,
         doc::Unauthorized,
@@ -79,11 +84,89 @@ async fn create(State(state): State<AppState>, _: AdminAuth, headers: HeaderMap,
         return Err(ApiError::invalid("invalid_account", "the account is invalid", problems));
     }
     let account = Account { id: new_id(), name: req.name, plan, timezone, created_at: state.engine.clock().now() };
-    let api_key = random_secret("sk_");
-    state.engine.store().create_account(&account, &hash_key(&api_key)).await?;
+    let (key_id, api_key) = (new_id(), random_secret("sk_"));
+    state.engine.store().create_account(&account, &key_id, &hash_key(&api_key)).await?;
     let mut body = account_json(&account);
+    body["key_id"] = json!(key_id);
     body["api_key"] = json!(api_key);
     Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// Every account with its API keys (ids only), newest account first
+///
+/// Keys themselves are never shown again: they are stored hashed. A lost key is replaced by
+/// adding a new one and revoking the old one.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/accounts",
+    tag = "accounts",
+    operation_id = "list_accounts",
+    security(("admin_token" = [])),
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of accounts with their keys", body = doc::AccountList),
+        doc::Unauthorized,
+    ),
+)]
+async fn list(State(state): State<AppState>, _: AdminAuth, Query(q): Query<PageQuery>) -> ApiResult<Json<Value>> {
+    let page = state.engine.store().list_accounts(q.cursor.as_deref(), q.limit()).await?;
+    let accounts: Vec<Value> = page.items.iter().map(account_keys_json).collect();
+    Ok(Json(json!({ "accounts": accounts, "next_cursor": page.next_cursor })))
+}
+
+/// Adds an API key to an account; the key is in the answer, once
+///
+/// The account's other keys keep working until they are revoked.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/accounts/{id}/keys",
+    tag = "accounts",
+    operation_id = "add_api_key",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The account")),
+    responses(
+        (status = 201, description = "The new key", body = doc::KeyCreated),
+        (status = 404, description = "`not_found`: no such account", body = doc::ErrorBody),
+        doc::Unauthorized,
+    ),
+)]
+async fn add_key(State(state): State<AppState>, _: AdminAuth, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
+    let (key_id, api_key) = (new_id(), random_secret("sk_"));
+    let now = state.engine.clock().now();
+    if !state.engine.store().add_api_key(&id, &key_id, &hash_key(&api_key), now).await? {
+        return Err(ApiError::not_found("account"));
+    }
+    Ok((StatusCode::CREATED, Json(json!({ "key_id": key_id, "api_key": api_key }))))
+}
+
+/// Revokes an API key
+///
+/// The key is refused (401) from the next request on, by every process: keys are not cached.
+/// Revoking an account's last key is allowed; the account then has no way in until the admin
+/// adds a key.
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/accounts/{id}/keys/{key_id}",
+    tag = "accounts",
+    operation_id = "revoke_api_key",
+    security(("admin_token" = [])),
+    params(
+        ("id" = String, Path, description = "The account"),
+        ("key_id" = String, Path, description = "The key's id, as listed"),
+    ),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "`not_found`: no such account, or no key with that id in it", body = doc::ErrorBody),
+        doc::Unauthorized,
+    ),
+)]
+async fn revoke_key(State(state): State<AppState>, _: AdminAuth, Path((id, key_id)): Path<(String, String)>) -> ApiResult<StatusCode> {
+    let store = state.engine.store();
+    if store.revoke_api_key(&id, &key_id).await? {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    // Only to say which of the two is missing.
+    Err(ApiError::not_found(if store.account(&id).await?.is_some() { "API key" } else { "account" }))
 }
 
 /// `PUT /v1/admin/accounts/{id}/plan`.
@@ -214,6 +297,16 @@ async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth) 
     });
     body["plan_price_micros"] = json!(plan.monthly_price_micros);
     Ok(Json(body))
+}
+
+fn account_keys_json(a: &AccountKeys) -> Value {
+    let mut body = account_json(&a.account);
+    body["keys"] = a.keys.iter().map(key_json).collect();
+    body
+}
+
+fn key_json(k: &ApiKey) -> Value {
+    json!({ "key_id": k.id, "created_at": to_rfc3339(k.created_at), "last_used_at": k.last_used_at.map(to_rfc3339) })
 }
 
 fn account_json(a: &Account) -> Value {

@@ -57,7 +57,7 @@ fn day_range(from: Option<String>, to: Option<String>) -> ApiResult<DayRange> {
     Ok(DayRange { from, to })
 }
 
-/// A ledger row as the API shows it.
+/// A ledger row as the API shows it (`openapi::LedgerRow`).
 pub(crate) fn ledger_json(u: &UsageRow) -> Value {
     json!({
         "seq": u.seq, "id": u.id, "account_id": u.account_id, "workflow_id": u.workflow_id, "run_id": u.run_id,
@@ -68,7 +68,11 @@ pub(crate) fn ledger_json(u: &UsageRow) -> Value {
 
 /// The account's usage, aggregated
 ///
-/// Over all time unless `from`/`to` (local dates in the account's timezone) narrow it.
+/// Over all time unless `from`/`to` (local dates in the account's timezone) narrow it. Units
+/// are never added together: `group_by=unit` gives a row per unit (`key`); `group_by=day` a row
+/// per day and unit (`key` and `day` are the day, `unit` the unit), ordered by day then unit;
+/// `group_by=workflow` a row per workflow (`key` is its id, `name` its name), whose `quantity`
+/// counts every unit together: compare workflows by `tokens_milli` and `cost_micros`.
 #[utoipa::path(
     get,
     path = "/v1/usage",
@@ -78,7 +82,7 @@ pub(crate) fn ledger_json(u: &UsageRow) -> Value {
     params(
         ("from" = Option<String>, Query, format = Date, description = "First local day (`YYYY-MM-DD`), inclusive"),
         ("to" = Option<String>, Query, format = Date, description = "Local day (`YYYY-MM-DD`) to stop before, exclusive"),
-        ("group_by" = Option<String>, Query, description = "`unit` (default), `day` or `workflow`"),
+        ("group_by" = Option<String>, Query, description = "`unit` (default), `day` (a row per day and unit) or `workflow`"),
     ),
     responses(
         (status = 200, description = "One row per group", body = doc::UsageTotals),
@@ -97,7 +101,18 @@ async fn totals(State(state): State<AppState>, AccountAuth(account): AccountAuth
     let rows = state.engine.store().usage_totals(&account.id, group, &days).await?;
     let rows: Vec<Value> = rows
         .iter()
-        .map(|r| json!({ "key": r.key, "quantity": r.quantity, "tokens_milli": r.tokens_milli, "cost_micros": r.cost_micros }))
+        .map(|r| {
+            let mut row = json!({ "key": r.key, "quantity": r.quantity, "tokens_milli": r.tokens_milli, "cost_micros": r.cost_micros });
+            match group {
+                UsageGroup::Unit => {}
+                UsageGroup::Day => {
+                    row["day"] = json!(r.day);
+                    row["unit"] = json!(r.unit);
+                }
+                UsageGroup::Workflow => row["name"] = json!(r.name),
+            }
+            row
+        })
         .collect();
     Ok(Json(json!({ "rows": rows })))
 }

@@ -17,6 +17,38 @@ pub struct Account {
     pub created_at: i64,
 }
 
+/// An API key's record: never the key, nor (outside the store) its hash.
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Its id (UUIDv7 text; derived from the hash for keys made before ids existed).
+    pub id: String,
+    /// The account it opens.
+    pub account_id: String,
+    /// Creation time (ms).
+    pub created_at: i64,
+    /// When it last authenticated a request (ms), to the minute; `None` if never since it was
+    /// made (or since last-use times were recorded).
+    pub last_used_at: Option<i64>,
+}
+
+/// The account behind an API key, and that key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHolder {
+    /// The account.
+    pub account: Account,
+    /// The key that was presented.
+    pub key: ApiKey,
+}
+
+/// An account with its API keys (admin list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountKeys {
+    /// The account.
+    pub account: Account,
+    /// Its keys, oldest first.
+    pub keys: Vec<ApiKey>,
+}
+
 /// A workflow with its current version's definition.
 #[derive(Debug, Clone, FromRow)]
 pub struct WorkflowRow {

@@ -23,17 +23,28 @@ const SEQUENCER_LOCK: i64 = 0x5357_4c45_4447; // "SWLEDG"
 pub enum UsageGroup {
     /// By unit (`sms_segment`, …).
     Unit,
-    /// By local day (`YYYY-MM-DD`, account timezone).
+    /// By local day (`YYYY-MM-DD`, account timezone) and unit: units are never added together.
     Day,
-    /// By workflow id.
+    /// By workflow id (with the workflow's name).
     Workflow,
 }
 
 /// One aggregate row.
 #[derive(Debug, Clone, FromRow, PartialEq, Eq)]
 pub struct UsageTotal {
-    /// The group's key.
+    /// The group's key: the unit, the day or the workflow id. By day, one day has a row per
+    /// unit, so `(key, unit)` identifies a row.
     pub key: String,
+    /// The local day ([`UsageGroup::Day`] only).
+    #[sqlx(default)]
+    pub day: Option<String>,
+    /// The unit ([`UsageGroup::Day`] only; by unit it is the key).
+    #[sqlx(default)]
+    pub unit: Option<String>,
+    /// The workflow's name ([`UsageGroup::Workflow`] only): also a deleted workflow's, whose
+    /// record stays; `None` when no workflow of the account has that id.
+    #[sqlx(default)]
+    pub name: Option<String>,
     /// Units consumed.
     pub quantity: i64,
     /// Tokens, thousandths.
@@ -147,18 +158,22 @@ impl Store {
     /// An account's usage, aggregated (from the rollup, after numbering pending rows).
     pub async fn usage_totals(&self, account_id: &str, group: UsageGroup, days: &DayRange) -> Result<Vec<UsageTotal>> {
         self.sequence_ledger().await?;
-        let key = match group {
-            UsageGroup::Unit => "unit",
-            UsageGroup::Day => "day",
-            UsageGroup::Workflow => "workflow_id",
-        };
         // SUM of BIGINT is NUMERIC on PostgreSQL: cast back so both databases answer integers.
-        let sql = format!(
-            "SELECT {key} AS key, CAST(SUM(quantity) AS BIGINT) AS quantity, \
-             CAST(SUM(tokens_milli) AS BIGINT) AS tokens_milli, CAST(SUM(cost_micros) AS BIGINT) AS cost_micros \
-             FROM usage_rollup WHERE account_id = $1 AND ($2 IS NULL OR day >= $2) AND ($3 IS NULL OR day < $3) \
-             GROUP BY {key} ORDER BY {key}"
-        );
+        const SUMS: &str = "CAST(SUM(quantity) AS BIGINT) AS quantity, CAST(SUM(tokens_milli) AS BIGINT) AS tokens_milli, \
+             CAST(SUM(cost_micros) AS BIGINT) AS cost_micros";
+        const RANGE: &str = "account_id = $1 AND ($2 IS NULL OR day >= $2) AND ($3 IS NULL OR day < $3)";
+        let sql = match group {
+            UsageGroup::Unit => format!("SELECT unit AS key, {SUMS} FROM usage_rollup WHERE {RANGE} GROUP BY unit ORDER BY unit"),
+            UsageGroup::Day => format!(
+                "SELECT day AS key, day, unit, {SUMS} FROM usage_rollup WHERE {RANGE} GROUP BY day, unit ORDER BY day, unit"
+            ),
+            // Sum first, then name the few groups (workflows are soft-deleted: names stay).
+            UsageGroup::Workflow => format!(
+                "SELECT t.key, w.name, t.quantity, t.tokens_milli, t.cost_micros FROM \
+                 (SELECT workflow_id AS key, {SUMS} FROM usage_rollup WHERE {RANGE} GROUP BY workflow_id) t \
+                 LEFT JOIN workflows w ON w.id = t.key AND w.account_id = $1 ORDER BY t.key"
+            ),
+        };
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(account_id)
             .bind(&days.from)

@@ -282,10 +282,17 @@ async fn usage_reads_by_unit_day_workflow_page_and_csv(db: TestDb) {
     );
     let (_, by_workflow) = app.get("/v1/usage?group_by=workflow", &key).await;
     assert_eq!(by_workflow["rows"][0]["key"], id);
+    assert_eq!(by_workflow["rows"][0]["name"], "w");
     assert_eq!(by_workflow["rows"][0]["tokens_milli"], 1800);
     let (_, by_day) = app.get("/v1/usage?group_by=day", &key).await;
     let today = switchboard_runtime::metering::local_day(app.now(), "UTC");
-    assert_eq!(by_day["rows"], json!([{ "key": today, "quantity": 6, "tokens_milli": 1800, "cost_micros": 18000 }]));
+    assert_eq!(
+        by_day["rows"],
+        json!([
+            { "key": today, "day": today, "unit": "http_request", "quantity": 3, "tokens_milli": 300, "cost_micros": 3000 },
+            { "key": today, "day": today, "unit": "workflow_run", "quantity": 3, "tokens_milli": 1500, "cost_micros": 15000 },
+        ])
+    );
     let (_, none) = app.get(&format!("/v1/usage?from=2000-01-01&to={today}"), &key).await;
     assert_eq!(none["rows"], json!([]), "`to` is exclusive");
     assert_eq!(app.get("/v1/usage?group_by=month", &key).await.0, 400);
@@ -326,6 +333,66 @@ async fn usage_reads_by_unit_day_workflow_page_and_csv(db: TestDb) {
     let rows = admin["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r["account_id"] == account_id.as_str()));
+}
+
+/// Units are never added together by day; by workflow, rows carry the workflow's name.
+async fn usage_by_day_keeps_units_apart_and_by_workflow_names_the_workflow(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let (_, key) = app.account("a").await;
+    let steps = json!([{ "id": "one", "action": "test.flaky" }, { "id": "two", "action": "test.flaky" }]);
+    let calls = app.workflow(&key, &json!({ "name": "Two calls", "trigger": { "manual": {} }, "steps": steps })).await;
+    let calls = calls["id"].as_str().unwrap().to_string();
+    let note = json!([{ "id": "note", "action": "log", "input": { "message": "hi" } }]);
+    let logs = app.workflow(&key, &json!({ "name": "Just a note", "trigger": { "manual": {} }, "steps": note })).await;
+    let logs = logs["id"].as_str().unwrap().to_string();
+
+    // Day 1: one run metering two units (1 workflow_run, 2 http_request). Day 2: two runs.
+    app.start(&key, &calls, &json!({})).await;
+    app.drain().await;
+    let day1 = switchboard_runtime::metering::local_day(app.now(), "UTC");
+    app.clock.advance(24 * 3_600_000);
+    app.start(&key, &calls, &json!({})).await;
+    app.start(&key, &logs, &json!({})).await;
+    app.drain().await;
+    let day2 = switchboard_runtime::metering::local_day(app.now(), "UTC");
+    assert_ne!(day1, day2);
+
+    let (status, by_day) = app.get("/v1/usage?group_by=day", &key).await;
+    assert_eq!(status, 200, "{by_day}");
+    let rows: Vec<(String, String, String, i64)> = by_day["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["key"], r["day"], "{r}");
+            let text = |k: &str| r[k].as_str().unwrap().to_string();
+            (text("key"), text("day"), text("unit"), r["quantity"].as_i64().unwrap())
+        })
+        .collect();
+    let row = |day: &str, unit: &str, quantity: i64| (day.to_string(), day.to_string(), unit.to_string(), quantity);
+    assert_eq!(
+        rows,
+        [row(&day1, "http_request", 2), row(&day1, "workflow_run", 1), row(&day2, "http_request", 2), row(&day2, "workflow_run", 2)],
+        "a row per day and unit, by day then unit"
+    );
+    let (_, day2_only) = app.get(&format!("/v1/usage?group_by=day&from={day2}"), &key).await;
+    assert_eq!(day2_only["rows"].as_array().unwrap().len(), 2, "{day2_only}");
+    let (_, by_unit) = app.get("/v1/usage", &key).await;
+    assert!(by_unit["rows"].as_array().unwrap().iter().all(|r| r.get("unit").is_none() && r.get("day").is_none()), "{by_unit}");
+
+    // Deleting a workflow keeps its name on its usage.
+    assert_eq!(app.call("DELETE", &format!("/v1/workflows/{logs}"), Some(&key), None, Body::empty()).await.0, 200);
+    let (_, by_workflow) = app.get("/v1/usage?group_by=workflow", &key).await;
+    let mut named: Vec<(String, String)> = by_workflow["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["key"].as_str().unwrap().to_string(), r["name"].as_str().unwrap_or_else(|| panic!("{r}")).to_string()))
+        .collect();
+    named.sort();
+    let mut expected = vec![(calls, "Two calls".to_string()), (logs, "Just a note".to_string())];
+    expected.sort();
+    assert_eq!(named, expected);
 }
 
 async fn a_webhook_over_its_rate_limit_answers_429_and_stores_nothing(db: TestDb) {
@@ -375,6 +442,7 @@ async fn metrics_count_steps_webhooks_and_the_queue(db: TestDb) {
 
 on_both_backends!(
     usage_reads_by_unit_day_workflow_page_and_csv,
+    usage_by_day_keeps_units_apart_and_by_workflow_names_the_workflow,
     a_webhook_over_its_rate_limit_answers_429_and_stores_nothing,
     metrics_count_steps_webhooks_and_the_queue,
 );

@@ -34,7 +34,7 @@ fn stripe(server: &MockServer) -> StripeClient {
 async fn seed(store: &Store) {
     for id in ["acc", "other"] {
         let account = Account { id: id.into(), name: id.into(), plan: "starter".into(), timezone: "UTC".into(), created_at: T0 };
-        store.create_account(&account, &format!("hash-{id}")).await.unwrap();
+        store.create_account(&account, &format!("key-{id}"), &format!("hash-{id}")).await.unwrap();
     }
     assert!(store.set_stripe_customer("acc", Some(CUSTOMER)).await.unwrap());
     assert!(!store.set_stripe_customer("nobody", Some(CUSTOMER)).await.unwrap());

@@ -4,6 +4,7 @@
 
 #![allow(unreachable_pub)] // test support items are shared between this binary's modules
 
+mod admin;
 mod api;
 mod billing_sync;
 mod crash;

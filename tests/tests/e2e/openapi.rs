@@ -329,6 +329,20 @@ async fn answers_fit_their_documented_schemas(db: TestDb) {
     assert_conforms(&doc, "Run", &runs["runs"][0]);
     let (_, events) = app.call("POST", "/v1/events", Some(key), Some("application/json"), json!({ "type": "x" }).to_string()).await;
     assert_conforms(&doc, &response_schema(&doc, "post", "/v1/events", "202"), &events);
+    for group_by in ["unit", "day", "workflow"] {
+        let (_, usage) = app.get(&format!("/v1/usage?group_by={group_by}"), key).await;
+        assert_conforms(&doc, &response_schema(&doc, "get", "/v1/usage", "200"), &usage);
+        assert_conforms(&doc, "UsageTotal", &usage["rows"][0]);
+    }
+    let account_id = created["id"].as_str().unwrap();
+    let (status, added) = app.call("POST", &format!("/v1/admin/accounts/{account_id}/keys"), Some(ADMIN), None, Body::empty()).await;
+    assert_eq!(status, 201);
+    assert_conforms(&doc, &response_schema(&doc, "post", "/v1/admin/accounts/{id}/keys", "201"), &added);
+    assert_eq!(app.get("/v1/account", added["api_key"].as_str().unwrap()).await.0, 200);
+    let (_, accounts) = app.get("/v1/admin/accounts", ADMIN).await;
+    assert_conforms(&doc, &response_schema(&doc, "get", "/v1/admin/accounts", "200"), &accounts);
+    assert_conforms(&doc, "AccountWithKeys", &accounts["accounts"][0]);
+    assert_conforms(&doc, "ApiKeyInfo", &accounts["accounts"][0]["keys"][1]);
     let (_, templates) = app.get("/v1/templates", key).await;
     assert_conforms(&doc, "TemplateSummary", &templates["templates"][0]);
     let (status, ready) = app.call("GET", "/readyz", None, None, Body::empty()).await;

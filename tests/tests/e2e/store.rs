@@ -10,7 +10,7 @@ const T0: i64 = 1_800_000_000_000;
 
 async fn seed(store: &Store) {
     let account = Account { id: "acc".into(), name: "A".into(), plan: "trial".into(), timezone: "UTC".into(), created_at: T0 };
-    store.create_account(&account, "hash").await.unwrap();
+    store.create_account(&account, "key", "hash").await.unwrap();
     let def = json!({ "name": "w", "trigger": { "manual": {} }, "steps": [{ "id": "a", "end": {} }] });
     store
         .create_workflow(&WorkflowWrite {
