@@ -500,8 +500,8 @@ async fn every_operation_answers_its_documented_schema(db: TestDb) {
 
     // Accounts (admin and self).
     let created = answers.call(&app, "POST", "/v1/accounts", "/v1/accounts", admin, Some(json!({ "name": "Studio", "plan": "starter" }))).await;
-    let (account_id, key) = (created["id"].as_str().unwrap().to_string(), created["api_key"].as_str().unwrap().to_string());
-    let key = Some(key.as_str());
+    let (account_id, api_key) = (created["id"].as_str().unwrap().to_string(), created["api_key"].as_str().unwrap().to_string());
+    let key = Some(api_key.as_str());
     answers.call(&app, "POST", "/v1/admin/accounts/{id}/keys", &format!("/v1/admin/accounts/{account_id}/keys"), admin, None).await;
     answers.call(&app, "PUT", "/v1/admin/accounts/{id}/plan", &format!("/v1/admin/accounts/{account_id}/plan"), admin, Some(json!({ "plan": "professional" }))).await;
     let link = json!({ "stripe_customer_id": "cus_1" });
@@ -550,10 +550,10 @@ async fn every_operation_answers_its_documented_schema(db: TestDb) {
     answers.call(&app, "POST", "/v1/events", "/v1/events", key, Some(json!({ "type": "lead.created", "data": lead }))).await;
 
     // Runs: finished, failed (with its error) and retried, waiting and cancelled.
-    let broken = app.workflow(key.unwrap(), &json!({ "name": "Broken", "trigger": { "manual": {} }, "steps": [{ "id": "send", "action": "test.broken" }] })).await;
-    let failed = app.start(key.unwrap(), broken["id"].as_str().unwrap(), &json!({})).await;
-    let slow = app.workflow(key.unwrap(), &json!({ "name": "Slow", "trigger": { "manual": {} }, "steps": [{ "id": "later", "delay": "1h" }] })).await;
-    let waiting = app.start(key.unwrap(), slow["id"].as_str().unwrap(), &json!({})).await;
+    let broken = app.workflow(&api_key, &json!({ "name": "Broken", "trigger": { "manual": {} }, "steps": [{ "id": "send", "action": "test.broken" }] })).await;
+    let failed = app.start(&api_key, broken["id"].as_str().unwrap(), &json!({})).await;
+    let slow = app.workflow(&api_key, &json!({ "name": "Slow", "trigger": { "manual": {} }, "steps": [{ "id": "later", "delay": "1h" }] })).await;
+    let waiting = app.start(&api_key, slow["id"].as_str().unwrap(), &json!({})).await;
     app.drain().await;
     let run = answers.call(&app, "GET", "/v1/runs/{id}", &format!("/v1/runs/{failed}"), key, None).await;
     assert!(run["error"].is_object() && run["steps"][0]["error"].is_object(), "a failure is checked: {run}");
