@@ -6,11 +6,14 @@
 //! axum half (built once: see `built_once!`); [`document`] merges their documents. Two things
 //! are added here by hand:
 //! - the security schemes (`account_key`, `admin_token`);
-//! - the response shapes: handlers build their answers as `serde_json::Value`, so the schema
-//!   types of `schemas` (re-exported here) and the error envelope below describe those shapes.
-//!   Request bodies and query parameters are derived from the handlers' own `Deserialize` types.
+//! - the error envelope below (`ErrorBody`), which `error::ApiError` serialises.
 //!
-//! The e2e test `openapi` fails when a route the router serves is missing from the document
+//! Everything else is derived from the handlers' own types: request bodies and query parameters
+//! from their `Deserialize` types, answers from the `Serialize` types they return (each resource
+//! module defines its answers, built from the store's rows), so the document cannot drift from
+//! what is served. The e2e test `openapi` checks a real answer of every operation against it.
+//!
+//! The same test fails when a route the router serves is missing from the document
 //! (it probes every method of every path declared in `api/src`), so the list in [`document`]
 //! stays in step with `app::router`.
 
@@ -26,9 +29,6 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::routes;
-
-mod schemas;
-pub use schemas::*;
 
 /// The document's root: what is not per operation.
 #[derive(OpenApi)]

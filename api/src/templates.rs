@@ -61,7 +61,8 @@ pub struct Template {
 }
 
 /// A parameter's type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = TemplateParamType)]
 #[serde(rename_all = "snake_case")]
 pub enum ParamType {
     /// Any text.
@@ -102,22 +103,6 @@ impl Template {
     /// A template by slug.
     pub fn find(slug: &str) -> Option<&'static Template> {
         CATALOGUE.iter().find(|t| t.slug == slug)
-    }
-
-    /// The catalogue entry: everything but the workflow's steps.
-    pub fn summary(&self) -> Value {
-        json!({
-            "slug": self.slug,
-            "title": self.title,
-            "description": self.description,
-            "trigger": self.workflow.get("trigger"),
-            "params": self.params.iter().map(|p| {
-                let mut v = serde_json::to_value(p).unwrap_or_default();
-                v["required"] = json!(p.required && p.default.is_none());
-                v
-            }).collect::<Vec<_>>(),
-            "connections": self.connections,
-        })
     }
 
     /// Checks the given values; returns every value (defaults filled) or every problem, with

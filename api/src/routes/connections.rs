@@ -3,9 +3,9 @@
 //! never returned, logged or shown in a run.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchboard_integrations::connections;
 use switchboard_runtime::clock::to_rfc3339;
@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Body, PageQuery, Query, json_body};
+use super::{JsonBody, PageQuery, Query};
 use crate::app::AppState;
 use crate::auth::AccountAuth;
 use crate::error::{ApiError, ApiResult};
@@ -50,15 +50,42 @@ struct NewConnection {
     credentials: Option<Value>,
 }
 
-/// The API shape of a connection: never its credentials.
-fn connection_json(c: &ConnectionRow) -> Value {
-    json!({
-        "id": c.id,
-        "provider": c.provider,
-        "name": c.name,
-        "sandbox": c.sandbox == 1,
-        "created_at": to_rfc3339(c.created_at),
-    })
+/// A connection: never its credentials.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Connection {
+    /// Its id.
+    pub id: String,
+    /// `twilio`, `smtp`, `slack`, `crm`, …
+    pub provider: String,
+    /// Its name in the account (steps pick it with `connection: <name>`).
+    pub name: String,
+    /// Whether sends go to the outbox instead of the vendor.
+    pub sandbox: bool,
+    /// RFC 3339.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+impl From<&ConnectionRow> for Connection {
+    fn from(c: &ConnectionRow) -> Self {
+        Connection {
+            id: c.id.clone(),
+            provider: c.provider.clone(),
+            name: c.name.clone(),
+            sandbox: c.sandbox == 1,
+            created_at: to_rfc3339(c.created_at),
+        }
+    }
+}
+
+/// A page of connections.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectionList {
+    /// The connections.
+    pub connections: Vec<Connection>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
 }
 
 fn problem(path: &str, message: impl Into<String>) -> Problem {
@@ -76,7 +103,7 @@ fn problem(path: &str, message: impl Into<String>) -> Problem {
     security(("account_key" = [])),
     request_body = NewConnection,
     responses(
-        (status = 201, description = "The connection (without its credentials)", body = doc::Connection),
+        (status = 201, description = "The connection (without its credentials)", body = Connection),
         (status = 409, description = "`connection_exists`: the account has a connection of that name", body = doc::ErrorBody),
         (status = 422, description = "`invalid_connection`, naming every problem (or `invalid_request`)", body = doc::ErrorBody),
         doc::BodyErrors,
@@ -86,10 +113,8 @@ fn problem(path: &str, message: impl Into<String>) -> Problem {
 async fn create(
     State(state): State<AppState>,
     AccountAuth(account): AccountAuth,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let new: NewConnection = json_body(&headers, &body)?;
+    JsonBody(new): JsonBody<NewConnection>,
+) -> ApiResult<(StatusCode, Json<Connection>)> {
     let mut problems = Vec::new();
     let name = new.name.trim();
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
@@ -134,7 +159,7 @@ async fn create(
             format!("this account already has a connection named '{}'", row.name),
         ));
     }
-    Ok((StatusCode::CREATED, Json(connection_json(&row))))
+    Ok((StatusCode::CREATED, Json(Connection::from(&row))))
 }
 
 /// The account's connections
@@ -146,15 +171,14 @@ async fn create(
     security(("account_key" = [])),
     params(PageQuery),
     responses(
-        (status = 200, description = "A page of connections", body = doc::ConnectionList),
+        (status = 200, description = "A page of connections", body = ConnectionList),
         doc::BadQuery,
         doc::Unauthorized,
     ),
 )]
-async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<PageQuery>) -> ApiResult<Json<Value>> {
+async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<PageQuery>) -> ApiResult<Json<ConnectionList>> {
     let page = state.engine.store().list_connections(&account.id, q.cursor.as_deref(), q.limit()).await?;
-    let items: Vec<Value> = page.items.iter().map(connection_json).collect();
-    Ok(Json(json!({ "connections": items, "next_cursor": page.next_cursor })))
+    Ok(Json(ConnectionList { connections: page.items.iter().map(Connection::from).collect(), next_cursor: page.next_cursor }))
 }
 
 /// One connection
@@ -166,14 +190,14 @@ async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, 
     security(("account_key" = [])),
     params(("id" = String, Path, description = "The connection")),
     responses(
-        (status = 200, description = "The connection", body = doc::Connection),
+        (status = 200, description = "The connection", body = Connection),
         (status = 404, description = "`not_found`: no such connection in this account", body = doc::ErrorBody),
         doc::Unauthorized,
     ),
 )]
-async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Connection>> {
     let row = state.engine.store().connection(&account.id, &id).await?.ok_or_else(|| ApiError::not_found("connection"))?;
-    Ok(Json(connection_json(&row)))
+    Ok(Json(Connection::from(&row)))
 }
 
 /// Deletes a connection
@@ -185,14 +209,14 @@ async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth, 
     security(("account_key" = [])),
     params(("id" = String, Path, description = "The connection")),
     responses(
-        (status = 200, description = "Deleted", body = doc::Deleted),
+        (status = 200, description = "Deleted", body = super::Deleted),
         (status = 404, description = "`not_found`: no such connection in this account", body = doc::ErrorBody),
         doc::Unauthorized,
     ),
 )]
-async fn remove(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn remove(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<super::Deleted>> {
     if state.engine.store().delete_connection(&account.id, &id).await? {
-        Ok(Json(json!({ "id": id, "deleted": true })))
+        Ok(Json(super::Deleted { id, deleted: true }))
     } else {
         Err(ApiError::not_found("connection"))
     }

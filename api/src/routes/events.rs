@@ -1,20 +1,36 @@
 //! App events: `POST /v1/events {type, data, id?}`.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchboard_runtime::definition::Problem;
+use switchboard_runtime::engine;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Body, json_body};
+use super::JsonBody;
 use crate::app::AppState;
 use crate::auth::AccountAuth;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self as doc, built_once};
+
+/// An accepted app event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventAccepted {
+    /// The recorded event (the same for a repeated `id`).
+    pub event_id: String,
+    /// The runs it started: one per enabled workflow whose trigger matched (none for a repeat).
+    pub run_ids: Vec<String>,
+}
+
+impl From<engine::EventAccepted> for EventAccepted {
+    fn from(a: engine::EventAccepted) -> Self {
+        EventAccepted { event_id: a.event_id, run_ids: a.run_ids }
+    }
+}
 
 /// `/v1/events`, documented.
 pub fn documented() -> OpenApiRouter<AppState> {
@@ -51,7 +67,7 @@ struct NewEvent {
     security(("account_key" = [])),
     request_body = NewEvent,
     responses(
-        (status = 202, description = "Accepted (or the first answer to this `id`)", body = doc::EventAccepted),
+        (status = 202, description = "Accepted (or the first answer to this `id`)", body = EventAccepted),
         (status = 422, description = "`invalid_event`: an empty `type` (or `invalid_request`)", body = doc::ErrorBody),
         doc::BodyErrors,
         doc::Unauthorized,
@@ -60,15 +76,13 @@ struct NewEvent {
 async fn accept(
     State(state): State<AppState>,
     AccountAuth(account): AccountAuth,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let event: NewEvent = json_body(&headers, &body)?;
+    JsonBody(event): JsonBody<NewEvent>,
+) -> ApiResult<(StatusCode, Json<EventAccepted>)> {
     if event.event_type.trim().is_empty() {
         let problem = Problem { path: "type".into(), message: "must not be empty".into() };
         return Err(ApiError::invalid("invalid_event", "the event is invalid", vec![problem]));
     }
     let data = if event.data.is_null() { json!({}) } else { event.data };
     let accepted = state.engine.accept_event(&account.id, &event.event_type, data, event.id.as_deref()).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!(accepted))))
+    Ok((StatusCode::ACCEPTED, Json(accepted.into())))
 }

@@ -3,7 +3,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -61,10 +62,10 @@ async fn metrics_text(State(state): State<AppState>) -> Result<([(axum::http::He
     path = "/healthz",
     tag = "operations",
     operation_id = "healthz",
-    responses((status = 200, description = "Alive", body = doc::Health)),
+    responses((status = 200, description = "Alive", body = Health)),
 )]
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// Readiness: the database answers
@@ -77,16 +78,41 @@ async fn healthz() -> Json<Value> {
     tag = "operations",
     operation_id = "readyz",
     responses(
-        (status = 200, description = "Ready", body = doc::Readiness),
-        (status = 503, description = "The database is unreachable (`status: not_ready`)", body = doc::Readiness),
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "The database is unreachable (`status: not_ready`)", body = Readiness),
     ),
 )]
-async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let rate_limits = state.engine.rate_limit_status();
     let live_events = state.engine.events().status();
     if state.engine.store().ping().await {
-        (StatusCode::OK, Json(json!({ "status": "ready", "database": "ok", "rate_limits": rate_limits, "live_events": live_events })))
+        (StatusCode::OK, Json(Readiness { status: "ready", database: "ok", rate_limits, live_events }))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not_ready", "database": "unreachable", "rate_limits": rate_limits, "live_events": live_events })))
+        (StatusCode::SERVICE_UNAVAILABLE, Json(Readiness { status: "not_ready", database: "unreachable", rate_limits, live_events }))
     }
+}
+
+// ---- Answers ---------------------------------------------------------------------------------
+
+/// Liveness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// Readiness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    /// `ok` or `unreachable`.
+    pub database: &'static str,
+    /// Where vendor rate limits live: `in_process`, `redis`, or `in_process_fallback` while
+    /// Redis is unreachable (that does not make the process unready).
+    pub rate_limits: &'static str,
+    /// Where live run events travel, like `rate_limits`.
+    pub live_events: &'static str,
 }

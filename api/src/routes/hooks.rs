@@ -6,11 +6,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Json, Router};
 use hmac::{Hmac, Mac};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 use switchboard_integrations::connections::Vault;
 use switchboard_runtime::definition::{Problem, Trigger, WebhookSecret};
+use switchboard_runtime::engine;
 use switchboard_runtime::store::Store;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -18,6 +21,21 @@ use super::{Body, media_type};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self as doc, built_once};
+
+/// An accepted webhook or manual run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HookAccepted {
+    /// The recorded event.
+    pub event_id: String,
+    /// The run it started.
+    pub run_id: String,
+}
+
+impl From<engine::HookAccepted> for HookAccepted {
+    fn from(a: engine::HookAccepted) -> Self {
+        HookAccepted { event_id: a.event_id, run_id: a.run_id }
+    }
+}
 
 /// `/hooks/{token}`, documented.
 pub fn documented() -> OpenApiRouter<AppState> {
@@ -146,7 +164,7 @@ fn payload(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
         content((Value = "application/json"), (Object = "application/x-www-form-urlencoded")),
     ),
     responses(
-        (status = 202, description = "Accepted: the event and the run it started (or the first answer to this `Idempotency-Key`)", body = doc::HookAccepted),
+        (status = 202, description = "Accepted: the event and the run it started (or the first answer to this `Idempotency-Key`)", body = HookAccepted),
         (status = 400, description = "`bad_request`: malformed JSON or form", body = doc::ErrorBody),
         (status = 401, description = "`invalid_signature`: missing or wrong `X-Signature-256`", body = doc::ErrorBody),
         (status = 404, description = "`not_found`: no webhook with this token", body = doc::ErrorBody),
@@ -162,7 +180,7 @@ async fn accept(
     Path(token): Path<String>,
     headers: HeaderMap,
     Body(body): Body,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<HookAccepted>)> {
     let answer = accept_inner(&state, &token, &headers, &body).await;
     let outcome = match &answer {
         Ok(_) => "accepted",
@@ -180,7 +198,7 @@ fn plausible_token(token: &str) -> bool {
     token.len() <= MAX_TOKEN_LEN && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-async fn accept_inner(state: &AppState, token: &str, headers: &HeaderMap, body: &[u8]) -> ApiResult<(StatusCode, Json<Value>)> {
+async fn accept_inner(state: &AppState, token: &str, headers: &HeaderMap, body: &[u8]) -> ApiResult<(StatusCode, Json<HookAccepted>)> {
     if !plausible_token(token) {
         return Err(ApiError::not_found("webhook"));
     }
@@ -220,5 +238,5 @@ async fn accept_inner(state: &AppState, token: &str, headers: &HeaderMap, body: 
     let data = payload(headers, body)?;
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty());
     let accepted = engine.accept_webhook(&row, data, key).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!(accepted))))
+    Ok((StatusCode::ACCEPTED, Json(accepted.into())))
 }

@@ -29,7 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::Query;
-use super::runs::run_detail_json;
+use super::runs::run_detail;
 use crate::app::AppState;
 use crate::auth::AccountAuth;
 use crate::error::ApiResult;
@@ -82,8 +82,8 @@ struct RunStream {
 impl RunStream {
     /// The run as it is now, as a `snapshot` event; notes whether it has finished.
     async fn snapshot(&mut self) -> ApiResult<Event> {
-        let run = run_detail_json(&self.state, &self.account_id, &self.run_id).await?;
-        self.done = run["status"].as_str().is_some_and(|s| FINAL_RUN_STATUSES.contains(&s));
+        let run = run_detail(&self.state, &self.account_id, &self.run_id).await?;
+        self.done = FINAL_RUN_STATUSES.contains(&run.run.status.as_str());
         Ok(Event::default().event("snapshot").json_data(&run).unwrap_or_default())
     }
 
@@ -143,7 +143,7 @@ impl RunStream {
 )]
 async fn run_events(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<EventStream> {
     // An unknown run (or another account's) answers 404 before anything is subscribed.
-    run_detail_json(&state, &account.id, &id).await?;
+    run_detail(&state, &account.id, &id).await?;
     // Listen first, then read: a change committed in between is in the snapshot, or arrives
     // as an event after it (or both), but is never missed.
     let mut subscription = state.engine.events().subscribe(&account.id);

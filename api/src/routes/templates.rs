@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use switchboard_runtime::definition::Problem;
 use switchboard_runtime::engine::ConnectionChoice;
@@ -15,12 +15,13 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Body, json_body_or_default};
+use super::JsonBodyOrDefault;
+use super::workflows::WorkflowView;
 use crate::app::AppState;
 use crate::auth::AccountAuth;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self as doc, built_once};
-use crate::templates::{CATALOGUE, Template};
+use crate::templates::{CATALOGUE, ParamType, Template};
 
 /// `/v1/templates…`, documented.
 pub fn documented() -> OpenApiRouter<AppState> {
@@ -40,12 +41,12 @@ pub fn router() -> Router<AppState> {
     operation_id = "list_templates",
     security(("account_key" = [])),
     responses(
-        (status = 200, description = "Every template: its trigger, its form and the providers it needs", body = doc::TemplateList),
+        (status = 200, description = "Every template: its trigger, its form and the providers it needs", body = TemplateList),
         doc::Unauthorized,
     ),
 )]
-async fn list(AccountAuth(_): AccountAuth) -> Json<Value> {
-    Json(json!({ "templates": CATALOGUE.iter().map(Template::summary).collect::<Vec<_>>() }))
+async fn list(AccountAuth(_): AccountAuth) -> Json<TemplateList> {
+    Json(TemplateList { templates: CATALOGUE.iter().map(TemplateSummary::of).collect() })
 }
 
 fn find(slug: &str) -> ApiResult<&'static Template> {
@@ -61,16 +62,14 @@ fn find(slug: &str) -> ApiResult<&'static Template> {
     security(("account_key" = [])),
     params(("slug" = String, Path, description = "The template")),
     responses(
-        (status = 200, description = "The template", body = doc::TemplateDetail),
+        (status = 200, description = "The template", body = TemplateDetail),
         (status = 404, description = "`not_found`: no such template", body = doc::ErrorBody),
         doc::Unauthorized,
     ),
 )]
-async fn read(AccountAuth(_): AccountAuth, Path(slug): Path<String>) -> ApiResult<Json<Value>> {
+async fn read(AccountAuth(_): AccountAuth, Path(slug): Path<String>) -> ApiResult<Json<TemplateDetail>> {
     let template = find(&slug)?;
-    let mut out = template.summary();
-    out["workflow"] = template.workflow.clone();
-    Ok(Json(out))
+    Ok(Json(TemplateDetail { summary: TemplateSummary::of(template), workflow: template.workflow.clone() }))
 }
 
 /// `POST /v1/templates/{slug}/enable`; an empty body enables with every default.
@@ -103,7 +102,7 @@ pub(crate) struct Enable {
     // A `ref` keeps the body optional without making it nullable (JSON `null` is a 422).
     request_body(content = ref("#/components/schemas/EnableTemplate"), description = "Optional: an empty body takes every default"),
     responses(
-        (status = 201, description = "The new workflow", body = doc::Workflow),
+        (status = 201, description = "The new workflow", body = WorkflowView),
         (status = 404, description = "`not_found`: no such template", body = doc::ErrorBody),
         (status = 409, description = "`already_enabled`: the account has a workflow from this template (its id in `error.workflow_id`); send a `name` to make another copy", body = doc::ErrorBody),
         (status = 422, description = "`invalid_template_params`, naming every bad or missing parameter and connection (or `invalid_request`)", body = doc::ErrorBody),
@@ -115,11 +114,11 @@ async fn enable(
     State(state): State<AppState>,
     AccountAuth(account): AccountAuth,
     Path(slug): Path<String>,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    body: Result<JsonBodyOrDefault<Enable>, ApiError>,
+) -> ApiResult<(StatusCode, Json<WorkflowView>)> {
+    // The template is looked up before the body is read: an unknown one is a 404 whatever the body.
     let template = find(&slug)?;
-    let request: Enable = json_body_or_default(&headers, &body)?;
+    let JsonBodyOrDefault(request) = body?;
     let name = request.name.as_deref().map(str::trim);
     if name.is_none()
         && let Some(existing) = state.engine.store().workflow_from_template(&account.id, &template.slug).await?
@@ -181,4 +180,85 @@ async fn enable(
     let workflow = super::workflows::compile_doc(&state, &account.id, &doc).await?;
     let created = super::workflows::create_compiled(&state, &account.id, &workflow, Some(&template.slug)).await?;
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+// ---- Answers ---------------------------------------------------------------------------------
+
+/// One field of a template's form.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateParam {
+    /// Its name (`params.<name>` when enabling).
+    pub name: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub ty: ParamType,
+    /// Whether enabling must give it (false when it has a default).
+    pub required: bool,
+    /// The value used when none is given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub default: Option<Value>,
+    /// Help for the form.
+    pub help: String,
+}
+
+/// A template of the catalogue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateSummary {
+    /// Its slug.
+    pub slug: String,
+    /// Its title.
+    pub title: String,
+    /// What it does.
+    pub description: String,
+    /// The trigger of the workflow it makes.
+    #[schema(value_type = Object)]
+    pub trigger: Value,
+    /// Its form.
+    pub params: Vec<TemplateParam>,
+    /// The providers it sends through: each needs a connection.
+    pub connections: Vec<String>,
+}
+
+/// The catalogue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateList {
+    /// Every template.
+    pub templates: Vec<TemplateSummary>,
+}
+
+/// A template with the workflow it makes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateDetail {
+    /// The template.
+    #[serde(flatten)]
+    pub summary: TemplateSummary,
+    /// The workflow definition, with `{{ params.x }}` placeholders.
+    #[schema(value_type = Object)]
+    pub workflow: Value,
+}
+
+impl TemplateSummary {
+    /// The catalogue entry: everything but the workflow's steps. A parameter with a default is
+    /// never required.
+    fn of(t: &Template) -> Self {
+        TemplateSummary {
+            slug: t.slug.clone(),
+            title: t.title.clone(),
+            description: t.description.clone(),
+            trigger: t.workflow.get("trigger").cloned().unwrap_or_default(),
+            params: t
+                .params
+                .iter()
+                .map(|p| TemplateParam {
+                    name: p.name.clone(),
+                    ty: p.ty,
+                    required: p.required && p.default.is_none(),
+                    default: p.default.clone(),
+                    help: p.help.clone(),
+                })
+                .collect(),
+            connections: t.connections.clone(),
+        }
+    }
 }

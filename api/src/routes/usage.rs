@@ -7,11 +7,10 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use switchboard_runtime::clock::to_rfc3339;
-use switchboard_runtime::store::{DayRange, UsageGroup, UsageRow};
-use utoipa::IntoParams;
+use switchboard_runtime::store::{self, DayRange, UsageGroup, UsageRow};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -57,15 +56,6 @@ fn day_range(from: Option<String>, to: Option<String>) -> ApiResult<DayRange> {
     Ok(DayRange { from, to })
 }
 
-/// A ledger row as the API shows it (`openapi::LedgerRow`).
-pub(crate) fn ledger_json(u: &UsageRow) -> Value {
-    json!({
-        "seq": u.seq, "id": u.id, "account_id": u.account_id, "workflow_id": u.workflow_id, "run_id": u.run_id,
-        "step_id": u.step_id, "unit": u.unit, "quantity": u.quantity, "tokens_milli": u.tokens_milli,
-        "cost_micros": u.cost_micros, "created_at": to_rfc3339(u.created_at), "day": u.day,
-    })
-}
-
 /// The account's usage, aggregated
 ///
 /// Over all time unless `from`/`to` (local dates in the account's timezone) narrow it. Units
@@ -85,12 +75,12 @@ pub(crate) fn ledger_json(u: &UsageRow) -> Value {
         ("group_by" = Option<String>, Query, description = "`unit` (default), `day` (a row per day and unit) or `workflow`"),
     ),
     responses(
-        (status = 200, description = "One row per group", body = doc::UsageTotals),
+        (status = 200, description = "One row per group", body = UsageTotals),
         (status = 400, description = "`bad_request`: a date that does not parse, or an unknown `group_by`", body = doc::ErrorBody),
         doc::Unauthorized,
     ),
 )]
-async fn totals(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<RangeQuery>) -> ApiResult<Json<Value>> {
+async fn totals(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<RangeQuery>) -> ApiResult<Json<UsageTotals>> {
     let group = match q.group_by.as_deref() {
         None | Some("unit") => UsageGroup::Unit,
         Some("day") => UsageGroup::Day,
@@ -99,22 +89,7 @@ async fn totals(State(state): State<AppState>, AccountAuth(account): AccountAuth
     };
     let days = day_range(q.from, q.to)?;
     let rows = state.engine.store().usage_totals(&account.id, group, &days).await?;
-    let rows: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            let mut row = json!({ "key": r.key, "quantity": r.quantity, "tokens_milli": r.tokens_milli, "cost_micros": r.cost_micros });
-            match group {
-                UsageGroup::Unit => {}
-                UsageGroup::Day => {
-                    row["day"] = json!(r.day);
-                    row["unit"] = json!(r.unit);
-                }
-                UsageGroup::Workflow => row["name"] = json!(r.name),
-            }
-            row
-        })
-        .collect();
-    Ok(Json(json!({ "rows": rows })))
+    Ok(Json(UsageTotals { rows: rows.iter().map(|r| UsageTotal::new(r, group)).collect() }))
 }
 
 /// `?after=&limit=`.
@@ -138,17 +113,17 @@ struct EventsQuery {
     security(("account_key" = [])),
     params(EventsQuery),
     responses(
-        (status = 200, description = "A page of ledger rows", body = doc::LedgerPage),
+        (status = 200, description = "A page of ledger rows", body = LedgerPage),
         doc::BadQuery,
         doc::Unauthorized,
     ),
 )]
-async fn events(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<EventsQuery>) -> ApiResult<Json<Value>> {
+async fn events(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<EventsQuery>) -> ApiResult<Json<LedgerPage>> {
     let after = q.after.unwrap_or(0).max(0);
     let limit = q.limit.unwrap_or(100).clamp(1, 1_000);
     let rows = state.engine.store().usage_after(&account.id, after, limit).await?;
     let next_after = rows.last().and_then(|r| r.seq).unwrap_or(after);
-    Ok(Json(json!({ "events": rows.iter().map(ledger_json).collect::<Vec<_>>(), "next_after": next_after })))
+    Ok(Json(LedgerPage { events: rows.iter().map(LedgerRow::from).collect(), next_after }))
 }
 
 /// The account's ledger rows as CSV
@@ -233,20 +208,155 @@ fn csv_line(u: &UsageRow) -> String {
         ("to" = Option<String>, Query, format = Date, description = "Local day (`YYYY-MM-DD`) to stop before, exclusive"),
     ),
     responses(
-        (status = 200, description = "One row per account and unit", body = doc::AdminUsage),
+        (status = 200, description = "One row per account and unit", body = AdminUsage),
         (status = 400, description = "`bad_request`: a date that does not parse", body = doc::ErrorBody),
         doc::Unauthorized,
     ),
 )]
-async fn admin(State(state): State<AppState>, _: AdminAuth, Query(q): Query<RangeQuery>) -> ApiResult<Json<Value>> {
+async fn admin(State(state): State<AppState>, _: AdminAuth, Query(q): Query<RangeQuery>) -> ApiResult<Json<AdminUsage>> {
     let days = day_range(q.from, q.to)?;
     let rows = state.engine.store().usage_by_account(&days).await?;
-    let rows: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            json!({ "account_id": r.account_id, "unit": r.unit, "quantity": r.quantity,
-                    "tokens_milli": r.tokens_milli, "cost_micros": r.cost_micros })
-        })
-        .collect();
-    Ok(Json(json!({ "rows": rows })))
+    Ok(Json(AdminUsage { rows: rows.iter().map(AccountUsage::from).collect() }))
+}
+
+// ---- Answers ---------------------------------------------------------------------------------
+
+/// Aggregated usage.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageTotals {
+    /// One row per group.
+    pub rows: Vec<UsageTotal>,
+}
+
+/// One group of usage. Units are never added together: `group_by=day` gives one row per day
+/// and unit.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageTotal {
+    /// After `group_by`: the unit, the local day (`YYYY-MM-DD`; a day has a row per unit, so
+    /// `(key, unit)` identifies a row) or the workflow id.
+    pub key: String,
+    /// `group_by=day` only: the local day, the same as `key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = Date)]
+    pub day: Option<String>,
+    /// `group_by=day` only: the unit of this row (`sms_segment`, `workflow_run`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// `group_by=workflow` only, and then always present: the workflow's name (also a deleted
+    /// workflow's); `null` if no workflow of the account has that id. (`Some(None)` is that
+    /// `null`; `None` leaves the field out.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
+    /// How many.
+    pub quantity: i64,
+    /// Tokens, in thousandths.
+    pub tokens_milli: i64,
+    /// Vendor cost, in millionths of a dollar.
+    pub cost_micros: i64,
+}
+
+/// A ledger row.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LedgerRow {
+    /// Monotonic, from 1: page with `after`.
+    #[schema(required = true)]
+    pub seq: Option<i64>,
+    /// Its idempotency id.
+    pub id: String,
+    /// The account.
+    pub account_id: String,
+    /// The workflow.
+    pub workflow_id: String,
+    /// The run.
+    pub run_id: String,
+    /// The step, or `null` for a run's own charge.
+    #[schema(required = true)]
+    pub step_id: Option<String>,
+    /// What was used.
+    pub unit: String,
+    /// How many.
+    pub quantity: i64,
+    /// Tokens, in thousandths.
+    pub tokens_milli: i64,
+    /// Vendor cost, in millionths of a dollar.
+    pub cost_micros: i64,
+    /// RFC 3339.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// The local date in the account's timezone (`YYYY-MM-DD`).
+    #[schema(format = Date)]
+    pub day: String,
+}
+
+/// A page of the raw ledger.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LedgerPage {
+    /// Rows after `after`, by `seq`.
+    pub events: Vec<LedgerRow>,
+    /// Pass as `after` for the next page (unchanged when nothing is new).
+    pub next_after: i64,
+}
+
+/// Every account's usage.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminUsage {
+    /// One row per account and unit.
+    pub rows: Vec<AccountUsage>,
+}
+
+/// One account's use of one unit.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountUsage {
+    /// The account.
+    pub account_id: String,
+    /// The unit.
+    pub unit: String,
+    /// How many.
+    pub quantity: i64,
+    /// Tokens, in thousandths.
+    pub tokens_milli: i64,
+    /// Vendor cost, in millionths of a dollar.
+    pub cost_micros: i64,
+}
+
+impl UsageTotal {
+    /// A store aggregate, with the fields of its grouping.
+    fn new(r: &store::UsageTotal, group: UsageGroup) -> Self {
+        let (by_day, by_workflow) = (matches!(group, UsageGroup::Day), matches!(group, UsageGroup::Workflow));
+        UsageTotal {
+            key: r.key.clone(),
+            day: r.day.clone().filter(|_| by_day),
+            unit: r.unit.clone().filter(|_| by_day),
+            name: by_workflow.then(|| r.name.clone()),
+            quantity: r.quantity,
+            tokens_milli: r.tokens_milli,
+            cost_micros: r.cost_micros,
+        }
+    }
+}
+
+impl From<&UsageRow> for LedgerRow {
+    fn from(u: &UsageRow) -> Self {
+        LedgerRow {
+            seq: u.seq,
+            id: u.id.clone(),
+            account_id: u.account_id.clone(),
+            workflow_id: u.workflow_id.clone(),
+            run_id: u.run_id.clone(),
+            step_id: u.step_id.clone(),
+            unit: u.unit.clone(),
+            quantity: u.quantity,
+            tokens_milli: u.tokens_milli,
+            cost_micros: u.cost_micros,
+            created_at: to_rfc3339(u.created_at),
+            day: u.day.clone(),
+        }
+    }
+}
+
+impl From<&store::AccountUsage> for AccountUsage {
+    fn from(r: &store::AccountUsage) -> Self {
+        AccountUsage { account_id: r.account_id.clone(), unit: r.unit.clone(), quantity: r.quantity, tokens_milli: r.tokens_milli, cost_micros: r.cost_micros }
+    }
 }

@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchboard_runtime::clock::to_rfc3339;
 use switchboard_runtime::definition::{self, Format, Trigger, Workflow};
@@ -13,10 +13,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Body, PageQuery, Query, json_body, media_type};
+use super::{Body, JsonBodyOrDefault, PageQuery, Query, json_body, media_type};
 use crate::app::AppState;
 use crate::auth::{AccountAuth, random_secret};
 use crate::error::{ApiError, ApiResult};
+use super::outbox::OutboxMessage;
+use super::runs::RunDetail;
 use crate::openapi::{self as doc, built_once};
 
 /// `/v1/workflows…`, documented.
@@ -88,26 +90,111 @@ fn write_of(state: &AppState, account_id: &str, id: &str, w: &Workflow, enabled:
     })
 }
 
-/// The API shape of a workflow.
-pub(crate) fn workflow_json(state: &AppState, w: &WorkflowRow) -> Value {
-    let source: Value = serde_json::from_str(&w.definition).unwrap_or_default();
-    let mut out = json!({
-        "id": w.id,
-        "name": w.name,
-        "version": w.version,
-        "enabled": w.enabled == 1,
-        "trigger": source.get("trigger"),
-        "steps": source.get("steps"),
-        "created_at": to_rfc3339(w.created_at),
-        "updated_at": to_rfc3339(w.updated_at),
-    });
-    if let Some(params) = source.get("params") {
-        out["params"] = params.clone();
+// ---- Answers and the definition's schema ----------------------------------------------------
+
+/// A workflow definition, as `POST /v1/workflows` and `PUT /v1/workflows/{id}` take it (JSON or
+/// YAML). The definition language (triggers, step kinds, expressions) is in `docs/workflows.md`;
+/// every problem is answered at once as a 422 with its path.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code, reason = "a schema only: definitions are read by `definition::parse`")]
+struct WorkflowDefinition {
+    /// Its name.
+    name: String,
+    /// What it is for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    description: Option<String>,
+    /// Exactly one of `{"event": type, "when"?: expr}`, `{"webhook": {"secret"?}}`,
+    /// `{"schedule": {"cron", "timezone"?}}` or `{"manual": {}}`.
+    #[schema(value_type = Object)]
+    trigger: Value,
+    /// Values the steps' expressions read as `params.<name>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, nullable = false)]
+    params: Option<Value>,
+    /// The steps, in order; each has an `id` and one kind (`action`, `branch`, `set`, `delay`,
+    /// `wait_for`, `end`, …).
+    #[schema(value_type = Vec<Object>, min_items = 1)]
+    steps: Vec<Value>,
+    /// A new workflow is enabled unless this says `false`; a new version keeps the current state
+    /// unless it says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    enabled: Option<bool>,
+}
+
+/// A stored workflow: its current version.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Workflow)]
+pub struct WorkflowView {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its version: 1, then one more each `PUT`.
+    pub version: i64,
+    /// Whether its trigger starts runs.
+    pub enabled: bool,
+    /// The trigger, as written.
+    #[schema(value_type = Object)]
+    pub trigger: Value,
+    /// The steps, as written.
+    #[schema(value_type = Vec<Object>)]
+    pub steps: Value,
+    /// The parameter values, when the definition has `params` (a workflow made from a template).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, nullable = false)]
+    pub params: Option<Value>,
+    /// The URL to post to, for a webhook trigger.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub webhook_url: Option<String>,
+    /// RFC 3339.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// RFC 3339.
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+/// A page of workflows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkflowList {
+    /// The workflows.
+    pub workflows: Vec<WorkflowView>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// What a test run shows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestRunResult {
+    /// The test run with its timeline (unfinished if it took longer than 10 s).
+    pub run: RunDetail,
+    /// What it would have sent, oldest first.
+    pub outbox: Vec<OutboxMessage>,
+}
+
+impl WorkflowView {
+    /// A stored workflow as the API shows it: the definition's trigger, steps and params, and
+    /// the URL of a webhook trigger.
+    pub(crate) fn from_row(state: &AppState, w: &WorkflowRow) -> Self {
+        let mut source: Value = serde_json::from_str(&w.definition).unwrap_or_default();
+        let mut take = |name: &str| source.get_mut(name).map(Value::take);
+        WorkflowView {
+            id: w.id.clone(),
+            name: w.name.clone(),
+            version: w.version,
+            enabled: w.enabled == 1,
+            trigger: take("trigger").unwrap_or_default(),
+            steps: take("steps").unwrap_or_default(),
+            params: take("params"),
+            webhook_url: w.webhook_token.as_deref().filter(|_| w.trigger_kind == "webhook").map(|token| state.webhook_url(token)),
+            created_at: to_rfc3339(w.created_at),
+            updated_at: to_rfc3339(w.updated_at),
+        }
     }
-    if let (Some(token), "webhook") = (&w.webhook_token, w.trigger_kind.as_str()) {
-        out["webhook_url"] = json!(state.webhook_url(token));
-    }
-    out
 }
 
 async fn load(state: &AppState, account_id: &str, id: &str) -> ApiResult<WorkflowRow> {
@@ -125,10 +212,10 @@ async fn load(state: &AppState, account_id: &str, id: &str) -> ApiResult<Workflo
     security(("account_key" = [])),
     request_body(
         description = "The definition, as JSON (also without `Content-Type`) or YAML (`application/yaml`, `application/x-yaml`, `text/yaml`, `text/x-yaml`)",
-        content((doc::WorkflowDefinition = "application/json"), (doc::WorkflowDefinition = "application/yaml")),
+        content((WorkflowDefinition = "application/json"), (WorkflowDefinition = "application/yaml")),
     ),
     responses(
-        (status = 201, description = "The workflow, version 1", body = doc::Workflow),
+        (status = 201, description = "The workflow, version 1", body = WorkflowView),
         (status = 400, description = "`bad_request`: malformed JSON or YAML", body = doc::ErrorBody),
         (status = 413, description = "`payload_too_large`: over 1 MiB", body = doc::ErrorBody),
         (status = 415, description = "`unsupported_media_type`: neither JSON nor YAML", body = doc::ErrorBody),
@@ -141,21 +228,21 @@ async fn create(
     AccountAuth(account): AccountAuth,
     headers: HeaderMap,
     Body(body): Body,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<WorkflowView>)> {
     let workflow = compile(&state, &account.id, &headers, &body).await?;
     Ok((StatusCode::CREATED, Json(create_compiled(&state, &account.id, &workflow, None).await?)))
 }
 
 /// Stores a compiled workflow as a new workflow of the account (made from `template`, if
 /// given); answers its API shape.
-pub(crate) async fn create_compiled(state: &AppState, account_id: &str, workflow: &Workflow, template: Option<&str>) -> ApiResult<Value> {
+pub(crate) async fn create_compiled(state: &AppState, account_id: &str, workflow: &Workflow, template: Option<&str>) -> ApiResult<WorkflowView> {
     let id = new_id();
     let mut write = write_of(state, account_id, &id, workflow, workflow.enabled.unwrap_or(true), state.engine.clock().now())?;
     write.template = template.map(str::to_string);
     state.engine.store().create_workflow(&write).await?;
     state.engine.sync_schedule(account_id, &id).await?;
     let row = load(state, account_id, &id).await?;
-    Ok(workflow_json(state, &row))
+    Ok(WorkflowView::from_row(state, &row))
 }
 
 /// How long a test run may take before the answer shows it unfinished (a test run fast-forwards
@@ -185,7 +272,7 @@ pub(crate) struct TestRequest {
     // A `ref` keeps the body optional without making it nullable (JSON `null` is a 422).
     request_body(content = ref("#/components/schemas/TestRunRequest"), description = "Optional: an empty body tests with the event `{}`"),
     responses(
-        (status = 200, description = "The test run and its outbox", body = doc::TestRunResult),
+        (status = 200, description = "The test run and its outbox", body = TestRunResult),
         (status = 404, description = "`not_found`: no such workflow in this account", body = doc::ErrorBody),
         (status = 422, description = "`invalid_request`: the body has the wrong fields", body = doc::ErrorBody),
         doc::BodyErrors,
@@ -196,18 +283,17 @@ async fn test(
     State(state): State<AppState>,
     AccountAuth(account): AccountAuth,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> ApiResult<Json<Value>> {
+    body: Result<JsonBodyOrDefault<TestRequest>, ApiError>,
+) -> ApiResult<Json<TestRunResult>> {
+    // The workflow is looked up before the body is read: an unknown one is a 404 whatever the body.
     let row = load(&state, &account.id, &id).await?;
-    let request: TestRequest = super::json_body_or_default(&headers, &body)?;
+    let JsonBodyOrDefault(request) = body?;
     let event = if request.event.is_null() { json!({}) } else { request.event };
     let started = state.engine.start_test(&row, event).await?;
     state.engine.drive_run(&started.run_id, TEST_RUN_BUDGET).await?;
-    let run = super::runs::run_detail_json(&state, &account.id, &started.run_id).await?;
+    let run = super::runs::run_detail(&state, &account.id, &started.run_id).await?;
     let outbox = state.engine.store().outbox(&account.id, Some(&started.run_id), None, 200).await?;
-    let messages: Vec<Value> = outbox.items.iter().map(super::outbox::message_json).collect();
-    Ok(Json(json!({ "run": run, "outbox": messages })))
+    Ok(Json(TestRunResult { run, outbox: outbox.items.iter().map(OutboxMessage::from).collect() }))
 }
 
 /// The account's workflows
@@ -219,15 +305,15 @@ async fn test(
     security(("account_key" = [])),
     params(PageQuery),
     responses(
-        (status = 200, description = "A page of workflows", body = doc::WorkflowList),
+        (status = 200, description = "A page of workflows", body = WorkflowList),
         doc::BadQuery,
         doc::Unauthorized,
     ),
 )]
-async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<PageQuery>) -> ApiResult<Json<Value>> {
+async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<PageQuery>) -> ApiResult<Json<WorkflowList>> {
     let page = state.engine.store().list_workflows(&account.id, q.cursor.as_deref(), q.limit()).await?;
-    let workflows: Vec<Value> = page.items.iter().map(|w| workflow_json(&state, w)).collect();
-    Ok(Json(json!({ "workflows": workflows, "next_cursor": page.next_cursor })))
+    let workflows = page.items.iter().map(|w| WorkflowView::from_row(&state, w)).collect();
+    Ok(Json(WorkflowList { workflows, next_cursor: page.next_cursor }))
 }
 
 /// One workflow
@@ -239,14 +325,14 @@ async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, 
     security(("account_key" = [])),
     params(("id" = String, Path, description = "The workflow")),
     responses(
-        (status = 200, description = "The workflow's current version", body = doc::Workflow),
+        (status = 200, description = "The workflow's current version", body = WorkflowView),
         (status = 404, description = "`not_found`: no such workflow in this account", body = doc::ErrorBody),
         doc::Unauthorized,
     ),
 )]
-async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<WorkflowView>> {
     let row = load(&state, &account.id, &id).await?;
-    Ok(Json(workflow_json(&state, &row)))
+    Ok(Json(WorkflowView::from_row(&state, &row)))
 }
 
 /// Stores a new version of a workflow
@@ -261,10 +347,10 @@ async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth, 
     params(("id" = String, Path, description = "The workflow")),
     request_body(
         description = "The definition, as JSON (also without `Content-Type`) or YAML (`application/yaml`, `application/x-yaml`, `text/yaml`, `text/x-yaml`)",
-        content((doc::WorkflowDefinition = "application/json"), (doc::WorkflowDefinition = "application/yaml")),
+        content((WorkflowDefinition = "application/json"), (WorkflowDefinition = "application/yaml")),
     ),
     responses(
-        (status = 200, description = "The workflow's new version", body = doc::Workflow),
+        (status = 200, description = "The workflow's new version", body = WorkflowView),
         (status = 404, description = "`not_found`: no such workflow in this account", body = doc::ErrorBody),
         (status = 400, description = "`bad_request`: malformed JSON or YAML", body = doc::ErrorBody),
         (status = 413, description = "`payload_too_large`: over 1 MiB", body = doc::ErrorBody),
@@ -279,7 +365,7 @@ async fn update(
     Path(id): Path<String>,
     headers: HeaderMap,
     Body(body): Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<WorkflowView>> {
     let current = load(&state, &account.id, &id).await?;
     let workflow = compile(&state, &account.id, &headers, &body).await?;
     let enabled = workflow.enabled.unwrap_or(current.enabled == 1);
@@ -288,7 +374,7 @@ async fn update(
     state.engine.sync_schedule(&account.id, &id).await?;
     state.hooks.clear();
     let row = load(&state, &account.id, &id).await?;
-    Ok(Json(workflow_json(&state, &row)))
+    Ok(Json(WorkflowView::from_row(&state, &row)))
 }
 
 /// Deletes a workflow
@@ -300,29 +386,29 @@ async fn update(
     security(("account_key" = [])),
     params(("id" = String, Path, description = "The workflow")),
     responses(
-        (status = 200, description = "Deleted", body = doc::Deleted),
+        (status = 200, description = "Deleted", body = super::Deleted),
         (status = 404, description = "`not_found`: no such workflow in this account", body = doc::ErrorBody),
         doc::Unauthorized,
     ),
 )]
-async fn remove(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn remove(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<super::Deleted>> {
     if state.engine.store().delete_workflow(&account.id, &id, state.engine.clock().now()).await? {
         state.engine.sync_schedule(&account.id, &id).await?;
         state.hooks.clear();
-        Ok(Json(json!({ "id": id, "deleted": true })))
+        Ok(Json(super::Deleted { id, deleted: true }))
     } else {
         Err(ApiError::not_found("workflow"))
     }
 }
 
-async fn set_enabled(state: &AppState, account_id: &str, id: &str, enabled: bool) -> ApiResult<Json<Value>> {
+async fn set_enabled(state: &AppState, account_id: &str, id: &str, enabled: bool) -> ApiResult<Json<WorkflowView>> {
     if !state.engine.store().set_workflow_enabled(account_id, id, enabled, state.engine.clock().now()).await? {
         return Err(ApiError::not_found("workflow"));
     }
     state.engine.sync_schedule(account_id, id).await?;
     state.hooks.clear();
     let row = load(state, account_id, id).await?;
-    Ok(Json(workflow_json(state, &row)))
+    Ok(Json(WorkflowView::from_row(state, &row)))
 }
 
 /// Switches a workflow's trigger on
@@ -334,12 +420,12 @@ async fn set_enabled(state: &AppState, account_id: &str, id: &str, enabled: bool
     security(("account_key" = [])),
     params(("id" = String, Path, description = "The workflow")),
     responses(
-        (status = 200, description = "The workflow, enabled", body = doc::Workflow),
+        (status = 200, description = "The workflow, enabled", body = WorkflowView),
         (status = 404, description = "`not_found`: no such workflow in this account", body = doc::ErrorBody),
         doc::Unauthorized,
     ),
 )]
-async fn enable(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn enable(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<WorkflowView>> {
     set_enabled(&state, &account.id, &id, true).await
 }
 
@@ -352,12 +438,12 @@ async fn enable(State(state): State<AppState>, AccountAuth(account): AccountAuth
     security(("account_key" = [])),
     params(("id" = String, Path, description = "The workflow")),
     responses(
-        (status = 200, description = "The workflow, disabled", body = doc::Workflow),
+        (status = 200, description = "The workflow, disabled", body = WorkflowView),
         (status = 404, description = "`not_found`: no such workflow in this account", body = doc::ErrorBody),
         doc::Unauthorized,
     ),
 )]
-async fn disable(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn disable(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<WorkflowView>> {
     set_enabled(&state, &account.id, &id, false).await
 }
 
@@ -373,7 +459,7 @@ async fn disable(State(state): State<AppState>, AccountAuth(account): AccountAut
     params(("id" = String, Path, description = "The workflow")),
     request_body(content = Option<Value>, content_type = "application/json", description = "The event: any JSON (an empty body is `{}`)"),
     responses(
-        (status = 202, description = "The event and the run it started", body = doc::HookAccepted),
+        (status = 202, description = "The event and the run it started", body = super::hooks::HookAccepted),
         (status = 404, description = "`not_found`: no such workflow in this account", body = doc::ErrorBody),
         doc::BodyErrors,
         doc::Unauthorized,
@@ -385,9 +471,9 @@ async fn start(
     Path(id): Path<String>,
     headers: HeaderMap,
     Body(body): Body,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<super::hooks::HookAccepted>)> {
     let row = load(&state, &account.id, &id).await?;
     let payload: Value = if body.is_empty() { json!({}) } else { json_body(&headers, &body)? };
     let accepted = state.engine.start_manual(&row, payload).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!(accepted))))
+    Ok((StatusCode::ACCEPTED, Json(accepted.into())))
 }

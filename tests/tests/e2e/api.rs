@@ -191,6 +191,12 @@ async fn events_fan_out_filter_and_dedupe(db: TestDb) {
     assert_eq!(s, 400);
     let (s, body) = app.post_json("/v1/events", &key, &json!({ "data": {} })).await;
     assert_eq!((s.as_u16(), body["error"]["code"].as_str()), (422, Some("invalid_request")), "a missing field: {body}");
+    assert_eq!(body["error"]["details"][0]["path"], "type", "the missing field is named: {body}");
+    let (s, body) = app.post_json("/v1/events", &key, &json!({ "type": "x", "id": 7 })).await;
+    assert_eq!((s.as_u16(), body["error"]["code"].as_str()), (422, Some("invalid_request")), "a mistyped field: {body}");
+    assert_eq!(body["error"]["details"][0]["path"], "id", "the mistyped field is named: {body}");
+    let (s, body) = app.call("POST", "/v1/events", Some(&key), Some("application/json"), "{\"type\": \"x\"} {}").await;
+    assert_eq!((s.as_u16(), body["error"]["code"].as_str()), (400, Some("bad_request")), "trailing characters: {body}");
 }
 
 async fn another_accounts_ids_answer_404(db: TestDb) {

@@ -205,13 +205,33 @@ fn assert_fits(doc: &Value, schema: &str, answer: &Value) {
 /// Why a value does not fit a schema of the document, or `None`: the subset utoipa writes
 /// (`$ref`, `allOf`, `oneOf`, `enum`, `type`, `required`, `properties`, `items`). An empty schema
 /// takes any value.
+///
+/// An object whose schema names properties may hold no others (utoipa writes no
+/// `additionalProperties` for a struct, and serde writes only the struct's fields): a renamed or
+/// added field fails at any depth.
 fn misfit(doc: &Value, schema: &Value, value: &Value, at: &str) -> Option<String> {
+    misfit_part(doc, schema, value, at, true)
+}
+
+/// [`misfit`]; `whole` is false for one part of an `allOf`, whose siblings hold other properties.
+fn misfit_part(doc: &Value, schema: &Value, value: &Value, at: &str, whole: bool) -> Option<String> {
     if let Some(reference) = schema["$ref"].as_str() {
         let name = reference.strip_prefix("#/components/schemas/").unwrap();
-        return misfit(doc, &doc["components"]["schemas"][name], value, at);
+        return misfit_part(doc, &doc["components"]["schemas"][name], value, at, whole);
+    }
+    if let Value::Object(fields) = value
+        && whole
+        && schema.get("additionalProperties").is_none()
+    {
+        let (properties, _) = shape(doc, schema);
+        if !properties.is_empty()
+            && let Some(extra) = fields.keys().find(|k| !properties.contains(*k))
+        {
+            return Some(format!("{at}: `{extra}` is not documented (documented: {properties:?})"));
+        }
     }
     for part in schema["allOf"].as_array().into_iter().flatten() {
-        if let Some(why) = misfit(doc, part, value, at) {
+        if let Some(why) = misfit_part(doc, part, value, at, false) {
             return Some(why);
         }
     }
@@ -393,8 +413,7 @@ async fn unparsable_query_is_a_documented_400(db: TestDb) {
         let integers = op["parameters"].as_array().into_iter().flatten().filter(|p| p["in"] == "query" && p["schema"]["type"] == "integer");
         for parameter in integers {
             let name = parameter["name"].as_str().unwrap();
-            // Admin operations take the admin token, the others the account's key.
-            let token = if op["security"][0].get("admin_token").is_some() { ADMIN } else { key.as_str() };
+            let token = if path.starts_with("/v1/admin/") { ADMIN } else { key.as_str() };
             let (status, body) = app.get(&format!("{path}?{name}=9223372036854775808"), token).await;
             assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "GET {path}?{name}=…: {body}");
             assert_eq!(response_schema(&doc, "get", path, "400"), "ErrorBody", "GET {path} does not document its 400");
@@ -406,7 +425,164 @@ async fn unparsable_query_is_a_documented_400(db: TestDb) {
     }
 }
 
+/// Real answers checked against the operation that gave them, with a record of which
+/// operations were seen.
+struct Answers<'a> {
+    doc: &'a Value,
+    seen: BTreeSet<(String, String)>,
+}
+
+impl<'a> Answers<'a> {
+    fn new(doc: &'a Value) -> Self {
+        Self { doc, seen: BTreeSet::new() }
+    }
+
+    /// `answer`, the body of `method path` (the documented path, e.g. `/v1/runs/{id}`) with
+    /// `status`, fits the schema the document gives that status: every field documented, every
+    /// required one present, every value of its type and enum.
+    fn check(&mut self, method: &str, path: &str, status: StatusCode, answer: &Value) {
+        let op = &self.doc["paths"][path][method.to_lowercase()];
+        assert!(op.is_object(), "{method} {path} is not in the document");
+        let schema = &op["responses"][status.as_str()]["content"]["application/json"]["schema"];
+        assert!(schema.is_object(), "{method} {path} answered {status}, which it does not document as JSON: {answer}");
+        if let Some(name) = schema["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/schemas/")) {
+            assert_fits(self.doc, name, answer);
+        }
+        if let Some(why) = misfit(self.doc, schema, answer, &format!("{method} {path} {status}")) {
+            panic!("{why}\nin {answer}");
+        }
+        self.seen.insert((method.to_uppercase(), path.to_string()));
+    }
+
+    /// Sends a request to the router and checks its answer; returns it.
+    async fn call(&mut self, app: &TestApp, method: &str, path: &str, uri: &str, token: Option<&str>, body: Option<Value>) -> Value {
+        let (content_type, body) = match body {
+            Some(b) => (Some("application/json"), Body::from(b.to_string())),
+            None => (None, Body::empty()),
+        };
+        let (status, answer) = app.call(method, uri, token, content_type, body).await;
+        assert!(status.is_success(), "{method} {uri}: {status} {answer}");
+        self.check(method, path, status, &answer);
+        answer
+    }
+
+    /// Every operation with a 2xx JSON answer in the document was checked at least once.
+    fn assert_every_operation_seen(&self) {
+        let mut missed = Vec::new();
+        for (path, item) in self.doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let json_2xx = op["responses"].as_object().into_iter().flatten().any(|(status, response)| {
+                    status.starts_with('2') && response["content"].get("application/json").is_some()
+                });
+                if json_2xx && !self.seen.contains(&(method.to_uppercase(), path.clone())) {
+                    missed.push(format!("{} {path}", method.to_uppercase()));
+                }
+            }
+        }
+        assert!(missed.is_empty(), "no real answer of these operations was checked against the document: {missed:?}");
+    }
+}
+
+/// A real answer of every operation the document gives a JSON success answer, checked against
+/// the served document; the list of operations comes from the document, so a new one fails here
+/// until this test exercises it.
+async fn every_operation_answers_its_documented_schema(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let router = switchboard_api::router(app.state.clone());
+    let doc = fetch_document(&router).await;
+    let mut answers = Answers::new(&doc);
+    let admin = Some(ADMIN);
+
+    // Operations.
+    answers.call(&app, "GET", "/healthz", "/healthz", None, None).await;
+    answers.call(&app, "GET", "/readyz", "/readyz", None, None).await;
+    answers.check("GET", "/openapi.json", StatusCode::OK, &doc);
+
+    // Accounts (admin and self).
+    let created = answers.call(&app, "POST", "/v1/accounts", "/v1/accounts", admin, Some(json!({ "name": "Studio", "plan": "starter" }))).await;
+    let (account_id, api_key) = (created["id"].as_str().unwrap().to_string(), created["api_key"].as_str().unwrap().to_string());
+    let key = Some(api_key.as_str());
+    answers.call(&app, "POST", "/v1/admin/accounts/{id}/keys", &format!("/v1/admin/accounts/{account_id}/keys"), admin, None).await;
+    answers.call(&app, "PUT", "/v1/admin/accounts/{id}/plan", &format!("/v1/admin/accounts/{account_id}/plan"), admin, Some(json!({ "plan": "professional" }))).await;
+    let link = json!({ "stripe_customer_id": "cus_1" });
+    answers.call(&app, "PUT", "/v1/admin/accounts/{id}/stripe_customer", &format!("/v1/admin/accounts/{account_id}/stripe_customer"), admin, Some(link)).await;
+    answers.call(&app, "PUT", "/v1/admin/accounts/{id}/stripe_customer", &format!("/v1/admin/accounts/{account_id}/stripe_customer"), admin, Some(json!({ "stripe_customer_id": null }))).await;
+
+    // Connections.
+    for provider in ["twilio", "smtp", "crm"] {
+        let new = json!({ "provider": provider, "name": format!("{provider}-sandbox"), "sandbox": true });
+        answers.call(&app, "POST", "/v1/connections", "/v1/connections", key, Some(new)).await;
+    }
+    let spare = answers.call(&app, "POST", "/v1/connections", "/v1/connections", key, Some(json!({ "provider": "slack", "name": "spare", "sandbox": true }))).await;
+    let spare = spare["id"].as_str().unwrap();
+    answers.call(&app, "GET", "/v1/connections/{id}", &format!("/v1/connections/{spare}"), key, None).await;
+    answers.call(&app, "DELETE", "/v1/connections/{id}", &format!("/v1/connections/{spare}"), key, None).await;
+    answers.call(&app, "GET", "/v1/connections", "/v1/connections", key, None).await;
+
+    // Templates: the catalogue, one template, and a workflow made from it.
+    let templates = answers.call(&app, "GET", "/v1/templates", "/v1/templates", key, None).await;
+    assert!(templates["templates"].as_array().unwrap().iter().any(|t| t["params"].as_array().unwrap().iter().any(|p| p.get("default").is_some())), "a default is checked");
+    answers.call(&app, "GET", "/v1/templates/{slug}", "/v1/templates/lead-nurture", key, None).await;
+    let params = json!({ "params": { "business_name": "Studio Ada", "sender": "+15550001111", "from_email": "hello@studio.example" } });
+    let nurture = answers.call(&app, "POST", "/v1/templates/{slug}/enable", "/v1/templates/lead-nurture/enable", key, Some(params)).await;
+    let nurture = nurture["id"].as_str().unwrap();
+
+    // Workflows: a webhook one through its life, and a test run with an outbox.
+    let def = json!({
+        "name": "Lead in",
+        "trigger": { "webhook": {} },
+        "steps": [{ "id": "note", "action": "log", "input": { "message": "lead {{ event.name }}" } }]
+    });
+    let workflow = answers.call(&app, "POST", "/v1/workflows", "/v1/workflows", key, Some(def.clone())).await;
+    let id = workflow["id"].as_str().unwrap().to_string();
+    let one = format!("/v1/workflows/{id}");
+    answers.call(&app, "GET", "/v1/workflows/{id}", &one, key, None).await;
+    answers.call(&app, "PUT", "/v1/workflows/{id}", &one, key, Some(def)).await;
+    answers.call(&app, "POST", "/v1/workflows/{id}/disable", &format!("{one}/disable"), key, None).await;
+    answers.call(&app, "POST", "/v1/workflows/{id}/enable", &format!("{one}/enable"), key, None).await;
+    answers.call(&app, "GET", "/v1/workflows", "/v1/workflows", key, None).await;
+    let hook = workflow["webhook_url"].as_str().unwrap().strip_prefix("http://sb.test").unwrap().to_string();
+    answers.call(&app, "POST", "/hooks/{token}", &hook, None, Some(json!({ "name": "Ada" }))).await;
+    answers.call(&app, "POST", "/v1/workflows/{id}/runs", &format!("{one}/runs"), key, Some(json!({ "name": "Grace" }))).await;
+    let lead = json!({ "lead": { "id": "L1", "first_name": "Ada", "email": "ada@example.com", "phone": "+15557654321" } });
+    let tested = answers.call(&app, "POST", "/v1/workflows/{id}/test", &format!("/v1/workflows/{nurture}/test"), key, Some(json!({ "event": lead }))).await;
+    assert!(!tested["outbox"].as_array().unwrap().is_empty(), "an outbox message is checked: {tested}");
+    answers.call(&app, "POST", "/v1/events", "/v1/events", key, Some(json!({ "type": "lead.created", "data": lead }))).await;
+
+    // Runs: finished, failed (with its error) and retried, waiting and cancelled.
+    let broken = app.workflow(&api_key, &json!({ "name": "Broken", "trigger": { "manual": {} }, "steps": [{ "id": "send", "action": "test.broken" }] })).await;
+    let failed = app.start(&api_key, broken["id"].as_str().unwrap(), &json!({})).await;
+    let slow = app.workflow(&api_key, &json!({ "name": "Slow", "trigger": { "manual": {} }, "steps": [{ "id": "later", "delay": "1h" }] })).await;
+    let waiting = app.start(&api_key, slow["id"].as_str().unwrap(), &json!({})).await;
+    app.drain().await;
+    let run = answers.call(&app, "GET", "/v1/runs/{id}", &format!("/v1/runs/{failed}"), key, None).await;
+    assert!(run["error"].is_object() && run["steps"][0]["error"].is_object(), "a failure is checked: {run}");
+    answers.call(&app, "POST", "/v1/runs/{id}/retry", &format!("/v1/runs/{failed}/retry"), key, None).await;
+    answers.call(&app, "GET", "/v1/runs/{id}", &format!("/v1/runs/{waiting}"), key, None).await;
+    answers.call(&app, "POST", "/v1/runs/{id}/cancel", &format!("/v1/runs/{waiting}/cancel"), key, None).await;
+    app.drain().await;
+    let runs = answers.call(&app, "GET", "/v1/runs", "/v1/runs", key, None).await;
+    assert!(runs["runs"].as_array().unwrap().len() >= 4, "{runs}");
+    answers.call(&app, "GET", "/v1/outbox", "/v1/outbox", key, None).await;
+    answers.call(&app, "DELETE", "/v1/workflows/{id}", &one, key, None).await;
+
+    // The account and usage, with something used.
+    answers.call(&app, "GET", "/v1/account", "/v1/account", key, None).await;
+    for group_by in ["unit", "day", "workflow"] {
+        let usage = answers.call(&app, "GET", "/v1/usage", &format!("/v1/usage?group_by={group_by}"), key, None).await;
+        assert!(!usage["rows"].as_array().unwrap().is_empty(), "{usage}");
+    }
+    let ledger = answers.call(&app, "GET", "/v1/usage/events", "/v1/usage/events", key, None).await;
+    assert!(!ledger["events"].as_array().unwrap().is_empty(), "{ledger}");
+    answers.call(&app, "GET", "/v1/admin/usage", "/v1/admin/usage", admin, None).await;
+    let accounts = answers.call(&app, "GET", "/v1/admin/accounts", "/v1/admin/accounts", admin, None).await;
+    assert!(accounts["accounts"][0]["keys"].as_array().unwrap().len() == 2, "{accounts}");
+
+    answers.assert_every_operation_seen();
+}
+
 on_both_backends!(
+    every_operation_answers_its_documented_schema,
     document_covers_every_served_route,
     answers_fit_their_documented_schemas,
     failed_run_fits_its_schema,
