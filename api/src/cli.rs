@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
 use switchboard_runtime::clock::DatabaseClock;
 use switchboard_runtime::engine::{Engine, worker};
 use switchboard_runtime::store::Store;
@@ -129,7 +130,7 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Arc<Engine>> {
     // Processes sharing PostgreSQL follow its clock, so they agree on what is due.
     let clock = DatabaseClock::for_store(&store).await.context("reading the database's clock")?;
     let mut engine = Engine::new(store, actions, clock, settings.engine());
-    if let Some(url) = &settings.redis_url {
+    if let Some(url) = settings.redis_url.as_ref().map(|u| u.expose_secret()) {
         let limiter = switchboard_integrations::rate_limit::RedisRateLimiter::new(url)
             .with_context(|| format!("SWITCHBOARD_REDIS_URL {}", redact(url)))?;
         engine = engine.with_rate_limiter(Arc::new(limiter));
@@ -188,7 +189,7 @@ fn billing_sync(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<futures::future::BoxFuture<'static, ()>> {
     use futures::FutureExt;
-    let Some(key) = settings.stripe_secret_key.clone() else {
+    let Some(key) = settings.stripe_secret_key.as_ref().map(|k| k.expose_secret().to_string()) else {
         return Ok(futures::future::ready(()).boxed());
     };
     // The Stripe URL is the operator's, not a workflow author's: no private-address guard.

@@ -6,30 +6,38 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use switchboard_actions::ActionsConfig;
 use switchboard_integrations::connections::Vault;
 use switchboard_runtime::engine::EngineConfig;
 use switchboard_runtime::store::StoreConfig;
 
-/// Every setting.
+/// Every setting. Secrets (the admin token, the secret key, the Stripe key, database and Redis
+/// URLs) are `SecretString`s: `Debug` shows `[REDACTED]`, and they are never serialized.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
     /// Where the embedded SQLite file and the generated admin token live.
     pub data_dir: PathBuf,
-    /// `sqlite://…` or `postgres://…`; default `sqlite://$DATA_DIR/switchboard.db`.
-    pub database_url: Option<String>,
-    /// Redis, for vendor rate limits shared by every process (live events: not built yet).
-    pub redis_url: Option<String>,
+    /// `sqlite://…` or `postgres://…`; default `sqlite://$DATA_DIR/switchboard.db`. Secret: it
+    /// may hold a password.
+    #[serde(skip_serializing)]
+    pub database_url: Option<SecretString>,
+    /// Redis, for vendor rate limits and live events shared by every process. Secret: it may
+    /// hold a password.
+    #[serde(skip_serializing)]
+    pub redis_url: Option<SecretString>,
     /// HTTP listen address.
     pub listen: String,
     /// Base of webhook URLs; default `http://$LISTEN`.
     pub public_url: Option<String>,
     /// The admin bearer token; generated on first start and kept in the data dir.
-    pub admin_token: Option<String>,
+    #[serde(skip_serializing)]
+    pub admin_token: Option<SecretString>,
     /// The key credentials are encrypted with (64 hex characters); generated on first start
     /// and kept in the data dir.
-    pub secret_key: Option<String>,
+    #[serde(skip_serializing)]
+    pub secret_key: Option<SecretString>,
     /// Twilio REST base URL (tests point it at a local fake).
     pub twilio_api_base: String,
     /// Slack Web API base URL.
@@ -49,7 +57,8 @@ pub struct Settings {
     pub stripe_api_base: String,
     /// Stripe secret key; when set, `serve` and `worker` push new ledger rows to Stripe meter
     /// events.
-    pub stripe_secret_key: Option<String>,
+    #[serde(skip_serializing)]
+    pub stripe_secret_key: Option<SecretString>,
     /// The `event_name` of the Stripe meter fed with `tokens_milli`.
     pub stripe_meter_event_name: String,
     /// Seconds between two passes of the Stripe sync.
@@ -100,7 +109,8 @@ impl Settings {
     /// The database URL, with the embedded default filled in.
     pub fn database_url(&self) -> String {
         self.database_url
-            .clone()
+            .as_ref()
+            .map(|u| u.expose_secret().to_string())
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("switchboard.db").display()))
     }
 
@@ -130,7 +140,7 @@ impl Settings {
     /// then printed once). Returns the token and whether it was just generated.
     pub fn admin_token(&self) -> std::io::Result<(String, bool)> {
         if let Some(t) = &self.admin_token {
-            return Ok((t.clone(), false));
+            return Ok((t.expose_secret().to_string(), false));
         }
         let path = self.data_dir.join("admin_token");
         if let Ok(t) = std::fs::read_to_string(&path) {
@@ -147,7 +157,7 @@ impl Settings {
     /// unreadable (steps using them fail `connection_unreadable`), so the file is never replaced.
     pub fn vault(&self) -> anyhow::Result<Vault> {
         let key = match &self.secret_key {
-            Some(k) => k.clone(),
+            Some(k) => k.expose_secret().to_string(),
             None => {
                 let path = self.data_dir.join("secret_key");
                 match std::fs::read_to_string(&path) {
@@ -205,6 +215,22 @@ mod tests {
         let prices = settings.engine().prices;
         assert_eq!(prices.charge("sms_segment", 2).tokens_milli, 4000);
         assert_eq!(prices.charge("email", 1).tokens_milli, 100, "other units keep their defaults");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_load_but_never_print() {
+        let dir = std::env::temp_dir().join(format!("sb-config-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("switchboard.toml");
+        std::fs::write(&file, "admin_token = \"adm_very_secret\"\nstripe_secret_key = \"sk_test_hidden\"\ndatabase_url = \"postgres://u:pw-hidden@db/x\"\n").unwrap();
+        let settings = Settings::load(Some(&file)).unwrap();
+        assert_eq!(settings.admin_token().unwrap().0, "adm_very_secret");
+        assert_eq!(settings.database_url(), "postgres://u:pw-hidden@db/x");
+        let shown = format!("{settings:?}");
+        for secret in ["adm_very_secret", "sk_test_hidden", "pw-hidden"] {
+            assert!(!shown.contains(secret), "{secret} is printed by Debug: {shown}");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -286,6 +286,16 @@ enum OnErrorRaw {
     Goto(RawTarget),
 }
 
+/// The condition of a branch arm before its goto is resolved.
+enum ArmWhen {
+    /// `when:` that compiled.
+    When(Script),
+    /// `else:`.
+    Else,
+    /// `when:` that did not compile (already reported): its goto is still checked.
+    Broken,
+}
+
 /// A step before its gotos are resolved to indices.
 struct RawStep {
     id: String,
@@ -295,7 +305,7 @@ struct RawStep {
 enum RawKind {
     Ready(StepKind),
     Action { kind: StepKind, on_error: OnErrorRaw },
-    Branch(Vec<(Option<Script>, RawTarget, String)>),
+    Branch(Vec<(ArmWhen, RawTarget, String)>),
     WaitFor { kind: StepKind, on_timeout: Option<(RawTarget, String)> },
 }
 
@@ -393,8 +403,11 @@ pub fn validate(doc: &Value, registry: &ActionRegistry, engine: &ExprEngine) -> 
             Some(RawKind::Branch(arms)) => {
                 let mut out = Vec::new();
                 for (when, target, path) in arms {
-                    if let Some(goto) = resolve(&mut c, &path, &target) {
-                        out.push(Arm { when, goto });
+                    let goto = resolve(&mut c, &path, &target);
+                    match (when, goto) {
+                        (ArmWhen::When(w), Some(goto)) => out.push(Arm { when: Some(w), goto }),
+                        (ArmWhen::Else, Some(goto)) => out.push(Arm { when: None, goto }),
+                        _ => {}
                     }
                 }
                 Some(StepKind::Branch(out))
@@ -539,7 +552,7 @@ fn raw_step(c: &mut Checker<'_>, i: usize, step: &Value) -> RawStep {
                         c.problem(&apath, "else must be the last arm");
                     }
                     if let Some(t) = c.target(&format!("{apath}.else"), e) {
-                        out.push((None, t, format!("{apath}.else")));
+                        out.push((ArmWhen::Else, t, format!("{apath}.else")));
                     }
                 } else {
                     c.only_keys(&apath, a, &["when", "goto"]);
@@ -548,9 +561,15 @@ fn raw_step(c: &mut Checker<'_>, i: usize, step: &Value) -> RawStep {
                     }
                     let when = c.script(&format!("{apath}.when"), a.get("when"));
                     match a.get("goto") {
+                        // An arm whose `when` is broken still has its `goto` resolved, so that
+                        // an unknown step id there is reported too.
                         Some(g) => {
-                            if let (Some(t), Some(w)) = (c.target(&format!("{apath}.goto"), g), when) {
-                                out.push((Some(w), t, format!("{apath}.goto")));
+                            if let Some(t) = c.target(&format!("{apath}.goto"), g) {
+                                let when = match when {
+                                    Some(w) => ArmWhen::When(w),
+                                    None => ArmWhen::Broken,
+                                };
+                                out.push((when, t, format!("{apath}.goto")));
                             }
                         }
                         None => c.problem(format!("{apath}.goto"), "is required"),
@@ -717,6 +736,17 @@ mod tests {
     fn cycle_check_is_iterative() {
         assert_eq!(find_cycle(&chain(500_000, false)), None);
         assert_eq!(find_cycle(&chain(500_000, true)), Some(0));
+    }
+
+    #[test]
+    fn a_broken_arm_still_reports_its_unknown_goto() {
+        let doc = serde_json::json!({
+            "name": "w", "trigger": { "manual": {} },
+            "steps": [{ "id": "b", "branch": [{ "when": "event.x ==", "goto": "nowhere" }, { "else": "gone" }] }],
+        });
+        let problems = validate(&doc, &ActionRegistry::new(), &ExprEngine::new()).unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["steps[0].branch[0].when", "steps[0].branch[0].goto", "steps[0].branch[1].else"], "{problems:?}");
     }
 
     #[test]
