@@ -26,7 +26,8 @@ use std::sync::Arc;
 
 use switchboard_integrations::HttpConfig;
 use switchboard_integrations::connections::Vault;
-use switchboard_runtime::action::ActionRegistry;
+use switchboard_runtime::action::{ActionRegistry, RegistryError};
+use switchboard_runtime::metering::PriceList;
 
 pub use crm::{CrmCreateTask, CrmUpdateLead};
 pub use email_send::EmailSend;
@@ -48,7 +49,23 @@ pub struct ActionsConfig {
     pub slack_api_base: String,
     /// This service's public base URL (`SWITCHBOARD_PUBLIC_URL`), for vendor callbacks.
     pub public_url: String,
+    /// The price table the engine bills with: every unit a module declares must be in it.
+    pub prices: PriceList,
 }
+
+/// Why the modules could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The outbound HTTP client could not be built (e.g. no rustls crypto provider installed).
+    #[error(transparent)]
+    Client(#[from] switchboard_integrations::Error),
+    /// A module is inconsistent with the configuration (e.g. a unit without a price).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// This crate's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl ActionsConfig {
     /// Production defaults with `vault`: vendors' real base URLs, private addresses refused.
@@ -59,14 +76,16 @@ impl ActionsConfig {
             twilio_api_base: "https://api.twilio.com".into(),
             slack_api_base: "https://slack.com".into(),
             public_url: "http://127.0.0.1:8080".into(),
+            prices: PriceList::default(),
         }
     }
 }
 
 /// The registry of every action module.
 ///
-/// Fails only if the HTTP client cannot be built (e.g. no rustls crypto provider installed).
-pub fn registry(config: &ActionsConfig) -> switchboard_integrations::Result<ActionRegistry> {
+/// Fails if the HTTP client cannot be built (e.g. no rustls crypto provider installed) or a
+/// module bills in a unit `config.prices` does not price.
+pub fn registry(config: &ActionsConfig) -> Result<ActionRegistry> {
     let client = switchboard_integrations::client(&config.http)?;
     let mut registry = ActionRegistry::new();
     let vault = &config.vault;
@@ -78,6 +97,7 @@ pub fn registry(config: &ActionsConfig) -> switchboard_integrations::Result<Acti
         .register(EmailSend::new(vault.clone()).allow_private(config.http.allow_private))
         .register(CrmCreateTask::new(client.clone(), vault.clone()))
         .register(CrmUpdateLead::new(client, vault.clone()));
+    registry.check_prices(&config.prices)?;
     Ok(registry)
 }
 
@@ -101,5 +121,19 @@ mod tests {
                 SlackPostMessage::KIND,
                 SmsSend::KIND
             ]);
+    }
+
+    #[test]
+    fn a_unit_without_a_price_fails_the_registry() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let vault = Arc::new(Vault::from_hex(&Vault::generate_hex()).unwrap());
+        let mut config = ActionsConfig::new(vault);
+        config.prices.0.remove("sms_segment");
+        let err = registry(&config).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "action sms.send declares the unit sms_segment, which has no price: add it to the price table \
+             (runtime/src/metering.rs, docs/metering.md)"
+        );
     }
 }

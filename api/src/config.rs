@@ -177,6 +177,7 @@ impl Settings {
             twilio_api_base: self.twilio_api_base.trim_end_matches('/').to_string(),
             slack_api_base: self.slack_api_base.trim_end_matches('/').to_string(),
             public_url: self.public_url(),
+            prices: self.engine().prices,
         })
     }
 }
