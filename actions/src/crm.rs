@@ -58,6 +58,7 @@ use serde_json::{Map, Value, json};
 use sha2::Sha256;
 use switchboard_integrations::connections::{CrmCredentials, Vault};
 use switchboard_integrations::http::read_limited;
+use switchboard_integrations::providers::{self, Provider};
 use switchboard_integrations::{classify_response, classify_send_error};
 use switchboard_runtime::action::{Action, ActionContext, ActionError, Delivery, Done, SandboxSend};
 
@@ -204,7 +205,7 @@ pub struct UpdateLeadOutput {
 impl Action for CrmCreateTask {
     const KIND: &'static str = "crm.create_task";
     const DELIVERY: Delivery = Delivery::Idempotent;
-    const PROVIDERS: &'static [&'static str] = &["crm"];
+    const PROVIDERS: &'static [&'static str] = &[providers::Crm::NAME];
     type Input = CreateTaskInput;
     type Output = CreateTaskOutput;
 
@@ -260,7 +261,7 @@ impl Action for CrmCreateTask {
 impl Action for CrmUpdateLead {
     const KIND: &'static str = "crm.update_lead";
     const DELIVERY: Delivery = Delivery::Idempotent;
-    const PROVIDERS: &'static [&'static str] = &["crm"];
+    const PROVIDERS: &'static [&'static str] = &[providers::Crm::NAME];
     type Input = UpdateLeadInput;
     type Output = UpdateLeadOutput;
 

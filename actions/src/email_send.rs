@@ -43,6 +43,7 @@ use schemars::JsonSchema;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use switchboard_integrations::providers::{self, Provider};
 use switchboard_integrations::connections::{SmtpCredentials, SmtpTls, Vault};
 use switchboard_runtime::action::{Action, ActionContext, ActionError, Delivery, Done, SandboxSend};
 use switchboard_runtime::metering::{Unit, Usage};
@@ -105,7 +106,7 @@ impl Action for EmailSend {
     const KIND: &'static str = "email.send";
     const DELIVERY: Delivery = Delivery::AtMostOnce;
     const UNITS: &'static [Unit] = &[Unit::Email];
-    const PROVIDERS: &'static [&'static str] = &["smtp"];
+    const PROVIDERS: &'static [&'static str] = &[providers::Smtp::NAME];
     type Input = EmailInput;
     type Output = EmailOutput;
 

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use switchboard_integrations::HttpConfig;
 use switchboard_integrations::connections::Vault;
+use switchboard_integrations::providers::{self, ApiBases, Provider};
 use switchboard_runtime::action::{ActionRegistry, RegistryError};
 use switchboard_runtime::metering::PriceList;
 
@@ -43,10 +44,9 @@ pub struct ActionsConfig {
     pub http: HttpConfig,
     /// Opens connections' credentials.
     pub vault: Arc<Vault>,
-    /// Twilio REST base URL (`SWITCHBOARD_TWILIO_API_BASE`).
-    pub twilio_api_base: String,
-    /// Slack Web API base URL (`SWITCHBOARD_SLACK_API_BASE`).
-    pub slack_api_base: String,
+    /// Each provider's API base URL (`SWITCHBOARD_<PROVIDER>_API_BASE`), defaulting to the
+    /// vendor's production one.
+    pub api_bases: ApiBases,
     /// This service's public base URL (`SWITCHBOARD_PUBLIC_URL`), for vendor callbacks.
     pub public_url: String,
     /// The price table the engine bills with: every unit a module declares must be in it.
@@ -73,8 +73,7 @@ impl ActionsConfig {
         Self {
             http: HttpConfig::default(),
             vault,
-            twilio_api_base: "https://api.twilio.com".into(),
-            slack_api_base: "https://slack.com".into(),
+            api_bases: ApiBases::default(),
             public_url: "http://127.0.0.1:8080".into(),
             prices: PriceList::default(),
         }
@@ -89,11 +88,12 @@ pub fn registry(config: &ActionsConfig) -> Result<ActionRegistry> {
     let client = switchboard_integrations::client(&config.http)?;
     let mut registry = ActionRegistry::new();
     let vault = &config.vault;
+    let base = |provider: &str| config.api_bases.get(provider).to_owned();
     registry
         .register(HttpRequest::new(client.clone()))
         .register(Log)
-        .register(SmsSend::new(client.clone(), vault.clone(), config.twilio_api_base.clone(), config.public_url.clone()))
-        .register(SlackPostMessage::new(client.clone(), vault.clone(), config.slack_api_base.clone()))
+        .register(SmsSend::new(client.clone(), vault.clone(), base(providers::Twilio::NAME), config.public_url.clone()))
+        .register(SlackPostMessage::new(client.clone(), vault.clone(), base(providers::Slack::NAME)))
         .register(EmailSend::new(vault.clone()).allow_private(config.http.allow_private))
         .register(CrmCreateTask::new(client.clone(), vault.clone()))
         .register(CrmUpdateLead::new(client, vault.clone()));

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use switchboard_integrations::connections::{SlackCredentials, Vault};
 use switchboard_integrations::http::read_limited;
+use switchboard_integrations::providers::{self, Provider};
 use switchboard_integrations::{classify_response, classify_send_error};
 use switchboard_runtime::action::{Action, ActionContext, ActionError, Delivery, Done, RateLimit, SandboxSend};
 use switchboard_runtime::metering::{Unit, Usage};
@@ -127,7 +128,7 @@ impl Action for SlackPostMessage {
     const KIND: &'static str = "slack.post_message";
     const DELIVERY: Delivery = Delivery::AtMostOnce;
     const UNITS: &'static [Unit] = &[UNIT];
-    const PROVIDERS: &'static [&'static str] = &["slack"];
+    const PROVIDERS: &'static [&'static str] = &[providers::Slack::NAME];
     // `channel` is required for bot tokens only; which kind a connection holds is known when it
     // is opened.
     type Input = PostInput;

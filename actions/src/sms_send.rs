@@ -33,6 +33,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use switchboard_integrations::connections::{TwilioCredentials, Vault};
 use switchboard_integrations::http::read_limited;
+use switchboard_integrations::providers::{self, Provider};
 use switchboard_integrations::{classify_response, classify_send_error};
 use switchboard_runtime::action::{
     Action, ActionContext, ActionError, Delivery, Done, FailureClass, RateLimit, SandboxSend,
@@ -157,7 +158,7 @@ impl Action for SmsSend {
     const KIND: &'static str = "sms.send";
     const DELIVERY: Delivery = Delivery::AtMostOnce;
     const UNITS: &'static [Unit] = &[UNIT];
-    const PROVIDERS: &'static [&'static str] = &["twilio"];
+    const PROVIDERS: &'static [&'static str] = &[providers::Twilio::NAME];
     type Input = SmsInput;
     type Output = SmsOutput;
 

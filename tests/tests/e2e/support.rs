@@ -27,8 +27,7 @@ pub fn actions_config() -> ActionsConfig {
     let vault = Arc::new(Vault::from_hex(&Vault::generate_hex()).unwrap());
     let mut config = ActionsConfig::new(vault);
     config.http.allow_private = true;
-    config.twilio_api_base = "http://127.0.0.1:9".into();
-    config.slack_api_base = "http://127.0.0.1:9".into();
+    config.api_bases.set("twilio", "http://127.0.0.1:9").set("slack", "http://127.0.0.1:9");
     config.public_url = "http://sb.test".into();
     config
 }
