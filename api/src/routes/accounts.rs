@@ -105,6 +105,7 @@ async fn create(State(state): State<AppState>, _: AdminAuth, headers: HeaderMap,
     params(PageQuery),
     responses(
         (status = 200, description = "A page of accounts with their keys", body = doc::AccountList),
+        doc::BadQuery,
         doc::Unauthorized,
     ),
 )]

@@ -393,7 +393,9 @@ async fn unparsable_query_is_a_documented_400(db: TestDb) {
         let integers = op["parameters"].as_array().into_iter().flatten().filter(|p| p["in"] == "query" && p["schema"]["type"] == "integer");
         for parameter in integers {
             let name = parameter["name"].as_str().unwrap();
-            let (status, body) = app.get(&format!("{path}?{name}=9223372036854775808"), &key).await;
+            // Admin routes refuse an account key before reading the query.
+            let token = if path.starts_with("/v1/admin/") { ADMIN } else { key.as_str() };
+            let (status, body) = app.get(&format!("{path}?{name}=9223372036854775808"), token).await;
             assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "GET {path}?{name}=…: {body}");
             assert_eq!(response_schema(&doc, "get", path, "400"), "ErrorBody", "GET {path} does not document its 400");
             checked.push(format!("{path}?{name}"));
