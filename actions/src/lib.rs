@@ -13,12 +13,16 @@
 //! - [`slack_post_message`]: `slack.post_message`, a bot token's `chat.postMessage` or an
 //!   incoming webhook (at most once).
 //! - [`crm`]: `crm.create_task` and `crm.update_lead`, signed JSON to the host CRM (idempotent).
-//! - [`registry`]: every module, ready for the runtime.
+//! - [`registry`]: every module, ready for the runtime; its one line per module is all a new
+//!   action adds outside its own file (and its provider's line in
+//!   `switchboard_integrations::providers`, for a new vendor).
+//! - [`reference`]: the action reference of `docs/actions.md`, generated from the modules' types.
 
 pub mod crm;
 pub mod email_send;
 pub mod http_request;
 pub mod log;
+pub mod reference;
 pub mod slack_post_message;
 pub mod sms_send;
 
