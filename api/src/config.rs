@@ -214,4 +214,16 @@ mod tests {
         assert_eq!(prices.charge("email", 1).tokens_milli, 100, "other units keep their defaults");
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    #[test]
+    fn each_provider_api_base_is_a_setting_named_after_it() {
+        let dir = std::env::temp_dir().join(format!("sb-config-bases-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("switchboard.toml");
+        std::fs::write(&file, "twilio_api_base = \"http://127.0.0.1:9/\"\n").unwrap();
+        let settings = Settings::load(Some(&file)).unwrap();
+        assert_eq!(settings.api_bases.get("twilio"), "http://127.0.0.1:9");
+        assert_eq!(settings.api_bases.get("slack"), "https://slack.com", "others keep the vendor's");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
