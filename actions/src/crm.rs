@@ -51,15 +51,16 @@ use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
+use schemars::JsonSchema;
 use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 use switchboard_integrations::connections::{CrmCredentials, Vault};
 use switchboard_integrations::http::read_limited;
+use switchboard_integrations::providers::{self, Provider};
 use switchboard_integrations::{classify_response, classify_send_error};
-use switchboard_runtime::action::{
-    Action, ActionContext, ActionError, ActionOutput, Delivery, Field, FieldType, SandboxSend,
-};
+use switchboard_runtime::action::{Action, ActionContext, ActionError, Delivery, Done, SandboxSend};
 
 /// The header carrying the request's signature, `v1=<hex>`.
 pub const SIGNATURE_HEADER: &str = "x-switchboard-signature";
@@ -129,19 +130,84 @@ impl CrmUpdateLead {
     }
 }
 
+/// A lead id: a string on the wire, whatever type the trigger carried (a number is written as
+/// text). Save time asks for a string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum LeadId {
+    /// As given.
+    Text(String),
+    /// A number, written as text.
+    Number(serde_json::Number),
+}
+
+impl LeadId {
+    fn into_string(self) -> String {
+        match self {
+            LeadId::Text(s) => s,
+            LeadId::Number(n) => n.to_string(),
+        }
+    }
+}
+
+/// The input of `crm.create_task`. An optional field that is missing, `null` or an empty string
+/// (a template that rendered to nothing) is left out of the request.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTaskInput {
+    /// The task's title.
+    pub title: String,
+    /// The lead the task is about.
+    #[schemars(with = "Option<String>")]
+    pub lead_id: Option<LeadId>,
+    /// When it is due, RFC 3339 (e.g. `2025-03-01T09:00:00Z`).
+    pub due_at: Option<String>,
+    /// Who does it, as the CRM names its users.
+    pub assignee: Option<String>,
+    /// `low`, `normal`, `high` or `urgent`.
+    pub priority: Option<String>,
+    /// Free text.
+    pub notes: Option<String>,
+}
+
+/// The output of `crm.create_task`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CreateTaskOutput {
+    /// The CRM's id of the task (`null` if its answer had none).
+    pub task_id: Value,
+    /// The CRM's HTTP status.
+    pub status: u16,
+}
+
+/// The input of `crm.update_lead`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateLeadInput {
+    /// The lead.
+    #[schemars(with = "String")]
+    pub lead_id: LeadId,
+    /// The fields to set, by name.
+    pub fields: Map<String, Value>,
+}
+
+/// The output of `crm.update_lead`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct UpdateLeadOutput {
+    /// The lead.
+    pub lead_id: String,
+    /// The names of the fields set.
+    pub updated: Vec<String>,
+    /// The CRM's JSON answer (`null` when empty, a string when it is not JSON).
+    pub response: Value,
+}
+
 #[async_trait]
 impl Action for CrmCreateTask {
     const KIND: &'static str = "crm.create_task";
-    const INPUT: &'static [Field] = &[
-        Field { name: "title", ty: FieldType::String, required: true },
-        Field { name: "lead_id", ty: FieldType::String, required: false },
-        Field { name: "due_at", ty: FieldType::String, required: false },
-        Field { name: "assignee", ty: FieldType::String, required: false },
-        Field { name: "priority", ty: FieldType::String, required: false },
-        Field { name: "notes", ty: FieldType::String, required: false },
-    ];
     const DELIVERY: Delivery = Delivery::Idempotent;
-    const PROVIDERS: &'static [&'static str] = &["crm"];
+    const PROVIDERS: &'static [&'static str] = &[providers::Crm::NAME];
+    type Input = CreateTaskInput;
+    type Output = CreateTaskOutput;
 
     /// Checks the literal title, due date and priority.
     fn validate(&self, input: &Map<String, Value>) -> Vec<(String, String)> {
@@ -157,7 +223,7 @@ impl Action for CrmCreateTask {
         problems
     }
 
-    fn sandbox(&self, _ctx: &ActionContext, input: &Value) -> Result<SandboxSend, ActionError> {
+    fn sandbox(&self, _ctx: &ActionContext, input: &CreateTaskInput) -> Result<Option<SandboxSend>, ActionError> {
         let task = task_body(input)?;
         let request = CrmRequest { method: Method::POST, segments: vec!["tasks".into()], body: Value::Object(task) };
         let to = request
@@ -166,18 +232,18 @@ impl Action for CrmCreateTask {
             .or_else(|| request.body.get("title"))
             .and_then(Value::as_str)
             .map(str::to_owned);
-        Ok(SandboxSend {
+        Ok(Some(SandboxSend {
             to,
             rendered: request.rendered(),
             output: json!({ "task_id": null, "sandbox": true }),
             usage: vec![],
-        })
+        }))
     }
 
-    async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError> {
+    async fn execute(&self, ctx: &ActionContext, input: CreateTaskInput) -> Result<Done<CreateTaskOutput>, ActionError> {
         let task = task_body(&input)?;
         let request = CrmRequest { method: Method::POST, segments: vec!["tasks".into()], body: Value::Object(task) };
-        let (status, answer) = request.send(&self.client, &self.vault, ctx).await?;
+        let (status, answer) = request.send(&self.client, &self.vault, ctx, Self::DELIVERY).await?;
         // A 2xx means the task exists; an answer without its id still is a success (failing
         // would invite a retry, which gets a new Idempotency-Key and a second task).
         let task_id = match answer.get("id") {
@@ -187,19 +253,17 @@ impl Action for CrmCreateTask {
                 Value::Null
             }
         };
-        Ok(ActionOutput { output: json!({ "task_id": task_id, "status": status.as_u16() }), usage: vec![] })
+        Ok(Done { output: CreateTaskOutput { task_id, status: status.as_u16() }, usage: vec![] })
     }
 }
 
 #[async_trait]
 impl Action for CrmUpdateLead {
     const KIND: &'static str = "crm.update_lead";
-    const INPUT: &'static [Field] = &[
-        Field { name: "lead_id", ty: FieldType::String, required: true },
-        Field { name: "fields", ty: FieldType::Object, required: true },
-    ];
     const DELIVERY: Delivery = Delivery::Idempotent;
-    const PROVIDERS: &'static [&'static str] = &["crm"];
+    const PROVIDERS: &'static [&'static str] = &[providers::Crm::NAME];
+    type Input = UpdateLeadInput;
+    type Output = UpdateLeadOutput;
 
     /// Checks a literal lead id and that literal `fields` is not empty.
     fn validate(&self, input: &Map<String, Value>) -> Vec<(String, String)> {
@@ -217,24 +281,22 @@ impl Action for CrmUpdateLead {
         problems
     }
 
-    fn sandbox(&self, _ctx: &ActionContext, input: &Value) -> Result<SandboxSend, ActionError> {
+    fn sandbox(&self, _ctx: &ActionContext, input: &UpdateLeadInput) -> Result<Option<SandboxSend>, ActionError> {
         let update = LeadUpdate::parse(input)?;
         let request = update.request();
-        Ok(SandboxSend {
+        Ok(Some(SandboxSend {
             to: Some(update.lead_id.clone()),
             rendered: request.rendered(),
             output: json!({ "lead_id": update.lead_id, "updated": update.names(), "sandbox": true }),
             usage: vec![],
-        })
+        }))
     }
 
-    async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError> {
+    async fn execute(&self, ctx: &ActionContext, input: UpdateLeadInput) -> Result<Done<UpdateLeadOutput>, ActionError> {
         let update = LeadUpdate::parse(&input)?;
-        let (_, answer) = update.request().send(&self.client, &self.vault, ctx).await?;
-        Ok(ActionOutput {
-            output: json!({ "lead_id": update.lead_id, "updated": update.names(), "response": answer }),
-            usage: vec![],
-        })
+        let (_, response) = update.request().send(&self.client, &self.vault, ctx, Self::DELIVERY).await?;
+        let updated = update.names().into_iter().map(str::to_owned).collect();
+        Ok(Done { output: UpdateLeadOutput { lead_id: update.lead_id, updated, response }, usage: vec![] })
     }
 }
 
@@ -256,22 +318,20 @@ fn check_task_field(field: &str, value: &str) -> Result<(), String> {
 
 /// The task as the CRM receives it. An optional field that is missing, `null` or an empty
 /// string (a template that rendered to nothing) is left out.
-fn task_body(input: &Value) -> Result<Map<String, Value>, ActionError> {
+fn task_body(input: &CreateTaskInput) -> Result<Map<String, Value>, ActionError> {
     let mut task = Map::new();
-    for field in ["title", "lead_id", "due_at", "assignee", "priority", "notes"] {
-        let value = match input.get(field) {
-            None | Some(Value::Null) => continue,
-            Some(Value::String(s)) if s.is_empty() && field != "title" => continue,
-            Some(Value::String(s)) => s.clone(),
-            // Lead ids are strings on the wire, whatever type the trigger carried.
-            Some(Value::Number(n)) if field == "lead_id" => n.to_string(),
-            Some(_) => return Err(invalid(field, "must be a string")),
-        };
+    let fields = [
+        ("title", Some(input.title.clone())),
+        ("lead_id", input.lead_id.clone().map(LeadId::into_string)),
+        ("due_at", input.due_at.clone()),
+        ("assignee", input.assignee.clone()),
+        ("priority", input.priority.clone()),
+        ("notes", input.notes.clone()),
+    ];
+    for (field, value) in fields {
+        let Some(value) = value.filter(|s| !s.is_empty() || field == "title") else { continue };
         check_task_field(field, &value).map_err(|e| invalid(field, e))?;
         task.insert(field.to_owned(), Value::String(value));
-    }
-    if !task.contains_key("title") {
-        return Err(invalid("title", "required"));
     }
     Ok(task)
 }
@@ -283,23 +343,15 @@ struct LeadUpdate {
 }
 
 impl LeadUpdate {
-    fn parse(input: &Value) -> Result<Self, ActionError> {
-        let lead_id = match input.get("lead_id") {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            Some(Value::String(_)) => return Err(invalid("lead_id", "must not be empty")),
-            _ => return Err(invalid("lead_id", "required, a string")),
-        };
-        let fields = match input.get("fields") {
-            Some(Value::Object(fields)) if !fields.is_empty() => fields.clone(),
-            Some(Value::Object(_)) => {
-                return Err(invalid("fields", "name at least one field to update"));
-            }
-            _ => {
-                return Err(invalid("fields", "required, an object of field names and values"));
-            }
-        };
-        Ok(Self { lead_id, fields })
+    fn parse(input: &UpdateLeadInput) -> Result<Self, ActionError> {
+        let lead_id = input.lead_id.clone().into_string();
+        if lead_id.trim().is_empty() {
+            return Err(invalid("lead_id", "must not be empty"));
+        }
+        if input.fields.is_empty() {
+            return Err(invalid("fields", "name at least one field to update"));
+        }
+        Ok(Self { lead_id, fields: input.fields.clone() })
     }
 
     fn names(&self) -> Vec<&str> {
@@ -338,6 +390,7 @@ impl CrmRequest {
         client: &reqwest::Client,
         vault: &Vault,
         ctx: &ActionContext,
+        delivery: Delivery,
     ) -> Result<(StatusCode, Value), ActionError> {
         let connection = ctx.connection.as_deref().ok_or_else(|| {
             ActionError::permanent("missing_connection", "this step needs a crm connection (none was given)")
@@ -367,10 +420,10 @@ impl CrmRequest {
 
         let request = client.request(self.method.clone(), url).timeout(ctx.timeout).headers(headers).body(body);
         // Idempotent: a failure after the request left is retried, and the CRM dedupes it.
-        let mut response = request.send().await.map_err(|e| classify_send_error(&e, false))?;
+        let mut response = request.send().await.map_err(|e| classify_send_error(&e, delivery))?;
         let status = response.status();
         let response_headers = response.headers().clone();
-        let bytes = read_limited(&mut response, MAX_BODY_BYTES).await.map(|(bytes, _)| bytes).map_err(|e| classify_send_error(&e, false))?;
+        let bytes = read_limited(&mut response, MAX_BODY_BYTES).await.map(|(bytes, _)| bytes).map_err(|e| classify_send_error(&e, delivery))?;
         let text = String::from_utf8_lossy(&bytes);
         if let Some(error) = classify_response(status, &response_headers, &text) {
             return Err(error);
@@ -423,7 +476,8 @@ mod tests {
 
     #[test]
     fn lead_ids_are_one_encoded_path_segment() {
-        let update = LeadUpdate::parse(&json!({"lead_id": "a/b c?d", "fields": {"x": 1}})).unwrap();
+        let input = switchboard_runtime::action::parse_input(&json!({"lead_id": "a/b c?d", "fields": {"x": 1}})).unwrap();
+        let update = LeadUpdate::parse(&input).unwrap();
         assert_eq!(update.request().rendered()["path"], "/leads/a%2Fb%20c%3Fd");
         let mut url = Url::parse("https://crm.example.com/api/").unwrap();
         push_segments(&mut url, &["leads".into(), "7".into()]);

@@ -39,13 +39,14 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
+use schemars::JsonSchema;
 use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use switchboard_integrations::providers::{self, Provider};
 use switchboard_integrations::connections::{SmtpCredentials, SmtpTls, Vault};
-use switchboard_runtime::action::{
-    Action, ActionContext, ActionError, ActionOutput, Delivery, Field, FieldType, SandboxSend,
-};
-use switchboard_runtime::metering::Usage;
+use switchboard_runtime::action::{Action, ActionContext, ActionError, Delivery, Done, SandboxSend};
+use switchboard_runtime::metering::{Unit, Usage};
 
 type SmtpError = lettre::transport::smtp::Error;
 
@@ -70,19 +71,44 @@ impl EmailSend {
     }
 }
 
+/// The input of `email.send`. Give `text`, `html` or both; an empty one (a template that
+/// rendered to nothing) counts as absent.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailInput {
+    /// One or more comma-separated addresses (`ada@example.com, Bob <bob@example.com>`).
+    pub to: String,
+    /// The sender (`Ada <ada@example.com>`).
+    pub from: String,
+    /// The subject.
+    pub subject: String,
+    /// The plain-text body.
+    pub text: Option<String>,
+    /// The HTML body.
+    pub html: Option<String>,
+    /// Where replies go.
+    pub reply_to: Option<String>,
+}
+
+/// The output of `email.send`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct EmailOutput {
+    /// The `Message-ID` sent (stable across attempts).
+    pub message_id: String,
+    /// The recipients the server accepted.
+    pub accepted: Vec<String>,
+    /// The server's reply line.
+    pub response: String,
+}
+
 #[async_trait]
 impl Action for EmailSend {
     const KIND: &'static str = "email.send";
-    const INPUT: &'static [Field] = &[
-        Field { name: "to", ty: FieldType::String, required: true },
-        Field { name: "from", ty: FieldType::String, required: true },
-        Field { name: "subject", ty: FieldType::String, required: true },
-        Field { name: "text", ty: FieldType::String, required: false },
-        Field { name: "html", ty: FieldType::String, required: false },
-        Field { name: "reply_to", ty: FieldType::String, required: false },
-    ];
     const DELIVERY: Delivery = Delivery::AtMostOnce;
-    const PROVIDERS: &'static [&'static str] = &["smtp"];
+    const UNITS: &'static [Unit] = &[Unit::Email];
+    const PROVIDERS: &'static [&'static str] = &[providers::Smtp::NAME];
+    type Input = EmailInput;
+    type Output = EmailOutput;
 
     /// Checks literal addresses (strings without `{{`) and that a body is given.
     fn validate(&self, input: &Map<String, Value>) -> Vec<(String, String)> {
@@ -111,13 +137,13 @@ impl Action for EmailSend {
         problems
     }
 
-    fn estimate(&self, _input: &Value) -> Vec<Usage> {
+    fn estimate(&self, _input: &EmailInput) -> Vec<Usage> {
         one_email()
     }
 
-    fn sandbox(&self, ctx: &ActionContext, input: &Value) -> Result<SandboxSend, ActionError> {
+    fn sandbox(&self, ctx: &ActionContext, input: &EmailInput) -> Result<Option<SandboxSend>, ActionError> {
         let email = Email::parse(input)?;
-        Ok(SandboxSend {
+        Ok(Some(SandboxSend {
             to: Some(email.to_text.clone()),
             rendered: json!({
                 "from": email.from.to_string(),
@@ -129,10 +155,10 @@ impl Action for EmailSend {
             }),
             output: json!({ "message_id": message_id(&ctx.idempotency_key), "sandbox": true }),
             usage: one_email(),
-        })
+        }))
     }
 
-    async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError> {
+    async fn execute(&self, ctx: &ActionContext, input: EmailInput) -> Result<Done<EmailOutput>, ActionError> {
         let connection = ctx.connection.as_deref().ok_or_else(|| {
             ActionError::permanent("missing_connection", "email.send needs an smtp connection (none was given)")
         })?;
@@ -171,15 +197,12 @@ impl Action for EmailSend {
         drop(conn);
 
         let accepted: Vec<String> = message.envelope().to().iter().map(ToString::to_string).collect();
-        Ok(ActionOutput {
-            output: json!({ "message_id": message_id, "accepted": accepted, "response": reply_line(&response) }),
-            usage: one_email(),
-        })
+        Ok(Done { output: EmailOutput { message_id, accepted, response: reply_line(&response) }, usage: one_email() })
     }
 }
 
 fn one_email() -> Vec<Usage> {
-    vec![Usage { unit: "email".into(), quantity: 1 }]
+    vec![Unit::Email.times(1)]
 }
 
 /// The step's `Message-ID`: stable across attempts, so receivers can dedupe a resend. The key
@@ -209,30 +232,21 @@ struct Email {
 }
 
 impl Email {
-    fn parse(input: &Value) -> Result<Self, ActionError> {
+    fn parse(input: &EmailInput) -> Result<Self, ActionError> {
         let invalid =
             |field: &str, message: String| ActionError::permanent("invalid_input", format!("{field}: {message}"));
-        let string = |field: &str| -> Result<Option<String>, ActionError> {
-            match input.get(field) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(invalid(field, "must be a string".into())),
-            }
-        };
-        let required = |field: &str| string(field)?.ok_or_else(|| invalid(field, "required".into()));
-
-        let to_text = required("to")?;
+        let to_text = input.to.clone();
         let to = parse_recipients(&to_text).map_err(|e| invalid("to", e))?;
-        let from = parse_mailbox(&required("from")?).map_err(|e| invalid("from", e))?;
+        let from = parse_mailbox(&input.from).map_err(|e| invalid("from", e))?;
         let reply_to =
-            string("reply_to")?.map(|r| parse_mailbox(&r)).transpose().map_err(|e| invalid("reply_to", e))?;
+            input.reply_to.as_deref().map(parse_mailbox).transpose().map_err(|e| invalid("reply_to", e))?;
         // An empty body part (e.g. a template that rendered to nothing) counts as absent.
-        let text = string("text")?.filter(|s| !s.is_empty());
-        let html = string("html")?.filter(|s| !s.is_empty());
+        let text = input.text.clone().filter(|s| !s.is_empty());
+        let html = input.html.clone().filter(|s| !s.is_empty());
         if text.is_none() && html.is_none() {
             return Err(invalid("text", "give text, html or both (both are empty)".into()));
         }
-        Ok(Self { from, to, to_text, subject: required("subject")?, text, html, reply_to })
+        Ok(Self { from, to, to_text, subject: input.subject.clone(), text, html, reply_to })
     }
 
     /// The MIME message with `message_id`.

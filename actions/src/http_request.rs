@@ -10,11 +10,13 @@
 use async_trait::async_trait;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Response, Url};
-use serde_json::{Map, Value, json};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use switchboard_integrations::http::read_limited;
 use switchboard_integrations::{classify_response, classify_send_error};
-use switchboard_runtime::action::{Action, ActionContext, ActionError, ActionOutput, Delivery, Field, FieldType};
-use switchboard_runtime::metering::Usage;
+use switchboard_runtime::action::{Action, ActionContext, ActionError, Delivery, Done};
+use switchboard_runtime::metering::{Unit, Usage};
 
 /// The methods `http.request` sends.
 const METHODS: [Method; 6] = [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::HEAD];
@@ -39,16 +41,39 @@ impl HttpRequest {
     }
 }
 
+/// The input of `http.request`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestInput {
+    /// `GET`, `POST`, `PUT`, `PATCH`, `DELETE` or `HEAD`.
+    pub method: String,
+    /// An http(s) URL.
+    pub url: String,
+    /// Request headers, `{name: value}`; numbers and booleans are written as text.
+    pub headers: Option<Map<String, Value>>,
+    /// The body: a string is sent as written (`text/plain` unless a `Content-Type` is given),
+    /// anything else as JSON.
+    pub body: Option<Value>,
+}
+
+/// The output of `http.request`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RequestOutput {
+    /// The HTTP status.
+    pub status: u16,
+    /// The response headers, `{name: value}` (repeated ones joined with `, `).
+    pub headers: Value,
+    /// The body: JSON when it parses, else text (at most 64 KiB kept).
+    pub body: Value,
+}
+
 #[async_trait]
 impl Action for HttpRequest {
     const KIND: &'static str = "http.request";
-    const INPUT: &'static [Field] = &[
-        Field { name: "method", ty: FieldType::String, required: true },
-        Field { name: "url", ty: FieldType::String, required: true },
-        Field { name: "headers", ty: FieldType::Object, required: false },
-        Field { name: "body", ty: FieldType::Any, required: false },
-    ];
     const DELIVERY: Delivery = Delivery::AtMostOnce;
+    const UNITS: &'static [Unit] = &[Unit::HttpRequest];
+    type Input = RequestInput;
+    type Output = RequestOutput;
 
     /// Checks what is literal (strings without `{{`): the method, the URL, header names and
     /// values. Interpolated parts are checked when the step runs.
@@ -80,30 +105,18 @@ impl Action for HttpRequest {
         problems
     }
 
-    fn estimate(&self, _input: &Value) -> Vec<Usage> {
-        vec![Usage { unit: "http_request".into(), quantity: 1 }]
+    fn estimate(&self, _input: &RequestInput) -> Vec<Usage> {
+        vec![Unit::HttpRequest.times(1)]
     }
 
-    async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError> {
+    async fn execute(&self, ctx: &ActionContext, input: RequestInput) -> Result<Done<RequestOutput>, ActionError> {
         let invalid = |message: String| ActionError::permanent("invalid_input", message);
-        let method = match input.get("method") {
-            Some(Value::String(m)) => parse_method(m).map_err(|e| invalid(format!("method: {e}")))?,
-            _ => return Err(invalid("method: required, a string".into())),
-        };
-        let url = match input.get("url") {
-            Some(Value::String(u)) => parse_url(u).map_err(|e| invalid(format!("url: {e}")))?,
-            _ => return Err(invalid("url: required, a string".into())),
-        };
+        let method = parse_method(&input.method).map_err(|e| invalid(format!("method: {e}")))?;
+        let url = parse_url(&input.url).map_err(|e| invalid(format!("url: {e}")))?;
         let mut headers = HeaderMap::new();
-        match input.get("headers") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(given)) => {
-                for (name, value) in given {
-                    let (name, value) = header(name, value).map_err(|e| invalid(format!("headers.{name}: {e}")))?;
-                    headers.append(name, value);
-                }
-            }
-            Some(_) => return Err(invalid("headers: must be an object of name: value".into())),
+        for (name, value) in input.headers.iter().flatten() {
+            let (name, value) = header(name, value).map_err(|e| invalid(format!("headers.{name}: {e}")))?;
+            headers.append(name, value);
         }
         if !headers.contains_key(IDEMPOTENCY_KEY) {
             let key = HeaderValue::from_str(&ctx.idempotency_key).map_err(|_| {
@@ -112,7 +125,7 @@ impl Action for HttpRequest {
             headers.insert(IDEMPOTENCY_KEY, key);
         }
 
-        let body = input.get("body").filter(|b| !b.is_null());
+        let body = input.body.as_ref().filter(|b| !b.is_null());
         if let Some(Value::String(_)) = body
             && !headers.contains_key(CONTENT_TYPE)
         {
@@ -127,17 +140,17 @@ impl Action for HttpRequest {
             // Keeps a Content-Type the author set, else adds application/json.
             Some(json) => request.json(json),
         };
-        let mut response = request.send().await.map_err(|e| classify_send_error(&e, true))?;
+        let mut response = request.send().await.map_err(|e| classify_send_error(&e, Self::DELIVERY))?;
 
         let status = response.status();
         if let Some(error) = classify_failure(&mut response).await {
             return Err(error);
         }
         let response_headers = header_map_json(response.headers());
-        let body = read_body(&mut response).await.map_err(|e| classify_send_error(&e, true))?;
-        Ok(ActionOutput {
-            output: json!({ "status": status.as_u16(), "headers": response_headers, "body": body }),
-            usage: vec![Usage { unit: "http_request".into(), quantity: 1 }],
+        let body = read_body(&mut response).await.map_err(|e| classify_send_error(&e, Self::DELIVERY))?;
+        Ok(Done {
+            output: RequestOutput { status: status.as_u16(), headers: response_headers, body },
+            usage: vec![Unit::HttpRequest.times(1)],
         })
     }
 }
@@ -230,6 +243,8 @@ async fn read_body(response: &mut Response) -> Result<Value, reqwest::Error> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn problems(input: Value) -> Vec<(String, String)> {

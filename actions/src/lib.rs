@@ -13,12 +13,16 @@
 //! - [`slack_post_message`]: `slack.post_message`, a bot token's `chat.postMessage` or an
 //!   incoming webhook (at most once).
 //! - [`crm`]: `crm.create_task` and `crm.update_lead`, signed JSON to the host CRM (idempotent).
-//! - [`registry`]: every module, ready for the runtime.
+//! - [`registry`]: every module, ready for the runtime; its one line per module is all a new
+//!   action adds outside its own file (and its provider's line in
+//!   `switchboard_integrations::providers`, for a new vendor).
+//! - [`reference`]: the action reference of `docs/actions.md`, generated from the modules' types.
 
 pub mod crm;
 pub mod email_send;
 pub mod http_request;
 pub mod log;
+pub mod reference;
 pub mod slack_post_message;
 pub mod sms_send;
 
@@ -26,7 +30,9 @@ use std::sync::Arc;
 
 use switchboard_integrations::HttpConfig;
 use switchboard_integrations::connections::Vault;
-use switchboard_runtime::action::ActionRegistry;
+use switchboard_integrations::providers::{self, ApiBases, Provider};
+use switchboard_runtime::action::{ActionRegistry, RegistryError};
+use switchboard_runtime::metering::PriceList;
 
 pub use crm::{CrmCreateTask, CrmUpdateLead};
 pub use email_send::EmailSend;
@@ -42,13 +48,28 @@ pub struct ActionsConfig {
     pub http: HttpConfig,
     /// Opens connections' credentials.
     pub vault: Arc<Vault>,
-    /// Twilio REST base URL (`SWITCHBOARD_TWILIO_API_BASE`).
-    pub twilio_api_base: String,
-    /// Slack Web API base URL (`SWITCHBOARD_SLACK_API_BASE`).
-    pub slack_api_base: String,
+    /// Each provider's API base URL (`SWITCHBOARD_<PROVIDER>_API_BASE`), defaulting to the
+    /// vendor's production one.
+    pub api_bases: ApiBases,
     /// This service's public base URL (`SWITCHBOARD_PUBLIC_URL`), for vendor callbacks.
     pub public_url: String,
+    /// The price table the engine bills with: every unit a module declares must be in it.
+    pub prices: PriceList,
 }
+
+/// Why the modules could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The outbound HTTP client could not be built (e.g. no rustls crypto provider installed).
+    #[error(transparent)]
+    Client(#[from] switchboard_integrations::Error),
+    /// A module is inconsistent with the configuration (e.g. a unit without a price).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// This crate's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl ActionsConfig {
     /// Production defaults with `vault`: vendors' real base URLs, private addresses refused.
@@ -56,28 +77,31 @@ impl ActionsConfig {
         Self {
             http: HttpConfig::default(),
             vault,
-            twilio_api_base: "https://api.twilio.com".into(),
-            slack_api_base: "https://slack.com".into(),
+            api_bases: ApiBases::default(),
             public_url: "http://127.0.0.1:8080".into(),
+            prices: PriceList::default(),
         }
     }
 }
 
 /// The registry of every action module.
 ///
-/// Fails only if the HTTP client cannot be built (e.g. no rustls crypto provider installed).
-pub fn registry(config: &ActionsConfig) -> switchboard_integrations::Result<ActionRegistry> {
+/// Fails if the HTTP client cannot be built (e.g. no rustls crypto provider installed) or a
+/// module bills in a unit `config.prices` does not price.
+pub fn registry(config: &ActionsConfig) -> Result<ActionRegistry> {
     let client = switchboard_integrations::client(&config.http)?;
     let mut registry = ActionRegistry::new();
     let vault = &config.vault;
+    let base = |provider: &str| config.api_bases.get(provider).to_owned();
     registry
         .register(HttpRequest::new(client.clone()))
         .register(Log)
-        .register(SmsSend::new(client.clone(), vault.clone(), config.twilio_api_base.clone(), config.public_url.clone()))
-        .register(SlackPostMessage::new(client.clone(), vault.clone(), config.slack_api_base.clone()))
+        .register(SmsSend::new(client.clone(), vault.clone(), base(providers::Twilio::NAME), config.public_url.clone()))
+        .register(SlackPostMessage::new(client.clone(), vault.clone(), base(providers::Slack::NAME)))
         .register(EmailSend::new(vault.clone()).allow_private(config.http.allow_private))
         .register(CrmCreateTask::new(client.clone(), vault.clone()))
         .register(CrmUpdateLead::new(client, vault.clone()));
+    registry.check_prices(&config.prices)?;
     Ok(registry)
 }
 
@@ -101,5 +125,19 @@ mod tests {
                 SlackPostMessage::KIND,
                 SmsSend::KIND
             ]);
+    }
+
+    #[test]
+    fn a_unit_without_a_price_fails_the_registry() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let vault = Arc::new(Vault::from_hex(&Vault::generate_hex()).unwrap());
+        let mut config = ActionsConfig::new(vault);
+        config.prices.0.remove("sms_segment");
+        let err = registry(&config).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "action sms.send declares the unit sms_segment, which has no price: add it to the price table \
+             (runtime/src/metering.rs, docs/metering.md)"
+        );
     }
 }

@@ -2,25 +2,43 @@
 //! workflow's path and for trying templates; it has no side effect, so it is idempotent.
 
 use async_trait::async_trait;
-use serde_json::{Value, json};
-use switchboard_runtime::action::{Action, ActionContext, ActionError, ActionOutput, Delivery, Field, FieldType};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use switchboard_runtime::action::{Action, ActionContext, ActionError, Delivery, Done};
 
 /// The `log` action module.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Log;
 
+/// The input of `log`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogInput {
+    /// The message. A rendered expression may produce a number or an object: its JSON is logged.
+    #[schemars(with = "String")]
+    pub message: Value,
+}
+
+/// The output of `log`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LogOutput {
+    /// The message as logged.
+    pub message: String,
+}
+
 #[async_trait]
 impl Action for Log {
     const KIND: &'static str = "log";
-    const INPUT: &'static [Field] = &[Field { name: "message", ty: FieldType::String, required: true }];
     const DELIVERY: Delivery = Delivery::Internal;
+    type Input = LogInput;
+    type Output = LogOutput;
 
-    async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError> {
-        let message = match input.get("message") {
-            Some(Value::String(s)) => s.clone(),
-            // A rendered expression may have produced a number or an object: log its JSON.
-            Some(other) if !other.is_null() => other.to_string(),
-            _ => return Err(ActionError::permanent("invalid_input", "message: required")),
+    async fn execute(&self, ctx: &ActionContext, input: LogInput) -> Result<Done<LogOutput>, ActionError> {
+        let message = match input.message {
+            Value::String(s) => s,
+            Value::Null => return Err(ActionError::permanent("invalid_input", "message: required")),
+            other => other.to_string(),
         };
         tracing::info!(
             account_id = %ctx.account_id,
@@ -28,7 +46,7 @@ impl Action for Log {
             step_id = %ctx.step_id,
             "{message}"
         );
-        Ok(ActionOutput { output: json!({ "message": message }), usage: Vec::new() })
+        Ok(Done { output: LogOutput { message }, usage: Vec::new() })
     }
 }
 
@@ -36,7 +54,8 @@ impl Action for Log {
 mod tests {
     use std::time::Duration;
 
-    use switchboard_runtime::action::FailureClass;
+    use serde_json::json;
+    use switchboard_runtime::action::{DynAction, FailureClass};
 
     use super::*;
 
@@ -54,14 +73,14 @@ mod tests {
 
     #[tokio::test]
     async fn outputs_the_message_without_usage() {
-        let out = Log.execute(&ctx(), json!({"message": "lead 42 qualified"})).await.unwrap();
+        let out = DynAction::execute(&Log, &ctx(), json!({"message": "lead 42 qualified"})).await.unwrap();
         assert_eq!(out.output, json!({"message": "lead 42 qualified"}));
         assert!(out.usage.is_empty());
     }
 
     #[tokio::test]
     async fn missing_message_is_permanent() {
-        let err = Log.execute(&ctx(), json!({})).await.unwrap_err();
+        let err = DynAction::execute(&Log, &ctx(), json!({})).await.unwrap_err();
         assert_eq!(err.class, FailureClass::Permanent);
         assert_eq!(err.code, "invalid_input");
     }

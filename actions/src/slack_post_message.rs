@@ -30,18 +30,18 @@ use async_trait::async_trait;
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use switchboard_integrations::connections::{SlackCredentials, Vault};
 use switchboard_integrations::http::read_limited;
+use switchboard_integrations::providers::{self, Provider};
 use switchboard_integrations::{classify_response, classify_send_error};
-use switchboard_runtime::action::{
-    Action, ActionContext, ActionError, ActionOutput, Delivery, Field, FieldType, RateLimit, SandboxSend,
-};
-use switchboard_runtime::metering::Usage;
+use switchboard_runtime::action::{Action, ActionContext, ActionError, Delivery, Done, RateLimit, SandboxSend};
+use switchboard_runtime::metering::{Unit, Usage};
 
 /// The unit a post is metered in.
-const UNIT: &str = "slack_message";
+const UNIT: Unit = Unit::SlackMessage;
 
 /// Slack refuses longer texts (`msg_too_long`).
 const MAX_TEXT_CHARS: usize = 40_000;
@@ -71,6 +71,26 @@ impl SlackPostMessage {
     }
 }
 
+/// The input of `slack.post_message`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostInput {
+    /// The channel (an ID like `C…`, or `#name`). Required with a bot-token connection; an
+    /// incoming webhook posts to its own channel when it is left out.
+    pub channel: Option<String>,
+    /// The message, at most 40,000 characters.
+    pub text: String,
+}
+
+/// The output of `slack.post_message`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PostOutput {
+    /// The channel posted to (`null` through a webhook without one).
+    pub channel: Option<String>,
+    /// The message's timestamp (`null` through a webhook).
+    pub ts: Option<String>,
+}
+
 /// The rendered input, checked.
 struct Post<'a> {
     /// `None` when absent, null or blank.
@@ -79,17 +99,10 @@ struct Post<'a> {
 }
 
 impl<'a> Post<'a> {
-    fn parse(input: &'a Value) -> Result<Self, ActionError> {
+    fn parse(input: &'a PostInput) -> Result<Self, ActionError> {
         let invalid = |message: String| ActionError::permanent("invalid_input", message);
-        let channel = match input.get("channel") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.trim()).filter(|s| !s.is_empty()),
-            Some(_) => return Err(invalid("channel: must be a string".into())),
-        };
-        let text = match input.get("text") {
-            Some(Value::String(s)) => s.as_str(),
-            _ => return Err(invalid("text: required, a string".into())),
-        };
+        let channel = input.channel.as_deref().map(str::trim).filter(|s| !s.is_empty());
+        let text = input.text.as_str();
         check_text(text).map_err(|e| invalid(format!("text: {e}")))?;
         Ok(Self { channel, text })
     }
@@ -113,13 +126,13 @@ struct ApiAnswer {
 #[async_trait]
 impl Action for SlackPostMessage {
     const KIND: &'static str = "slack.post_message";
-    const INPUT: &'static [Field] = &[
-        // Required for bot tokens only; which kind a connection holds is known when it is opened.
-        Field { name: "channel", ty: FieldType::String, required: false },
-        Field { name: "text", ty: FieldType::String, required: true },
-    ];
     const DELIVERY: Delivery = Delivery::AtMostOnce;
-    const PROVIDERS: &'static [&'static str] = &["slack"];
+    const UNITS: &'static [Unit] = &[UNIT];
+    const PROVIDERS: &'static [&'static str] = &[providers::Slack::NAME];
+    // `channel` is required for bot tokens only; which kind a connection holds is known when it
+    // is opened.
+    type Input = PostInput;
+    type Output = PostOutput;
 
     /// Checks the literal parts (no `{{`): a non-blank text of at most 40,000 characters, a
     /// non-blank channel.
@@ -140,31 +153,31 @@ impl Action for SlackPostMessage {
         problems
     }
 
-    fn estimate(&self, _input: &Value) -> Vec<Usage> {
-        vec![Usage { unit: UNIT.into(), quantity: 1 }]
+    fn estimate(&self, _input: &PostInput) -> Vec<Usage> {
+        vec![UNIT.times(1)]
     }
 
-    fn rate_limit(&self, ctx: &ActionContext, input: &Value) -> Option<RateLimit> {
+    fn rate_limit(&self, ctx: &ActionContext, input: &PostInput) -> Option<RateLimit> {
         let connection = ctx.connection.as_ref()?;
         // A webhook without a channel posts to its own one channel.
-        let channel = input.get("channel").and_then(Value::as_str).map(str::trim).filter(|c| !c.is_empty());
+        let channel = input.channel.as_deref().map(str::trim).filter(|c| !c.is_empty());
         Some(RateLimit {
             key: format!("slack:{}:{}", connection.id, channel.unwrap_or("default")),
             interval: Duration::from_secs(1),
         })
     }
 
-    fn sandbox(&self, _ctx: &ActionContext, input: &Value) -> Result<SandboxSend, ActionError> {
+    fn sandbox(&self, _ctx: &ActionContext, input: &PostInput) -> Result<Option<SandboxSend>, ActionError> {
         let post = Post::parse(input)?;
-        Ok(SandboxSend {
+        Ok(Some(SandboxSend {
             to: Some(post.channel.unwrap_or("webhook").to_owned()),
             rendered: json!({ "channel": post.channel, "text": post.text }),
             output: json!({ "channel": post.channel, "ts": null, "sandbox": true }),
-            usage: vec![Usage { unit: UNIT.into(), quantity: 1 }],
-        })
+            usage: vec![UNIT.times(1)],
+        }))
     }
 
-    async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError> {
+    async fn execute(&self, ctx: &ActionContext, input: PostInput) -> Result<Done<PostOutput>, ActionError> {
         let post = Post::parse(&input)?;
         let connection = ctx.connection.as_ref().ok_or_else(|| {
             ActionError::permanent("missing_connection", "slack.post_message needs a slack connection")
@@ -173,7 +186,7 @@ impl Action for SlackPostMessage {
             SlackCredentials::Bot { bot_token } => self.post_as_bot(ctx, &bot_token, &post).await?,
             SlackCredentials::Webhook { webhook_url } => self.post_to_webhook(ctx, &webhook_url, &post).await?,
         };
-        Ok(ActionOutput { output, usage: vec![Usage { unit: UNIT.into(), quantity: 1 }] })
+        Ok(Done { output, usage: vec![UNIT.times(1)] })
     }
 }
 
@@ -184,7 +197,7 @@ impl SlackPostMessage {
         ctx: &ActionContext,
         token: &SecretString,
         post: &Post<'_>,
-    ) -> Result<Value, ActionError> {
+    ) -> Result<PostOutput, ActionError> {
         let channel = post.channel.ok_or_else(|| {
             ActionError::permanent(
                 "invalid_input",
@@ -201,7 +214,7 @@ impl SlackPostMessage {
             .body(body)
             .send()
             .await
-            .map_err(|e| classify_send_error(&e, true))?;
+            .map_err(|e| classify_send_error(&e, Self::DELIVERY))?;
 
         let status = response.status();
         let headers = response.headers().clone();
@@ -218,7 +231,7 @@ impl SlackPostMessage {
                 None => by_status,
             });
         }
-        answer.map_err(|e| classify_send_error(&e, true))?;
+        answer.map_err(|e| classify_send_error(&e, Self::DELIVERY))?;
         let answer = parsed.ok_or_else(|| {
             ActionError::outcome_unknown(
                 "invalid_response",
@@ -231,7 +244,7 @@ impl SlackPostMessage {
             let error = answer.error.unwrap_or_else(|| "unknown_error".to_owned());
             return Err(api_failure(&error, answer.needed.as_deref(), &headers));
         }
-        Ok(json!({ "channel": answer.channel.as_deref().unwrap_or(channel), "ts": answer.ts }))
+        Ok(PostOutput { channel: Some(answer.channel.unwrap_or_else(|| channel.to_owned())), ts: answer.ts })
     }
 
     /// An incoming webhook. Nothing about the URL reaches a message: `classify_send_error`
@@ -241,7 +254,7 @@ impl SlackPostMessage {
         ctx: &ActionContext,
         url: &SecretString,
         post: &Post<'_>,
-    ) -> Result<Value, ActionError> {
+    ) -> Result<PostOutput, ActionError> {
         let mut response = self
             .client
             .post(url.expose_secret())
@@ -249,11 +262,11 @@ impl SlackPostMessage {
             .json(&json!({ "text": post.text }))
             .send()
             .await
-            .map_err(|e| classify_send_error(&e, true))?;
+            .map_err(|e| classify_send_error(&e, Self::DELIVERY))?;
         let status = response.status();
         if status.is_success() {
             // The body is `ok`; there is nothing else to read, and no `ts` to report.
-            return Ok(json!({ "channel": post.channel, "ts": null }));
+            return Ok(PostOutput { channel: post.channel.map(str::to_owned), ts: None });
         }
         let headers = response.headers().clone();
         let text = String::from_utf8_lossy(&read_limited(&mut response, MAX_ANSWER_BYTES).await.map(|(bytes, _)| bytes).unwrap_or_default()).trim().to_owned();

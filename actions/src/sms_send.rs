@@ -27,19 +27,21 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use switchboard_integrations::connections::{TwilioCredentials, Vault};
 use switchboard_integrations::http::read_limited;
+use switchboard_integrations::providers::{self, Provider};
 use switchboard_integrations::{classify_response, classify_send_error};
 use switchboard_runtime::action::{
-    Action, ActionContext, ActionError, ActionOutput, Delivery, FailureClass, Field, FieldType, RateLimit, SandboxSend,
+    Action, ActionContext, ActionError, Delivery, Done, FailureClass, RateLimit, SandboxSend,
 };
-use switchboard_runtime::metering::{Usage, sms_segments};
+use switchboard_runtime::metering::{Unit, Usage, sms_segments};
 
 /// The unit an SMS is metered in.
-const UNIT: &str = "sms_segment";
+const UNIT: Unit = Unit::SmsSegment;
 
 /// Twilio refuses longer bodies (its documented maximum, in characters).
 const MAX_BODY_CHARS: usize = 1600;
@@ -73,6 +75,34 @@ impl SmsSend {
     }
 }
 
+/// The input of `sms.send`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmsInput {
+    /// The recipient, E.164 (`+` and 8 to 15 digits).
+    pub to: String,
+    /// The sender: an E.164 number of the connection's account, or a Messaging Service SID
+    /// (`MG…`).
+    pub from: String,
+    /// The text, 1 to 1,600 characters; sent as written.
+    pub body: String,
+}
+
+/// The output of `sms.send`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SmsOutput {
+    /// Twilio's message SID (`SM…`; empty if its answer could not be read).
+    pub sid: String,
+    /// Twilio's status, e.g. `queued` or `accepted`.
+    pub status: String,
+    /// The recipient.
+    pub to: String,
+    /// The sender as sent.
+    pub from: String,
+    /// The segments billed.
+    pub segments: i64,
+}
+
 /// The rendered input, checked.
 struct Message<'a> {
     to: &'a str,
@@ -81,17 +111,10 @@ struct Message<'a> {
 }
 
 impl<'a> Message<'a> {
-    fn parse(input: &'a Value) -> Result<Self, ActionError> {
-        let field = |name: &str| match input.get(name) {
-            Some(Value::String(s)) => Ok(s.trim()),
-            _ => Err(ActionError::permanent("invalid_input", format!("{name}: required, a string"))),
-        };
-        let (to, from) = (field("to")?, field("from")?);
-        let body = match input.get("body") {
-            // The body is sent as written: whitespace may be intended.
-            Some(Value::String(s)) => s.as_str(),
-            _ => return Err(ActionError::permanent("invalid_input", "body: required, a string")),
-        };
+    fn parse(input: &'a SmsInput) -> Result<Self, ActionError> {
+        let (to, from) = (input.to.trim(), input.from.trim());
+        // The body is sent as written: whitespace may be intended.
+        let body = input.body.as_str();
         // The same checks as at save time, now that interpolation has run.
         let problems: Vec<String> = [("to", check_to(to)), ("from", check_from(from)), ("body", check_body(body))]
             .into_iter()
@@ -133,13 +156,11 @@ struct TwilioError {
 #[async_trait]
 impl Action for SmsSend {
     const KIND: &'static str = "sms.send";
-    const INPUT: &'static [Field] = &[
-        Field { name: "to", ty: FieldType::String, required: true },
-        Field { name: "from", ty: FieldType::String, required: true },
-        Field { name: "body", ty: FieldType::String, required: true },
-    ];
     const DELIVERY: Delivery = Delivery::AtMostOnce;
-    const PROVIDERS: &'static [&'static str] = &["twilio"];
+    const UNITS: &'static [Unit] = &[UNIT];
+    const PROVIDERS: &'static [&'static str] = &[providers::Twilio::NAME];
+    type Input = SmsInput;
+    type Output = SmsOutput;
 
     /// Checks the literal parts (no `{{`): numbers look like E.164, the body is 1–1600 characters.
     fn validate(&self, input: &Map<String, Value>) -> Vec<(String, String)> {
@@ -157,23 +178,22 @@ impl Action for SmsSend {
         .collect()
     }
 
-    fn estimate(&self, input: &Value) -> Vec<Usage> {
-        let body = input.get("body").and_then(Value::as_str).unwrap_or_default();
-        vec![Usage { unit: UNIT.into(), quantity: sms_segments(body) }]
+    fn estimate(&self, input: &SmsInput) -> Vec<Usage> {
+        vec![UNIT.times(sms_segments(&input.body))]
     }
 
     /// One message a second per sender number, counted per connection: another account naming
     /// the same number in its own steps cannot hold this one's messages up.
-    fn rate_limit(&self, ctx: &ActionContext, input: &Value) -> Option<RateLimit> {
-        let from = input.get("from")?.as_str()?.trim();
+    fn rate_limit(&self, ctx: &ActionContext, input: &SmsInput) -> Option<RateLimit> {
+        let from = input.from.trim();
         let connection = ctx.connection.as_ref().map_or("none", |c| c.id.as_str());
         Some(RateLimit { key: format!("twilio:{connection}:{from}"), interval: Duration::from_secs(1) })
     }
 
-    fn sandbox(&self, ctx: &ActionContext, input: &Value) -> Result<SandboxSend, ActionError> {
+    fn sandbox(&self, ctx: &ActionContext, input: &SmsInput) -> Result<Option<SandboxSend>, ActionError> {
         let message = Message::parse(input)?;
         let segments = message.segments();
-        Ok(SandboxSend {
+        Ok(Some(SandboxSend {
             to: Some(message.to.to_owned()),
             rendered: json!({ "from": message.from, "to": message.to, "body": message.body, "segments": segments }),
             output: json!({
@@ -183,11 +203,11 @@ impl Action for SmsSend {
                 "from": message.from,
                 "segments": segments,
             }),
-            usage: vec![Usage { unit: UNIT.into(), quantity: segments }],
-        })
+            usage: vec![UNIT.times(segments)],
+        }))
     }
 
-    async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError> {
+    async fn execute(&self, ctx: &ActionContext, input: SmsInput) -> Result<Done<SmsOutput>, ActionError> {
         let message = Message::parse(&input)?;
         let connection = ctx
             .connection
@@ -214,7 +234,7 @@ impl Action for SmsSend {
             .form(&form)
             .send()
             .await
-            .map_err(|e| classify_send_error(&e, true))?;
+            .map_err(|e| classify_send_error(&e, Self::DELIVERY))?;
 
         let status = response.status();
         let headers = response.headers().clone();
@@ -239,16 +259,16 @@ impl Action for SmsSend {
             .and_then(|n| n.trim().parse::<i64>().ok())
             .filter(|n| *n > 0)
             .unwrap_or_else(|| message.segments());
-        Ok(ActionOutput {
-            output: json!({
-                "sid": created.sid,
-                "status": created.status.as_deref().unwrap_or("queued"),
-                "to": created.to.as_deref().unwrap_or(message.to),
+        Ok(Done {
+            output: SmsOutput {
+                sid: created.sid,
+                status: created.status.unwrap_or_else(|| "queued".to_owned()),
+                to: created.to.unwrap_or_else(|| message.to.to_owned()),
                 // Null through a Messaging Service until Twilio picks a sender: report what we sent.
-                "from": created.from.as_deref().unwrap_or(message.from),
-                "segments": segments,
-            }),
-            usage: vec![Usage { unit: UNIT.into(), quantity: segments }],
+                from: created.from.unwrap_or_else(|| message.from.to_owned()),
+                segments,
+            },
+            usage: vec![UNIT.times(segments)],
         })
     }
 }

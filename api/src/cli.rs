@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
+use switchboard_integrations::providers;
 use switchboard_runtime::clock::DatabaseClock;
 use switchboard_runtime::engine::{Engine, worker};
 use switchboard_runtime::store::Store;
@@ -195,7 +196,7 @@ fn billing_sync(
     // The Stripe URL is the operator's, not a workflow author's: no private-address guard.
     let http = switchboard_integrations::client(&switchboard_integrations::HttpConfig { allow_private: true, ..Default::default() })?;
     let config = switchboard_integrations::stripe::StripeConfig {
-        api_base: settings.stripe_api_base.clone(),
+        api_base: settings.api_bases.get(<providers::Stripe as providers::Provider>::NAME).to_owned(),
         ..switchboard_integrations::stripe::StripeConfig::new(key)
     };
     let stripe = switchboard_integrations::stripe::StripeClient::new(http, config);

@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use switchboard_actions::ActionsConfig;
 use switchboard_integrations::connections::Vault;
+use switchboard_integrations::providers::{self, ApiBases};
 use switchboard_runtime::engine::EngineConfig;
 use switchboard_runtime::store::StoreConfig;
 
@@ -38,10 +39,6 @@ pub struct Settings {
     /// and kept in the data dir.
     #[serde(skip_serializing)]
     pub secret_key: Option<SecretString>,
-    /// Twilio REST base URL (tests point it at a local fake).
-    pub twilio_api_base: String,
-    /// Slack Web API base URL.
-    pub slack_api_base: String,
     /// Let `http.request` reach private, loopback and link-local addresses.
     pub http_allow_private: bool,
     /// Seconds a claimed step is leased before another worker may take it over.
@@ -53,8 +50,12 @@ pub struct Settings {
     /// Requests a second each webhook URL accepts before answering 429 (bursts up to twice
     /// that); 0 turns the limit off. Per process.
     pub webhook_rate_limit: u32,
-    /// Stripe REST base URL (tests point it at a local fake).
-    pub stripe_api_base: String,
+    /// Each provider's API base URL: the vendor's production one, or the
+    /// `SWITCHBOARD_<PROVIDER>_API_BASE` setting (`<provider>_api_base` in the file), for every
+    /// provider of the registry that has one (`switchboard_integrations::providers`; tests
+    /// point them at local fakes).
+    #[serde(skip)]
+    pub api_bases: ApiBases,
     /// Stripe secret key; when set, `serve` and `worker` push new ledger rows to Stripe meter
     /// events.
     #[serde(skip_serializing)]
@@ -79,14 +80,12 @@ impl Default for Settings {
             public_url: None,
             admin_token: None,
             secret_key: None,
-            twilio_api_base: "https://api.twilio.com".into(),
-            slack_api_base: "https://slack.com".into(),
             http_allow_private: false,
             lease_secs: 60,
             worker_concurrency: 64,
             max_connections: 16,
             webhook_rate_limit: 200,
-            stripe_api_base: switchboard_integrations::stripe::DEFAULT_API_BASE.into(),
+            api_bases: ApiBases::default(),
             stripe_secret_key: None,
             stripe_meter_event_name: crate::billing_sync::DEFAULT_EVENT_NAME.into(),
             stripe_sync_interval_secs: 60,
@@ -99,11 +98,19 @@ impl Settings {
     /// Loads settings: defaults, then the TOML file (if it exists), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
         let file = file.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("switchboard.toml"));
-        Figment::from(Serialized::defaults(Settings::default()))
+        let figment = Figment::from(Serialized::defaults(Settings::default()))
             .merge(Toml::file(file))
-            .merge(Env::prefixed("SWITCHBOARD_"))
-            .extract()
-            .map_err(Box::new)
+            .merge(Env::prefixed("SWITCHBOARD_"));
+        let mut settings: Settings = figment.extract().map_err(Box::new)?;
+        // One `<provider>_api_base` setting per provider with an API, read from the registry
+        // rather than listed here.
+        for provider in providers::PROVIDERS.iter().filter(|p| p.api_base.is_some()) {
+            let key = format!("{}_api_base", provider.name);
+            if figment.contains(&key) {
+                settings.api_bases.set(provider.name, figment.extract_inner::<String>(&key).map_err(Box::new)?);
+            }
+        }
+        Ok(settings)
     }
 
     /// The database URL, with the embedded default filled in.
@@ -184,9 +191,9 @@ impl Settings {
         Ok(ActionsConfig {
             http: switchboard_integrations::HttpConfig { allow_private: self.http_allow_private, ..Default::default() },
             vault: std::sync::Arc::new(self.vault()?),
-            twilio_api_base: self.twilio_api_base.trim_end_matches('/').to_string(),
-            slack_api_base: self.slack_api_base.trim_end_matches('/').to_string(),
+            api_bases: self.api_bases.clone(),
             public_url: self.public_url(),
+            prices: self.engine().prices,
         })
     }
 }
@@ -231,6 +238,18 @@ mod tests {
         for secret in ["adm_very_secret", "sk_test_hidden", "pw-hidden"] {
             assert!(!shown.contains(secret), "{secret} is printed by Debug: {shown}");
         }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn each_provider_api_base_is_a_setting_named_after_it() {
+        let dir = std::env::temp_dir().join(format!("sb-config-bases-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("switchboard.toml");
+        std::fs::write(&file, "twilio_api_base = \"http://127.0.0.1:9/\"\n").unwrap();
+        let settings = Settings::load(Some(&file)).unwrap();
+        assert_eq!(settings.api_bases.get("twilio"), "http://127.0.0.1:9");
+        assert_eq!(settings.api_bases.get("slack"), "https://slack.com", "others keep the vendor's");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

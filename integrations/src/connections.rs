@@ -9,7 +9,7 @@
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -170,84 +170,22 @@ pub struct CrmCredentials {
     pub api_key: SecretString,
 }
 
-/// The providers a connection can be created for through `POST /v1/connections`.
-pub const PROVIDERS: [&str; 5] = ["twilio", "smtp", "slack", "stripe", "crm"];
-
-/// Checks `credentials` against `provider`'s shape. Problems are `(path, message)` with paths
-/// under `credentials`, and never quote a credential's value.
+/// Checks `credentials` against `provider`'s shape and rules (see [`crate::providers`]).
+/// Problems are `(path, message)` with paths under `credentials`, and never quote a credential's
+/// value.
 pub fn check(provider: &str, credentials: &Value) -> std::result::Result<(), Vec<(String, String)>> {
-    fn shape<C: DeserializeOwned>(credentials: &Value, expected: &str) -> std::result::Result<C, Vec<(String, String)>> {
-        serde_json::from_value(credentials.clone()).map_err(|e| vec![("credentials".into(), format!("expected {expected}: {}", redact(&e)))])
+    match crate::providers::provider(provider) {
+        Some(spec) => spec.check(credentials),
+        None => {
+            let names: Vec<&str> = crate::providers::names().collect();
+            Err(vec![("provider".into(), format!("unknown provider '{provider}'; one of {}", names.join(", ")))])
+        }
     }
-    let url = |path: &str, s: &str| -> Vec<(String, String)> {
-        match reqwest::Url::parse(s) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => vec![],
-            _ => vec![(path.to_string(), "must be an http(s) URL".into())],
-        }
-    };
-    let problems = match provider {
-        "twilio" => {
-            let c: TwilioCredentials = shape(credentials, "{account_sid, auth_token}")?;
-            let mut p = vec![];
-            if !c.account_sid.starts_with("AC") || c.account_sid.len() != 34 {
-                p.push(("credentials.account_sid".into(), "a Twilio account SID is 'AC' and 32 hex characters".into()));
-            }
-            if c.auth_token.expose_secret().is_empty() {
-                p.push(("credentials.auth_token".into(), "must not be empty".into()));
-            }
-            p
-        }
-        "smtp" => {
-            let c: SmtpCredentials =
-                shape(credentials, "{host, port, tls: none|starttls|implicit, username?, password?}")?;
-            let mut p = vec![];
-            if c.host.trim().is_empty() {
-                p.push(("credentials.host".into(), "must not be empty".into()));
-            }
-            if c.password.is_some() != c.username.is_some() {
-                p.push(("credentials.username".into(), "username and password go together".into()));
-            }
-            p
-        }
-        "slack" => match shape::<SlackCredentials>(credentials, "{bot_token} or {webhook_url}")? {
-            SlackCredentials::Bot { bot_token } if !bot_token.expose_secret().starts_with("xox") => {
-                vec![("credentials.bot_token".into(), "a Slack bot token starts with 'xoxb-'".into())]
-            }
-            SlackCredentials::Bot { .. } => vec![],
-            SlackCredentials::Webhook { webhook_url } => url("credentials.webhook_url", webhook_url.expose_secret()),
-        },
-        "stripe" => {
-            let c: StripeCredentials = shape(credentials, "{secret_key}")?;
-            let key = c.secret_key.expose_secret();
-            if key.starts_with("sk_") || key.starts_with("rk_") {
-                vec![]
-            } else {
-                vec![("credentials.secret_key".into(), "a Stripe secret key starts with 'sk_' (or 'rk_')".into())]
-            }
-        }
-        "crm" => {
-            let c: CrmCredentials = shape(credentials, "{base_url, api_key}")?;
-            let mut p = url("credentials.base_url", &c.base_url);
-            if c.api_key.expose_secret().is_empty() {
-                p.push(("credentials.api_key".into(), "must not be empty".into()));
-            }
-            p
-        }
-        other => vec![("provider".into(), format!("unknown provider '{other}'; one of {}", PROVIDERS.join(", ")))],
-    };
-    if problems.is_empty() { Ok(()) } else { Err(problems) }
-}
-
-/// serde's message without the offending value (which could be a secret): keep what precedes
-/// any quoted or backquoted part.
-fn redact(e: &serde_json::Error) -> String {
-    let message = e.to_string();
-    let cut = message.find(['"', '`']).unwrap_or(message.len());
-    message[..cut].trim_end_matches([' ', ':', ',']).to_string()
 }
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
     use serde_json::json;
 
     use super::*;

@@ -9,6 +9,8 @@
 //!   that maps an HTTP answer or a send failure to retryable / permanent / outcome unknown.
 //! - [`connections`]: the vault that seals credentials at rest (AES-256-GCM) and each
 //!   provider's credentials type.
+//! - [`providers`]: the provider registry: each vendor's name, credentials type and check, and
+//!   API base URL; adding a provider is its type and one line there.
 //! - [`live_events`]: live run events shared by every process through Redis pub/sub, with an
 //!   in-process fallback.
 //! - [`rate_limit`]: vendor rate limits shared through Redis, with an in-process fallback.
@@ -20,6 +22,7 @@ pub mod connections;
 pub mod error;
 pub mod http;
 pub mod live_events;
+pub mod providers;
 pub mod rate_limit;
 pub mod stripe;
 pub mod twilio;

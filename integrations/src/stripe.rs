@@ -20,7 +20,7 @@ use std::fmt;
 use std::time::Duration;
 
 use reqwest::header::AUTHORIZATION;
-use switchboard_runtime::action::ActionError;
+use switchboard_runtime::action::{ActionError, Delivery};
 
 use crate::{classify_response, classify_send_error};
 
@@ -134,7 +134,7 @@ impl StripeClient {
             .send()
             .await
             // The identifier makes a resend harmless: a request that may have left is retryable.
-            .map_err(|e| classify_send_error(&e, false))?;
+            .map_err(|e| classify_send_error(&e, Delivery::Idempotent))?;
         let status = response.status();
         if status.is_success() {
             return Ok(MeterEventOutcome::Created);

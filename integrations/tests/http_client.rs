@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use switchboard_integrations::{HttpConfig, classify_response, classify_send_error, client};
-use switchboard_runtime::action::{ActionError, FailureClass};
+use switchboard_runtime::action::{ActionError, Delivery, FailureClass};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -15,7 +15,7 @@ fn http(allow_private: bool) -> reqwest::Client {
 }
 
 async fn send(client: &reqwest::Client, url: &str) -> Result<reqwest::Response, ActionError> {
-    client.get(url).timeout(Duration::from_secs(5)).send().await.map_err(|e| classify_send_error(&e, true))
+    client.get(url).timeout(Duration::from_secs(5)).send().await.map_err(|e| classify_send_error(&e, Delivery::AtMostOnce))
 }
 
 async fn server() -> MockServer {
@@ -137,12 +137,12 @@ async fn timeout_after_sending_is_outcome_unknown_only_for_at_most_once() {
     let client = http(true);
     let error = client.post(server.uri()).timeout(Duration::from_millis(200)).send().await.unwrap_err();
 
-    let unknown = classify_send_error(&error, true);
+    let unknown = classify_send_error(&error, Delivery::AtMostOnce);
     assert_eq!(unknown.code, "timeout");
     assert_eq!(unknown.class, FailureClass::OutcomeUnknown);
     assert!(!unknown.message.contains(&server.uri()), "the URL may carry credentials: {}", unknown.message);
 
-    let retryable = classify_send_error(&error, false);
+    let retryable = classify_send_error(&error, Delivery::Idempotent);
     assert_eq!(retryable.code, "timeout");
     assert_eq!(retryable.class, FailureClass::Retryable);
     assert_eq!(server.received_requests().await.unwrap().len(), 1);

@@ -1,17 +1,25 @@
 //! The action plug-in contract. An action module has a stable `KIND` (stored in workflows, part
-//! of the durable contract), an input schema checked at save time, delivery semantics, usage
-//! units and an error classification. Modules are type-erased into an [`ActionRegistry`].
+//! of the durable contract), a typed `Input` whose derived JSON Schema is checked at save time
+//! ([`schema`]) and into which the rendered input is deserialized at run time, a typed `Output`,
+//! delivery semantics, the usage units it bills in and the connection providers it sends
+//! through. Modules are type-erased ([`DynAction`]) into an [`ActionRegistry`], which refuses
+//! duplicate kinds and units without a price.
+
+pub mod schema;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::metering::Usage;
+use crate::metering::{PriceList, Unit, Usage};
 use crate::retry::RetryPolicy;
+pub use schema::InputSchema;
 
 /// Whether repeating a send can duplicate a side effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,44 +164,56 @@ pub struct SandboxSend {
     pub usage: Vec<Usage>,
 }
 
-/// The type of one input field, checked at save time when the value is a literal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldType {
-    /// A string (interpolation allowed).
-    String,
-    /// A JSON object.
-    Object,
-    /// Any JSON value.
-    Any,
+/// What a successful typed action returns: its output and the units it consumed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Done<O> {
+    /// The step's output (serialized into `steps.<id>.output`).
+    pub output: O,
+    /// Units consumed, each one of the action's [`Action::UNITS`].
+    pub usage: Vec<Usage>,
 }
 
-/// One field of an action's input.
-#[derive(Debug, Clone, Copy)]
-pub struct Field {
-    /// The field's name.
-    pub name: &'static str,
-    /// Its type.
-    pub ty: FieldType,
-    /// Whether it must be present.
-    pub required: bool,
+/// The permanent `invalid_input` failure of a rendered input that does not deserialize into an
+/// action's `Input`, naming the field (e.g. `to: invalid type: integer `5`, expected a string`).
+pub fn parse_input<I: DeserializeOwned>(input: &Value) -> Result<I, ActionError> {
+    serde_path_to_error::deserialize(input).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = if path == "." { inner.to_string() } else { format!("{path}: {inner}") };
+        ActionError::permanent("invalid_input", message)
+    })
 }
 
 /// An action module. Implement this, then register it with [`ActionRegistry::register`].
+///
+/// The input arrives rendered (templates evaluated) and deserialized into [`Action::Input`]; a
+/// value that does not fit fails the step with a permanent `invalid_input` naming the field,
+/// before anything is sent. The same type's JSON Schema (derived with `schemars`) checks the
+/// literal parts of a step's input when a workflow is saved, and documents the action.
 #[async_trait]
 pub trait Action: Send + Sync + 'static {
     /// The durable name stored in workflows, e.g. `http.request`. Never derived from a type name.
     const KIND: &'static str;
-    /// The input fields.
-    const INPUT: &'static [Field];
-    /// Whether repeating a send is safe.
+    /// Whether repeating a send is safe. Give it to the shared classifier
+    /// (`switchboard_integrations::classify_send_error(&e, Self::DELIVERY)`).
     const DELIVERY: Delivery;
+    /// The units this action bills in; every one must have a price
+    /// ([`ActionRegistry::check_prices`]), and usage in any other unit is a programming error.
+    const UNITS: &'static [Unit] = &[];
     /// The connection providers this module sends through (e.g. `["twilio"]`); empty for
     /// modules that need no connection. A step of a module with providers gets one in
     /// [`ActionContext::connection`], or fails `missing_connection`.
     const PROVIDERS: &'static [&'static str] = &[];
 
-    /// Extra save-time checks of a literal input (beyond the field list); problems as
-    /// `(path under input, message)`.
+    /// The input, as the rendered step input deserializes into it. Use
+    /// `#[serde(deny_unknown_fields)]` so that unknown inputs are refused at save time.
+    type Input: DeserializeOwned + JsonSchema + Send + Sync;
+    /// The output, serialized into the step's output.
+    type Output: Serialize + JsonSchema + Send;
+
+    /// Save-time checks of the literal input beyond its schema (e.g. a phone number's form);
+    /// problems as `(path under input, message)`. Strings holding `{{ … }}` are checked at run
+    /// time only.
     fn validate(&self, _input: &serde_json::Map<String, Value>) -> Vec<(String, String)> {
         Vec::new()
     }
@@ -208,51 +228,58 @@ pub trait Action: Send + Sync + 'static {
         Duration::from_secs(30)
     }
 
-    /// The units a send with this rendered input is expected to consume, checked against the
-    /// quota of plans without overage before anything is sent (e.g. an SMS's segments).
-    fn estimate(&self, _input: &Value) -> Vec<Usage> {
+    /// The units a send with this input is expected to consume, checked against the quota of
+    /// plans without overage before anything is sent (e.g. an SMS's segments).
+    fn estimate(&self, _input: &Self::Input) -> Vec<Usage> {
         Vec::new()
     }
 
     /// The vendor rate limit this send falls under, if any (asked before every real send).
-    fn rate_limit(&self, _ctx: &ActionContext, _input: &Value) -> Option<RateLimit> {
+    fn rate_limit(&self, _ctx: &ActionContext, _input: &Self::Input) -> Option<RateLimit> {
         None
     }
 
     /// What would be sent, for the outbox (sandbox connections and test runs). Must not do any
-    /// I/O. The default records the rendered input as is.
-    fn sandbox(&self, _ctx: &ActionContext, input: &Value) -> Result<SandboxSend, ActionError> {
-        Ok(SandboxSend { to: None, rendered: input.clone(), output: serde_json::json!({ "sandbox": true }), usage: self.estimate(input) })
+    /// I/O. `None` (the default) records the rendered input as is, with `{"sandbox": true}` as
+    /// the output and [`Action::estimate`] as the usage.
+    fn sandbox(&self, _ctx: &ActionContext, _input: &Self::Input) -> Result<Option<SandboxSend>, ActionError> {
+        Ok(None)
     }
 
-    /// Runs the action with its rendered input.
-    async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError>;
+    /// Runs the action.
+    async fn execute(&self, ctx: &ActionContext, input: Self::Input) -> Result<Done<Self::Output>, ActionError>;
 }
 
-/// The object-safe face of an [`Action`].
+/// The object-safe face of an [`Action`]: inputs and outputs as JSON. Implemented for every
+/// [`Action`]; the runtime, and tests that drive a module with JSON, use this.
 #[async_trait]
 pub trait DynAction: Send + Sync {
     /// See [`Action::KIND`].
     fn kind(&self) -> &'static str;
-    /// See [`Action::INPUT`].
-    fn input(&self) -> &'static [Field];
+    /// The JSON Schema of [`Action::Input`], read for save-time checks and docs.
+    fn input_schema(&self) -> InputSchema;
+    /// The JSON Schema of [`Action::Output`].
+    fn output_schema(&self) -> Value;
     /// See [`Action::DELIVERY`].
     fn delivery(&self) -> Delivery;
+    /// See [`Action::UNITS`].
+    fn units(&self) -> &'static [Unit];
     /// See [`Action::validate`].
     fn validate(&self, input: &serde_json::Map<String, Value>) -> Vec<(String, String)>;
     /// See [`Action::retry_policy`].
     fn retry_policy(&self) -> RetryPolicy;
     /// See [`Action::timeout`].
     fn timeout(&self) -> Duration;
-    /// See [`Action::estimate`].
+    /// See [`Action::estimate`]; nothing for an input that does not deserialize (the send will
+    /// fail `invalid_input` without sending).
     fn estimate(&self, input: &Value) -> Vec<Usage>;
     /// See [`Action::PROVIDERS`].
     fn providers(&self) -> &'static [&'static str];
-    /// See [`Action::rate_limit`].
+    /// See [`Action::rate_limit`]; none for an input that does not deserialize.
     fn rate_limit(&self, ctx: &ActionContext, input: &Value) -> Option<RateLimit>;
     /// See [`Action::sandbox`].
     fn sandbox(&self, ctx: &ActionContext, input: &Value) -> Result<SandboxSend, ActionError>;
-    /// See [`Action::execute`].
+    /// Deserializes the input and runs [`Action::execute`].
     async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError>;
 }
 
@@ -261,11 +288,17 @@ impl<A: Action> DynAction for A {
     fn kind(&self) -> &'static str {
         A::KIND
     }
-    fn input(&self) -> &'static [Field] {
-        A::INPUT
+    fn input_schema(&self) -> InputSchema {
+        InputSchema::of::<A::Input>()
+    }
+    fn output_schema(&self) -> Value {
+        schemars::schema_for!(A::Output).to_value()
     }
     fn delivery(&self) -> Delivery {
         A::DELIVERY
+    }
+    fn units(&self) -> &'static [Unit] {
+        A::UNITS
     }
     fn validate(&self, input: &serde_json::Map<String, Value>) -> Vec<(String, String)> {
         Action::validate(self, input)
@@ -277,26 +310,60 @@ impl<A: Action> DynAction for A {
         Action::timeout(self)
     }
     fn estimate(&self, input: &Value) -> Vec<Usage> {
-        Action::estimate(self, input)
+        parse_input(input).map(|input| Action::estimate(self, &input)).unwrap_or_default()
     }
     fn providers(&self) -> &'static [&'static str] {
         A::PROVIDERS
     }
     fn rate_limit(&self, ctx: &ActionContext, input: &Value) -> Option<RateLimit> {
-        Action::rate_limit(self, ctx, input)
+        Action::rate_limit(self, ctx, &parse_input(input).ok()?)
     }
     fn sandbox(&self, ctx: &ActionContext, input: &Value) -> Result<SandboxSend, ActionError> {
-        Action::sandbox(self, ctx, input)
+        let typed: A::Input = parse_input(input)?;
+        match Action::sandbox(self, ctx, &typed)? {
+            Some(send) => Ok(send),
+            None => Ok(SandboxSend {
+                to: None,
+                rendered: input.clone(),
+                output: serde_json::json!({ "sandbox": true }),
+                usage: Action::estimate(self, &typed),
+            }),
+        }
     }
     async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError> {
-        Action::execute(self, ctx, input).await
+        let input: A::Input = parse_input(&input)?;
+        let done = Action::execute(self, ctx, input).await?;
+        debug_assert!(
+            done.usage.iter().all(|u| A::UNITS.iter().any(|unit| unit.as_str() == u.unit)),
+            "{} reported usage in a unit it does not declare: {:?}",
+            A::KIND,
+            done.usage
+        );
+        let output = serde_json::to_value(&done.output)
+            .map_err(|e| ActionError::permanent("invalid_output", format!("the output could not be serialized: {e}")))?;
+        Ok(ActionOutput { output, usage: done.usage })
     }
+}
+
+/// Why a set of modules cannot be registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// A module bills in a unit the price table does not price.
+    #[error("action {kind} declares the unit {unit}, which has no price: add it to the price table (runtime/src/metering.rs, docs/metering.md)")]
+    UnpricedUnit {
+        /// The module's kind.
+        kind: &'static str,
+        /// The unit.
+        unit: Unit,
+    },
 }
 
 /// Every action module the runtime can run, by kind.
 #[derive(Clone, Default)]
 pub struct ActionRegistry {
     actions: BTreeMap<&'static str, Arc<dyn DynAction>>,
+    /// Each module's input schema, derived once at registration.
+    schemas: BTreeMap<&'static str, Arc<InputSchema>>,
 }
 
 impl std::fmt::Debug for ActionRegistry {
@@ -316,7 +383,13 @@ impl ActionRegistry {
     pub fn register<A: Action>(&mut self, action: A) -> &mut Self {
         let previous = self.actions.insert(A::KIND, Arc::new(action));
         assert!(previous.is_none(), "action kind {} registered twice", A::KIND);
+        self.schemas.insert(A::KIND, Arc::new(InputSchema::of::<A::Input>()));
         self
+    }
+
+    /// The input schema of a kind (derived once, at registration).
+    pub fn input_schema(&self, kind: &str) -> Option<&InputSchema> {
+        self.schemas.get(kind).map(|s| &**s)
     }
 
     /// The module of a kind.
@@ -327,5 +400,16 @@ impl ActionRegistry {
     /// Every registered kind, sorted.
     pub fn kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.actions.keys().copied()
+    }
+
+    /// Checks that every unit a module declares has a price in `prices` (at start-up, so that
+    /// no step bills at zero by mistake).
+    pub fn check_prices(&self, prices: &PriceList) -> Result<(), RegistryError> {
+        for (kind, action) in &self.actions {
+            if let Some(unit) = action.units().iter().find(|u| !prices.prices(**u)) {
+                return Err(RegistryError::UnpricedUnit { kind, unit: *unit });
+            }
+        }
+        Ok(())
     }
 }

@@ -14,6 +14,77 @@ pub struct Price {
     pub cost_micros: i64,
 }
 
+/// A unit of the usage ledger. Action modules declare the units they bill in
+/// ([`crate::action::Action::UNITS`]); the registry refuses a unit without a price
+/// ([`crate::action::ActionRegistry::check_prices`]). Stored and priced by its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    /// A run started.
+    WorkflowRun,
+    /// One SMS segment.
+    SmsSegment,
+    /// One email.
+    Email,
+    /// A started minute of a standard call.
+    VoiceMinuteStandard,
+    /// A started minute of a premium call.
+    VoiceMinutePremium,
+    /// A started minute of transcription.
+    TranscriptionMinute,
+    /// One Slack message.
+    SlackMessage,
+    /// One calendar event.
+    CalendarEvent,
+    /// One Stripe API request.
+    StripeRequest,
+    /// One outbound HTTP request.
+    HttpRequest,
+}
+
+impl Unit {
+    /// Every unit.
+    pub const ALL: [Unit; 10] = [
+        Unit::WorkflowRun,
+        Unit::SmsSegment,
+        Unit::Email,
+        Unit::VoiceMinuteStandard,
+        Unit::VoiceMinutePremium,
+        Unit::TranscriptionMinute,
+        Unit::SlackMessage,
+        Unit::CalendarEvent,
+        Unit::StripeRequest,
+        Unit::HttpRequest,
+    ];
+
+    /// The unit's name in the ledger and the price table, e.g. `sms_segment`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Unit::WorkflowRun => "workflow_run",
+            Unit::SmsSegment => "sms_segment",
+            Unit::Email => "email",
+            Unit::VoiceMinuteStandard => "voice_minute_standard",
+            Unit::VoiceMinutePremium => "voice_minute_premium",
+            Unit::TranscriptionMinute => "transcription_minute",
+            Unit::SlackMessage => "slack_message",
+            Unit::CalendarEvent => "calendar_event",
+            Unit::StripeRequest => "stripe_request",
+            Unit::HttpRequest => "http_request",
+        }
+    }
+
+    /// `quantity` of this unit, as a ledger line.
+    pub fn times(self, quantity: i64) -> Usage {
+        Usage { unit: self.as_str().to_owned(), quantity }
+    }
+}
+
+impl std::fmt::Display for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Prices by unit name. Rows keep the price they were charged at; changing a price here affects
 /// new rows only.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -23,14 +94,17 @@ impl Default for PriceList {
     fn default() -> Self {
         let p = |tokens_milli, cost_micros| Price { tokens_milli, cost_micros };
         let mut m = HashMap::new();
-        m.insert("workflow_run".into(), p(500, 5_000));
-        m.insert("sms_segment".into(), p(1_000, 20_000));
-        m.insert("email".into(), p(100, 1_000));
-        m.insert("voice_minute_standard".into(), p(10_000, 80_000));
-        m.insert("voice_minute_premium".into(), p(10_000, 350_000));
-        m.insert("transcription_minute".into(), p(5_000, 50_000));
-        for unit in ["slack_message", "calendar_event", "stripe_request", "http_request"] {
-            m.insert(unit.into(), p(100, 1_000));
+        for unit in Unit::ALL {
+            let price = match unit {
+                Unit::WorkflowRun => p(500, 5_000),
+                Unit::SmsSegment => p(1_000, 20_000),
+                Unit::Email => p(100, 1_000),
+                Unit::VoiceMinuteStandard => p(10_000, 80_000),
+                Unit::VoiceMinutePremium => p(10_000, 350_000),
+                Unit::TranscriptionMinute => p(5_000, 50_000),
+                Unit::SlackMessage | Unit::CalendarEvent | Unit::StripeRequest | Unit::HttpRequest => p(100, 1_000),
+            };
+            m.insert(unit.as_str().to_owned(), price);
         }
         Self(m)
     }
@@ -41,6 +115,11 @@ impl PriceList {
     pub fn charge(&self, unit: &str, quantity: i64) -> Price {
         let p = self.0.get(unit).copied().unwrap_or(Price { tokens_milli: 0, cost_micros: 0 });
         Price { tokens_milli: p.tokens_milli * quantity, cost_micros: p.cost_micros * quantity }
+    }
+
+    /// Whether `unit` has a price.
+    pub fn prices(&self, unit: Unit) -> bool {
+        self.0.contains_key(unit.as_str())
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use switchboard_actions::crm::{CrmCreateTask, CrmUpdateLead, verify_signature};
 use switchboard_integrations::HttpConfig;
 use switchboard_integrations::connections::Vault;
-use switchboard_runtime::action::{Action, ActionContext, ActionError, ConnectionRef, Delivery, FailureClass};
+use switchboard_runtime::action::{DynAction, ActionContext, ActionError, ConnectionRef, Delivery, FailureClass};
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -196,7 +196,7 @@ async fn a_timeout_after_sending_is_retryable_because_the_crm_dedupes() {
         .await;
     let (vault, conn) = crm_connection(&server);
     let action = CrmCreateTask::new(client(), vault);
-    assert_eq!(CrmCreateTask::DELIVERY, Delivery::Idempotent);
+    assert_eq!(<CrmCreateTask as switchboard_runtime::action::Action>::DELIVERY, Delivery::Idempotent);
     let err = action.execute(&step(conn, Duration::from_millis(300)), json!({"title": "x"})).await.unwrap_err();
     assert_eq!((err.class, err.code.as_str()), (FailureClass::Retryable, "timeout"));
     assert_eq!(server.received_requests().await.unwrap().len(), 1, "the request had left");
@@ -299,8 +299,8 @@ fn literal_inputs_are_checked_at_save_time() {
     let create = CrmCreateTask::new(reqwest::Client::new(), vault.clone());
     let update = CrmUpdateLead::new(reqwest::Client::new(), vault);
     let paths = |problems: Vec<(String, String)>| problems.into_iter().map(|(p, _)| p).collect::<Vec<_>>();
-    let check_create = |input: Value| paths(Action::validate(&create, input.as_object().unwrap()));
-    let check_update = |input: Value| paths(Action::validate(&update, input.as_object().unwrap()));
+    let check_create = |input: Value| paths(DynAction::validate(&create, input.as_object().unwrap()));
+    let check_update = |input: Value| paths(DynAction::validate(&update, input.as_object().unwrap()));
 
     assert!(check_create(json!({"title": "x", "due_at": "2025-03-01T09:00:00Z", "priority": "urgent"})).is_empty());
     assert!(

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchboard_actions::email_send::EmailSend;
 use switchboard_integrations::connections::Vault;
-use switchboard_runtime::action::{Action, ActionError, ActionOutput, ConnectionRef, FailureClass};
+use switchboard_runtime::action::{DynAction, ActionError, ActionOutput, ConnectionRef, FailureClass};
 use switchboard_runtime::metering::Usage;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -415,7 +415,7 @@ async fn no_connection_or_a_bad_rendered_address_is_permanent() {
 fn literal_addresses_and_a_body_are_checked_at_save_time() {
     let action = EmailSend::new(vault());
     let problems = |input: Value| -> Vec<String> {
-        Action::validate(&action, input.as_object().unwrap()).into_iter().map(|(path, _)| path).collect()
+        DynAction::validate(&action, input.as_object().unwrap()).into_iter().map(|(path, _)| path).collect()
     };
     assert!(problems(input("Ada <ada@example.com>, bob@example.com")).is_empty());
     assert!(

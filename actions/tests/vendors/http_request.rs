@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchboard_actions::HttpRequest;
 use switchboard_integrations::HttpConfig;
-use switchboard_runtime::action::{Action, ActionContext, ActionError, ActionOutput, FailureClass};
+use switchboard_runtime::action::{DynAction, ActionContext, ActionError, ActionOutput, FailureClass};
 use switchboard_runtime::metering::Usage;
 use wiremock::matchers::{body_json, body_string, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

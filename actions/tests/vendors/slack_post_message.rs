@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchboard_actions::slack_post_message::SlackPostMessage;
 use switchboard_integrations::HttpConfig;
-use switchboard_runtime::action::{Action, ActionError, ActionOutput, ConnectionRef, FailureClass, RateLimit};
+use switchboard_runtime::action::{DynAction, ActionError, ActionOutput, ConnectionRef, FailureClass, RateLimit};
 use switchboard_runtime::metering::Usage;
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

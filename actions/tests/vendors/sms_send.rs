@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use switchboard_actions::sms_send::SmsSend;
 use switchboard_integrations::HttpConfig;
 use switchboard_integrations::connections::Vault;
-use switchboard_runtime::action::{Action, ActionError, ActionOutput, ConnectionRef, FailureClass, RateLimit};
+use switchboard_runtime::action::{DynAction, ActionError, ActionOutput, ConnectionRef, FailureClass, RateLimit};
 use switchboard_runtime::metering::Usage;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

@@ -29,10 +29,10 @@ use serde_json::{Value, json};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions};
 use switchboard_integrations::connections::Vault;
-use switchboard_runtime::action::{Action, ActionContext, ActionError, ActionOutput, Delivery, Field};
+use switchboard_runtime::action::{Action, ActionContext, ActionError, Delivery, Done};
 use switchboard_runtime::clock::SystemClock;
 use switchboard_runtime::engine::{Engine, EngineConfig};
-use switchboard_runtime::metering::Usage;
+use switchboard_runtime::metering::Unit;
 use switchboard_runtime::store::{Account, Store, StoreConfig, WorkflowRow, WorkflowWrite, dialect};
 
 pub(crate) use statements::init_tracing;
@@ -113,11 +113,13 @@ struct Billed;
 #[async_trait::async_trait]
 impl Action for Billed {
     const KIND: &'static str = "bench.billed";
-    const INPUT: &'static [Field] = &[];
     const DELIVERY: Delivery = Delivery::Internal;
+    const UNITS: &'static [Unit] = &[Unit::HttpRequest];
+    type Input = serde_json::Value;
+    type Output = serde_json::Value;
 
-    async fn execute(&self, _ctx: &ActionContext, _input: serde_json::Value) -> Result<ActionOutput, ActionError> {
-        Ok(ActionOutput { output: json!({}), usage: vec![Usage { unit: "http_request".into(), quantity: 1 }] })
+    async fn execute(&self, _ctx: &ActionContext, _input: serde_json::Value) -> Result<Done<serde_json::Value>, ActionError> {
+        Ok(Done { output: json!({}), usage: vec![Unit::HttpRequest.times(1)] })
     }
 }
 

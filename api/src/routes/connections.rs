@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use switchboard_integrations::connections;
+use switchboard_integrations::{connections, providers};
 use switchboard_runtime::clock::to_rfc3339;
 use switchboard_runtime::definition::Problem;
 use switchboard_runtime::engine::new_id;
@@ -120,8 +120,9 @@ async fn create(
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
         problems.push(problem("name", "a name of 1 to 100 printable characters"));
     }
-    if !connections::PROVIDERS.contains(&new.provider.as_str()) {
-        problems.push(problem("provider", format!("unknown provider '{}'; one of {}", new.provider, connections::PROVIDERS.join(", "))));
+    if providers::provider(&new.provider).is_none() {
+        let names: Vec<&str> = providers::names().collect();
+        problems.push(problem("provider", format!("unknown provider '{}'; one of {}", new.provider, names.join(", "))));
     }
     // A sandbox connection sends nothing, so it needs no credentials (a user trying a template
     // has no vendor account yet); credentials given to one are still checked and sealed.

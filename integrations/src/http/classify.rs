@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
-use switchboard_runtime::action::ActionError;
+use switchboard_runtime::action::{ActionError, Delivery};
 
 use crate::Error;
 
@@ -43,11 +43,12 @@ pub fn classify_response(status: StatusCode, headers: &HeaderMap, body_snippet: 
 /// - A failure to connect (DNS, TCP, TLS) happened before the request was written: retryable
 ///   `connect_error`.
 /// - Anything later (a timeout, a broken connection, a body error) may have come after the
-///   vendor received the request: `outcome_unknown` when `at_most_once`, else retryable; the
-///   code is `timeout` or `transport_error`.
+///   vendor received the request: `outcome_unknown` for an action whose `delivery` is
+///   [`Delivery::AtMostOnce`] (pass the action's `Self::DELIVERY`), else retryable; the code is
+///   `timeout` or `transport_error`.
 ///
 /// The message leaves out the request's URL, which may carry credentials (webhook URLs do).
-pub fn classify_send_error(err: &reqwest::Error, at_most_once: bool) -> ActionError {
+pub fn classify_send_error(err: &reqwest::Error, delivery: Delivery) -> ActionError {
     if let Some(ours) = own_error(err) {
         match ours {
             Error::AddressNotAllowed { .. } => return ActionError::permanent("address_not_allowed", ours.to_string()),
@@ -67,7 +68,7 @@ pub fn classify_send_error(err: &reqwest::Error, at_most_once: bool) -> ActionEr
     }
     let code = if err.is_timeout() { "timeout" } else { "transport_error" };
     let what = if err.is_timeout() { "timed out" } else { "failed" };
-    if at_most_once {
+    if delivery == Delivery::AtMostOnce {
         ActionError::outcome_unknown(
             code,
             format!(

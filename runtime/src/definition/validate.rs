@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::{
     Arm, Delay, MAX_NESTING, MAX_STEPS, OnError, Problem, Step, StepKind, Target, Trigger, WebhookSecret, Workflow, parse_duration,
 };
-use crate::action::{ActionRegistry, FieldType};
+use crate::action::ActionRegistry;
 use crate::expr::{CompileError, ExprEngine, Script, Template, ValueTemplate};
 use crate::retry::RetryPolicy;
 
@@ -242,30 +242,9 @@ impl Checker<'_> {
             return ValueTemplate::Literal(Value::Null);
         };
         let Some(map) = self.object(path, value) else { return ValueTemplate::Literal(Value::Null) };
-        let fields = action.input();
-        for key in map.keys() {
-            if !fields.iter().any(|f| f.name == key) {
-                let names: Vec<&str> = fields.iter().map(|f| f.name).collect();
-                self.problem(format!("{path}.{key}"), format!("unknown input of {kind} (expected: {})", names.join(", ")));
-            }
-        }
-        for field in fields {
-            let fpath = format!("{path}.{}", field.name);
-            match map.get(field.name) {
-                None if field.required => self.problem(fpath, format!("is required by {kind}")),
-                None => {}
-                Some(v) => {
-                    let whole_template = v.as_str().is_some_and(|s| s.trim_start().starts_with("{{"));
-                    let ok = match field.ty {
-                        FieldType::String => v.is_string(),
-                        FieldType::Object => v.is_object() || whole_template,
-                        FieldType::Any => true,
-                    };
-                    if !ok {
-                        let want = if field.ty == FieldType::String { "a string" } else { "an object" };
-                        self.problem(fpath, format!("must be {want}"));
-                    }
-                }
+        if let Some(schema) = self.registry.input_schema(kind) {
+            for (field, message) in schema.check(kind, map) {
+                self.problem(format!("{path}.{field}"), message);
             }
         }
         for (sub, message) in action.validate(map) {

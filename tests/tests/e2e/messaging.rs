@@ -44,7 +44,7 @@ async fn fake_twilio() -> MockServer {
 
 async fn app_with_twilio(db: TestDb, twilio: &MockServer, limiter: Option<Arc<dyn RateLimiter>>) -> TestApp {
     let mut config = actions_config();
-    config.twilio_api_base = twilio.uri();
+    config.api_bases.set("twilio", twilio.uri());
     TestApp::build(db, EngineConfig::default(), config, limiter, None).await
 }
 

@@ -10,11 +10,11 @@ use serde_json::{Value, json};
 use switchboard_actions::ActionsConfig;
 use switchboard_api::AppState;
 use switchboard_integrations::connections::Vault;
-use switchboard_runtime::action::{Action, ActionContext, ActionError, ActionOutput, ActionRegistry, Delivery, Field, FieldType};
+use switchboard_runtime::action::{Action, ActionContext, ActionError, ActionRegistry, Delivery, Done};
 use switchboard_runtime::clock::{Clock, ManualClock};
 use switchboard_runtime::engine::{Engine, EngineConfig};
 use switchboard_runtime::events::EventBus;
-use switchboard_runtime::metering::Usage;
+use switchboard_runtime::metering::{Unit, Usage};
 use switchboard_runtime::ratelimit::RateLimiter;
 use switchboard_runtime::store::{Store, StoreConfig, dialect};
 use tower::ServiceExt;
@@ -27,8 +27,7 @@ pub fn actions_config() -> ActionsConfig {
     let vault = Arc::new(Vault::from_hex(&Vault::generate_hex()).unwrap());
     let mut config = ActionsConfig::new(vault);
     config.http.allow_private = true;
-    config.twilio_api_base = "http://127.0.0.1:9".into();
-    config.slack_api_base = "http://127.0.0.1:9".into();
+    config.api_bases.set("twilio", "http://127.0.0.1:9").set("slack", "http://127.0.0.1:9");
     config.public_url = "http://sb.test".into();
     config
 }
@@ -206,19 +205,22 @@ pub struct Flaky {
 #[async_trait::async_trait]
 impl Action for Flaky {
     const KIND: &'static str = "test.flaky";
-    const INPUT: &'static [Field] = &[Field { name: "label", ty: FieldType::Any, required: false }];
     const DELIVERY: Delivery = Delivery::Idempotent;
+    const UNITS: &'static [Unit] = &[Unit::HttpRequest];
+    // Test actions take any input (e.g. a `label`) and echo it.
+    type Input = Value;
+    type Output = Value;
 
     fn estimate(&self, _input: &Value) -> Vec<Usage> {
-        vec![Usage { unit: "http_request".into(), quantity: 1 }]
+        vec![Unit::HttpRequest.times(1)]
     }
 
-    async fn execute(&self, _ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError> {
+    async fn execute(&self, _ctx: &ActionContext, input: Value) -> Result<Done<Value>, ActionError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if n <= self.fail_first.load(Ordering::SeqCst) {
             return Err(ActionError::retryable("flaky", format!("failure {n}")));
         }
-        Ok(ActionOutput { output: json!({ "call": n, "input": input }), usage: vec![Usage { unit: "http_request".into(), quantity: 1 }] })
+        Ok(Done { output: json!({ "call": n, "input": input }), usage: vec![Unit::HttpRequest.times(1)] })
     }
 }
 
@@ -229,10 +231,11 @@ pub struct Broken;
 #[async_trait::async_trait]
 impl Action for Broken {
     const KIND: &'static str = "test.broken";
-    const INPUT: &'static [Field] = &[];
     const DELIVERY: Delivery = Delivery::AtMostOnce;
+    type Input = Value;
+    type Output = Value;
 
-    async fn execute(&self, _ctx: &ActionContext, _input: Value) -> Result<ActionOutput, ActionError> {
+    async fn execute(&self, _ctx: &ActionContext, _input: Value) -> Result<Done<Value>, ActionError> {
         Err(ActionError::permanent("vendor_rejected", "the vendor said no"))
     }
 }
@@ -247,13 +250,15 @@ pub struct Gate {
 #[async_trait::async_trait]
 impl Action for Gate {
     const KIND: &'static str = "test.gate";
-    const INPUT: &'static [Field] = &[];
     const DELIVERY: Delivery = Delivery::Idempotent;
+    const UNITS: &'static [Unit] = &[Unit::HttpRequest];
+    type Input = Value;
+    type Output = Value;
 
-    async fn execute(&self, _ctx: &ActionContext, _input: Value) -> Result<ActionOutput, ActionError> {
+    async fn execute(&self, _ctx: &ActionContext, _input: Value) -> Result<Done<Value>, ActionError> {
         self.entered.notify_one();
         self.release.notified().await;
-        Ok(ActionOutput { output: json!({ "released": true }), usage: vec![Usage { unit: "http_request".into(), quantity: 1 }] })
+        Ok(Done { output: json!({ "released": true }), usage: vec![Unit::HttpRequest.times(1)] })
     }
 }
 
