@@ -25,7 +25,7 @@ pub struct ApiError {
     /// `Retry-After`, seconds (429, 503).
     pub retry_after: Option<u64>,
     /// One more field of the error object, e.g. `workflow_id` of a `409 already_enabled`.
-    pub extra: Option<(&'static str, serde_json::Value)>,
+    pub extra: Option<Box<(&'static str, serde_json::Value)>>,
 }
 
 impl ApiError {
@@ -78,7 +78,7 @@ impl From<Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({ "error": { "code": self.code, "message": self.message, "details": self.details } });
-        if let Some((name, value)) = self.extra {
+        if let Some((name, value)) = self.extra.map(|e| *e) {
             body["error"][name] = value;
         }
         let mut response = (self.status, Json(body)).into_response();

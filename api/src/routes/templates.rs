@@ -131,7 +131,7 @@ async fn enable(
                 template.slug
             ),
         );
-        error.extra = Some(("workflow_id", json!(existing)));
+        error.extra = Some(Box::new(("workflow_id", json!(existing))));
         return Err(error);
     }
     let mut problems = Vec::new();

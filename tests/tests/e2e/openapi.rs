@@ -259,7 +259,8 @@ fn misfit_part(doc: &Value, schema: &Value, value: &Value, at: &str, whole: bool
         Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
         _ => Vec::new(),
     };
-    if !types.is_empty() && !types.contains(&kind) && !(kind == "integer" && types.contains(&"number")) {
+    let allowed = types.is_empty() || types.contains(&kind) || (kind == "integer" && types.contains(&"number"));
+    if !allowed {
         return Some(format!("{at}: {value} is not of type {}", schema["type"]));
     }
     if let Value::Object(fields) = value {
