@@ -6,7 +6,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_runtime::clock::to_rfc3339;
-use switchboard_runtime::store::{FINAL_RUN_STATUSES, RunFilter, RunRow, StepRow, UsageRow};
+use switchboard_runtime::status::{RunStatus, StepStatus};
+use switchboard_runtime::store::{RunFilter, RunRow, StepRow, UsageRow};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -65,13 +66,13 @@ fn step_json(s: &StepRow, usage: &[UsageRow]) -> Value {
     let mut out = json!({
         "id": s.step_id,
         "seq": s.seq,
-        "status": s.status,
+        "status": s.status.public(),
         "attempts": s.attempts,
         "started_at": time(s.started_at),
         "finished_at": time(s.finished_at),
         "due_at": time(s.due_at),
         "input": parse(&s.input),
-        "output": parse(&s.output),
+        "output": s.public_output(),
         "usage": usage.iter().filter(|u| u.step_id.as_deref() == Some(&s.step_id) && u.id.starts_with(&format!("{}:{}:", s.run_id, s.seq))).map(usage_json).collect::<Vec<_>>(),
     });
     if s.error.is_some() {
@@ -145,11 +146,11 @@ pub(crate) async fn run_detail_json(state: &AppState, account_id: &str, id: &str
     let (run, steps, usage) = state.engine.store().run_detail(account_id, id).await?.ok_or_else(|| ApiError::not_found("run"))?;
     let mut timeline: Vec<Value> = steps.iter().map(|s| step_json(s, &usage)).collect();
     // The step the run is about to execute has no row until it finishes: show it as pending.
-    if !FINAL_RUN_STATUSES.contains(&run.status.as_str()) && !steps.iter().any(|s| s.seq == run.step_seq)
+    if !run.status.is_final() && !steps.iter().any(|s| s.seq == run.step_seq)
         && let Ok(workflow) = state.engine.workflow(&run.workflow_id, run.version).await
             && let Some(step) = workflow.steps.get(run.step_index as usize) {
                 timeline.push(json!({
-                    "id": step.id, "seq": run.step_seq, "status": "pending", "attempts": 0, "started_at": null,
+                    "id": step.id, "seq": run.step_seq, "status": StepStatus::Pending, "attempts": 0, "started_at": null,
                     "finished_at": null, "due_at": null, "input": null, "output": null, "usage": [],
                 }));
             }
@@ -178,7 +179,7 @@ async fn cancel(State(state): State<AppState>, AccountAuth(account): AccountAuth
     match state.engine.cancel_run(&account.id, &id).await? {
         None => Err(ApiError::not_found("run")),
         Some(false) => Err(ApiError::new(StatusCode::CONFLICT, "run_finished", "the run has already finished")),
-        Some(true) => Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": id, "status": "cancelled" })))),
+        Some(true) => Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": id, "status": RunStatus::Cancelled })))),
     }
 }
 
@@ -201,7 +202,7 @@ async fn retry(State(state): State<AppState>, AccountAuth(account): AccountAuth,
     match state.engine.retry_run(&account.id, &id).await {
         Ok(None) => Err(ApiError::not_found("run")),
         Ok(Some(false)) => Err(ApiError::new(StatusCode::CONFLICT, "run_not_failed", "only a failed run can be retried")),
-        Ok(Some(true)) => Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": id, "status": "queued" })))),
+        Ok(Some(true)) => Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": id, "status": RunStatus::Queued })))),
         Err(switchboard_runtime::Error::Conflict(message)) => Err(ApiError::new(StatusCode::CONFLICT, "quota_exceeded", message)),
         Err(e) => Err(e.into()),
     }
