@@ -133,12 +133,13 @@ pub(crate) fn transition(at: &Position, outcome: Outcome) -> Option<Transition> 
         due_at: now,
         keep_lease: Some(at.lease_until),
     };
-    // The same step execution again at `due_at` (never before now); a test run's at once.
+    // The same step execution again at `due_at` (callers never pass a time before now); a test
+    // run's at once.
     let again = |attempt: i64, due_at: i64, fast_forward: bool| Next::Continue {
         step_index: at.step_index,
         step_seq: at.step_seq,
         attempt,
-        due_at: if fast_forward { now } else { due_at.max(now) },
+        due_at: if fast_forward { now } else { due_at },
         keep_lease: fast_forward.then_some(at.lease_until),
     };
     let go_on = |next: Option<usize>| match next {
