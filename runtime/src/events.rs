@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::status::{RunStatus, StepStatus};
+
 /// Events a listener may fall behind by before it is told it lagged.
 const CHANNEL_CAPACITY: usize = 1024;
 
@@ -46,7 +48,7 @@ pub struct RunEvent {
     /// Its workflow.
     pub workflow_id: String,
     /// The run's status after the change.
-    pub run_status: String,
+    pub run_status: RunStatus,
     /// The step that changed, for `step.updated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<StepEvent>,
@@ -61,8 +63,10 @@ pub struct StepEvent {
     pub id: String,
     /// Its position in the run's timeline.
     pub seq: i64,
-    /// `succeeded`, `failed`, `outcome_unknown`, `waiting` or `pending` (retry or rate limit).
-    pub status: String,
+    /// Its state as the API shows it ([`StepStatus::public`]): `succeeded`, `failed`,
+    /// `outcome_unknown`, `waiting` (a delay, a wait or a rate-limit slot), `pending` (a retry)
+    /// or `running`.
+    pub status: StepStatus,
     /// Attempts made.
     pub attempts: i64,
     /// When it is due again, for a waiting or pending step (RFC 3339).
@@ -78,14 +82,14 @@ pub struct StepEvent {
 
 impl RunEvent {
     /// A new event of `kind` for a run, committed at `now` (ms).
-    pub fn new(kind: &str, account_id: &str, run_id: &str, workflow_id: &str, run_status: &str, now: i64) -> Self {
+    pub fn new(kind: &str, account_id: &str, run_id: &str, workflow_id: &str, run_status: RunStatus, now: i64) -> Self {
         Self {
             id: crate::engine::new_id(),
             kind: kind.to_string(),
             account_id: account_id.to_string(),
             run_id: run_id.to_string(),
             workflow_id: workflow_id.to_string(),
-            run_status: run_status.to_string(),
+            run_status,
             step: None,
             at: crate::clock::to_rfc3339(now),
         }
@@ -104,10 +108,14 @@ impl StepEvent {
         Self {
             id: step.step_id.clone(),
             seq: step.seq,
-            status: step.status.clone(),
+            status: step.status.public(),
             attempts: step.attempts,
             due_at: step.due_at.map(crate::clock::to_rfc3339),
-            output: step.output.as_ref().filter(|o| o.len() <= MAX_LIVE_OUTPUT).and_then(|o| serde_json::from_str(o).ok()),
+            output: match step.status {
+                // Why it waits, from its slot columns (see `StepRow::public_output`).
+                StepStatus::Throttled => Some(step.public_output()),
+                _ => step.output.as_ref().filter(|o| o.len() <= MAX_LIVE_OUTPUT).and_then(|o| serde_json::from_str(o).ok()),
+            },
             error: parse(&step.error),
         }
     }
@@ -285,7 +293,7 @@ mod tests {
     use super::*;
 
     fn event(account: &str, run: &str) -> RunEvent {
-        RunEvent::new("run.created", account, run, "w", "queued", 0)
+        RunEvent::new("run.created", account, run, "w", RunStatus::Queued, 0)
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@
 //!   Redis by `switchboard-integrations`); lossy by design, the store stays the truth.
 //! - [`ratelimit`]: vendor rate limits: a limited step reserves a slot and waits for it.
 //! - [`schedule`]: cron schedules (POSIX crontab, IANA timezones, DST, catch-up).
+//! - [`status`]: the states of a run and of a step ([`status::RunStatus`], [`status::StepStatus`]).
 //! - [`clock`]: time, injected so tests can move it.
 //! - [`metering`]: units and prices of the usage ledger.
 
@@ -31,6 +32,7 @@ pub mod metering;
 pub mod ratelimit;
 pub mod retry;
 pub mod schedule;
+pub mod status;
 pub mod store;
 
 pub use error::{Error, Result};

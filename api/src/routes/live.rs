@@ -23,7 +23,7 @@ use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use switchboard_runtime::events::{RunEvent, Subscription};
-use switchboard_runtime::store::FINAL_RUN_STATUSES;
+use switchboard_runtime::status::RunStatus;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -83,7 +83,7 @@ impl RunStream {
     /// The run as it is now, as a `snapshot` event; notes whether it has finished.
     async fn snapshot(&mut self) -> ApiResult<Event> {
         let run = run_detail(&self.state, &self.account_id, &self.run_id).await?;
-        self.done = FINAL_RUN_STATUSES.contains(&run.run.status.as_str());
+        self.done = run.run.status.parse::<RunStatus>().is_ok_and(RunStatus::is_final);
         Ok(Event::default().event("snapshot").json_data(&run).unwrap_or_default())
     }
 
@@ -97,7 +97,7 @@ impl RunStream {
         loop {
             let Ok(received) = tokio::time::timeout(RECHECK, self.subscription.recv()).await else {
                 // Quiet for a while: if the run ended meanwhile (its event lost), say so and end.
-                let finished = self.state.engine.store().run_by_id(&self.run_id).await.ok()?.is_none_or(|r| FINAL_RUN_STATUSES.contains(&r.status.as_str()));
+                let finished = self.state.engine.store().run_by_id(&self.run_id).await.ok()?.is_none_or(|r| r.status.is_final());
                 if finished {
                     let event = self.snapshot().await.ok()?;
                     return Some((event, self));

@@ -6,7 +6,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchboard_runtime::clock::to_rfc3339;
-use switchboard_runtime::store::{FINAL_RUN_STATUSES, RunFilter, RunRow, StepRow, UsageRow};
+use switchboard_runtime::status::RunStatus;
+use switchboard_runtime::store::{RunFilter, RunRow, StepRow, UsageRow};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -111,7 +112,7 @@ impl From<&RunRow> for Run {
             id: r.id.clone(),
             workflow_id: r.workflow_id.clone(),
             version: r.version,
-            status: r.status.clone(),
+            status: r.status.as_str().to_string(),
             event: serde_json::from_str(&r.event).unwrap_or_default(),
             test: r.is_test == 1,
             created_at: to_rfc3339(r.created_at),
@@ -188,13 +189,13 @@ impl Step {
         Step {
             id: s.step_id.clone(),
             seq: s.seq,
-            status: s.status.clone(),
+            status: s.status.public().to_string(),
             attempts: s.attempts,
             started_at: s.started_at.map(to_rfc3339),
             finished_at: s.finished_at.map(to_rfc3339),
             due_at: s.due_at.map(to_rfc3339),
             input: json(&s.input),
-            output: json(&s.output),
+            output: s.public_output(),
             error: Failure::parse(s.error.as_deref()),
             usage: usage.iter().filter(|u| u.step_id.as_deref() == Some(&s.step_id) && u.id.starts_with(&prefix)).map(StepUsage::from).collect(),
         }
@@ -368,7 +369,7 @@ pub(crate) async fn run_detail(state: &AppState, account_id: &str, id: &str) -> 
     let (run, steps, usage) = state.engine.store().run_detail(account_id, id).await?.ok_or_else(|| ApiError::not_found("run"))?;
     let mut timeline: Vec<Step> = steps.iter().map(|s| Step::from_row(s, &usage)).collect();
     // The step the run is about to execute has no row until it finishes: show it as pending.
-    if !FINAL_RUN_STATUSES.contains(&run.status.as_str())
+    if !run.status.is_final()
         && !steps.iter().any(|s| s.seq == run.step_seq)
         && let Ok(workflow) = state.engine.workflow(&run.workflow_id, run.version).await
         && let Some(step) = workflow.steps.get(run.step_index as usize)
@@ -397,7 +398,7 @@ async fn cancel(State(state): State<AppState>, AccountAuth(account): AccountAuth
     match state.engine.cancel_run(&account.id, &id).await? {
         None => Err(ApiError::not_found("run")),
         Some(false) => Err(ApiError::new(StatusCode::CONFLICT, "run_finished", "the run has already finished")),
-        Some(true) => Ok((StatusCode::ACCEPTED, Json(RunChange { run_id: id, status: "cancelled".into() }))),
+        Some(true) => Ok((StatusCode::ACCEPTED, Json(RunChange { run_id: id, status: RunStatus::Cancelled.as_str().into() }))),
     }
 }
 
@@ -420,7 +421,7 @@ async fn retry(State(state): State<AppState>, AccountAuth(account): AccountAuth,
     match state.engine.retry_run(&account.id, &id).await {
         Ok(None) => Err(ApiError::not_found("run")),
         Ok(Some(false)) => Err(ApiError::new(StatusCode::CONFLICT, "run_not_failed", "only a failed run can be retried")),
-        Ok(Some(true)) => Ok((StatusCode::ACCEPTED, Json(RunChange { run_id: id, status: "queued".into() }))),
+        Ok(Some(true)) => Ok((StatusCode::ACCEPTED, Json(RunChange { run_id: id, status: RunStatus::Queued.as_str().into() }))),
         Err(switchboard_runtime::Error::Conflict(message)) => Err(ApiError::new(StatusCode::CONFLICT, "quota_exceeded", message)),
         Err(e) => Err(e.into()),
     }

@@ -10,6 +10,7 @@ use crate::definition::{StepKind, Target, Trigger};
 use crate::events::{RunEvent, StepEvent};
 use crate::action::ActionError;
 use crate::store::{HookTarget, NewEvent, NewRun, NewUsage, QuotaCheck, Recorded, Resume, WorkflowRow};
+use crate::status::{RunStatus, StepStatus};
 use crate::Result;
 
 /// How long an `Idempotency-Key` on a webhook protects against repeats.
@@ -88,21 +89,21 @@ impl Engine {
         }
         for r in resumes {
             let Ok(Some(run)) = self.store.run_by_id(&r.run_id).await else { continue };
-            if run.status == "waiting" && run.step_seq == r.step_seq {
+            if run.status == RunStatus::Waiting && run.step_seq == r.step_seq {
                 continue;
             }
             let step = StepEvent {
                 id: r.step_id.clone(),
                 seq: r.step_seq,
-                status: "succeeded".into(),
+                status: StepStatus::Succeeded,
                 attempts: 1,
                 due_at: None,
                 output: serde_json::from_str(&r.output).ok(),
                 error: None,
             };
-            let event = |kind: &str| RunEvent::new(kind, account_id, &r.run_id, &run.workflow_id, &run.status, now);
+            let event = |kind: &str| RunEvent::new(kind, account_id, &r.run_id, &run.workflow_id, run.status, now);
             self.events.publish(RunEvent { step: Some(step), ..event("step.updated") });
-            if crate::store::FINAL_RUN_STATUSES.contains(&run.status.as_str()) {
+            if run.status.is_final() {
                 self.events.publish(event("run.finished"));
             }
         }
@@ -114,7 +115,7 @@ impl Engine {
             return;
         }
         if let Ok(Some(run)) = self.store.run_by_id(run_id).await {
-            self.events.publish(RunEvent::new(kind, account_id, run_id, &run.workflow_id, &run.status, now));
+            self.events.publish(RunEvent::new(kind, account_id, run_id, &run.workflow_id, run.status, now));
         }
     }
 
@@ -273,10 +274,10 @@ impl Engine {
         }
         for (run_id, workflow_id) in runs {
             let status = match read_status {
-                true => self.store.run_by_id(&run_id).await.ok().flatten().map_or_else(|| "queued".to_string(), |r| r.status),
-                false => "queued".to_string(),
+                true => self.store.run_by_id(&run_id).await.ok().flatten().map_or(RunStatus::Queued, |r| r.status),
+                false => RunStatus::Queued,
             };
-            self.events.publish(RunEvent::new("run.created", account_id, &run_id, &workflow_id, &status, now));
+            self.events.publish(RunEvent::new("run.created", account_id, &run_id, &workflow_id, status, now));
         }
     }
 

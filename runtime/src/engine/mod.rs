@@ -10,7 +10,10 @@ mod batch;
 mod connections;
 mod ingest;
 mod schedules;
+mod commit;
+mod execute;
 mod step;
+mod transition;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -241,7 +244,7 @@ impl Engine {
                 continue;
             }
             let Some(run) = self.store.run_by_id(run_id).await? else { return Ok(false) };
-            if crate::store::FINAL_RUN_STATUSES.contains(&run.status.as_str()) {
+            if run.status.is_final() {
                 return Ok(true);
             }
             if std::time::Instant::now() >= deadline {

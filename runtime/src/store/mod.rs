@@ -18,7 +18,6 @@ mod records;
 mod runs;
 mod schedules;
 mod usage;
-pub use runs::FINAL_RUN_STATUSES;
 mod workflows;
 
 use std::str::FromStr;

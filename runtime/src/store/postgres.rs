@@ -15,8 +15,8 @@ impl Store {
     /// the two apart. Nothing is written in that case.
     pub(crate) async fn complete_in_one(&self, c: &Completion) -> Result<bool> {
         // $1 run, $2 token, $3 step_index, $4 step_seq, $5 attempt, $6 due_at, $7 keep lease,
-        // $8..$18 the step row, $19 run status, $20 context, $21 run error, $22 started_at,
-        // $23 finished_at, $24 account, $25 workflow, $26 now, $27 wait event type.
+        // $8..$20 the step row, $21 run status, $22 context, $23 run error, $24 started_at,
+        // $25 finished_at, $26 account, $27 workflow, $28 now, $29 wait event type.
         let fence = match c.next {
             Next::Continue { .. } => {
                 "UPDATE run_queue SET step_index = $3, step_seq = $4, attempt = $5, dispatching = 0, due_at = $6, \
@@ -27,7 +27,7 @@ impl Store {
         };
         let wait = if c.wait.is_some() {
             ", w AS (INSERT INTO waits (run_id, account_id, event_type, step_seq, created_at) \
-             SELECT run_id, $24, $27, $9, $26 FROM q \
+             SELECT run_id, $26, $29, $9, $28 FROM q \
              ON CONFLICT (run_id) DO UPDATE SET event_type = EXCLUDED.event_type, step_seq = EXCLUDED.step_seq, \
              created_at = EXCLUDED.created_at)"
         } else if c.clear_wait {
@@ -38,13 +38,13 @@ impl Store {
         let usage = if c.usage.is_empty() {
             String::new()
         } else {
-            // Placeholders after the 27 fixed ones.
+            // Placeholders after the 29 fixed ones.
             let rows = values("(?, ?, ?, ?, ?, ?, ?)", c.usage.len());
-            let rows = renumber(&rows, 27);
+            let rows = renumber(&rows, 29);
             format!(
                 ", u AS (INSERT INTO usage_ledger (id, account_id, workflow_id, run_id, step_id, unit, quantity, \
                  tokens_milli, cost_micros, created_at, day) \
-                 SELECT v.id, $24, $25, q.run_id, v.step_id, v.unit, v.quantity, v.tokens_milli, v.cost_micros, $26, v.day \
+                 SELECT v.id, $26, $27, q.run_id, v.step_id, v.unit, v.quantity, v.tokens_milli, v.cost_micros, $28, v.day \
                  FROM q, (VALUES {rows}) AS v(id, step_id, unit, quantity, tokens_milli, cost_micros, day) \
                  ON CONFLICT (id) DO NOTHING)"
             )
@@ -52,14 +52,15 @@ impl Store {
         let sql = format!(
             "WITH q AS ({fence}), \
              s AS (INSERT INTO step_runs (run_id, seq, step_id, status, attempts, input, output, error, started_at, \
-             finished_at, due_at) SELECT run_id, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18 FROM q \
+             finished_at, due_at, rate_slot_at, rate_slot_key) \
+             SELECT run_id, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20 FROM q \
              ON CONFLICT (run_id, seq) DO UPDATE SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, \
              input = COALESCE(EXCLUDED.input, step_runs.input), output = EXCLUDED.output, error = EXCLUDED.error, \
              started_at = COALESCE(step_runs.started_at, EXCLUDED.started_at), finished_at = EXCLUDED.finished_at, \
-             due_at = EXCLUDED.due_at), \
-             r AS (UPDATE runs SET status = $19, context = COALESCE($20, context), error = $21, \
+             due_at = EXCLUDED.due_at, rate_slot_at = EXCLUDED.rate_slot_at, rate_slot_key = EXCLUDED.rate_slot_key), \
+             r AS (UPDATE runs SET status = $21, context = COALESCE($22, context), error = $23, \
              step_index = CASE WHEN $3 < 0 THEN step_index ELSE $3 END, step_seq = $4, \
-             started_at = COALESCE(started_at, $22), finished_at = $23 WHERE id IN (SELECT run_id FROM q))\
+             started_at = COALESCE(started_at, $24), finished_at = $25 WHERE id IN (SELECT run_id FROM q))\
              {wait}{usage} SELECT COUNT(*) FROM q"
         );
         let (step_index, step_seq, attempt, due_at, keep) = match &c.next {
@@ -69,7 +70,7 @@ impl Store {
             // For the run row: keep its step index, and record the last step's seq.
             Next::Finish => (-1, c.step.seq, 0, 0, 0),
         };
-        let finished = super::FINAL_RUN_STATUSES.contains(&c.run_status.as_str()).then_some(c.now);
+        let finished = c.run_status.is_final().then_some(c.now);
         let q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&c.run_id)
             .bind(&c.token)
@@ -79,7 +80,7 @@ impl Store {
             .bind(due_at)
             .bind(keep);
         let mut q = bind_step(q, &c.step)
-            .bind(&c.run_status)
+            .bind(c.run_status)
             .bind(&c.context)
             .bind(&c.run_error)
             .bind(c.step.started_at.unwrap_or(c.now))
@@ -117,6 +118,7 @@ impl Store {
         );
         let mut next = items.len() * 7;
         if !runs.is_empty() {
+            // 'queued': `RunStatus::Queued`, as in `runs::insert_runs`.
             let rows = renumber(&values("(?, ?, ?, ?, 'queued', ?, ?, '{}', NULL, ?, 0, 1, ?, NULL, NULL)", runs.len()), next);
             next += runs.len() * 8;
             sql.push_str(&format!(

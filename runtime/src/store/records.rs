@@ -1,6 +1,9 @@
 //! Rows the store reads and writes.
 
+use serde_json::{Value, json};
 use sqlx::FromRow;
+
+use crate::status::{RunStatus, StepStatus};
 
 /// An account.
 #[derive(Debug, Clone, FromRow, PartialEq, Eq)]
@@ -127,8 +130,8 @@ pub struct RunRow {
     pub workflow_id: String,
     /// The workflow version it runs.
     pub version: i64,
-    /// `queued | running | waiting | succeeded | failed | cancelled`.
-    pub status: String,
+    /// Its state.
+    pub status: RunStatus,
     /// The event that started it.
     pub event_id: String,
     /// The trigger payload (JSON).
@@ -160,8 +163,8 @@ pub struct StepRow {
     pub seq: i64,
     /// The step's id in the workflow.
     pub step_id: String,
-    /// `pending | running | waiting | succeeded | failed | skipped | cancelled | outcome_unknown`.
-    pub status: String,
+    /// Its state.
+    pub status: StepStatus,
     /// Attempts made.
     pub attempts: i64,
     /// The rendered input (JSON).
@@ -174,8 +177,40 @@ pub struct StepRow {
     pub started_at: Option<i64>,
     /// End (ms).
     pub finished_at: Option<i64>,
-    /// When it is due next (delay, retry, wait timeout), ms.
+    /// When it is due next (delay, retry, wait timeout, rate-limit slot), ms.
     pub due_at: Option<i64>,
+    /// A throttled step's rate-limit slot (ms): the store, not the limiter, is its authority.
+    pub rate_slot_at: Option<i64>,
+    /// The rate limit it waits for (e.g. `twilio:+15550001111`).
+    pub rate_slot_key: Option<String>,
+}
+
+impl StepRow {
+    /// The row written when the run was cancelled before this completion committed: cancel
+    /// wins (see [`StepStatus::after_cancel`]); an execution that would have gone on ends now,
+    /// due never.
+    pub fn after_cancel(&self, now: i64) -> StepRow {
+        let mut step = self.clone();
+        step.status = self.status.after_cancel();
+        if step.status != self.status {
+            step.finished_at = Some(now);
+            step.due_at = None;
+            step.rate_slot_at = None;
+            step.rate_slot_key = None;
+        }
+        step
+    }
+
+    /// The output as the API and live events show it (JSON, `Null` when none). A throttled
+    /// step shows why it waits, `{rate_limited: {key, until}}`, built from its slot columns.
+    pub fn public_output(&self) -> Value {
+        if self.status == StepStatus::Throttled
+            && let Some(at) = self.rate_slot_at
+        {
+            return json!({ "rate_limited": { "key": self.rate_slot_key, "until": crate::clock::to_rfc3339(at) } });
+        }
+        self.output.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(Value::Null)
+    }
 }
 
 /// One usage ledger row.
@@ -385,7 +420,7 @@ pub struct Completion {
     /// What comes next.
     pub next: Next,
     /// The run's new status.
-    pub run_status: String,
+    pub run_status: RunStatus,
     /// The run's new context (JSON), if it changed.
     pub context: Option<String>,
     /// The run's failure envelope (JSON).

@@ -7,16 +7,16 @@ use super::{
     Claim, Completion, NewEvent, NewRun, NewUsage, Next, Page, QuotaCheck, Recorded, Resume, RunFilter, RunRow,
     StepRow, Store, UsageRow,
 };
+use crate::status::{RunStatus, StepStatus};
 use crate::{Error, Result};
 
 const RUN_COLUMNS: &str = "id, account_id, workflow_id, version, status, event_id, event, context, error, is_test, \
      step_index, step_seq, created_at, started_at, finished_at";
-const STEP_COLUMNS: &str = "run_id, seq, step_id, status, attempts, input, output, error, started_at, finished_at, due_at";
+const STEP_COLUMNS: &str =
+    "run_id, seq, step_id, status, attempts, input, output, error, started_at, finished_at, due_at, rate_slot_at, rate_slot_key";
 pub(super) const USAGE_COLUMNS: &str =
     "seq, id, account_id, workflow_id, run_id, step_id, unit, quantity, tokens_milli, cost_micros, created_at, day";
 
-/// Run statuses that are final.
-pub const FINAL_RUN_STATUSES: [&str; 3] = ["succeeded", "failed", "cancelled"];
 
 impl Store {
     /// The first answer to a repeat of `dedupe_key`, if there was one after `since`.
@@ -235,22 +235,18 @@ impl Store {
         let cancelled = if fenced.rows_affected() == 1 {
             false
         } else {
-            let status: Option<(String,)> = sqlx::query_as("SELECT status FROM runs WHERE id = $1")
+            let status: Option<(RunStatus,)> = sqlx::query_as("SELECT status FROM runs WHERE id = $1")
                 .bind(&c.run_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-            if !c.side_effect || status.as_ref().map(|s| s.0.as_str()) != Some("cancelled") {
+            if !c.side_effect || status.map(|s| s.0) != Some(RunStatus::Cancelled) {
                 return Ok(false);
             }
             true
         };
-        if cancelled && !["succeeded", "failed", "outcome_unknown"].contains(&c.step.status.as_str()) {
-            // A retry that will not happen: the step ends with the run.
-            let mut step = c.step.clone();
-            step.status = "cancelled".into();
-            step.finished_at = Some(c.now);
-            step.due_at = None;
-            upsert_step(&mut tx, &step).await?;
+        if cancelled {
+            // Cancel wins: a retry or a wait that will not happen ends with the run.
+            upsert_step(&mut tx, &c.step.after_cancel(c.now)).await?;
         } else {
             upsert_step(&mut tx, &c.step).await?;
         }
@@ -259,14 +255,14 @@ impl Store {
                 Next::Continue { step_index, step_seq, .. } => (*step_index, *step_seq),
                 Next::Finish => (-1, c.step.seq),
             };
-            let finished = FINAL_RUN_STATUSES.contains(&c.run_status.as_str()).then_some(c.now);
+            let finished = c.run_status.is_final().then_some(c.now);
             sqlx::query(
                 "UPDATE runs SET status = $2, context = COALESCE($3, context), error = $4, \
                  step_index = CASE WHEN $5 < 0 THEN step_index ELSE $5 END, step_seq = $6, \
                  started_at = COALESCE(started_at, $7), finished_at = $8 WHERE id = $1",
             )
             .bind(&c.run_id)
-            .bind(&c.run_status)
+            .bind(c.run_status)
             .bind(&c.context)
             .bind(&c.run_error)
             .bind(step_index)
@@ -338,13 +334,18 @@ impl Store {
                 .bind(account_id)
                 .fetch_optional(&mut *tx)
                 .await?;
+        // Only a run that has not ended: the final states, as `RunStatus::is_final` lists them.
         let done = sqlx::query(
-            "UPDATE runs SET status = 'cancelled', finished_at = $3 WHERE id = $1 AND account_id = $2 \
-             AND status NOT IN ('succeeded', 'failed', 'cancelled')",
+            "UPDATE runs SET status = $4, finished_at = $3 WHERE id = $1 AND account_id = $2 \
+             AND status NOT IN ($5, $6, $7)",
         )
         .bind(run_id)
         .bind(account_id)
         .bind(now)
+        .bind(RunStatus::Cancelled)
+        .bind(RunStatus::Succeeded)
+        .bind(RunStatus::Failed)
+        .bind(RunStatus::Cancelled)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -356,12 +357,17 @@ impl Store {
             super::quota::settle(&mut tx, account_id, &release).await?;
         }
         sqlx::query("DELETE FROM waits WHERE run_id = $1").bind(run_id).execute(&mut *tx).await?;
+        // The executions that would go on (`StepStatus::after_cancel`): a retry, a wait, a slot.
         sqlx::query(
-            "UPDATE step_runs SET status = 'cancelled', finished_at = $2, due_at = NULL \
-             WHERE run_id = $1 AND status IN ('pending', 'waiting')",
+            "UPDATE step_runs SET status = $3, finished_at = $2, due_at = NULL, rate_slot_at = NULL, rate_slot_key = NULL \
+             WHERE run_id = $1 AND status IN ($4, $5, $6)",
         )
         .bind(run_id)
         .bind(now)
+        .bind(StepStatus::Cancelled)
+        .bind(StepStatus::Pending)
+        .bind(StepStatus::Waiting)
+        .bind(StepStatus::Throttled)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -384,11 +390,13 @@ impl Store {
         let mut tx = self.writer.begin().await?;
         // Conditional on `failed`, so two concurrent retries cannot both pass.
         let row: Option<(i64, i64)> = sqlx::query_as(
-            "UPDATE runs SET status = 'queued', error = NULL, finished_at = NULL, step_seq = step_seq + 1 \
-             WHERE id = $1 AND account_id = $2 AND status = 'failed' RETURNING step_index, step_seq",
+            "UPDATE runs SET status = $3, error = NULL, finished_at = NULL, step_seq = step_seq + 1 \
+             WHERE id = $1 AND account_id = $2 AND status = $4 RETURNING step_index, step_seq",
         )
         .bind(run_id)
         .bind(account_id)
+        .bind(RunStatus::Queued)
+        .bind(RunStatus::Failed)
         .fetch_optional(&mut *tx)
         .await?;
         let Some((step_index, seq)) = row else {
@@ -537,7 +545,7 @@ async fn refuse_run(tx: &mut Transaction<'static, Any>, event: &NewEvent, run: &
     sqlx::query(
         "INSERT INTO runs (id, account_id, workflow_id, version, status, event_id, event, context, error, is_test, \
          step_index, step_seq, created_at, started_at, finished_at) \
-         VALUES ($1, $2, $3, $4, 'failed', $5, $6, '{}', $7, $8, 0, 0, $9, NULL, $9)",
+         VALUES ($1, $2, $3, $4, $10, $5, $6, '{}', $7, $8, 0, 0, $9, NULL, $9)",
     )
     .bind(&run.id)
     .bind(&event.account_id)
@@ -548,6 +556,7 @@ async fn refuse_run(tx: &mut Transaction<'static, Any>, event: &NewEvent, run: &
     .bind(error)
     .bind(run.is_test as i64)
     .bind(event.now)
+    .bind(RunStatus::Failed)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -576,7 +585,8 @@ async fn insert_events(tx: &mut Transaction<'static, Any>, events: &[&NewEvent])
 }
 
 /// Inserts runs (queued), their queue rows (due at the event's time) and their `workflow_run`
-/// charges.
+/// charges. The hot path of ingest writes `'queued'` as a literal (`RunStatus::Queued`) rather
+/// than bind it once per row.
 async fn insert_runs(tx: &mut Transaction<'static, Any>, runs: &[(&NewEvent, &NewRun)]) -> Result<()> {
     for chunk in runs.chunks(CHUNK) {
         let sql = format!(
@@ -639,18 +649,19 @@ async fn resume_wait(tx: &mut Transaction<'static, Any>, r: &Resume, now: i64) -
     }
     sqlx::query("DELETE FROM waits WHERE run_id = $1").bind(&r.run_id).execute(&mut **tx).await?;
     sqlx::query(
-        "UPDATE step_runs SET status = 'succeeded', output = $3, finished_at = $4, due_at = NULL \
+        "UPDATE step_runs SET status = $5, output = $3, finished_at = $4, due_at = NULL \
          WHERE run_id = $1 AND seq = $2",
     )
     .bind(&r.run_id)
     .bind(r.step_seq)
     .bind(&r.output)
     .bind(now)
+    .bind(StepStatus::Succeeded)
     .execute(&mut **tx)
     .await?;
     let (status, step_index, step_seq, finished) = match r.next_index {
-        Some(next) => ("running", next, r.step_seq + 1, None),
-        None => ("succeeded", -1, r.step_seq, Some(now)),
+        Some(next) => (RunStatus::Running, next, r.step_seq + 1, None),
+        None => (RunStatus::Succeeded, -1, r.step_seq, Some(now)),
     };
     sqlx::query(
         "UPDATE runs SET status = $2, context = $3, step_index = CASE WHEN $4 < 0 THEN step_index ELSE $4 END, \
@@ -669,10 +680,11 @@ async fn resume_wait(tx: &mut Transaction<'static, Any>, r: &Resume, now: i64) -
 
 async fn upsert_step(tx: &mut Transaction<'static, Any>, s: &StepRow) -> Result<()> {
     let q = sqlx::query(
-        "INSERT INTO step_runs (run_id, seq, step_id, status, attempts, input, output, error, started_at, finished_at, due_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+        "INSERT INTO step_runs (run_id, seq, step_id, status, attempts, input, output, error, started_at, finished_at, due_at, \
+         rate_slot_at, rate_slot_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
          ON CONFLICT (run_id, seq) DO UPDATE SET status = $4, attempts = $5, input = COALESCE($6, step_runs.input), \
-         output = $7, error = $8, started_at = COALESCE(step_runs.started_at, $9), finished_at = $10, due_at = $11",
+         output = $7, error = $8, started_at = COALESCE(step_runs.started_at, $9), finished_at = $10, due_at = $11, \
+         rate_slot_at = $12, rate_slot_key = $13",
     );
     bind_step(q, s).execute(&mut **tx).await?;
     Ok(())
@@ -681,12 +693,12 @@ async fn upsert_step(tx: &mut Transaction<'static, Any>, s: &StepRow) -> Result<
 /// A query with binds so far.
 pub(super) type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>;
 
-/// Binds a step row's eleven columns, in `step_runs` column order.
+/// Binds a step row's thirteen columns, in `step_runs` column order.
 pub(super) fn bind_step<'q>(q: AnyQuery<'q>, s: &'q StepRow) -> AnyQuery<'q> {
     q.bind(&s.run_id)
         .bind(s.seq)
         .bind(&s.step_id)
-        .bind(&s.status)
+        .bind(s.status)
         .bind(s.attempts)
         .bind(&s.input)
         .bind(&s.output)
@@ -694,6 +706,8 @@ pub(super) fn bind_step<'q>(q: AnyQuery<'q>, s: &'q StepRow) -> AnyQuery<'q> {
         .bind(s.started_at)
         .bind(s.finished_at)
         .bind(s.due_at)
+        .bind(s.rate_slot_at)
+        .bind(&s.rate_slot_key)
 }
 
 /// A ledger row to insert: `(account, workflow, run, usage, now)`.

@@ -268,7 +268,7 @@ async fn a_send_interrupted_by_a_crash_is_never_resent(db: TestDb) {
         run_id: run_id.clone(),
         seq: claims[0].step_seq,
         step_id: "send".into(),
-        status: "running".into(),
+        status: switchboard_runtime::status::StepStatus::Running,
         attempts: 0,
         input: Some("{}".into()),
         output: None,
@@ -276,6 +276,8 @@ async fn a_send_interrupted_by_a_crash_is_never_resent(db: TestDb) {
         started_at: Some(app.now()),
         finished_at: None,
         due_at: None,
+        rate_slot_at: None,
+        rate_slot_key: None,
     };
     assert!(store.mark_dispatching("dead-worker", &row, app.now() + lease).await.unwrap());
     assert_eq!(app.drain().await, 0, "a leased step is not claimed again before its lease expires");
@@ -293,7 +295,7 @@ async fn a_send_interrupted_by_a_crash_is_never_resent(db: TestDb) {
         token: "dead-worker".into(),
         step: row,
         next: switchboard_runtime::store::Next::Finish,
-        run_status: "succeeded".into(),
+        run_status: switchboard_runtime::status::RunStatus::Succeeded,
         context: None,
         run_error: None,
         usage: vec![],

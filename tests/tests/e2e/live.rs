@@ -12,6 +12,7 @@ use switchboard_integrations::live_events::RedisEventBus;
 use switchboard_runtime::clock::ManualClock;
 use switchboard_runtime::engine::{Engine, EngineConfig};
 use switchboard_runtime::events::{EventBus, RunEvent};
+use switchboard_runtime::status::RunStatus;
 use tower::ServiceExt;
 
 use crate::support::{Proxy, TestApp, TestDb, actions_config, redis_url};
@@ -231,7 +232,7 @@ async fn events_cross_processes_through_redis(db: TestDb) {
     let mut stream = SseReader::open(&app, "/v1/events/stream", &key).await.unwrap();
 
     // The subscription is made in the background: publish a probe until it comes through.
-    let probe = |n: u32| RunEvent::new("run.created", &account_id, &format!("probe-{n}"), "w", "queued", 0);
+    let probe = |n: u32| RunEvent::new("run.created", &account_id, &format!("probe-{n}"), "w", RunStatus::Queued, 0);
     let deadline = std::time::Instant::now() + PATIENCE;
     let mut n = 0;
     // (The SSE stream hears the probes too; it is read below for the run's events only.)
@@ -272,7 +273,7 @@ on_postgres!(events_cross_processes_through_redis);
 async fn without_redis_events_stay_in_process() {
     let bus = RedisEventBus::start("redis://127.0.0.1:9").unwrap();
     let mut listener = bus.subscribe("acct");
-    bus.publish(RunEvent::new("run.created", "acct", "r1", "w", "queued", 0));
+    bus.publish(RunEvent::new("run.created", "acct", "r1", "w", RunStatus::Queued, 0));
     let got = tokio::time::timeout(PATIENCE, listener.recv()).await.unwrap().unwrap();
     assert_eq!(got.run_id, "r1");
     assert_eq!(bus.status(), "in_process_fallback");
@@ -296,7 +297,7 @@ async fn a_redis_outage_falls_back_and_recovers() {
     let account = format!("acct-{}", uuid::Uuid::new_v4());
     let mut listener = bus.subscribe(&account);
     let limit = RateLimit { key: format!("outage:{}", uuid::Uuid::new_v4()), interval: Duration::from_secs(1) };
-    let event = |run: &str| RunEvent::new("run.created", &account, run, "w", "queued", 0);
+    let event = |run: &str| RunEvent::new("run.created", &account, run, "w", RunStatus::Queued, 0);
 
     // Shared: another process's events arrive.
     let heard_from_other = async |listener: &mut switchboard_runtime::events::Subscription, tag: &str| {

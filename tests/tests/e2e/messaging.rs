@@ -206,6 +206,17 @@ async fn thirty_sms_from_one_number_are_spaced_by_the_rate_limit(app: TestApp, t
     }
     app.drain().await;
     assert_eq!(twilio.received_requests().await.unwrap().len(), 1, "one message at once, the rest wait for their slots");
+    // A step throttled by the limit shows `waiting` (as its run does), why in its output, and
+    // its slot as its due time.
+    let last = app.run(&key, &runs[29]).await;
+    assert_eq!(last["status"], "waiting", "{last}");
+    let step = &last["steps"][0];
+    assert_eq!(step["status"], "waiting", "{last}");
+    assert_eq!(step["attempts"], 0, "{last}");
+    let limit = step["output"]["rate_limited"]["key"].as_str().unwrap_or_default();
+    assert!(limit.starts_with("twilio:") && limit.ends_with(&from), "{last}");
+    assert_eq!(step["output"]["rate_limited"]["until"], step["due_at"], "{last}");
+    assert!(step.get("error").is_none(), "{last}");
     for second in 1..30 {
         app.advance(999).await;
         assert_eq!(twilio.received_requests().await.unwrap().len(), second, "nothing before its slot");

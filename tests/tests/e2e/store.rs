@@ -168,7 +168,7 @@ async fn a_replayed_completion_bills_once(db: TestDb) {
             run_id: "r".into(),
             seq: claims[0].step_seq,
             step_id: "a".into(),
-            status: "succeeded".into(),
+            status: switchboard_runtime::status::StepStatus::Succeeded,
             attempts: 1,
             input: None,
             output: Some("{}".into()),
@@ -176,10 +176,12 @@ async fn a_replayed_completion_bills_once(db: TestDb) {
             started_at: Some(T0),
             finished_at: Some(T0),
             due_at: None,
+            rate_slot_at: None,
+            rate_slot_key: None,
         },
         // Keeping the lease lets the same completion pass the fence twice.
         next: Next::Continue { step_index: 0, step_seq: 2, attempt: 0, due_at: T0, keep_lease: Some(T0 + 60_000) },
-        run_status: "running".into(),
+        run_status: switchboard_runtime::status::RunStatus::Running,
         context: None,
         run_error: None,
         usage: vec![NewUsage {

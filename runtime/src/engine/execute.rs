@@ -1,0 +1,331 @@
+//! Executing one claimed step: rendering its input, running its action (or control step) under
+//! the fences it needs (rate-limit slot, lease renewal, quota reservation, dispatching mark), and
+//! saying how it ended as an [`Outcome`]. Nothing here writes the step's result: that is
+//! [`super::commit`].
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use super::Engine;
+use super::ingest::resolve;
+use super::step::RunState;
+use super::transition::Outcome;
+use crate::action::{ActionContext, ActionError, Delivery};
+use crate::definition::{Delay, OnError, StepKind, Workflow};
+use crate::metering;
+use crate::status::StepStatus;
+use crate::store::{Claim, NewOutbox, NewWait, Reservation, StepRow};
+use crate::Result;
+
+/// Slack on top of an action's own timeout before the runtime gives up on it.
+const ACTION_GRACE: Duration = Duration::from_secs(2);
+
+/// Executes the claimed step once.
+pub(super) async fn execute(
+    engine: &Engine,
+    token: &str,
+    state: &mut RunState,
+    workflow: &Workflow,
+    claim: &Claim,
+    now: i64,
+) -> Result<Outcome> {
+    let step = &workflow.steps[claim.step_index as usize];
+    let next = workflow.next_after(claim.step_index as usize);
+    let script_failure = |e: String| Outcome::Failed {
+        error: ActionError::permanent("script_error", e),
+        then: Err(()),
+        input: None,
+    };
+    Ok(match &step.kind {
+        StepKind::Action { kind, input, connection, retry, timeout, on_error } => {
+            let Some(action) = engine.actions.get(kind).cloned() else {
+                return Ok(Outcome::Failed {
+                    error: ActionError::permanent("unknown_action", format!("no action module '{kind}' in this build")),
+                    then: Err(()),
+                    input: None,
+                });
+            };
+            let delivery = action.delivery();
+            let failed_then = |on_error: &OnError| match on_error {
+                OnError::Fail => Err(()),
+                OnError::Continue => Ok(next),
+                OnError::Goto(t) => Ok(resolve(t)),
+            };
+            if claim.dispatching == 1 && delivery == Delivery::AtMostOnce {
+                return Ok(Outcome::Unknown {
+                    error: ActionError::outcome_unknown(
+                        "interrupted",
+                        "the worker stopped while this step was sending; it was not sent again. Check the recipient, then retry the run if needed",
+                    ),
+                    input: None,
+                });
+            }
+            let rendered = match input.render(&engine.expr, &state.scope(workflow)) {
+                Ok(v) => v,
+                Err(e) => {
+                    return Ok(Outcome::Failed {
+                        error: ActionError::permanent("input_error", format!("rendering the input failed: {e}")),
+                        then: failed_then(on_error),
+                        input: None,
+                    });
+                }
+            };
+            let attempt = claim.attempt + 1;
+            let is_test = state.run.is_test == 1;
+            let connection = if action.providers().is_empty() {
+                None
+            } else {
+                match engine.step_connection(&state.run.account_id, action.providers(), connection.as_deref()).await? {
+                    Ok(c) => Some(c),
+                    // A test run previews without a connection: it sends nothing anyway.
+                    Err(_) if is_test => None,
+                    Err(error) => return Ok(Outcome::Failed { error, then: failed_then(on_error), input: Some(rendered) }),
+                }
+            };
+            let ctx = ActionContext {
+                account_id: state.run.account_id.clone(),
+                run_id: claim.run_id.clone(),
+                step_id: step.id.clone(),
+                attempt: attempt as u32,
+                idempotency_key: format!("{}:{}", claim.run_id, claim.step_seq),
+                timeout: *timeout,
+                connection,
+            };
+            // Sandbox connections and test runs record what would be sent instead of sending.
+            let sandboxed = ctx.connection.as_ref().is_some_and(|c| c.sandbox) || (is_test && delivery != Delivery::Internal);
+            if sandboxed {
+                return Ok(match action.sandbox(&ctx, &rendered) {
+                    Ok(send) => {
+                        let outbox = NewOutbox {
+                            id: super::new_id(),
+                            kind: kind.clone(),
+                            connection_name: ctx.connection.as_ref().map(|c| c.name.clone()),
+                            recipient: send.to,
+                            rendered: send.rendered.to_string(),
+                            usage: serde_json::to_string(&send.usage).unwrap_or_else(|_| "[]".into()),
+                            is_test,
+                        };
+                        Outcome::Sandboxed { output: send.output, outbox, next, input: rendered }
+                    }
+                    Err(error) => Outcome::Failed { error, then: failed_then(on_error), input: Some(rendered) },
+                });
+            }
+            if let Some(limit) = action.rate_limit(&ctx, &rendered)
+                && !holds_rate_slot(engine, claim, now).await?
+            {
+                let slot = engine.limiter.acquire(&limit, &ctx.idempotency_key, now).await;
+                if slot > now {
+                    return Ok(Outcome::RateLimited { slot, key: limit.key, input: rendered });
+                }
+            }
+            // Before an action starts, renew the lease past its timeout with a fenced write: a
+            // claim that waited in a worker's buffer, a run cancelled since its last step, or a
+            // lease another worker took over all stop here, before anything is sent.
+            let lease_until = crate::clock::after(now, *timeout + ACTION_GRACE + engine.config.lease);
+            if delivery == Delivery::Idempotent && !engine.store.extend_lease(&claim.run_id, token, lease_until).await? {
+                return Ok(Outcome::LeaseLost);
+            }
+            if let Some(refused) = reserve_quota(engine, token, state, claim, action.as_ref(), &rendered, now).await? {
+                return Ok(refused);
+            }
+            if delivery == Delivery::AtMostOnce {
+                let running = StepRow {
+                    run_id: claim.run_id.clone(),
+                    seq: claim.step_seq,
+                    step_id: step.id.clone(),
+                    status: StepStatus::Running,
+                    attempts: claim.attempt,
+                    input: Some(rendered.to_string()),
+                    output: None,
+                    error: None,
+                    started_at: Some(now),
+                    finished_at: None,
+                    due_at: None,
+                    rate_slot_at: None,
+                    rate_slot_key: None,
+                };
+                if !engine.store.mark_dispatching(token, &running, lease_until).await? {
+                    return Ok(Outcome::LeaseLost);
+                }
+            }
+            // The action enforces `timeout` itself and classifies what happened; this outer
+            // bound only catches an action that ignores it.
+            let result = match tokio::time::timeout(*timeout + ACTION_GRACE, action.execute(&ctx, rendered.clone())).await {
+                Ok(r) => r,
+                Err(_) if delivery == Delivery::AtMostOnce => Err(ActionError::outcome_unknown(
+                    "timeout",
+                    format!("no answer within {}; the request may have been delivered", humantime::format_duration(*timeout)),
+                )),
+                Err(_) => Err(ActionError::retryable("timeout", format!("no answer within {}", humantime::format_duration(*timeout)))),
+            };
+            let input = Some(rendered);
+            match result {
+                Ok(out) => Outcome::Succeeded { output: out.output, usage: out.usage, next, input },
+                Err(error) => {
+                    // The jittered backoff is drawn here, so that the transition stays pure; it
+                    // decides whether there is a retry at all.
+                    let backoff = retry.delay(attempt as u32, error.retry_after_ms.map(Duration::from_millis));
+                    Outcome::ActionFailed { then: failed_then(on_error), input, max_attempts: retry.max_attempts, backoff, error }
+                }
+            }
+        }
+        StepKind::Delay(delay) => {
+            if claim.attempt > 0 {
+                // Claimed again: the delay's due time has passed (claims only take due rows), or
+                // it was fast-forwarded (a test run).
+                let mut output = json!({ "waited_until": crate::clock::to_rfc3339(now) });
+                if state.run.is_test == 1 {
+                    output["fast_forwarded"] = json!(true);
+                }
+                Outcome::Succeeded { output, usage: vec![], next, input: None }
+            } else {
+                let due_at = match delay {
+                    Delay::For(d) => crate::clock::after(now, *d),
+                    Delay::Until(t) => match t.render(&engine.expr, &state.scope(workflow)).and_then(|v| parse_time(&v)) {
+                        Ok(at) if at > crate::clock::after(now, crate::definition::MAX_WAIT) => {
+                            return Ok(Outcome::Failed {
+                                error: ActionError::permanent(
+                                    "invalid_time",
+                                    format!("'until' is more than 10 years ahead (the latest allowed now is {})", crate::clock::to_rfc3339(crate::clock::after(now, crate::definition::MAX_WAIT))),
+                                ),
+                                then: Err(()),
+                                input: None,
+                            });
+                        }
+                        Ok(at) => at,
+                        Err(e) => {
+                            return Ok(Outcome::Failed {
+                                error: ActionError::permanent("invalid_time", e),
+                                then: Err(()),
+                                input: None,
+                            });
+                        }
+                    },
+                };
+                if due_at <= now {
+                    Outcome::Succeeded { output: json!({ "waited_until": crate::clock::to_rfc3339(now) }), usage: vec![], next, input: None }
+                } else {
+                    Outcome::Waiting { until: due_at, wait: None, output: Some(json!({ "until": crate::clock::to_rfc3339(due_at) })) }
+                }
+            }
+        }
+        StepKind::Branch(arms) => {
+            let scope = state.scope(workflow);
+            let mut chosen = None;
+            for arm in arms {
+                let holds = match &arm.when {
+                    None => true,
+                    Some(when) => match engine.expr.eval_bool(when, &scope) {
+                        Ok(b) => b,
+                        Err(e) => return Ok(script_failure(e)),
+                    },
+                };
+                if holds {
+                    chosen = Some(resolve(&arm.goto));
+                    break;
+                }
+            }
+            let target = chosen.unwrap_or(next);
+            let name = target.map(|i| workflow.steps[i].id.clone()).unwrap_or_else(|| "end".into());
+            Outcome::Succeeded { output: json!({ "goto": name }), usage: vec![], next: target, input: None }
+        }
+        StepKind::Set(values) => {
+            let mut out = Map::new();
+            for (name, script) in values {
+                let mut scope = state.scope(workflow);
+                if let Some(vars) = scope.vars.as_object_mut() {
+                    vars.extend(out.clone());
+                }
+                match engine.expr.eval(script, &scope) {
+                    Ok(v) => {
+                        out.insert(name.clone(), v);
+                    }
+                    Err(e) => return Ok(script_failure(format!("{name}: {e}"))),
+                }
+            }
+            state.section("vars").extend(out.clone());
+            Outcome::Succeeded { output: Value::Object(out), usage: vec![], next, input: None }
+        }
+        StepKind::WaitFor { event_type, timeout, on_timeout, .. } => {
+            if claim.attempt > 0 {
+                let target = on_timeout.as_ref().map(resolve).unwrap_or(next);
+                Outcome::Succeeded { output: json!({ "matched": false, "timed_out": true }), usage: vec![], next: target, input: None }
+            } else {
+                Outcome::Waiting {
+                    until: crate::clock::after(now, *timeout),
+                    wait: Some(NewWait { event_type: event_type.clone() }),
+                    output: None,
+                }
+            }
+        }
+        StepKind::End => Outcome::Succeeded { output: json!({}), usage: vec![], next: None, input: None },
+    })
+}
+
+/// Whether this step execution already waited for a rate-limit slot that has now come. The
+/// store is the authority, not the limiter: the slot was granted when the step was rescheduled,
+/// so whichever process claims the wake-up sends (a limiter in another process, or one that
+/// lost its memory, would otherwise queue the step again at the back).
+async fn holds_rate_slot(engine: &Engine, claim: &Claim, now: i64) -> Result<bool> {
+    let Some(row) = engine.store.step_row(&claim.run_id, claim.step_seq).await? else { return Ok(false) };
+    Ok(row.status == StepStatus::Throttled && row.rate_slot_at.is_some_and(|t| t <= now))
+}
+
+/// For plans without overage: reserves the tokens the action expects to spend before anything is
+/// sent. Returns the outcome to end the step with when it cannot go on (quota exceeded, lease
+/// lost), or `None` to send.
+async fn reserve_quota(
+    engine: &Engine,
+    token: &str,
+    state: &mut RunState,
+    claim: &Claim,
+    action: &dyn crate::action::DynAction,
+    input: &Value,
+    now: i64,
+) -> Result<Option<Outcome>> {
+    let Some(plan) = metering::plan(&state.account.plan).filter(|p| p.overage_micros_per_token.is_none()) else {
+        return Ok(None);
+    };
+    if state.reservation.is_some() {
+        return Ok(None);
+    }
+    let need: i64 = action.estimate(input).iter().map(|u| engine.config.prices.charge(&u.unit, u.quantity).tokens_milli).sum();
+    if need <= 0 {
+        return Ok(None);
+    }
+    let period = metering::month_of(now, &state.account.timezone).0;
+    let limit = plan.included_tokens_milli;
+    match engine.store.reserve_tokens(&claim.run_id, token, &state.run.account_id, &period, need, limit).await? {
+        Reservation::Held => {
+            state.reservation = Some((period, need));
+            Ok(None)
+        }
+        Reservation::LeaseLost => Ok(Some(Outcome::LeaseLost)),
+        Reservation::Exceeded => Ok(Some(Outcome::Failed {
+            error: ActionError::permanent(
+                "quota_exceeded",
+                format!(
+                    "this step needs {} tokens and the {} plan's {} tokens this month are spent; nothing was sent. \
+                     Upgrade the plan, then retry the run",
+                    need as f64 / 1000.0,
+                    plan.name,
+                    limit / 1000
+                ),
+            ),
+            then: Err(()),
+            input: Some(input.clone()),
+        })),
+    }
+}
+
+/// Parses a delay's `until`: RFC 3339 text or epoch milliseconds.
+fn parse_time(v: &Value) -> std::result::Result<i64, String> {
+    match v {
+        Value::Number(n) => n.as_i64().ok_or_else(|| format!("{n} is not a time")),
+        Value::String(s) => chrono::DateTime::parse_from_rfc3339(s.trim())
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| format!("'{s}' is not an RFC 3339 time: {e}")),
+        other => Err(format!("{other} is not a time (use RFC 3339 text)")),
+    }
+}
