@@ -50,8 +50,6 @@ pub enum StepStatus {
     Succeeded,
     /// Failed for good.
     Failed,
-    /// Never written by the engine; documented by the API for steps a run passes over.
-    Skipped,
     /// Its run was cancelled before it ended.
     Cancelled,
     /// The request may have reached the vendor; not sent again.
@@ -87,14 +85,13 @@ impl RunStatus {
 
 impl StepStatus {
     /// Every step state.
-    pub const ALL: [StepStatus; 9] = [
+    pub const ALL: [StepStatus; 8] = [
         Self::Pending,
         Self::Running,
         Self::Waiting,
         Self::Throttled,
         Self::Succeeded,
         Self::Failed,
-        Self::Skipped,
         Self::Cancelled,
         Self::OutcomeUnknown,
     ];
@@ -108,7 +105,6 @@ impl StepStatus {
             Self::Throttled => "throttled",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
-            Self::Skipped => "skipped",
             Self::Cancelled => "cancelled",
             Self::OutcomeUnknown => "outcome_unknown",
         }
@@ -116,7 +112,7 @@ impl StepStatus {
 
     /// Whether this execution of the step is over (nothing of it is due again).
     pub const fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Skipped | Self::Cancelled | Self::OutcomeUnknown)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled | Self::OutcomeUnknown)
     }
 
     /// What the step becomes when its run was cancelled before its completion committed: cancel

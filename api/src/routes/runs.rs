@@ -426,3 +426,26 @@ async fn retry(State(state): State<AppState>, AccountAuth(account): AccountAuth,
         Err(e) => Err(e.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use switchboard_runtime::status::StepStatus;
+
+    use super::*;
+
+    /// The documented status values are exactly the ones the runtime shows: a status added to
+    /// the enums without its documentation (or the reverse) fails here.
+    #[test]
+    fn documented_statuses_are_the_runtime_ones() {
+        let documented = |schema: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>| -> BTreeSet<String> {
+            let value = serde_json::to_value(schema).unwrap();
+            value["enum"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+        };
+        let runs: BTreeSet<String> = RunStatus::ALL.iter().map(|s| s.as_str().to_string()).collect();
+        assert_eq!(documented(<RunStatusDoc as utoipa::PartialSchema>::schema()), runs);
+        let steps: BTreeSet<String> = StepStatus::ALL.iter().map(|s| s.public().as_str().to_string()).collect();
+        assert_eq!(documented(<StepStatusDoc as utoipa::PartialSchema>::schema()), steps);
+    }
+}
