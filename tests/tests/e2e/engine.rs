@@ -5,6 +5,8 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 
+mod later;
+
 use crate::on_both_backends;
 use crate::support::{TestApp, TestDb, timeline};
 
