@@ -102,7 +102,11 @@ async fn without_a_callback_the_engine_polls_at_the_deadline(db: TestDb) {
     assert_eq!(run["steps"][0]["due_at"], to_rfc3339(app.now() + Deferred::NOT_YET_MS));
     assert_eq!(run["steps"][0]["attempts"], 1, "a poll spends no attempt");
 
-    app.later.polls.lock().unwrap().push_back(Poll::Done(Done { output: json!({ "status": "completed", "minutes": 2 }), usage: vec![Unit::VoiceMinuteStandard.times(2)] }));
+    app.later
+        .polls
+        .lock()
+        .unwrap()
+        .push_back(Poll::Done(Done { output: json!({ "status": "completed", "minutes": 2 }), usage: vec![Unit::VoiceMinuteStandard.times(2)] }));
     app.advance(Deferred::NOT_YET_MS - 1).await;
     assert_eq!(app.later.polled.lock().unwrap().len(), 1);
     app.advance(1).await;
