@@ -271,6 +271,10 @@ pub struct Deferred {
     /// The handles its polls were given.
     pub polled: Arc<std::sync::Mutex<Vec<Value>>>,
     pub polls: Arc<std::sync::Mutex<std::collections::VecDeque<Poll<Value>>>>,
+    /// While set, a poll signals `poll_entered` and waits for `poll_release` (a poll in flight).
+    pub hold_polls: Arc<std::sync::atomic::AtomicBool>,
+    pub poll_entered: Arc<tokio::sync::Notify>,
+    pub poll_release: Arc<tokio::sync::Notify>,
 }
 
 impl Deferred {
@@ -300,6 +304,10 @@ impl Action for Deferred {
 
     async fn poll(&self, _ctx: &ActionContext, handle: Value) -> Poll<Value> {
         self.polled.lock().unwrap().push(handle);
+        if self.hold_polls.load(Ordering::SeqCst) {
+            self.poll_entered.notify_one();
+            self.poll_release.notified().await;
+        }
         self.polls
             .lock()
             .unwrap()

@@ -123,6 +123,32 @@ async fn without_a_callback_the_engine_polls_at_the_deadline(db: TestDb) {
     assert_eq!(minutes_billed(&app.run(&key, &run_id).await), [2]);
 }
 
+async fn a_callback_during_a_poll_wins_and_the_poll_writes_nothing(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let (account, key) = app.account("a").await;
+    let wf = app.workflow(&key, &call_then_log()).await;
+    let run_id = app.start(&key, wf["id"].as_str().unwrap(), &json!({})).await;
+    app.drain().await;
+    let seq = app.run(&key, &run_id).await["steps"][0]["seq"].as_i64().unwrap();
+    app.later.hold_polls.store(true, Ordering::SeqCst);
+    app.later.polls.lock().unwrap().push_back(Poll::Done(Done { output: json!({ "status": "polled" }), usage: vec![Unit::VoiceMinuteStandard.times(7)] }));
+    app.clock.advance(Deferred::CHECK_AFTER_MS);
+    let engine = app.engine.clone();
+    let polling = tokio::spawn(async move { engine.process_due(10).await });
+    app.later.poll_entered.notified().await;
+
+    // The callback arrives while the poll is in flight: it takes the step's queue row.
+    assert_eq!(app.engine.complete_later(&account, &run_id, seq, Ok(call_ended(3))).await.unwrap(), LaterCompletion::Recorded);
+    app.later.poll_release.notify_one();
+    polling.await.unwrap().unwrap();
+    app.drain().await;
+    let run = app.run(&key, &run_id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(timeline(&run), ["dial:succeeded", "after:succeeded"]);
+    assert_eq!(run["steps"][0]["output"]["status"], "completed", "the callback's outcome, not the poll's");
+    assert_eq!(minutes_billed(&run), [3]);
+}
+
 async fn a_failed_call_fails_the_step_like_a_failed_send(db: TestDb) {
     let app = TestApp::new(db).await;
     let (account, key) = app.account("a").await;
@@ -164,6 +190,7 @@ async fn cancel_while_waiting_drops_a_later_callback(db: TestDb) {
 on_both_backends!(
     a_callback_completes_a_later_step_and_bills_once,
     without_a_callback_the_engine_polls_at_the_deadline,
+    a_callback_during_a_poll_wins_and_the_poll_writes_nothing,
     a_failed_call_fails_the_step_like_a_failed_send,
     cancel_while_waiting_drops_a_later_callback,
 );
