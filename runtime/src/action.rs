@@ -173,6 +173,50 @@ pub struct Done<O> {
     pub usage: Vec<Usage>,
 }
 
+/// How an action's start ended well: done at once, or accepted by the vendor and finishing
+/// later (a call ends minutes after it was placed).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Started<O> {
+    /// Done: the output and the units consumed.
+    Done(Done<O>),
+    /// Accepted; the outcome, and the usage, come later: through
+    /// `Engine::complete_later` (a vendor callback) or, if none arrived by `check_after`, through
+    /// [`Action::poll`].
+    Later(Later),
+}
+
+impl<O> From<Done<O>> for Started<O> {
+    fn from(done: Done<O>) -> Self {
+        Started::Done(done)
+    }
+}
+
+/// A pending operation of an action that finishes later.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Later {
+    /// What identifies the operation at the vendor (e.g. `{"call_sid": "CA…"}`): stored with the
+    /// step (never in its output) and given back to [`Action::poll`].
+    pub handle: Value,
+    /// How long to wait for a completion before polling. The step's due time is set to it, so
+    /// a crash loses nothing: the queue row is the timer.
+    pub check_after: Duration,
+}
+
+/// What a poll of a pending operation found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Poll<O> {
+    /// It ended well: the output and the units consumed (billed now, once).
+    Done(Done<O>),
+    /// It ended badly; the failure steers the step as a failed send does (a retryable one is
+    /// retried under the step's retry policy, which starts the action again).
+    Failed(ActionError),
+    /// Still going: poll again after `check_after` (a callback may complete it before).
+    NotYet {
+        /// When to poll again.
+        check_after: Duration,
+    },
+}
+
 /// The permanent `invalid_input` failure of a rendered input that does not deserialize into an
 /// action's `Input`, naming the field (e.g. `to: invalid type: integer `5`, expected a string`).
 pub fn parse_input<I: DeserializeOwned>(input: &Value) -> Result<I, ActionError> {
@@ -248,6 +292,25 @@ pub trait Action: Send + Sync + 'static {
 
     /// Runs the action.
     async fn execute(&self, ctx: &ActionContext, input: Self::Input) -> Result<Done<Self::Output>, ActionError>;
+
+    /// Starts the action; what the runtime calls. The default runs [`Action::execute`], done at
+    /// once. An action that finishes later (a call) overrides it to answer
+    /// [`Started::Later`] once the vendor accepted the work, and overrides [`Action::poll`];
+    /// its `execute` then has nothing to do alone and may refuse (see `docs/actions.md`).
+    async fn start(&self, ctx: &ActionContext, input: Self::Input) -> Result<Started<Self::Output>, ActionError> {
+        self.execute(ctx, input).await.map(Started::Done)
+    }
+
+    /// Asks the vendor how a pending operation ([`Started::Later`]) ended, when no completion
+    /// arrived by its `check_after`. The default, for actions that never finish later or cannot
+    /// ask, ends the step `outcome_unknown` (`no_completion`): the vendor accepted the work and
+    /// never said how it went.
+    async fn poll(&self, _ctx: &ActionContext, _handle: Value) -> Poll<Self::Output> {
+        Poll::Failed(ActionError::outcome_unknown(
+            "no_completion",
+            "the vendor accepted the work but no completion arrived by the deadline, and this action cannot ask",
+        ))
+    }
 }
 
 /// The object-safe face of an [`Action`]: inputs and outputs as JSON. Implemented for every
@@ -281,6 +344,23 @@ pub trait DynAction: Send + Sync {
     fn sandbox(&self, ctx: &ActionContext, input: &Value) -> Result<SandboxSend, ActionError>;
     /// Deserializes the input and runs [`Action::execute`].
     async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError>;
+    /// Deserializes the input and runs [`Action::start`] (what the runtime calls).
+    async fn start(&self, ctx: &ActionContext, input: Value) -> Result<Started<Value>, ActionError>;
+    /// See [`Action::poll`]; the output as JSON.
+    async fn poll(&self, ctx: &ActionContext, handle: Value) -> Poll<Value>;
+}
+
+/// A typed [`Done`] as JSON, checked against the action's declared units.
+fn done_json<A: Action>(done: Done<A::Output>) -> Result<Done<Value>, ActionError> {
+    debug_assert!(
+        done.usage.iter().all(|u| A::UNITS.iter().any(|unit| unit.as_str() == u.unit)),
+        "{} reported usage in a unit it does not declare: {:?}",
+        A::KIND,
+        done.usage
+    );
+    let output = serde_json::to_value(&done.output)
+        .map_err(|e| ActionError::permanent("invalid_output", format!("the output could not be serialized: {e}")))?;
+    Ok(Done { output, usage: done.usage })
 }
 
 #[async_trait]
@@ -332,16 +412,25 @@ impl<A: Action> DynAction for A {
     }
     async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError> {
         let input: A::Input = parse_input(&input)?;
-        let done = Action::execute(self, ctx, input).await?;
-        debug_assert!(
-            done.usage.iter().all(|u| A::UNITS.iter().any(|unit| unit.as_str() == u.unit)),
-            "{} reported usage in a unit it does not declare: {:?}",
-            A::KIND,
-            done.usage
-        );
-        let output = serde_json::to_value(&done.output)
-            .map_err(|e| ActionError::permanent("invalid_output", format!("the output could not be serialized: {e}")))?;
-        Ok(ActionOutput { output, usage: done.usage })
+        let done = done_json::<A>(Action::execute(self, ctx, input).await?)?;
+        Ok(ActionOutput { output: done.output, usage: done.usage })
+    }
+    async fn start(&self, ctx: &ActionContext, input: Value) -> Result<Started<Value>, ActionError> {
+        let input: A::Input = parse_input(&input)?;
+        Ok(match Action::start(self, ctx, input).await? {
+            Started::Done(done) => Started::Done(done_json::<A>(done)?),
+            Started::Later(later) => Started::Later(later),
+        })
+    }
+    async fn poll(&self, ctx: &ActionContext, handle: Value) -> Poll<Value> {
+        match Action::poll(self, ctx, handle).await {
+            Poll::Done(done) => match done_json::<A>(done) {
+                Ok(done) => Poll::Done(done),
+                Err(e) => Poll::Failed(e),
+            },
+            Poll::Failed(e) => Poll::Failed(e),
+            Poll::NotYet { check_after } => Poll::NotYet { check_after },
+        }
     }
 }
 

@@ -22,7 +22,8 @@ pub enum RunStatus {
     Queued,
     /// Going on at once with its next step.
     Running,
-    /// Its current step waits: a delay, a `wait_for`, a retry's backoff or a rate-limit slot.
+    /// Its current step waits: a delay, a `wait_for`, a retry's backoff, a rate-limit slot or
+    /// the completion of an action that finishes later.
     Waiting,
     /// Ended well. Final.
     Succeeded,
@@ -46,6 +47,10 @@ pub enum StepStatus {
     /// Waiting for its vendor rate-limit slot (`step_runs.rate_slot_at`); no attempt spent.
     /// Shown as [`StepStatus::Waiting`] by the API (see [`StepStatus::public`]).
     Throttled,
+    /// Its action accepted the work and finishes later (e.g. a call): waiting for a callback
+    /// ([`crate::engine::Engine::complete_later`]) or, at its `due_at`, a poll. Its handle is in
+    /// `step_runs.deferred_handle`. Shown as [`StepStatus::Waiting`] by the API.
+    AwaitingCompletion,
     /// Ended well.
     Succeeded,
     /// Failed for good.
@@ -85,11 +90,12 @@ impl RunStatus {
 
 impl StepStatus {
     /// Every step state.
-    pub const ALL: [StepStatus; 8] = [
+    pub const ALL: [StepStatus; 9] = [
         Self::Pending,
         Self::Running,
         Self::Waiting,
         Self::Throttled,
+        Self::AwaitingCompletion,
         Self::Succeeded,
         Self::Failed,
         Self::Cancelled,
@@ -103,6 +109,7 @@ impl StepStatus {
             Self::Running => "running",
             Self::Waiting => "waiting",
             Self::Throttled => "throttled",
+            Self::AwaitingCompletion => "awaiting_completion",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
@@ -124,10 +131,11 @@ impl StepStatus {
 
     /// The state the API and live events show: the documented set, where a step throttled by a
     /// vendor rate limit is `waiting` (like a delay: it spent no attempt and goes on by itself
-    /// at its `due_at`), with `output.rate_limited` saying why.
+    /// at its `due_at`), with `output.rate_limited` saying why; so is a step awaiting the
+    /// completion of an action that finishes later (its `due_at` is the poll deadline).
     pub const fn public(self) -> Self {
         match self {
-            Self::Throttled => Self::Waiting,
+            Self::Throttled | Self::AwaitingCompletion => Self::Waiting,
             other => other,
         }
     }
@@ -198,7 +206,9 @@ mod tests {
 
     #[test]
     fn the_api_never_shows_throttled() {
-        assert!(StepStatus::ALL.iter().all(|s| s.public() != StepStatus::Throttled));
+        assert!(StepStatus::ALL.iter().all(|s| !matches!(s.public(), StepStatus::Throttled | StepStatus::AwaitingCompletion)));
         assert_eq!(StepStatus::Throttled.public(), StepStatus::Waiting);
+        assert_eq!(StepStatus::AwaitingCompletion.public(), StepStatus::Waiting);
+        assert!(!StepStatus::AwaitingCompletion.is_final());
     }
 }

@@ -181,6 +181,7 @@ pub(super) async fn finish_failed(
             due_at: None,
             rate_slot_at: None,
             rate_slot_key: None,
+            deferred_handle: None,
         },
         next: Next::Finish,
         run_status: RunStatus::Failed,

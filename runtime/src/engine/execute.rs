@@ -10,8 +10,8 @@ use serde_json::{Map, Value, json};
 use super::Engine;
 use super::ingest::resolve;
 use super::step::RunState;
-use super::transition::Outcome;
-use crate::action::{ActionContext, ActionError, Delivery};
+use super::transition::{Outcome, Then};
+use crate::action::{ActionContext, ActionError, Delivery, Started};
 use crate::definition::{Delay, OnError, StepKind, Workflow};
 use crate::metering;
 use crate::status::StepStatus;
@@ -19,7 +19,7 @@ use crate::store::{Claim, NewOutbox, NewWait, Reservation, StepRow};
 use crate::Result;
 
 /// Slack on top of an action's own timeout before the runtime gives up on it.
-const ACTION_GRACE: Duration = Duration::from_secs(2);
+pub(super) const ACTION_GRACE: Duration = Duration::from_secs(2);
 
 /// Executes the claimed step once.
 pub(super) async fn execute(
@@ -47,11 +47,7 @@ pub(super) async fn execute(
                 });
             };
             let delivery = action.delivery();
-            let failed_then = |on_error: &OnError| match on_error {
-                OnError::Fail => Err(()),
-                OnError::Continue => Ok(next),
-                OnError::Goto(t) => Ok(resolve(t)),
-            };
+            let failed_then = |on_error: &OnError| then_of(on_error, next);
             if claim.dispatching == 1 && delivery == Delivery::AtMostOnce {
                 return Ok(Outcome::Unknown {
                     error: ActionError::outcome_unknown(
@@ -144,6 +140,7 @@ pub(super) async fn execute(
                     due_at: None,
                     rate_slot_at: None,
                     rate_slot_key: None,
+                    deferred_handle: None,
                 };
                 if !engine.store.mark_dispatching(token, &running, lease_until).await? {
                     return Ok(Outcome::LeaseLost);
@@ -151,7 +148,7 @@ pub(super) async fn execute(
             }
             // The action enforces `timeout` itself and classifies what happened; this outer
             // bound only catches an action that ignores it.
-            let result = match tokio::time::timeout(*timeout + ACTION_GRACE, action.execute(&ctx, rendered.clone())).await {
+            let result = match tokio::time::timeout(*timeout + ACTION_GRACE, action.start(&ctx, rendered.clone())).await {
                 Ok(r) => r,
                 Err(_) if delivery == Delivery::AtMostOnce => Err(ActionError::outcome_unknown(
                     "timeout",
@@ -161,7 +158,8 @@ pub(super) async fn execute(
             };
             let input = Some(rendered);
             match result {
-                Ok(out) => Outcome::Succeeded { output: out.output, usage: out.usage, next, input },
+                Ok(Started::Done(out)) => Outcome::Succeeded { output: out.output, usage: out.usage, next, input },
+                Ok(Started::Later(later)) => Outcome::Deferred { handle: later.handle, check_after: later.check_after, input },
                 Err(error) => {
                     // The jittered backoff is drawn here, so that the transition stays pure; it
                     // decides whether there is a retry at all.
@@ -261,6 +259,15 @@ pub(super) async fn execute(
         }
         StepKind::End => Outcome::Succeeded { output: json!({}), usage: vec![], next: None, input: None },
     })
+}
+
+/// Where the run goes when an action step fails for good, by its `on_error`.
+pub(super) fn then_of(on_error: &OnError, next: Option<usize>) -> Then {
+    match on_error {
+        OnError::Fail => Err(()),
+        OnError::Continue => Ok(next),
+        OnError::Goto(t) => Ok(resolve(t)),
+    }
 }
 
 /// Whether this step execution already waited for a rate-limit slot that has now come. The

@@ -5,6 +5,8 @@
 //! executes the step and commits its outcome, the run's new state, the next due time and the
 //! usage rows in one transaction (`Store::complete`) → if the next step is due at once, the same
 //! worker goes on with it under the same lease; otherwise the row waits in the store until due.
+//! A step whose action finishes later waits `awaiting_completion` until a callback
+//! ([`Engine::complete_later`]) or a poll at its deadline completes it (see `later`).
 
 mod batch;
 mod connections;
@@ -12,6 +14,7 @@ mod ingest;
 mod schedules;
 mod commit;
 mod execute;
+mod later;
 mod step;
 mod transition;
 pub mod worker;
@@ -25,6 +28,7 @@ use tokio::sync::Notify;
 
 pub use connections::ConnectionChoice;
 pub use ingest::{EventAccepted, HookAccepted};
+pub use later::LaterCompletion;
 
 use crate::action::ActionRegistry;
 use crate::clock::Clock;

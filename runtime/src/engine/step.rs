@@ -8,6 +8,7 @@ use tracing::Instrument;
 use super::Engine;
 use super::commit::{commit, finish_failed};
 use super::execute::execute;
+use super::later;
 use super::transition::Outcome;
 use crate::action::ActionError;
 use crate::definition::Workflow;
@@ -93,15 +94,20 @@ pub(super) async fn process(engine: &Engine, token: &str, mut claim: Claim) -> R
         // Every log line of the step (and of the action it runs) carries the step's ids.
         let span = tracing::info_span!("step", step_id = %workflow.steps[index].id, seq = claim.step_seq, attempt = claim.attempt + 1);
         let step = async {
-            let outcome = if claim.step_seq > MAX_STEPS_PER_RUN {
-                Outcome::Failed {
+            if claim.step_seq > MAX_STEPS_PER_RUN {
+                let outcome = Outcome::Failed {
                     error: ActionError::permanent("too_many_steps", format!("the run executed more than {MAX_STEPS_PER_RUN} steps")),
                     then: Err(()),
                     input: None,
-                }
-            } else {
-                execute(engine, token, &mut state, &workflow, &claim, now).await?
-            };
+                };
+                return commit(engine, token, &mut state, &workflow, &claim, outcome, now).await;
+            }
+            if let Some(row) = later::awaiting(engine, &claim).await? {
+                // The deadline of a step that finishes later passed without a completion: poll.
+                let outcome = later::poll(engine, &state, &workflow, &claim, row).await?;
+                return commit(engine, token, &mut state, &workflow, &later::completing(&claim), outcome, now).await;
+            }
+            let outcome = execute(engine, token, &mut state, &workflow, &claim, now).await?;
             commit(engine, token, &mut state, &workflow, &claim, outcome, now).await
         };
         let Some(next_claim) = step.instrument(span).await? else {

@@ -38,6 +38,9 @@ pub(crate) enum Outcome {
     /// Recorded in the outbox instead of sent (a sandbox connection or a test run); go on at
     /// `next`. Not billed.
     Sandboxed { output: Value, outbox: NewOutbox, next: Option<usize>, input: Value },
+    /// The action accepted the work and finishes later: await a completion (a callback, or a
+    /// poll once `check_after` has passed) with `handle` stored beside the step.
+    Deferred { handle: Value, check_after: Duration, input: Option<Value> },
     /// Held by a vendor rate limit: wait for the reserved slot at `slot` (no attempt spent).
     RateLimited { slot: i64, key: String, input: Value },
     /// The lease was lost while executing: write nothing.
@@ -55,7 +58,8 @@ pub(crate) struct Position {
     pub(crate) step_index: i64,
     /// The execution's sequence number in the run.
     pub(crate) step_seq: i64,
-    /// Attempts already made (the claim's).
+    /// Attempts already made before the one this outcome ends (the claim's; for the completion
+    /// of a step awaiting one, the attempt that started it is this plus one).
     pub(crate) attempt: i64,
     /// Whether the step runs an action (only actions count attempts).
     pub(crate) is_action: bool,
@@ -116,6 +120,7 @@ pub(crate) fn transition(at: &Position, outcome: Outcome) -> Option<Transition> 
             due_at: None,
             rate_slot_at: None,
             rate_slot_key: None,
+            deferred_handle: None,
         },
         run_status: RunStatus::Running,
         next: Next::Finish,
@@ -175,6 +180,18 @@ pub(crate) fn transition(at: &Position, outcome: Outcome) -> Option<Transition> 
             t.step.rate_slot_key = Some(key);
             t.step.input = Some(input.to_string());
             (again(at.attempt, slot, false), RunStatus::Waiting)
+        }
+        Outcome::Deferred { handle, check_after, input } => {
+            // The attempt was made (the vendor has the work); its outcome is what is awaited.
+            // Its due time is the poll deadline; never fast-forwarded, a poll is a real call.
+            let made = at.attempt + 1;
+            let due_at = crate::clock::after(now, check_after);
+            t.step.status = StepStatus::AwaitingCompletion;
+            t.step.attempts = made;
+            t.step.due_at = Some(due_at);
+            t.step.deferred_handle = Some(handle.to_string());
+            t.step.input = input.map(|v| v.to_string());
+            (again(made, due_at, false), RunStatus::Waiting)
         }
         Outcome::Waiting { until, wait, output } => {
             let until = until.max(now);
@@ -300,6 +317,11 @@ mod tests {
             (error(), then()).prop_map(|(error, then)| Outcome::Failed { error, then, input: None }),
             error().prop_map(|error| Outcome::Unknown { error, input: None }),
             (time, "[a-z]{1,5}").prop_map(|(slot, key)| Outcome::RateLimited { slot, key, input: json!({}) }),
+            (0..10_000_000u64).prop_map(|ms| Outcome::Deferred {
+                handle: json!({"call_sid": "CA1"}),
+                check_after: Duration::from_millis(ms),
+                input: None,
+            }),
         ]
     }
 
@@ -374,6 +396,42 @@ mod tests {
             prop_assert_eq!(t.step.rate_slot_at, t.step.due_at);
             prop_assert_eq!(t.step.output, None, "the slot is not in the output");
             prop_assert_eq!(t.run_status, RunStatus::Waiting);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_deferred_step_waits_for_its_deadline_with_its_handle_out_of_the_output(at in position(), ms in 0..10_000_000u64) {
+            let o = Outcome::Deferred { handle: json!({"call_sid": "CA1"}), check_after: Duration::from_millis(ms), input: None };
+            let t = transition(&at, o).unwrap();
+            prop_assert_eq!(t.step.status, StepStatus::AwaitingCompletion);
+            prop_assert_eq!(t.step.status.public(), StepStatus::Waiting);
+            prop_assert_eq!(t.step.due_at, Some(crate::clock::after(at.now, Duration::from_millis(ms))));
+            prop_assert_eq!(t.step.deferred_handle.as_deref(), Some(r#"{"call_sid":"CA1"}"#));
+            prop_assert_eq!(t.step.output, None, "the handle is not in the output");
+            prop_assert!(t.usage.is_empty(), "nothing is billed before the completion");
+            prop_assert_eq!(t.run_status, RunStatus::Waiting);
+            prop_assert_eq!(t.step.attempts, at.attempt + 1);
+            // The poll comes at the deadline even in a test run, and on the same attempt.
+            prop_assert_eq!(&t.next, &Next::Continue {
+                step_index: at.step_index,
+                step_seq: at.step_seq,
+                attempt: at.attempt + 1,
+                due_at: t.step.due_at.unwrap(),
+                keep_lease: None,
+            });
+        }
+
+        #[test]
+        fn a_completion_spends_no_further_attempt(at in position(), o in outcome()) {
+            // A completion (callback or poll) is positioned one attempt back: the attempt it
+            // completes was counted when the step started waiting.
+            let waiting = transition(&at, Outcome::Deferred { handle: json!({}), check_after: Duration::ZERO, input: None }).unwrap();
+            let completing = Position { attempt: waiting.step.attempts - 1, ..at.clone() };
+            let t = transition(&completing, o).unwrap();
+            if t.step.status != StepStatus::Throttled {
+                prop_assert!(t.step.attempts <= waiting.step.attempts || !at.is_action, "{:?}", t.step);
+            }
         }
     }
 

@@ -183,6 +183,9 @@ pub struct StepRow {
     pub rate_slot_at: Option<i64>,
     /// The rate limit it waits for (e.g. `twilio:+15550001111`).
     pub rate_slot_key: Option<String>,
+    /// The handle (JSON) of an action that finishes later (e.g. `{"call_sid": …}`), given to
+    /// its `poll`; set while `awaiting_completion` and kept after. Never shown in the output.
+    pub deferred_handle: Option<String>,
 }
 
 impl StepRow {

@@ -13,7 +13,8 @@ use crate::{Error, Result};
 const RUN_COLUMNS: &str = "id, account_id, workflow_id, version, status, event_id, event, context, error, is_test, \
      step_index, step_seq, created_at, started_at, finished_at";
 const STEP_COLUMNS: &str =
-    "run_id, seq, step_id, status, attempts, input, output, error, started_at, finished_at, due_at, rate_slot_at, rate_slot_key";
+    "run_id, seq, step_id, status, attempts, input, output, error, started_at, finished_at, due_at, rate_slot_at, rate_slot_key, \
+     deferred_handle";
 pub(super) const USAGE_COLUMNS: &str =
     "seq, id, account_id, workflow_id, run_id, step_id, unit, quantity, tokens_milli, cost_micros, created_at, day";
 
@@ -141,6 +142,42 @@ impl Store {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(run_id).bind(seq).fetch_optional(&self.reader).await?)
     }
 
+    /// Takes the queue row of a step execution `awaiting_completion` for a callback that
+    /// completes it: the row gets `token` and is held until `lease_until`, which fences out a
+    /// worker polling it meanwhile (its completion then writes nothing). `None`, and nothing
+    /// changed, when that execution no longer waits: completed (by a poll or an earlier
+    /// callback), retried, cancelled, or not this account's.
+    ///
+    /// The queue row is locked first (one lock order with completions and cancels); a
+    /// completion that held it has committed by then, so the step's state read after it is the
+    /// latest.
+    pub async fn take_awaiting(&self, account_id: &str, run_id: &str, seq: i64, token: &str, lease_until: i64) -> Result<Option<Claim>> {
+        let mut tx = self.writer.begin().await?;
+        let claim: Option<Claim> = sqlx::query_as(
+            "UPDATE run_queue SET lease_token = $1, due_at = $2 WHERE run_id = $3 AND account_id = $4 AND step_seq = $5 \
+             RETURNING run_id, step_index, step_seq, attempt, dispatching, reserved_milli, reserved_period",
+        )
+        .bind(token)
+        .bind(lease_until)
+        .bind(run_id)
+        .bind(account_id)
+        .bind(seq)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(claim) = claim else { return Ok(None) };
+        let status: Option<(StepStatus,)> = sqlx::query_as("SELECT status FROM step_runs WHERE run_id = $1 AND seq = $2")
+            .bind(run_id)
+            .bind(seq)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if status.map(|s| s.0) != Some(StepStatus::AwaitingCompletion) {
+            // Dropping the transaction gives the row back untouched.
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(claim))
+    }
+
     /// Gives claimed rows back (shutdown): they are due again at once.
     pub async fn release(&self, run_id: &str, token: &str, now: i64) -> Result<()> {
         sqlx::query("UPDATE run_queue SET due_at = $3, lease_token = NULL WHERE run_id = $1 AND lease_token = $2")
@@ -202,6 +239,7 @@ impl Store {
         if self.dialect == super::Dialect::Postgres
             && c.quota.is_none()
             && c.outbox.is_none()
+            && c.step.deferred_handle.is_none()
             && self.complete_in_one(c).await?
         {
             return Ok(true);
@@ -357,10 +395,11 @@ impl Store {
             super::quota::settle(&mut tx, account_id, &release).await?;
         }
         sqlx::query("DELETE FROM waits WHERE run_id = $1").bind(run_id).execute(&mut *tx).await?;
-        // The executions that would go on (`StepStatus::after_cancel`): a retry, a wait, a slot.
+        // The executions that would go on (`StepStatus::after_cancel`): a retry, a wait, a slot,
+        // an action that finishes later (a callback after this finds no queue row: it writes nothing).
         sqlx::query(
             "UPDATE step_runs SET status = $3, finished_at = $2, due_at = NULL, rate_slot_at = NULL, rate_slot_key = NULL \
-             WHERE run_id = $1 AND status IN ($4, $5, $6)",
+             WHERE run_id = $1 AND status IN ($4, $5, $6, $7)",
         )
         .bind(run_id)
         .bind(now)
@@ -368,6 +407,7 @@ impl Store {
         .bind(StepStatus::Pending)
         .bind(StepStatus::Waiting)
         .bind(StepStatus::Throttled)
+        .bind(StepStatus::AwaitingCompletion)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -681,12 +721,14 @@ async fn resume_wait(tx: &mut Transaction<'static, Any>, r: &Resume, now: i64) -
 async fn upsert_step(tx: &mut Transaction<'static, Any>, s: &StepRow) -> Result<()> {
     let q = sqlx::query(
         "INSERT INTO step_runs (run_id, seq, step_id, status, attempts, input, output, error, started_at, finished_at, due_at, \
-         rate_slot_at, rate_slot_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         rate_slot_at, rate_slot_key, deferred_handle) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
          ON CONFLICT (run_id, seq) DO UPDATE SET status = $4, attempts = $5, input = COALESCE($6, step_runs.input), \
          output = $7, error = $8, started_at = COALESCE(step_runs.started_at, $9), finished_at = $10, due_at = $11, \
-         rate_slot_at = $12, rate_slot_key = $13",
+         rate_slot_at = $12, rate_slot_key = $13, deferred_handle = COALESCE($14, step_runs.deferred_handle)",
     );
-    bind_step(q, s).execute(&mut **tx).await?;
+    // The handle is kept once set (the one-statement PostgreSQL path, which binds the first
+    // thirteen columns only, never writes it and so keeps it too).
+    bind_step(q, s).bind(&s.deferred_handle).execute(&mut **tx).await?;
     Ok(())
 }
 

@@ -5,6 +5,8 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 
+mod later;
+
 use crate::on_both_backends;
 use crate::support::{TestApp, TestDb, timeline};
 
@@ -278,6 +280,7 @@ async fn a_send_interrupted_by_a_crash_is_never_resent(db: TestDb) {
         due_at: None,
         rate_slot_at: None,
         rate_slot_key: None,
+        deferred_handle: None,
     };
     assert!(store.mark_dispatching("dead-worker", &row, app.now() + lease).await.unwrap());
     assert_eq!(app.drain().await, 0, "a leased step is not claimed again before its lease expires");

@@ -178,6 +178,7 @@ async fn a_replayed_completion_bills_once(db: TestDb) {
             due_at: None,
             rate_slot_at: None,
             rate_slot_key: None,
+            deferred_handle: None,
         },
         // Keeping the lease lets the same completion pass the fence twice.
         next: Next::Continue { step_index: 0, step_seq: 2, attempt: 0, due_at: T0, keep_lease: Some(T0 + 60_000) },

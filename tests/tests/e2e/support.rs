@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use switchboard_actions::ActionsConfig;
 use switchboard_api::AppState;
 use switchboard_integrations::connections::Vault;
-use switchboard_runtime::action::{Action, ActionContext, ActionError, ActionRegistry, Delivery, Done};
+use switchboard_runtime::action::{Action, ActionContext, ActionError, ActionRegistry, Delivery, Done, Later, Poll, Started};
 use switchboard_runtime::clock::{Clock, ManualClock};
 use switchboard_runtime::engine::{Engine, EngineConfig};
 use switchboard_runtime::events::EventBus;
@@ -262,6 +262,60 @@ impl Action for Gate {
     }
 }
 
+/// A test action that finishes later, like a call: its start is accepted with a handle
+/// `{"call_sid": "CA<n>"}` and a 10-minute poll deadline; its polls answer what a test queued in
+/// `polls` (nothing queued: not yet, 5 minutes more). Bills standard voice minutes.
+#[derive(Clone, Default)]
+pub struct Deferred {
+    pub starts: Arc<AtomicU32>,
+    /// The handles its polls were given.
+    pub polled: Arc<std::sync::Mutex<Vec<Value>>>,
+    pub polls: Arc<std::sync::Mutex<std::collections::VecDeque<Poll<Value>>>>,
+    /// While set, a poll signals `poll_entered` and waits for `poll_release` (a poll in flight).
+    pub hold_polls: Arc<std::sync::atomic::AtomicBool>,
+    pub poll_entered: Arc<tokio::sync::Notify>,
+    pub poll_release: Arc<tokio::sync::Notify>,
+}
+
+impl Deferred {
+    pub const CHECK_AFTER_MS: i64 = 600_000;
+    pub const NOT_YET_MS: i64 = 300_000;
+}
+
+#[async_trait::async_trait]
+impl Action for Deferred {
+    const KIND: &'static str = "test.later";
+    const DELIVERY: Delivery = Delivery::AtMostOnce;
+    const UNITS: &'static [Unit] = &[Unit::VoiceMinuteStandard];
+    type Input = Value;
+    type Output = Value;
+
+    async fn execute(&self, _ctx: &ActionContext, _input: Value) -> Result<Done<Value>, ActionError> {
+        Err(ActionError::permanent("finishes_later", "this action only starts (Action::start)"))
+    }
+
+    async fn start(&self, _ctx: &ActionContext, _input: Value) -> Result<Started<Value>, ActionError> {
+        let n = self.starts.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(Started::Later(Later {
+            handle: json!({ "call_sid": format!("CA{n}") }),
+            check_after: std::time::Duration::from_millis(Self::CHECK_AFTER_MS as u64),
+        }))
+    }
+
+    async fn poll(&self, _ctx: &ActionContext, handle: Value) -> Poll<Value> {
+        self.polled.lock().unwrap().push(handle);
+        if self.hold_polls.load(Ordering::SeqCst) {
+            self.poll_entered.notify_one();
+            self.poll_release.notified().await;
+        }
+        self.polls
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Poll::NotYet { check_after: std::time::Duration::from_millis(Self::NOT_YET_MS as u64) })
+    }
+}
+
 /// A store, an engine on a manual clock, the API router, and the test actions.
 pub struct TestApp {
     /// Kept alive for the test's length (PostgreSQL databases are dropped on drop).
@@ -270,6 +324,7 @@ pub struct TestApp {
     pub clock: ManualClock,
     pub flaky: Flaky,
     pub gate: Gate,
+    pub later: Deferred,
     pub state: AppState,
 }
 
@@ -298,7 +353,8 @@ impl TestApp {
         let vault = actions_config.vault.clone();
         let mut actions: ActionRegistry = switchboard_actions::registry(&actions_config).unwrap();
         let gate = Gate::default();
-        actions.register(flaky.clone()).register(Broken).register(gate.clone());
+        let later = Deferred::default();
+        actions.register(flaky.clone()).register(Broken).register(gate.clone()).register(later.clone());
         let mut engine = Engine::new(store, actions, Arc::new(clock.clone()), config);
         if let Some(limiter) = limiter {
             engine = engine.with_rate_limiter(limiter);
@@ -308,7 +364,7 @@ impl TestApp {
         }
         let engine = Arc::new(engine);
         let state = AppState::new(engine.clone(), vault, ADMIN, "http://sb.test");
-        TestApp { _db: db, engine, clock, flaky, gate, state }
+        TestApp { _db: db, engine, clock, flaky, gate, later, state }
     }
 
     pub fn now(&self) -> i64 {
