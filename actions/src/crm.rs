@@ -226,18 +226,8 @@ impl Action for CrmCreateTask {
     fn sandbox(&self, _ctx: &ActionContext, input: &CreateTaskInput) -> Result<Option<SandboxSend>, ActionError> {
         let task = task_body(input)?;
         let request = CrmRequest { method: Method::POST, segments: vec!["tasks".into()], body: Value::Object(task) };
-        let to = request
-            .body
-            .get("lead_id")
-            .or_else(|| request.body.get("title"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        Ok(Some(SandboxSend {
-            to,
-            rendered: request.rendered(),
-            output: json!({ "task_id": null, "sandbox": true }),
-            usage: vec![],
-        }))
+        let to = request.body.get("lead_id").or_else(|| request.body.get("title")).and_then(Value::as_str).map(str::to_owned);
+        Ok(Some(SandboxSend { to, rendered: request.rendered(), output: json!({ "task_id": null, "sandbox": true }), usage: vec![] }))
     }
 
     async fn execute(&self, ctx: &ActionContext, input: CreateTaskInput) -> Result<Done<CreateTaskOutput>, ActionError> {
@@ -359,11 +349,7 @@ impl LeadUpdate {
     }
 
     fn request(&self) -> CrmRequest {
-        CrmRequest {
-            method: Method::PATCH,
-            segments: vec!["leads".into(), self.lead_id.clone()],
-            body: json!({ "fields": self.fields }),
-        }
+        CrmRequest { method: Method::PATCH, segments: vec!["leads".into(), self.lead_id.clone()], body: json!({ "fields": self.fields }) }
     }
 }
 
@@ -385,31 +371,18 @@ impl CrmRequest {
 
     /// Signs and sends the request; the answer's status and JSON body (`null` when empty, a
     /// string when it is not JSON).
-    async fn send(
-        &self,
-        client: &reqwest::Client,
-        vault: &Vault,
-        ctx: &ActionContext,
-        delivery: Delivery,
-    ) -> Result<(StatusCode, Value), ActionError> {
-        let connection = ctx.connection.as_deref().ok_or_else(|| {
-            ActionError::permanent("missing_connection", "this step needs a crm connection (none was given)")
-        })?;
+    async fn send(&self, client: &reqwest::Client, vault: &Vault, ctx: &ActionContext, delivery: Delivery) -> Result<(StatusCode, Value), ActionError> {
+        let connection =
+            ctx.connection.as_deref().ok_or_else(|| ActionError::permanent("missing_connection", "this step needs a crm connection (none was given)"))?;
         let credentials: CrmCredentials = vault.open(connection)?;
         let mut url = Url::parse(credentials.base_url.trim())
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
-            .ok_or_else(|| {
-                ActionError::permanent(
-                    "connection_invalid",
-                    format!("connection '{}': base_url is not an http(s) URL", connection.name),
-                )
-            })?;
+            .ok_or_else(|| ActionError::permanent("connection_invalid", format!("connection '{}': base_url is not an http(s) URL", connection.name)))?;
         push_segments(&mut url, &self.segments);
 
         let body = serde_json::to_vec(&self.body).expect("JSON values serialize");
-        let timestamp =
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default().to_string();
+        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default().to_string();
         let signature = sign(credentials.api_key.expose_secret(), &timestamp, &body);
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -428,11 +401,7 @@ impl CrmRequest {
         if let Some(error) = classify_response(status, &response_headers, &text) {
             return Err(error);
         }
-        let answer = if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.into_owned()))
-        };
+        let answer = if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.into_owned())) };
         Ok((status, answer))
     }
 }
@@ -445,10 +414,8 @@ fn push_segments(url: &mut Url, segments: &[String]) {
 }
 
 fn header_value(what: &str, value: &str) -> Result<HeaderValue, ActionError> {
-    HeaderValue::from_str(value)
-        .map_err(|_| ActionError::permanent("invalid_request", format!("{what} is not a valid header value")))
+    HeaderValue::from_str(value).map_err(|_| ActionError::permanent("invalid_request", format!("{what} is not a valid header value")))
 }
-
 
 #[cfg(test)]
 mod tests {

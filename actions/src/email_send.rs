@@ -43,8 +43,8 @@ use schemars::JsonSchema;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use switchboard_integrations::providers::{self, Provider};
 use switchboard_integrations::connections::{SmtpCredentials, SmtpTls, Vault};
+use switchboard_integrations::providers::{self, Provider};
 use switchboard_runtime::action::{Action, ActionContext, ActionError, Delivery, Done, SandboxSend};
 use switchboard_runtime::metering::{Unit, Usage};
 
@@ -159,9 +159,8 @@ impl Action for EmailSend {
     }
 
     async fn execute(&self, ctx: &ActionContext, input: EmailInput) -> Result<Done<EmailOutput>, ActionError> {
-        let connection = ctx.connection.as_deref().ok_or_else(|| {
-            ActionError::permanent("missing_connection", "email.send needs an smtp connection (none was given)")
-        })?;
+        let connection =
+            ctx.connection.as_deref().ok_or_else(|| ActionError::permanent("missing_connection", "email.send needs an smtp connection (none was given)"))?;
         let email = Email::parse(&input)?;
         let credentials: SmtpCredentials = self.vault.open(connection)?;
         let message_id = message_id(&ctx.idempotency_key);
@@ -175,10 +174,7 @@ impl Action for EmailSend {
         let mut conn = match tokio::time::timeout(ctx.timeout, open_session(&credentials, ctx.timeout, self.allow_private)).await {
             Ok(session) => session.map_err(|(stage, e)| session_failure(stage, &e, &scrub))?,
             Err(_) => {
-                return Err(ActionError::retryable(
-                    "timeout",
-                    "the SMTP server did not complete the greeting, TLS or login in time; nothing was sent",
-                ));
+                return Err(ActionError::retryable("timeout", "the SMTP server did not complete the greeting, TLS or login in time; nothing was sent"));
             }
         };
         let left = ctx.timeout.saturating_sub(started.elapsed()).max(std::time::Duration::from_secs(1));
@@ -233,13 +229,11 @@ struct Email {
 
 impl Email {
     fn parse(input: &EmailInput) -> Result<Self, ActionError> {
-        let invalid =
-            |field: &str, message: String| ActionError::permanent("invalid_input", format!("{field}: {message}"));
+        let invalid = |field: &str, message: String| ActionError::permanent("invalid_input", format!("{field}: {message}"));
         let to_text = input.to.clone();
         let to = parse_recipients(&to_text).map_err(|e| invalid("to", e))?;
         let from = parse_mailbox(&input.from).map_err(|e| invalid("from", e))?;
-        let reply_to =
-            input.reply_to.as_deref().map(parse_mailbox).transpose().map_err(|e| invalid("reply_to", e))?;
+        let reply_to = input.reply_to.as_deref().map(parse_mailbox).transpose().map_err(|e| invalid("reply_to", e))?;
         // An empty body part (e.g. a template that rendered to nothing) counts as absent.
         let text = input.text.clone().filter(|s| !s.is_empty());
         let html = input.html.clone().filter(|s| !s.is_empty());
@@ -251,10 +245,7 @@ impl Email {
 
     /// The MIME message with `message_id`.
     fn message(&self, message_id: &str) -> Result<Message, ActionError> {
-        let mut builder = Message::builder()
-            .from(self.from.clone())
-            .subject(self.subject.clone())
-            .message_id(Some(message_id.to_owned()));
+        let mut builder = Message::builder().from(self.from.clone()).subject(self.subject.clone()).message_id(Some(message_id.to_owned()));
         for mailbox in self.to.iter() {
             builder = builder.to(mailbox.clone());
         }
@@ -262,9 +253,7 @@ impl Email {
             builder = builder.reply_to(reply_to.clone());
         }
         let built = match (&self.text, &self.html) {
-            (Some(text), Some(html)) => {
-                builder.multipart(MultiPart::alternative_plain_html(text.clone(), html.clone()))
-            }
+            (Some(text), Some(html)) => builder.multipart(MultiPart::alternative_plain_html(text.clone(), html.clone())),
             (Some(text), None) => builder.singlepart(SinglePart::plain(text.clone())),
             (None, Some(html)) => builder.singlepart(SinglePart::html(html.clone())),
             (None, None) => unreachable!("Email::parse requires a body"),
@@ -275,9 +264,8 @@ impl Email {
 
 /// One or more comma-separated mailboxes.
 fn parse_recipients(to: &str) -> Result<Mailboxes, String> {
-    let mailboxes: Mailboxes = to.trim().parse().map_err(|_| {
-        format!("{to:?} is not a list of email addresses (e.g. `ada@example.com, Bob <bob@example.com>`)")
-    })?;
+    let mailboxes: Mailboxes =
+        to.trim().parse().map_err(|_| format!("{to:?} is not a list of email addresses (e.g. `ada@example.com, Bob <bob@example.com>`)"))?;
     if mailboxes.iter().next().is_none() {
         return Err("no recipient".into());
     }
@@ -297,11 +285,7 @@ enum Stage {
 }
 
 /// Connects, secures and logs in: everything before the message's transaction.
-async fn open_session(
-    credentials: &SmtpCredentials,
-    timeout: Duration,
-    allow_private: bool,
-) -> Result<AsyncSmtpConnection, (Stage, SessionError)> {
+async fn open_session(credentials: &SmtpCredentials, timeout: Duration, allow_private: bool) -> Result<AsyncSmtpConnection, (Stage, SessionError)> {
     // Resolved once and checked like outbound HTTP (an account must not reach internal
     // services through its SMTP connection); the checked address is the one connected to.
     let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((credentials.host.as_str(), credentials.port))
@@ -322,15 +306,8 @@ async fn open_session(
         SmtpTls::None | SmtpTls::Starttls => None,
     };
     // lettre bounds the TCP connect with `timeout`; the runtime bounds the whole attempt.
-    let mut conn = AsyncSmtpConnection::connect_tokio1(
-        address,
-        Some(timeout),
-        &hello,
-        implicit,
-        None,
-    )
-    .await
-    .map_err(|e| (Stage::Connect, SessionError::Smtp(e)))?;
+    let mut conn =
+        AsyncSmtpConnection::connect_tokio1(address, Some(timeout), &hello, implicit, None).await.map_err(|e| (Stage::Connect, SessionError::Smtp(e)))?;
     if credentials.tls == SmtpTls::Starttls {
         // Required, not opportunistic: a server that does not offer STARTTLS fails the send.
         let params = tls().map_err(|e| (Stage::Starttls, SessionError::Smtp(e)))?;
@@ -399,18 +376,10 @@ fn transaction_failure(err: &SmtpError, scrub: &Scrub<'_>) -> ActionError {
     let cause = scrub.apply(describe(err));
     if err.is_client() {
         // lettre's own checks (e.g. non-ASCII addresses without SMTPUTF8) run before MAIL.
-        return ActionError::permanent(
-            "smtp_unsupported",
-            format!("the message cannot be sent to this server: {cause}"),
-        );
+        return ActionError::permanent("smtp_unsupported", format!("the message cannot be sent to this server: {cause}"));
     }
     let code = if err.is_timeout() { "timeout" } else { "transport_error" };
-    ActionError::outcome_unknown(
-        code,
-        format!(
-            "the SMTP connection failed after the message may have been sent ({cause}); it is not resent automatically"
-        ),
-    )
+    ActionError::outcome_unknown(code, format!("the SMTP connection failed after the message may have been sent ({cause}); it is not resent automatically"))
 }
 
 /// A 4xx (retryable) or 5xx (permanent) reply, quoting the server.

@@ -97,7 +97,10 @@ impl Action for HttpRequest {
                     Value::String(s) => is_literal(s),
                     _ => true,
                 };
-                if is_literal(name) && literal && let Err(e) = header(name, value) {
+                if is_literal(name)
+                    && literal
+                    && let Err(e) = header(name, value)
+                {
                     problems.push((format!("headers.{name}"), e));
                 }
             }
@@ -119,9 +122,8 @@ impl Action for HttpRequest {
             headers.append(name, value);
         }
         if !headers.contains_key(IDEMPOTENCY_KEY) {
-            let key = HeaderValue::from_str(&ctx.idempotency_key).map_err(|_| {
-                ActionError::permanent("invalid_idempotency_key", "the step's idempotency key is not a valid header value")
-            })?;
+            let key = HeaderValue::from_str(&ctx.idempotency_key)
+                .map_err(|_| ActionError::permanent("invalid_idempotency_key", "the step's idempotency key is not a valid header value"))?;
             headers.insert(IDEMPOTENCY_KEY, key);
         }
 
@@ -148,10 +150,7 @@ impl Action for HttpRequest {
         }
         let response_headers = header_map_json(response.headers());
         let body = read_body(&mut response).await.map_err(|e| classify_send_error(&e, Self::DELIVERY))?;
-        Ok(Done {
-            output: RequestOutput { status: status.as_u16(), headers: response_headers, body },
-            usage: vec![Unit::HttpRequest.times(1)],
-        })
+        Ok(Done { output: RequestOutput { status: status.as_u16(), headers: response_headers, body }, usage: vec![Unit::HttpRequest.times(1)] })
     }
 }
 
@@ -175,11 +174,7 @@ fn is_literal(s: &str) -> bool {
 
 fn parse_method(method: &str) -> Result<Method, String> {
     let upper = method.trim().to_ascii_uppercase();
-    METHODS
-        .iter()
-        .find(|m| m.as_str() == upper)
-        .cloned()
-        .ok_or_else(|| format!("unsupported method {method:?}: use GET, POST, PUT, PATCH, DELETE or HEAD"))
+    METHODS.iter().find(|m| m.as_str() == upper).cloned().ok_or_else(|| format!("unsupported method {method:?}: use GET, POST, PUT, PATCH, DELETE or HEAD"))
 }
 
 fn parse_url(url: &str) -> Result<Url, String> {
@@ -210,8 +205,7 @@ fn header(name: &str, value: &Value) -> Result<(HeaderName, HeaderValue), String
 fn header_map_json(headers: &HeaderMap) -> Value {
     let mut out = Map::new();
     for name in headers.keys() {
-        let values: Vec<String> =
-            headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
+        let values: Vec<String> = headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
         out.insert(name.as_str().to_owned(), Value::String(values.join(", ")));
     }
     Value::Object(out)
@@ -233,13 +227,15 @@ async fn read_body(response: &mut Response) -> Result<Value, reqwest::Error> {
     {
         return Ok(value);
     }
-    if truncated && let Err(e) = std::str::from_utf8(&bytes) && e.error_len().is_none() {
+    if truncated
+        && let Err(e) = std::str::from_utf8(&bytes)
+        && e.error_len().is_none()
+    {
         // The cut fell inside a character: drop its first bytes rather than mangle it.
         bytes.truncate(e.valid_up_to());
     }
     Ok(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -74,13 +74,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl ActionsConfig {
     /// Production defaults with `vault`: vendors' real base URLs, private addresses refused.
     pub fn new(vault: Arc<Vault>) -> Self {
-        Self {
-            http: HttpConfig::default(),
-            vault,
-            api_bases: ApiBases::default(),
-            public_url: "http://127.0.0.1:8080".into(),
-            prices: PriceList::default(),
-        }
+        Self { http: HttpConfig::default(), vault, api_bases: ApiBases::default(), public_url: "http://127.0.0.1:8080".into(), prices: PriceList::default() }
     }
 }
 
@@ -116,15 +110,10 @@ mod tests {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let vault = Arc::new(Vault::from_hex(&Vault::generate_hex()).unwrap());
         let registry = registry(&ActionsConfig::new(vault)).unwrap();
-        assert_eq!(registry.kinds().collect::<Vec<_>>(), [
-                CrmCreateTask::KIND,
-                CrmUpdateLead::KIND,
-                EmailSend::KIND,
-                HttpRequest::KIND,
-                Log::KIND,
-                SlackPostMessage::KIND,
-                SmsSend::KIND
-            ]);
+        assert_eq!(
+            registry.kinds().collect::<Vec<_>>(),
+            [CrmCreateTask::KIND, CrmUpdateLead::KIND, EmailSend::KIND, HttpRequest::KIND, Log::KIND, SlackPostMessage::KIND, SmsSend::KIND]
+        );
     }
 
     #[test]

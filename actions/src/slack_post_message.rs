@@ -27,10 +27,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::StatusCode;
-use secrecy::{ExposeSecret, SecretString};
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use schemars::JsonSchema;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use switchboard_integrations::connections::{SlackCredentials, Vault};
@@ -147,8 +147,7 @@ impl Action for SlackPostMessage {
         if let Some(Value::String(channel)) = input.get("channel")
             && channel.trim().is_empty()
         {
-            problems
-                .push(("channel".to_owned(), "must not be empty (leave it out for a webhook connection)".to_owned()));
+            problems.push(("channel".to_owned(), "must not be empty (leave it out for a webhook connection)".to_owned()));
         }
         problems
     }
@@ -161,10 +160,7 @@ impl Action for SlackPostMessage {
         let connection = ctx.connection.as_ref()?;
         // A webhook without a channel posts to its own one channel.
         let channel = input.channel.as_deref().map(str::trim).filter(|c| !c.is_empty());
-        Some(RateLimit {
-            key: format!("slack:{}:{}", connection.id, channel.unwrap_or("default")),
-            interval: Duration::from_secs(1),
-        })
+        Some(RateLimit { key: format!("slack:{}:{}", connection.id, channel.unwrap_or("default")), interval: Duration::from_secs(1) })
     }
 
     fn sandbox(&self, _ctx: &ActionContext, input: &PostInput) -> Result<Option<SandboxSend>, ActionError> {
@@ -179,9 +175,7 @@ impl Action for SlackPostMessage {
 
     async fn execute(&self, ctx: &ActionContext, input: PostInput) -> Result<Done<PostOutput>, ActionError> {
         let post = Post::parse(&input)?;
-        let connection = ctx.connection.as_ref().ok_or_else(|| {
-            ActionError::permanent("missing_connection", "slack.post_message needs a slack connection")
-        })?;
+        let connection = ctx.connection.as_ref().ok_or_else(|| ActionError::permanent("missing_connection", "slack.post_message needs a slack connection"))?;
         let output = match self.vault.open::<SlackCredentials>(connection)? {
             SlackCredentials::Bot { bot_token } => self.post_as_bot(ctx, &bot_token, &post).await?,
             SlackCredentials::Webhook { webhook_url } => self.post_to_webhook(ctx, &webhook_url, &post).await?,
@@ -192,17 +186,9 @@ impl Action for SlackPostMessage {
 
 impl SlackPostMessage {
     /// `chat.postMessage` with a bot token.
-    async fn post_as_bot(
-        &self,
-        ctx: &ActionContext,
-        token: &SecretString,
-        post: &Post<'_>,
-    ) -> Result<PostOutput, ActionError> {
+    async fn post_as_bot(&self, ctx: &ActionContext, token: &SecretString, post: &Post<'_>) -> Result<PostOutput, ActionError> {
         let channel = post.channel.ok_or_else(|| {
-            ActionError::permanent(
-                "invalid_input",
-                "channel: required with a bot-token connection (only an incoming webhook has a channel of its own)",
-            )
+            ActionError::permanent("invalid_input", "channel: required with a bot-token connection (only an incoming webhook has a channel of its own)")
         })?;
         let body = json!({ "channel": channel, "text": post.text }).to_string();
         let mut response = self
@@ -225,9 +211,7 @@ impl SlackPostMessage {
             let snippet = String::from_utf8_lossy(answer.as_deref().unwrap_or_default()).into_owned();
             let by_status = classify_response(status, &headers, &snippet).unwrap_or_else(|| http_error(status));
             return Err(match parsed.and_then(|p| p.error.map(|e| (e, p.needed))) {
-                Some((error, needed)) => {
-                    ActionError { code: code(&error), message: describe(&error, needed.as_deref()), ..by_status }
-                }
+                Some((error, needed)) => ActionError { code: code(&error), message: describe(&error, needed.as_deref()), ..by_status },
                 None => by_status,
             });
         }
@@ -235,9 +219,7 @@ impl SlackPostMessage {
         let answer = parsed.ok_or_else(|| {
             ActionError::outcome_unknown(
                 "invalid_response",
-                format!(
-                    "Slack answered HTTP {status} with a body that is not its JSON; the message may have been posted"
-                ),
+                format!("Slack answered HTTP {status} with a body that is not its JSON; the message may have been posted"),
             )
         })?;
         if !answer.ok {
@@ -249,12 +231,7 @@ impl SlackPostMessage {
 
     /// An incoming webhook. Nothing about the URL reaches a message: `classify_send_error`
     /// leaves URLs out, and Slack's answers do not echo it.
-    async fn post_to_webhook(
-        &self,
-        ctx: &ActionContext,
-        url: &SecretString,
-        post: &Post<'_>,
-    ) -> Result<PostOutput, ActionError> {
+    async fn post_to_webhook(&self, ctx: &ActionContext, url: &SecretString, post: &Post<'_>) -> Result<PostOutput, ActionError> {
         let mut response = self
             .client
             .post(url.expose_secret())
@@ -271,16 +248,11 @@ impl SlackPostMessage {
         let headers = response.headers().clone();
         let text = String::from_utf8_lossy(&read_limited(&mut response, MAX_ANSWER_BYTES).await.map(|(bytes, _)| bytes).unwrap_or_default()).trim().to_owned();
         let by_status = classify_response(status, &headers, &text).unwrap_or_else(|| http_error(status));
-        let is_error_name =
-            !text.is_empty() && text.len() <= 64 && text.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        let is_error_name = !text.is_empty() && text.len() <= 64 && text.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
         if !is_error_name {
             return Err(by_status);
         }
-        Err(ActionError {
-            code: code(&text),
-            message: format!("{} (HTTP {status})", describe(&text, None)),
-            ..by_status
-        })
+        Err(ActionError { code: code(&text), message: format!("{} (HTTP {status})", describe(&text, None)), ..by_status })
     }
 }
 
@@ -290,10 +262,7 @@ fn api_failure(error: &str, needed: Option<&str>, headers: &HeaderMap) -> Action
     if RETRYABLE_ERRORS.contains(&error) {
         ActionError::retryable(code, message).with_retry_after(retry_after(headers))
     } else if MAYBE_POSTED_ERRORS.contains(&error) {
-        ActionError::outcome_unknown(
-            code,
-            format!("{message}; Slack says it may have been posted, so it is not resent automatically"),
-        )
+        ActionError::outcome_unknown(code, format!("{message}; Slack says it may have been posted, so it is not resent automatically"))
     } else {
         ActionError::permanent(code, message)
     }
@@ -301,8 +270,7 @@ fn api_failure(error: &str, needed: Option<&str>, headers: &HeaderMap) -> Action
 
 /// `slack_<error>`, keeping the code snake_case whatever Slack sends.
 fn code(error: &str) -> String {
-    let clean: String =
-        error.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).take(64).collect();
+    let clean: String = error.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).take(64).collect();
     format!("slack_{clean}")
 }
 
@@ -357,7 +325,6 @@ fn check_text(text: &str) -> Result<(), String> {
         Ok(())
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::StatusCode;
-use secrecy::ExposeSecret;
 use schemars::JsonSchema;
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -35,9 +35,7 @@ use switchboard_integrations::connections::{TwilioCredentials, Vault};
 use switchboard_integrations::http::read_limited;
 use switchboard_integrations::providers::{self, Provider};
 use switchboard_integrations::{classify_response, classify_send_error};
-use switchboard_runtime::action::{
-    Action, ActionContext, ActionError, Delivery, Done, FailureClass, RateLimit, SandboxSend,
-};
+use switchboard_runtime::action::{Action, ActionContext, ActionError, Delivery, Done, FailureClass, RateLimit, SandboxSend};
 use switchboard_runtime::metering::{Unit, Usage, sms_segments};
 
 /// The unit an SMS is metered in.
@@ -168,14 +166,10 @@ impl Action for SmsSend {
             Some(Value::String(s)) if !s.contains("{{") => Some(s.as_str()),
             _ => None,
         };
-        [
-            ("to", literal("to").map(|s| check_to(s.trim()))),
-            ("from", literal("from").map(|s| check_from(s.trim()))),
-            ("body", literal("body").map(check_body)),
-        ]
-        .into_iter()
-        .filter_map(|(name, result)| Some((name.to_owned(), result?.err()?)))
-        .collect()
+        [("to", literal("to").map(|s| check_to(s.trim()))), ("from", literal("from").map(|s| check_from(s.trim()))), ("body", literal("body").map(check_body))]
+            .into_iter()
+            .filter_map(|(name, result)| Some((name.to_owned(), result?.err()?)))
+            .collect()
     }
 
     fn estimate(&self, input: &SmsInput) -> Vec<Usage> {
@@ -209,10 +203,7 @@ impl Action for SmsSend {
 
     async fn execute(&self, ctx: &ActionContext, input: SmsInput) -> Result<Done<SmsOutput>, ActionError> {
         let message = Message::parse(&input)?;
-        let connection = ctx
-            .connection
-            .as_ref()
-            .ok_or_else(|| ActionError::permanent("missing_connection", "sms.send needs a twilio connection"))?;
+        let connection = ctx.connection.as_ref().ok_or_else(|| ActionError::permanent("missing_connection", "sms.send needs a twilio connection"))?;
         let credentials: TwilioCredentials = self.vault.open(connection)?;
         // It becomes a path segment; the connection check holds it to `AC` + hex already.
         if credentials.account_sid.is_empty() || !credentials.account_sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -224,8 +215,7 @@ impl Action for SmsSend {
 
         let sender = if is_messaging_service_sid(message.from) { "MessagingServiceSid" } else { "From" };
         let callback = format!("{}/callbacks/twilio/{}/sms", self.public_url, connection.id);
-        let form =
-            [("To", message.to), (sender, message.from), ("Body", message.body), ("StatusCallback", callback.as_str())];
+        let form = [("To", message.to), (sender, message.from), ("Body", message.body), ("StatusCallback", callback.as_str())];
         let mut response = self
             .client
             .post(format!("{}/2010-04-01/Accounts/{}/Messages.json", self.api_base, credentials.account_sid))
@@ -253,12 +243,7 @@ impl Action for SmsSend {
                 TwilioMessage::default()
             }
         };
-        let segments = created
-            .num_segments
-            .as_deref()
-            .and_then(|n| n.trim().parse::<i64>().ok())
-            .filter(|n| *n > 0)
-            .unwrap_or_else(|| message.segments());
+        let segments = created.num_segments.as_deref().and_then(|n| n.trim().parse::<i64>().ok()).filter(|n| *n > 0).unwrap_or_else(|| message.segments());
         Ok(Done {
             output: SmsOutput {
                 sid: created.sid,
@@ -278,8 +263,8 @@ impl Action for SmsSend {
 /// name it.
 fn twilio_failure(status: StatusCode, headers: &reqwest::header::HeaderMap, body: &[u8]) -> ActionError {
     let text = String::from_utf8_lossy(body);
-    let by_status = classify_response(status, headers, &text)
-        .unwrap_or_else(|| ActionError::permanent(format!("http_{}", status.as_u16()), format!("HTTP {status}")));
+    let by_status =
+        classify_response(status, headers, &text).unwrap_or_else(|| ActionError::permanent(format!("http_{}", status.as_u16()), format!("HTTP {status}")));
     let Ok(error) = serde_json::from_slice::<TwilioError>(body) else {
         return by_status;
     };
@@ -305,8 +290,7 @@ fn sandbox_sid(idempotency_key: &str) -> String {
 /// Whether `s` is an E.164 phone number: `+` and 8–15 digits (also how template phone
 /// parameters are checked).
 pub fn is_e164(s: &str) -> bool {
-    s.strip_prefix('+')
-        .is_some_and(|digits| (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()))
+    s.strip_prefix('+').is_some_and(|digits| (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `MG` and 32 hex characters.
@@ -315,11 +299,7 @@ fn is_messaging_service_sid(s: &str) -> bool {
 }
 
 fn check_to(to: &str) -> Result<(), String> {
-    if is_e164(to) {
-        Ok(())
-    } else {
-        Err("must be a phone number in E.164 form: '+' and 8 to 15 digits, e.g. +15551234567".into())
-    }
+    if is_e164(to) { Ok(()) } else { Err("must be a phone number in E.164 form: '+' and 8 to 15 digits, e.g. +15551234567".into()) }
 }
 
 fn check_from(from: &str) -> Result<(), String> {
@@ -341,7 +321,6 @@ fn check_body(body: &str) -> Result<(), String> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,10 +341,7 @@ mod tests {
     #[test]
     fn literal_numbers_and_body_are_checked() {
         assert!(paths(json!({"to": "+15551234567", "from": "+15557654321", "body": "Hi"})).is_empty());
-        assert!(
-            paths(json!({"to": "+447911123456", "from": "MG0123456789abcdef0123456789abcdef", "body": "Hi"}))
-                .is_empty()
-        );
+        assert!(paths(json!({"to": "+447911123456", "from": "MG0123456789abcdef0123456789abcdef", "body": "Hi"})).is_empty());
         assert_eq!(paths(json!({"to": "555-1234", "from": "Acme", "body": " "})), ["body", "from", "to"]);
         assert_eq!(paths(json!({"to": "+1234567", "from": "+1234567890123456", "body": "x"})), ["from", "to"]);
         assert_eq!(paths(json!({"to": "+15551234567", "from": "MG123", "body": "x".repeat(1601)})), ["body", "from"]);
@@ -384,10 +360,7 @@ mod tests {
         let body = br#"{"code": 21610, "message": "Attempt to send to unsubscribed recipient", "more_info": "https://www.twilio.com/docs/errors/21610", "status": 400}"#;
         let err = twilio_failure(StatusCode::BAD_REQUEST, &headers, body);
         assert_eq!((err.code.as_str(), err.class), ("twilio_21610", FailureClass::Permanent));
-        assert_eq!(
-            err.message,
-            "twilio error 21610: Attempt to send to unsubscribed recipient (see https://www.twilio.com/docs/errors/21610)"
-        );
+        assert_eq!(err.message, "twilio error 21610: Attempt to send to unsubscribed recipient (see https://www.twilio.com/docs/errors/21610)");
         let body = br#"{"code": 21611, "message": "This 'From' number has exceeded the maximum number of queued messages", "status": 400}"#;
         let err = twilio_failure(StatusCode::BAD_REQUEST, &headers, body);
         assert_eq!((err.code.as_str(), err.class), ("twilio_21611", FailureClass::Retryable));

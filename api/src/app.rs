@@ -44,7 +44,15 @@ pub type HookLimiter = governor::DefaultKeyedRateLimiter<String>;
 impl AppState {
     /// State over an engine, with an empty webhook cache.
     pub fn new(engine: Arc<Engine>, vault: Arc<Vault>, admin_token: &str, public_url: &str) -> Self {
-        Self { engine, vault, admin_token: admin_token.into(), public_url: public_url.into(), hooks: Arc::default(), hook_limiter: None, shutdown: Arc::new(tokio::sync::watch::Sender::new(false)) }
+        Self {
+            engine,
+            vault,
+            admin_token: admin_token.into(),
+            public_url: public_url.into(),
+            hooks: Arc::default(),
+            hook_limiter: None,
+            shutdown: Arc::new(tokio::sync::watch::Sender::new(false)),
+        }
     }
 
     /// Limits each webhook URL to `per_second` requests a second (bursts up to twice that);
@@ -80,9 +88,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::health::router())
         .merge(crate::openapi::router())
         .fallback(|| async { ApiError::not_found("route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
-        })
+        .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -104,9 +110,10 @@ impl HookCache {
     /// The workflow behind a token, from the cache or the store.
     pub async fn get(&self, store: &Store, token: &str) -> switchboard_runtime::Result<Option<HookTarget>> {
         if let Some((target, at)) = self.entries.lock().expect("hook cache lock").get(token)
-            && at.elapsed() < HOOK_TTL {
-                return Ok(Some(target.clone()));
-            }
+            && at.elapsed() < HOOK_TTL
+        {
+            return Ok(Some(target.clone()));
+        }
         let found = store.workflow_by_token(token).await?;
         if let Some(target) = &found {
             let mut entries = self.entries.lock().expect("hook cache lock");

@@ -27,13 +27,7 @@ pub fn hash_key(key: &str) -> String {
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
 
 /// How stale a key's `last_used_at` may be: it is written at most once this often per key, so a
@@ -55,9 +49,7 @@ impl FromRequestParts<AppState> for AccountAuth {
         let store = state.engine.store();
         let Some(holder) = store.account_by_key_hash(&hash_key(key)).await? else {
             if bool::from(key.as_bytes().ct_eq(state.admin_token.as_bytes())) {
-                return Err(ApiError::unauthorized(
-                    "this is the admin token; account routes take an account's API key (POST /v1/accounts answers one)",
-                ));
+                return Err(ApiError::unauthorized("this is the admin token; account routes take an account's API key (POST /v1/accounts answers one)"));
             }
             return Err(ApiError::unauthorized("unknown API key"));
         };
@@ -81,10 +73,6 @@ impl FromRequestParts<AppState> for AdminAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("missing 'Authorization: Bearer <admin token>'"))?;
-        if bool::from(token.as_bytes().ct_eq(state.admin_token.as_bytes())) {
-            Ok(AdminAuth)
-        } else {
-            Err(ApiError::unauthorized("not the admin token"))
-        }
+        if bool::from(token.as_bytes().ct_eq(state.admin_token.as_bytes())) { Ok(AdminAuth) } else { Err(ApiError::unauthorized("not the admin token")) }
     }
 }

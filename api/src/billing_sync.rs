@@ -137,13 +137,7 @@ pub async fn sync_once(store: &Store, stripe: &StripeClient, cfg: &SyncConfig, n
 /// Runs [`sync_once`] every `cfg.interval` until `shutdown` resolves (a pass in progress is
 /// abandoned; the cursor makes that harmless). Failures are logged; a retryable one waits for
 /// Stripe's `Retry-After` when that is longer than the interval.
-pub async fn run(
-    store: Store,
-    stripe: StripeClient,
-    cfg: SyncConfig,
-    clock: Arc<dyn Clock>,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn run(store: Store, stripe: StripeClient, cfg: SyncConfig, clock: Arc<dyn Clock>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     tracing::info!(event_name = %cfg.event_name, interval = ?cfg.interval, "Stripe meter-event sync started");
     loop {

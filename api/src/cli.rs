@@ -132,11 +132,9 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Arc<Engine>> {
     let clock = DatabaseClock::for_store(&store).await.context("reading the database's clock")?;
     let mut engine = Engine::new(store, actions, clock, settings.engine());
     if let Some(url) = settings.redis_url.as_ref().map(|u| u.expose_secret()) {
-        let limiter = switchboard_integrations::rate_limit::RedisRateLimiter::new(url)
-            .with_context(|| format!("SWITCHBOARD_REDIS_URL {}", redact(url)))?;
+        let limiter = switchboard_integrations::rate_limit::RedisRateLimiter::new(url).with_context(|| format!("SWITCHBOARD_REDIS_URL {}", redact(url)))?;
         engine = engine.with_rate_limiter(Arc::new(limiter));
-        let events = switchboard_integrations::live_events::RedisEventBus::start(url)
-            .with_context(|| format!("SWITCHBOARD_REDIS_URL {}", redact(url)))?;
+        let events = switchboard_integrations::live_events::RedisEventBus::start(url).with_context(|| format!("SWITCHBOARD_REDIS_URL {}", redact(url)))?;
         engine = engine.with_events(Arc::new(events));
     }
     Ok(Arc::new(engine))
@@ -146,10 +144,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let engine = engine(&settings).await?;
     let (admin_token, generated) = settings.admin_token().context("reading or creating the admin token")?;
     if generated {
-        println!(
-            "Generated the admin token (kept in {}):\n  {admin_token}",
-            settings.data_dir.join("admin_token").display()
-        );
+        println!("Generated the admin token (kept in {}):\n  {admin_token}", settings.data_dir.join("admin_token").display());
     }
     let vault = Arc::new(settings.vault().context("reading or creating the secret key")?);
     let sealed = crate::routes::hooks::seal_stored_secrets(engine.store(), &vault).await.context("sealing stored webhook secrets")?;

@@ -98,9 +98,7 @@ impl Settings {
     /// Loads settings: defaults, then the TOML file (if it exists), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
         let file = file.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("switchboard.toml"));
-        let figment = Figment::from(Serialized::defaults(Settings::default()))
-            .merge(Toml::file(file))
-            .merge(Env::prefixed("SWITCHBOARD_"));
+        let figment = Figment::from(Serialized::defaults(Settings::default())).merge(Toml::file(file)).merge(Env::prefixed("SWITCHBOARD_"));
         let mut settings: Settings = figment.extract().map_err(Box::new)?;
         // One `<provider>_api_base` setting per provider with an API, read from the registry
         // rather than listed here.
@@ -135,12 +133,7 @@ impl Settings {
     pub fn engine(&self) -> EngineConfig {
         let mut prices = switchboard_runtime::metering::PriceList::default();
         prices.0.extend(self.prices.clone());
-        EngineConfig {
-            lease: Duration::from_secs(self.lease_secs.max(1)),
-            concurrency: self.worker_concurrency.max(1),
-            prices,
-            ..EngineConfig::default()
-        }
+        EngineConfig { lease: Duration::from_secs(self.lease_secs.max(1)), concurrency: self.worker_concurrency.max(1), prices, ..EngineConfig::default() }
     }
 
     /// The admin token: configured, or kept in `$DATA_DIR/admin_token`, or generated now (and
@@ -230,7 +223,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sb-config-secrets-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("switchboard.toml");
-        std::fs::write(&file, "admin_token = \"adm_very_secret\"\nstripe_secret_key = \"sk_test_hidden\"\ndatabase_url = \"postgres://u:pw-hidden@db/x\"\n").unwrap();
+        std::fs::write(&file, "admin_token = \"adm_very_secret\"\nstripe_secret_key = \"sk_test_hidden\"\ndatabase_url = \"postgres://u:pw-hidden@db/x\"\n")
+            .unwrap();
         let settings = Settings::load(Some(&file)).unwrap();
         assert_eq!(settings.admin_token().unwrap().0, "adm_very_secret");
         assert_eq!(settings.database_url(), "postgres://u:pw-hidden@db/x");

@@ -59,11 +59,7 @@ impl From<Error> for ApiError {
             Error::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             other if other.is_unavailable() => {
                 tracing::warn!(error = %other, "database unavailable");
-                let mut error = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database_unavailable",
-                    "the database cannot be reached; retry shortly",
-                );
+                let mut error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", "the database cannot be reached; retry shortly");
                 error.retry_after = Some(DATABASE_RETRY_AFTER_SECS);
                 error
             }

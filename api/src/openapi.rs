@@ -74,13 +74,8 @@ struct SecuritySchemes;
 impl Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        let bearer = |description: &str| {
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some(description)).build())
-        };
-        components.add_security_scheme(
-            "account_key",
-            bearer("An account's API key (`sk_…`), shown once when the admin creates the account; stored hashed."),
-        );
+        let bearer = |description: &str| SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some(description)).build());
+        components.add_security_scheme("account_key", bearer("An account's API key (`sk_…`), shown once when the admin creates the account; stored hashed."));
         components.add_security_scheme("admin_token", bearer("The admin token from the server's configuration (`SWITCHBOARD_ADMIN_TOKEN`)."));
     }
 }
@@ -184,10 +179,7 @@ pub struct Unauthorized(pub ErrorBody);
 
 /// 400 on an operation that reads query parameters.
 #[derive(Debug, IntoResponses)]
-#[response(
-    status = 400,
-    description = "`bad_request`: a query string that does not parse, e.g. a `limit` that is not a 64-bit integer"
-)]
+#[response(status = 400, description = "`bad_request`: a query string that does not parse, e.g. a `limit` that is not a 64-bit integer")]
 pub struct BadQuery(pub ErrorBody);
 
 /// What reading a JSON request body can answer, besides the operation's own 422.

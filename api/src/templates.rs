@@ -144,11 +144,8 @@ impl Template {
                 }
             }
         }
-        let params: Map<String, Value> = self
-            .params
-            .iter()
-            .filter_map(|p| values.get(&p.name).map(|v| (p.name.clone(), json!({ "type": param_kind(p.ty), "value": v }))))
-            .collect();
+        let params: Map<String, Value> =
+            self.params.iter().filter_map(|p| values.get(&p.name).map(|v| (p.name.clone(), json!({ "type": param_kind(p.ty), "value": v })))).collect();
         doc["params"] = Value::Object(params);
         doc
     }
@@ -172,7 +169,9 @@ fn check(ty: ParamType, v: &Value) -> Result<Value, String> {
     match ty {
         ParamType::Number => match v {
             Value::Number(_) => Ok(v.clone()),
-            Value::String(s) => s.trim().parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(Value::Number).ok_or_else(|| format!("'{s}' is not a number")),
+            Value::String(s) => {
+                s.trim().parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(Value::Number).ok_or_else(|| format!("'{s}' is not a number"))
+            }
             _ => Err("must be a number".into()),
         },
         ParamType::String | ParamType::Connection => text().map(|s| json!(s)).ok_or_else(|| "must be non-empty text".into()),
@@ -182,11 +181,7 @@ fn check(ty: ParamType, v: &Value) -> Result<Value, String> {
         }
         ParamType::Phone => {
             let s = text().ok_or("must be a phone number in E.164 form, e.g. +15550001111")?;
-            if switchboard_actions::sms_send::is_e164(s) {
-                Ok(json!(s))
-            } else {
-                Err(format!("'{s}' is not a phone number in E.164 form, e.g. +15550001111"))
-            }
+            if switchboard_actions::sms_send::is_e164(s) { Ok(json!(s)) } else { Err(format!("'{s}' is not a phone number in E.164 form, e.g. +15550001111")) }
         }
         ParamType::Email => {
             let s = text().ok_or("must be an email address")?;
@@ -235,11 +230,7 @@ mod tests {
                 .filter_map(|l| l.trim().strip_prefix("help:"))
                 .map(|rest| {
                     let rest = rest.trim();
-                    if rest.starts_with('"') || rest.starts_with('\'') {
-                        serde_yaml_ng::from_str::<String>(rest).unwrap()
-                    } else {
-                        rest.to_string()
-                    }
+                    if rest.starts_with('"') || rest.starts_with('\'') { serde_yaml_ng::from_str::<String>(rest).unwrap() } else { rest.to_string() }
                 })
                 .collect();
             let parsed: Vec<&str> = t.params.iter().map(|p| p.help.as_str()).collect();
@@ -260,7 +251,8 @@ mod tests {
                 assert!(FILES.iter().any(|(s, _)| *s == slug), "templates/{name} is not listed in FILES");
             }
         }
-        let vault = std::sync::Arc::new(switchboard_integrations::connections::Vault::from_hex(&switchboard_integrations::connections::Vault::generate_hex()).unwrap());
+        let vault =
+            std::sync::Arc::new(switchboard_integrations::connections::Vault::from_hex(&switchboard_integrations::connections::Vault::generate_hex()).unwrap());
         let registry = switchboard_actions::registry(&switchboard_actions::ActionsConfig::new(vault)).unwrap();
         let expr = switchboard_runtime::expr::ExprEngine::new();
         assert_eq!(CATALOGUE.len(), FILES.len());

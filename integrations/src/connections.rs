@@ -43,9 +43,8 @@ impl Vault {
     /// A vault over a key written as 64 hex characters.
     pub fn from_hex(key: &str) -> Result<Self> {
         let bytes = hex::decode(key.trim()).map_err(|e| Error::Config(format!("the secret key is not hex: {e}")))?;
-        let key: [u8; 32] = bytes
-            .try_into()
-            .map_err(|b: Vec<u8>| Error::Config(format!("the secret key must be 32 bytes (64 hex characters), not {}", b.len())))?;
+        let key: [u8; 32] =
+            bytes.try_into().map_err(|b: Vec<u8>| Error::Config(format!("the secret key must be 32 bytes (64 hex characters), not {}", b.len())))?;
         Ok(Self::new(&key))
     }
 
@@ -88,10 +87,7 @@ impl Vault {
             .open_value(&connection.id, &connection.sealed)
             .map_err(|e| ActionError::permanent("connection_unreadable", format!("connection '{}': {e}", connection.name)))?;
         serde_json::from_value(value).map_err(|_| {
-            ActionError::permanent(
-                "connection_invalid",
-                format!("connection '{}' does not hold {} credentials", connection.name, connection.provider),
-            )
+            ActionError::permanent("connection_invalid", format!("connection '{}' does not hold {} credentials", connection.name, connection.provider))
         })
     }
 }

@@ -12,8 +12,8 @@
 //! says `in_process_fallback`, and both connections are retried every few seconds. Around an
 //! outage a listener may see an event twice (once locally, once through Redis); ids are unique.
 
-use std::sync::{Arc, Weak};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;

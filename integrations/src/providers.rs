@@ -71,13 +71,8 @@ fn check_as<P: Provider>(credentials: &Value) -> Problems {
 
 /// Every provider, in the order the API lists them. Adding a provider: its type and
 /// [`Provider`] impl, and one line here.
-pub const PROVIDERS: &[ProviderSpec] = &[
-    ProviderSpec::of::<Twilio>(),
-    ProviderSpec::of::<Smtp>(),
-    ProviderSpec::of::<Slack>(),
-    ProviderSpec::of::<Stripe>(),
-    ProviderSpec::of::<Crm>(),
-];
+pub const PROVIDERS: &[ProviderSpec] =
+    &[ProviderSpec::of::<Twilio>(), ProviderSpec::of::<Smtp>(), ProviderSpec::of::<Slack>(), ProviderSpec::of::<Stripe>(), ProviderSpec::of::<Crm>()];
 
 /// The provider named `name`.
 pub fn provider(name: &str) -> Option<&'static ProviderSpec> {

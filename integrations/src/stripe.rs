@@ -54,11 +54,7 @@ impl StripeConfig {
 
 impl fmt::Debug for StripeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StripeConfig")
-            .field("api_base", &self.api_base)
-            .field("secret_key", &"<redacted>")
-            .field("timeout", &self.timeout)
-            .finish()
+        f.debug_struct("StripeConfig").field("api_base", &self.api_base).field("secret_key", &"<redacted>").field("timeout", &self.timeout).finish()
     }
 }
 
@@ -145,8 +141,7 @@ impl StripeClient {
             return Ok(MeterEventOutcome::AlreadyRecorded);
         }
         let message = stripe_message(&body).unwrap_or(body);
-        Err(classify_response(status, &headers, &message)
-            .unwrap_or_else(|| ActionError::permanent("stripe_error", format!("HTTP {status}"))))
+        Err(classify_response(status, &headers, &message).unwrap_or_else(|| ActionError::permanent("stripe_error", format!("HTTP {status}"))))
     }
 }
 

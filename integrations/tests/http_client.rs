@@ -85,10 +85,7 @@ async fn sends_the_configured_user_agent() {
 async fn follows_five_redirects_but_not_six() {
     let server = MockServer::start().await;
     for hop in 0..6 {
-        Mock::given(path(format!("/r{hop}")))
-            .respond_with(ResponseTemplate::new(302).insert_header("location", format!("/r{}", hop + 1)))
-            .mount(&server)
-            .await;
+        Mock::given(path(format!("/r{hop}"))).respond_with(ResponseTemplate::new(302).insert_header("location", format!("/r{}", hop + 1))).mount(&server).await;
     }
     Mock::given(path("/r6")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
     let client = http(true);
@@ -104,10 +101,7 @@ async fn follows_five_redirects_but_not_six() {
 #[tokio::test]
 async fn unfollowed_redirect_status_is_permanent() {
     let server = MockServer::start().await;
-    Mock::given(path("/moved"))
-        .respond_with(ResponseTemplate::new(302).insert_header("location", "ftp://example.com/"))
-        .mount(&server)
-        .await;
+    Mock::given(path("/moved")).respond_with(ResponseTemplate::new(302).insert_header("location", "ftp://example.com/")).mount(&server).await;
     let err = send(&http(true), &format!("{}/moved", server.uri())).await.unwrap_err();
     assert_eq!(err.code, "redirect_not_allowed");
     assert_eq!(err.class, FailureClass::Permanent);
@@ -130,10 +124,7 @@ async fn refused_connection_is_retryable() {
 #[tokio::test]
 async fn timeout_after_sending_is_outcome_unknown_only_for_at_most_once() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
-        .mount(&server)
-        .await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5))).mount(&server).await;
     let client = http(true);
     let error = client.post(server.uri()).timeout(Duration::from_millis(200)).send().await.unwrap_err();
 

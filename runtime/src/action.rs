@@ -358,8 +358,8 @@ fn done_json<A: Action>(done: Done<A::Output>) -> Result<Done<Value>, ActionErro
         A::KIND,
         done.usage
     );
-    let output = serde_json::to_value(&done.output)
-        .map_err(|e| ActionError::permanent("invalid_output", format!("the output could not be serialized: {e}")))?;
+    let output =
+        serde_json::to_value(&done.output).map_err(|e| ActionError::permanent("invalid_output", format!("the output could not be serialized: {e}")))?;
     Ok(Done { output, usage: done.usage })
 }
 
@@ -402,12 +402,9 @@ impl<A: Action> DynAction for A {
         let typed: A::Input = parse_input(input)?;
         match Action::sandbox(self, ctx, &typed)? {
             Some(send) => Ok(send),
-            None => Ok(SandboxSend {
-                to: None,
-                rendered: input.clone(),
-                output: serde_json::json!({ "sandbox": true }),
-                usage: Action::estimate(self, &typed),
-            }),
+            None => {
+                Ok(SandboxSend { to: None, rendered: input.clone(), output: serde_json::json!({ "sandbox": true }), usage: Action::estimate(self, &typed) })
+            }
         }
     }
     async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError> {

@@ -111,7 +111,11 @@ impl DatabaseClock {
         let (round_trip, offset) = best.expect("three samples");
         let previous = self.offset.swap(offset, Ordering::Relaxed);
         if offset.abs() > WARN_OFFSET_MS && (previous - offset).abs() > WARN_OFFSET_MS / 2 {
-            tracing::warn!(offset_ms = offset, round_trip_ms = round_trip, "this machine's clock differs from the database's; due times follow the database's clock");
+            tracing::warn!(
+                offset_ms = offset,
+                round_trip_ms = round_trip,
+                "this machine's clock differs from the database's; due times follow the database's clock"
+            );
         }
         Ok(())
     }
@@ -130,7 +134,5 @@ impl Clock for DatabaseClock {
 
 /// Formats stored milliseconds as RFC 3339 for the API.
 pub fn to_rfc3339(ms: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -40,11 +40,7 @@ impl Error {
         match self {
             Error::Unavailable(_) => true,
             Error::Database(e) => match e {
-                sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
                 // PostgreSQL's class 08 (connection exception) and 57P0x (shutting down, starting
                 // up, crash recovery).
                 sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),

@@ -223,12 +223,7 @@ impl Hub {
             Channel { sender, subscribed, listeners: 0 }
         });
         channel.listeners += 1;
-        Subscription {
-            receiver: channel.sender.subscribe(),
-            subscribed: channel.subscribed.clone(),
-            hub: self.clone(),
-            account_id: account_id.to_string(),
-        }
+        Subscription { receiver: channel.sender.subscribe(), subscribed: channel.subscribed.clone(), hub: self.clone(), account_id: account_id.to_string() }
     }
 
     fn leave(&self, account_id: &str) {

@@ -5,10 +5,7 @@
 
 use std::sync::Arc;
 
-use rhai::packages::{
-    BasicArrayPackage, BasicMapPackage, BasicMathPackage, BasicStringPackage, CorePackage,
-    LogicPackage, MoreStringPackage, Package,
-};
+use rhai::packages::{BasicArrayPackage, BasicMapPackage, BasicMathPackage, BasicStringPackage, CorePackage, LogicPackage, MoreStringPackage, Package};
 use rhai::{AST, Dynamic, Engine, EvalAltResult, ParseError, Position, Scope};
 use serde_json::Value;
 
@@ -129,14 +126,7 @@ impl ExprEngine {
     /// Evaluates a compiled script against the scope, as JSON.
     pub fn eval(&self, script: &CompiledScript, data: &ScopeData) -> Result<Value, String> {
         let mut scope = Scope::new();
-        for (name, value) in SCOPE_NAMES.iter().zip([
-            &data.event,
-            &data.steps,
-            &data.vars,
-            &data.params,
-            &data.run,
-            &data.account,
-        ]) {
+        for (name, value) in SCOPE_NAMES.iter().zip([&data.event, &data.steps, &data.vars, &data.params, &data.run, &data.account]) {
             let dynamic = rhai::serde::to_dynamic(value).map_err(|e| e.to_string())?;
             // `push`, not `push_constant`: constants are folded into the AST by the optimizer.
             scope.push(*name, dynamic);
@@ -158,9 +148,7 @@ fn compile_error(err: ParseError) -> CompileError {
     let ParseError(kind, pos) = err;
     let mut message = kind.to_string();
     if let rhai::ParseErrorType::Reserved(word) = kind.as_ref() {
-        message = format!(
-            "'{word}' is a reserved word in Rhai: write event[\"{word}\"] instead of event.{word}"
-        );
+        message = format!("'{word}' is a reserved word in Rhai: write event[\"{word}\"] instead of event.{word}");
     }
     let (line, column) = position(pos);
     CompileError { message, line, column }
@@ -173,12 +161,8 @@ fn position(pos: Position) -> (Option<usize>, Option<usize>) {
 #[allow(clippy::boxed_local)] // rhai hands errors over boxed
 fn eval_error(err: Box<EvalAltResult>, source: &str) -> String {
     match *err {
-        EvalAltResult::ErrorTooManyOperations(_) => {
-            "script exceeded its operation limit (100000): an endless loop?".to_string()
-        }
-        EvalAltResult::ErrorStackOverflow(_) | EvalAltResult::ErrorTooManyModules(_) => {
-            "script exceeded its call depth limit".to_string()
-        }
+        EvalAltResult::ErrorTooManyOperations(_) => "script exceeded its operation limit (100000): an endless loop?".to_string(),
+        EvalAltResult::ErrorStackOverflow(_) | EvalAltResult::ErrorTooManyModules(_) => "script exceeded its call depth limit".to_string(),
         EvalAltResult::ErrorDataTooLarge(what, _) => format!("script built a value too large: {what}"),
         // A property read on `()`: something before it was not in the data. Rhai says only "a
         // getter is not registered for type '()'"; name the path as written instead.
@@ -331,12 +315,12 @@ impl ValueTemplate {
                     ValueTemplate::Literal(Value::Null)
                 }
             },
-            Value::Array(items) => ValueTemplate::Array(
-                items.iter().enumerate().map(|(i, v)| Self::compile(engine, v, &format!("{path}[{i}]"), errors)).collect(),
-            ),
-            Value::Object(map) => ValueTemplate::Object(
-                map.iter().map(|(k, v)| (k.clone(), Self::compile(engine, v, &format!("{path}.{k}"), errors))).collect(),
-            ),
+            Value::Array(items) => {
+                ValueTemplate::Array(items.iter().enumerate().map(|(i, v)| Self::compile(engine, v, &format!("{path}[{i}]"), errors)).collect())
+            }
+            Value::Object(map) => {
+                ValueTemplate::Object(map.iter().map(|(k, v)| (k.clone(), Self::compile(engine, v, &format!("{path}.{k}"), errors))).collect())
+            }
             other => ValueTemplate::Literal(other.clone()),
         }
     }
@@ -346,9 +330,7 @@ impl ValueTemplate {
         Ok(match self {
             ValueTemplate::Literal(v) => v.clone(),
             ValueTemplate::String(t) => t.render(engine, data)?,
-            ValueTemplate::Array(items) => {
-                Value::Array(items.iter().map(|i| i.render(engine, data)).collect::<Result<_, _>>()?)
-            }
+            ValueTemplate::Array(items) => Value::Array(items.iter().map(|i| i.render(engine, data)).collect::<Result<_, _>>()?),
             ValueTemplate::Object(fields) => {
                 let mut map = serde_json::Map::with_capacity(fields.len());
                 for (k, v) in fields {
@@ -367,10 +349,7 @@ mod tests {
     use super::*;
 
     fn data() -> ScopeData {
-        ScopeData {
-            event: json!({"lead": {"first_name": "Ada", "score": 91}, "call": {"status": "no-answer"}}),
-            ..Default::default()
-        }
+        ScopeData { event: json!({"lead": {"first_name": "Ada", "score": 91}, "call": {"status": "no-answer"}}), ..Default::default() }
     }
 
     #[test]

@@ -63,11 +63,8 @@ impl CronSpec {
         // POSIX: when both day of month and day of week are restricted, a day matching either
         // one ticks. The `cron` crate wants both, so such an expression is two schedules.
         let restricted = |f: &str| f != "*" && f != "?";
-        let schedules = if restricted(rest[2]) && restricted(rest[4]) {
-            vec![parse(rest[2], "*")?, parse("*", &weekday)?]
-        } else {
-            vec![parse(rest[2], &weekday)?]
-        };
+        let schedules =
+            if restricted(rest[2]) && restricted(rest[4]) { vec![parse(rest[2], "*")?, parse("*", &weekday)?] } else { vec![parse(rest[2], &weekday)?] };
         Ok(Self { expression: expression.trim().to_string(), schedules })
     }
 
@@ -83,10 +80,7 @@ impl CronSpec {
         // forward by a gap is not missed), each placed on the timeline; the first one after
         // `after_ms` wins.
         let start = Utc.from_utc_datetime(&(after.naive_local() - ChronoDuration::hours(2)));
-        self.schedules
-            .iter()
-            .filter_map(|s| s.after(&start).take(10_000).filter_map(|wall| place(wall.naive_utc(), tz)).find(|t| *t > after_ms))
-            .min()
+        self.schedules.iter().filter_map(|s| s.after(&start).take(10_000).filter_map(|wall| place(wall.naive_utc(), tz)).find(|t| *t > after_ms)).min()
     }
 
     /// The ticks in `(from_ms, to_ms]`, oldest first, at most `limit`.

@@ -168,10 +168,7 @@ macro_rules! text_column {
         }
 
         impl<'q> sqlx::Encode<'q, sqlx::Any> for $t {
-            fn encode_by_ref(
-                &self,
-                buf: &mut <sqlx::Any as sqlx::Database>::ArgumentBuffer,
-            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+            fn encode_by_ref(&self, buf: &mut <sqlx::Any as sqlx::Database>::ArgumentBuffer) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
                 <&str as sqlx::Encode<'q, sqlx::Any>>::encode(self.as_str(), buf)
             }
         }

@@ -19,12 +19,7 @@ fn engine() -> &'static ExprEngine {
 
 /// Any JSON value, nested up to `depth` levels.
 fn any_json(depth: u32) -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| json!(n)),
-        ".{0,12}".prop_map(Value::String),
-    ];
+    let leaf = prop_oneof![Just(Value::Null), any::<bool>().prop_map(Value::Bool), any::<i64>().prop_map(|n| json!(n)), ".{0,12}".prop_map(Value::String),];
     leaf.prop_recursive(depth, 256, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
@@ -68,9 +63,8 @@ fn step(i: usize) -> impl Strategy<Value = Value> {
 fn definition() -> impl Strategy<Value = Value> {
     (1..12usize, any_json(2), word()).prop_flat_map(|(n, params, trigger)| {
         let steps: Vec<_> = (0..n).map(step).collect();
-        (steps, Just(params), Just(trigger)).prop_map(|(steps, params, trigger)| {
-            json!({ "name": "fuzz", "trigger": { "event": trigger, "when": trigger }, "params": params, "steps": steps })
-        })
+        (steps, Just(params), Just(trigger))
+            .prop_map(|(steps, params, trigger)| json!({ "name": "fuzz", "trigger": { "event": trigger, "when": trigger }, "params": params, "steps": steps }))
     })
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchboard_actions::email_send::EmailSend;
 use switchboard_integrations::connections::Vault;
-use switchboard_runtime::action::{DynAction, ActionError, ActionOutput, ConnectionRef, FailureClass};
+use switchboard_runtime::action::{ActionError, ActionOutput, ConnectionRef, DynAction, FailureClass};
 use switchboard_runtime::metering::Usage;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -27,12 +27,7 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vendors/smtp_se
 fn aiosmtpd_available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     let available = *AVAILABLE.get_or_init(|| {
-        std::process::Command::new("python3")
-            .args(["-c", "import aiosmtpd"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        std::process::Command::new("python3").args(["-c", "import aiosmtpd"]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
     });
     if !available {
         if std::env::var("CI").as_deref() == Ok("true") {
@@ -115,11 +110,7 @@ impl Drop for SmtpServer {
 fn unique_dir() -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "switchboard-smtp-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
+    let dir = std::env::temp_dir().join(format!("switchboard-smtp-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -186,10 +177,7 @@ async fn sends_text_and_html_as_alternatives_with_reply_to_and_a_stable_message_
     let raw = m["data"].as_str().unwrap();
     assert_eq!(header(raw, "From").unwrap(), "Switchboard <noreply@example.com>");
     // lettre quotes display names with spaces and encodes one with a comma (RFC 2047).
-    assert_eq!(
-        header(raw, "To").unwrap(),
-        "\"Ada Lovelace\" <ada@example.com>, =?utf-8?b?RG9lLCBKYW5l?= <jane@example.com>"
-    );
+    assert_eq!(header(raw, "To").unwrap(), "\"Ada Lovelace\" <ada@example.com>, =?utf-8?b?RG9lLCBKYW5l?= <jane@example.com>");
     assert_eq!(header(raw, "Subject").unwrap(), "Your quote");
     assert_eq!(header(raw, "Reply-To").unwrap(), "Sales <sales@example.com>");
     assert_eq!(header(raw, "Message-ID").unwrap(), "<run_1.3@switchboard>");
@@ -246,11 +234,7 @@ async fn wrong_password_is_permanent_and_never_quoted() {
 
     assert_eq!(err.class, FailureClass::Permanent);
     assert_eq!(err.code, "smtp_535");
-    assert!(
-        err.message.contains("during login") && err.message.contains("Authentication credentials invalid"),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains("during login") && err.message.contains("Authentication credentials invalid"), "{}", err.message);
     assert!(!format!("{err:?} {err}").contains("hunter2"));
     assert!(server.messages().is_empty());
 }
@@ -281,9 +265,7 @@ async fn an_unknown_recipient_is_permanent_with_the_servers_text() {
 
 #[tokio::test]
 async fn a_refused_connection_is_retryable() {
-    let err = send(json!({"host": "127.0.0.1", "port": closed_port(), "tls": "none"}), input("ada@example.com"))
-        .await
-        .unwrap_err();
+    let err = send(json!({"host": "127.0.0.1", "port": closed_port(), "tls": "none"}), input("ada@example.com")).await.unwrap_err();
     assert_eq!(err.class, FailureClass::Retryable);
     assert_eq!(err.code, "connect_error");
     assert!(err.message.contains("before anything was sent"), "{}", err.message);
@@ -391,10 +373,7 @@ async fn sandbox_renders_without_opening_credentials_or_connecting() {
     assert_eq!(sent.usage, vec![Usage { unit: "email".into(), quantity: 1 }]);
     assert!(server.messages().is_empty());
 
-    let err = action.sandbox(
-        &ctx(Duration::from_secs(10), None),
-        &json!({"to": "not an address", "from": "a@b.c", "subject": "x", "text": "x"}),
-    );
+    let err = action.sandbox(&ctx(Duration::from_secs(10), None), &json!({"to": "not an address", "from": "a@b.c", "subject": "x", "text": "x"}));
     assert_eq!(err.unwrap_err().code, "invalid_input");
 }
 
@@ -404,9 +383,7 @@ async fn no_connection_or_a_bad_rendered_address_is_permanent() {
     let err = action.execute(&ctx(Duration::from_secs(5), None), input("ada@example.com")).await.unwrap_err();
     assert_eq!((err.class, err.code.as_str()), (FailureClass::Permanent, "missing_connection"));
 
-    let err = send(json!({"host": "127.0.0.1", "port": closed_port(), "tls": "none"}), input("ada@@example.com"))
-        .await
-        .unwrap_err();
+    let err = send(json!({"host": "127.0.0.1", "port": closed_port(), "tls": "none"}), input("ada@@example.com")).await.unwrap_err();
     assert_eq!((err.class, err.code.as_str()), (FailureClass::Permanent, "invalid_input"));
     assert!(err.message.starts_with("to: "), "{}", err.message);
 }
@@ -414,23 +391,10 @@ async fn no_connection_or_a_bad_rendered_address_is_permanent() {
 #[test]
 fn literal_addresses_and_a_body_are_checked_at_save_time() {
     let action = EmailSend::new(vault());
-    let problems = |input: Value| -> Vec<String> {
-        DynAction::validate(&action, input.as_object().unwrap()).into_iter().map(|(path, _)| path).collect()
-    };
+    let problems = |input: Value| -> Vec<String> { DynAction::validate(&action, input.as_object().unwrap()).into_iter().map(|(path, _)| path).collect() };
     assert!(problems(input("Ada <ada@example.com>, bob@example.com")).is_empty());
-    assert!(
-        problems(
-            json!({"to": "{{ trigger.email }}", "from": "{{ vars.sender }}", "subject": "x", "html": "{{ vars.body }}"})
-        )
-        .is_empty()
-    );
-    assert_eq!(
-        problems(json!({"to": "ada@", "from": "Switchboard", "subject": "x", "reply_to": "a b", "text": "x"})),
-        ["to", "from", "reply_to"]
-    );
+    assert!(problems(json!({"to": "{{ trigger.email }}", "from": "{{ vars.sender }}", "subject": "x", "html": "{{ vars.body }}"})).is_empty());
+    assert_eq!(problems(json!({"to": "ada@", "from": "Switchboard", "subject": "x", "reply_to": "a b", "text": "x"})), ["to", "from", "reply_to"]);
     assert_eq!(problems(json!({"to": "ada@example.com", "from": "a@b.c", "subject": "x"})), ["text"]);
-    assert_eq!(
-        problems(json!({"to": "ada@example.com", "from": "a@b.c", "subject": "x", "text": "", "html": null})),
-        ["text"]
-    );
+    assert_eq!(problems(json!({"to": "ada@example.com", "from": "a@b.c", "subject": "x", "text": "", "html": null})), ["text"]);
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchboard_actions::HttpRequest;
 use switchboard_integrations::HttpConfig;
-use switchboard_runtime::action::{DynAction, ActionContext, ActionError, ActionOutput, FailureClass};
+use switchboard_runtime::action::{ActionContext, ActionError, ActionOutput, DynAction, FailureClass};
 use switchboard_runtime::metering::Usage;
 use wiremock::matchers::{body_json, body_string, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -84,10 +84,7 @@ async fn keeps_the_authors_idempotency_key_and_sends_text_as_is() {
 
 #[tokio::test]
 async fn ok_answer_is_success_with_output_and_usage() {
-    let server = answering(
-        ResponseTemplate::new(200).set_body_json(json!({"received": true, "id": 7})).insert_header("x-request-id", "abc"),
-    )
-    .await;
+    let server = answering(ResponseTemplate::new(200).set_body_json(json!({"received": true, "id": 7})).insert_header("x-request-id", "abc")).await;
     let out = run(true, json!({"method": "GET", "url": format!("{}/hook", server.uri())})).await.unwrap();
 
     assert_eq!(out.output["status"], 200);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchboard_actions::slack_post_message::SlackPostMessage;
 use switchboard_integrations::HttpConfig;
-use switchboard_runtime::action::{DynAction, ActionError, ActionOutput, ConnectionRef, FailureClass, RateLimit};
+use switchboard_runtime::action::{ActionError, ActionOutput, ConnectionRef, DynAction, FailureClass, RateLimit};
 use switchboard_runtime::metering::Usage;
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -42,8 +42,7 @@ impl Fixture {
         let server = MockServer::start().await;
         let vault = vault();
         let connection = connection(&vault, "slack", false, credentials(&server));
-        let client =
-            switchboard_integrations::client(&HttpConfig { allow_private: true, ..HttpConfig::default() }).unwrap();
+        let client = switchboard_integrations::client(&HttpConfig { allow_private: true, ..HttpConfig::default() }).unwrap();
         let action = SlackPostMessage::new(client, vault, format!("{}/", server.uri()));
         Self { action, connection, server }
     }
@@ -96,10 +95,7 @@ fn posted() -> Value {
 fn assert_no_secret(err: &ActionError) {
     let printed = format!("{err:?} {err} {}", serde_json::to_string(err).unwrap());
     assert!(!printed.contains(TOKEN), "the bot token leaked: {printed}");
-    assert!(
-        !printed.contains("XXXXXXXXXXXXXXXXXXXXXXXX") && !printed.contains("/services/"),
-        "the webhook URL leaked: {printed}"
-    );
+    assert!(!printed.contains("XXXXXXXXXXXXXXXXXXXXXXXX") && !printed.contains("/services/"), "the webhook URL leaked: {printed}");
 }
 
 #[tokio::test]
@@ -149,33 +145,17 @@ async fn a_revoked_token_is_permanent_and_never_quoted() {
 #[tokio::test]
 async fn ok_false_ratelimited_is_retryable_after_slacks_delay() {
     let f = Fixture::bot().await;
-    f.api_answering(
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"ok": false, "error": "ratelimited"}))
-            .insert_header("retry-after", "3"),
-    )
-    .await;
+    f.api_answering(ResponseTemplate::new(200).set_body_json(json!({"ok": false, "error": "ratelimited"})).insert_header("retry-after", "3")).await;
     let err = f.send(input()).await.unwrap_err();
-    assert_eq!(
-        (err.class, err.code.as_str(), err.retry_after_ms),
-        (FailureClass::Retryable, "slack_ratelimited", Some(3_000))
-    );
+    assert_eq!((err.class, err.code.as_str(), err.retry_after_ms), (FailureClass::Retryable, "slack_ratelimited", Some(3_000)));
 }
 
 #[tokio::test]
 async fn http_429_is_retryable_after_slacks_delay() {
     let f = Fixture::bot().await;
-    f.api_answering(
-        ResponseTemplate::new(429)
-            .set_body_json(json!({"ok": false, "error": "ratelimited"}))
-            .insert_header("retry-after", "3"),
-    )
-    .await;
+    f.api_answering(ResponseTemplate::new(429).set_body_json(json!({"ok": false, "error": "ratelimited"})).insert_header("retry-after", "3")).await;
     let err = f.send(input()).await.unwrap_err();
-    assert_eq!(
-        (err.class, err.code.as_str(), err.retry_after_ms),
-        (FailureClass::Retryable, "slack_ratelimited", Some(3_000))
-    );
+    assert_eq!((err.class, err.code.as_str(), err.retry_after_ms), (FailureClass::Retryable, "slack_ratelimited", Some(3_000)));
     assert_no_secret(&err);
 }
 
@@ -270,8 +250,7 @@ async fn webhook_errors_follow_their_status() {
         assert_eq!((err.class, err.code), (class, format!("slack_{body}")), "{status}");
     }
     let f = Fixture::webhook().await;
-    f.webhook_answering(ResponseTemplate::new(429).set_body_string("rate_limited").insert_header("retry-after", "30"))
-        .await;
+    f.webhook_answering(ResponseTemplate::new(429).set_body_string("rate_limited").insert_header("retry-after", "30")).await;
     let err = f.send(json!({"text": "Deal won"})).await.unwrap_err();
     assert_eq!((err.class, err.retry_after_ms), (FailureClass::Retryable, Some(30_000)));
 }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use switchboard_actions::sms_send::SmsSend;
 use switchboard_integrations::HttpConfig;
 use switchboard_integrations::connections::Vault;
-use switchboard_runtime::action::{DynAction, ActionError, ActionOutput, ConnectionRef, FailureClass, RateLimit};
+use switchboard_runtime::action::{ActionError, ActionOutput, ConnectionRef, DynAction, FailureClass, RateLimit};
 use switchboard_runtime::metering::Usage;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -38,8 +38,7 @@ async fn fixture() -> Fixture {
 }
 
 fn action(vault: Arc<Vault>, api_base: &str) -> SmsSend {
-    let client =
-        switchboard_integrations::client(&HttpConfig { allow_private: true, ..HttpConfig::default() }).unwrap();
+    let client = switchboard_integrations::client(&HttpConfig { allow_private: true, ..HttpConfig::default() }).unwrap();
     // A trailing slash on either base must not double up in URLs.
     SmsSend::new(client, vault, format!("{api_base}/"), format!("{PUBLIC_URL}/"))
 }
@@ -120,13 +119,7 @@ async fn sends_the_exact_request() {
         .and(path(MESSAGES))
         .and(header("authorization", format!("Basic {basic}").as_str()))
         .and(header("content-type", "application/x-www-form-urlencoded"))
-        .respond_with(ResponseTemplate::new(201).set_body_json(message_resource(
-            "+15558675310",
-            json!("+15017122661"),
-            "Hi",
-            "queued",
-            "1",
-        )))
+        .respond_with(ResponseTemplate::new(201).set_body_json(message_resource("+15558675310", json!("+15017122661"), "Hi", "queued", "1")))
         .expect(1)
         .mount(&f.server)
         .await;
@@ -135,18 +128,9 @@ async fn sends_the_exact_request() {
 
     let request = &f.server.received_requests().await.unwrap()[0];
     let form: Vec<(String, String)> =
-        reqwest::Url::parse(&format!("http://form/?{}", String::from_utf8_lossy(&request.body)))
-            .unwrap()
-            .query_pairs()
-            .into_owned()
-            .collect();
+        reqwest::Url::parse(&format!("http://form/?{}", String::from_utf8_lossy(&request.body))).unwrap().query_pairs().into_owned().collect();
     let callback = format!("{PUBLIC_URL}/callbacks/twilio/{}/sms", f.connection.id);
-    let expected = [
-        ("To", "+15558675310"),
-        ("From", "+15017122661"),
-        ("Body", "Your table for 2 is ready."),
-        ("StatusCallback", callback.as_str()),
-    ];
+    let expected = [("To", "+15558675310"), ("From", "+15017122661"), ("Body", "Your table for 2 is ready."), ("StatusCallback", callback.as_str())];
     let expected: Vec<(String, String)> = expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     assert_eq!(form, expected);
 }
@@ -157,14 +141,7 @@ async fn created_message_gives_output_and_twilios_segment_count() {
     // 200 GSM-7 characters: two segments, as Twilio counts them.
     let body = "Hello from Switchboard! ".repeat(8) + "Bye.";
     assert_eq!(body.chars().count(), 196);
-    f.answering(ResponseTemplate::new(201).set_body_json(message_resource(
-        "+15558675310",
-        json!("+15017122661"),
-        &body,
-        "queued",
-        "2",
-    )))
-    .await;
+    f.answering(ResponseTemplate::new(201).set_body_json(message_resource("+15558675310", json!("+15017122661"), &body, "queued", "2"))).await;
 
     let out = f.send(json!({"to": "+15558675310", "from": "+15017122661", "body": body})).await.unwrap();
 
@@ -268,8 +245,7 @@ async fn throttling_is_retryable_after_twilios_delay() {
 #[tokio::test]
 async fn a_full_sender_queue_is_retryable_though_it_is_a_400() {
     let f = fixture().await;
-    f.answering(twilio_error(400, 21611, "This 'From' number has exceeded the maximum number of queued messages"))
-        .await;
+    f.answering(twilio_error(400, 21611, "This 'From' number has exceeded the maximum number of queued messages")).await;
     let err = f.send(input()).await.unwrap_err();
     assert_eq!((err.class, err.code.as_str()), (FailureClass::Retryable, "twilio_21611"));
 }
@@ -284,10 +260,7 @@ async fn a_server_error_is_retryable() {
 
     // A proxy's HTML page instead of Twilio's JSON is classified by its status alone.
     let f = fixture().await;
-    f.answering(
-        ResponseTemplate::new(503).set_body_string("<html>unavailable</html>").insert_header("retry-after", "2"),
-    )
-    .await;
+    f.answering(ResponseTemplate::new(503).set_body_string("<html>unavailable</html>").insert_header("retry-after", "2")).await;
     let err = f.send(input()).await.unwrap_err();
     assert_eq!((err.class, err.code.as_str(), err.retry_after_ms), (FailureClass::Retryable, "http_503", Some(2_000)));
 }
@@ -372,10 +345,7 @@ async fn sandbox_renders_without_credentials_or_requests() {
     assert!(sid.starts_with("SBX") && sid.len() == 34, "{sid}");
     assert_eq!(send.output["status"], "sandbox");
     assert_eq!(send.output["segments"], 2);
-    assert_eq!(
-        (send.output["to"].as_str(), send.output["from"].as_str()),
-        (Some("+15558675310"), Some("+15017122661"))
-    );
+    assert_eq!((send.output["to"].as_str(), send.output["from"].as_str()), (Some("+15558675310"), Some("+15017122661")));
     assert_eq!(send.usage, vec![Usage { unit: "sms_segment".into(), quantity: 2 }]);
     assert_eq!(f.requests().await, 0);
 }

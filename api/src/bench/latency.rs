@@ -142,8 +142,7 @@ pub(super) async fn measure(b: &Backend, args: &BenchArgs) -> anyhow::Result<Lat
     worked.map_err(|e| anyhow::anyhow!(e))?;
     let setup = driven?;
 
-    let rows: Vec<(i64, Option<i64>)> =
-        sqlx::query_as("SELECT created_at, started_at FROM runs WHERE workflow_id = 'first'").fetch_all(&b.db).await?;
+    let rows: Vec<(i64, Option<i64>)> = sqlx::query_as("SELECT created_at, started_at FROM runs WHERE workflow_id = 'first'").fetch_all(&b.db).await?;
     let first_ms = rows.iter().map(|(created, started)| started.unwrap_or(*created).saturating_sub(*created) as f64).collect();
     let timers = match setup {
         Some((setup, slack, start_at, checkpoints, cpu)) => {
@@ -207,7 +206,10 @@ pub(super) fn print(figures: &[Figures], args: &BenchArgs) {
         return;
     }
     println!();
-    println!("{:<10} {:>30} {:>30} {:>6} {:>9} {:>14}", "backend", "accept→first step p50/p99/max", "timer lateness p50/p99/max", "early", "fired", "set-up (slack)");
+    println!(
+        "{:<10} {:>30} {:>30} {:>6} {:>9} {:>14}",
+        "backend", "accept→first step p50/p99/max", "timer lateness p50/p99/max", "early", "fired", "set-up (slack)"
+    );
     for f in figures {
         let Some(l) = &f.latency else { continue };
         let (a, b, c) = l.first_step;

@@ -217,21 +217,14 @@ async fn sample(b: &Backend, dir: &std::path::Path, secs: u64) -> anyhow::Result
     let statements_per_sec = (statements(&worker) - s0) as f64 / started.elapsed().as_secs_f64();
     let hwm_kb = worker.status_kb("VmHWM").context("VmHWM")?;
     worker.stop().await?;
-    let rss_kb = (
-        rss.iter().copied().min().unwrap_or(0),
-        rss.iter().copied().max().unwrap_or(0),
-        rss.last().copied().unwrap_or(0),
-    );
+    let rss_kb = (rss.iter().copied().min().unwrap_or(0), rss.iter().copied().max().unwrap_or(0), rss.last().copied().unwrap_or(0));
     Ok(Sample { rss_kb, hwm_kb, statements_per_sec })
 }
 
 pub(super) fn print(figures: &[Figures], args: &BenchArgs) {
     let Some((backend, m)) = figures.iter().find_map(|f| f.memory.as_ref().map(|m| (f.backend, m))) else { return };
     println!();
-    println!(
-        "{:<10} {:>22} {:>30} {:>12} {:>14}",
-        "backend", "pending delays", "worker VmRSS min/max/last", "VmHWM", "statements/s"
-    );
+    println!("{:<10} {:>22} {:>30} {:>12} {:>14}", "backend", "pending delays", "worker VmRSS min/max/last", "VmHWM", "statements/s");
     let parked = m.parked.to_string();
     for (label, s) in [("0", &m.empty), (parked.as_str(), &m.pending)] {
         let mb = |kb: u64| kb as f64 / 1024.0;

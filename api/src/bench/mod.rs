@@ -185,8 +185,7 @@ impl Backend {
 
     /// A manual workflow of `steps` `log` steps.
     async fn log_workflow(&self, id: &str, steps: usize) -> anyhow::Result<WorkflowRow> {
-        let steps: Vec<_> =
-            (0..steps).map(|i| json!({ "id": format!("s{i}"), "action": "log", "input": { "message": "step {{ run.id }}" } })).collect();
+        let steps: Vec<_> = (0..steps).map(|i| json!({ "id": format!("s{i}"), "action": "log", "input": { "message": "step {{ run.id }}" } })).collect();
         self.workflow(id, &json!({ "name": id, "trigger": { "manual": {} }, "steps": steps }), "manual", None).await
     }
 
@@ -278,17 +277,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// The selected measurements on one backend; `server` is the PostgreSQL server URL (the memory
 /// measurement makes a database of its own there).
 async fn measure(b: Backend, args: &BenchArgs, selected: &[&str], server: Option<&str>) -> anyhow::Result<Figures> {
-    let mut f = Figures {
-        backend: b.name,
-        ingest: None,
-        steps: None,
-        billed: None,
-        statements: None,
-        procs: Vec::new(),
-        latency: None,
-        usage_ms: None,
-        memory: None,
-    };
+    let mut f =
+        Figures { backend: b.name, ingest: None, steps: None, billed: None, statements: None, procs: Vec::new(), latency: None, usage_ms: None, memory: None };
     for m in selected {
         eprintln!("[{:>5.0} s] {} {m}", elapsed_secs(), b.name);
         match *m {

@@ -37,10 +37,7 @@ pub(crate) fn init_tracing(filter: EnvFilter) {
         // Decided per event for sqlx's statements (the flag changes), never for anything else.
         .with_callsite_filter(|meta| if meta.target() == TARGET { Interest::sometimes() } else { Interest::never() })
         .with_max_level_hint(LevelFilter::DEBUG);
-    tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_filter(filter))
-        .with(Counter.with_filter(counting))
-        .init();
+    tracing_subscriber::registry().with(tracing_subscriber::fmt::layer().with_filter(filter)).with(Counter.with_filter(counting)).init();
 }
 
 /// Counts `sqlx::query` events by their `summary` field.
@@ -125,8 +122,7 @@ async fn xacts(b: &Backend) -> anyhow::Result<Option<(i64, i64)>> {
     if !b.is_postgres() {
         return Ok(None);
     }
-    let row: (i64, i64) =
-        sqlx::query_as("SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = current_database()").fetch_one(&b.db).await?;
+    let row: (i64, i64) = sqlx::query_as("SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = current_database()").fetch_one(&b.db).await?;
     Ok(Some(row))
 }
 
@@ -149,14 +145,7 @@ pub(super) fn print(figures: &[Figures], _args: &BenchArgs) {
             }
             None => "-".into(),
         };
-        println!(
-            "{:<10} {:>18.2} {:>18} {:>16} {:>16.3}",
-            f.backend,
-            total(&s.execute) / steps,
-            commits,
-            begins,
-            total(&s.ingest) / s.runs as f64
-        );
+        println!("{:<10} {:>18.2} {:>18} {:>16} {:>16.3}", f.backend, total(&s.execute) / steps, commits, begins, total(&s.ingest) / s.runs as f64);
     }
     for f in figures {
         let Some(s) = &f.statements else { continue };

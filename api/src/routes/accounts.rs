@@ -190,12 +190,7 @@ struct PlanChange {
         doc::Unauthorized,
     ),
 )]
-async fn change_plan(
-    State(state): State<AppState>,
-    _: AdminAuth,
-    Path(id): Path<String>,
-    JsonBody(req): JsonBody<PlanChange>,
-) -> ApiResult<Json<AccountView>> {
+async fn change_plan(State(state): State<AppState>, _: AdminAuth, Path(id): Path<String>, JsonBody(req): JsonBody<PlanChange>) -> ApiResult<Json<AccountView>> {
     if metering::plan(&req.plan).is_none() {
         let names: Vec<&str> = metering::PLANS.iter().map(|p| p.name).collect();
         let problem = Problem { path: "plan".into(), message: format!("must be one of {}", names.join(", ")) };

@@ -7,9 +7,9 @@
 //! error_code}`), deduplicated by message and status, so a workflow can react to `delivered`,
 //! `undelivered` or `failed` like to any other event.
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::Router;
 use secrecy::ExposeSecret;
 use serde_json::json;
 use switchboard_integrations::connections::TwilioCredentials;
@@ -59,12 +59,7 @@ pub fn router() -> Router<AppState> {
         (status = 404, description = "`not_found`: no such live Twilio connection", body = doc::ErrorBody),
     ),
 )]
-async fn twilio_sms_status(
-    State(state): State<AppState>,
-    Path(connection): Path<String>,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> ApiResult<StatusCode> {
+async fn twilio_sms_status(State(state): State<AppState>, Path(connection): Path<String>, headers: HeaderMap, Body(body): Body) -> ApiResult<StatusCode> {
     let row = state.engine.store().connection_by_id(&connection).await?;
     let Some(row) = row.filter(|r| r.provider == "twilio" && r.sandbox == 0) else {
         return Err(ApiError::not_found("connection"));

@@ -68,13 +68,7 @@ pub struct Connection {
 
 impl From<&ConnectionRow> for Connection {
     fn from(c: &ConnectionRow) -> Self {
-        Connection {
-            id: c.id.clone(),
-            provider: c.provider.clone(),
-            name: c.name.clone(),
-            sandbox: c.sandbox == 1,
-            created_at: to_rfc3339(c.created_at),
-        }
+        Connection { id: c.id.clone(), provider: c.provider.clone(), name: c.name.clone(), sandbox: c.sandbox == 1, created_at: to_rfc3339(c.created_at) }
     }
 }
 
@@ -154,11 +148,7 @@ async fn create(
         created_at: state.engine.clock().now(),
     };
     if !state.engine.store().create_connection(&row).await? {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "connection_exists",
-            format!("this account already has a connection named '{}'", row.name),
-        ));
+        return Err(ApiError::new(StatusCode::CONFLICT, "connection_exists", format!("this account already has a connection named '{}'", row.name)));
     }
     Ok((StatusCode::CREATED, Json(Connection::from(&row))))
 }

@@ -127,8 +127,7 @@ fn payload(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     match media_type(headers).as_deref() {
         Some("application/json") => serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}"))),
         Some("application/x-www-form-urlencoded") => {
-            let pairs: Vec<(String, String)> =
-                serde_urlencoded::from_bytes(body).map_err(|e| ApiError::bad_request(format!("malformed form body: {e}")))?;
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|e| ApiError::bad_request(format!("malformed form body: {e}")))?;
             let map: Map<String, Value> = pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
             Ok(Value::Object(map))
         }
@@ -136,10 +135,7 @@ fn payload(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
         other => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            format!(
-                "send application/json or application/x-www-form-urlencoded, not {}",
-                other.unwrap_or("a body without Content-Type")
-            ),
+            format!("send application/json or application/x-www-form-urlencoded, not {}", other.unwrap_or("a body without Content-Type")),
         )),
     }
 }
@@ -175,12 +171,7 @@ fn payload(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
 )]
-async fn accept(
-    State(state): State<AppState>,
-    Path(token): Path<String>,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> ApiResult<(StatusCode, Json<HookAccepted>)> {
+async fn accept(State(state): State<AppState>, Path(token): Path<String>, headers: HeaderMap, Body(body): Body) -> ApiResult<(StatusCode, Json<HookAccepted>)> {
     let answer = accept_inner(&state, &token, &headers, &body).await;
     let outcome = match &answer {
         Ok(_) => "accepted",
@@ -203,12 +194,7 @@ async fn accept_inner(state: &AppState, token: &str, headers: &HeaderMap, body: 
         return Err(ApiError::not_found("webhook"));
     }
     let engine = &state.engine;
-    let row = state
-        .hooks
-        .get(engine.store(), token)
-        .await?
-        .filter(|w| w.trigger_kind == "webhook")
-        .ok_or_else(|| ApiError::not_found("webhook"))?;
+    let row = state.hooks.get(engine.store(), token).await?.filter(|w| w.trigger_kind == "webhook").ok_or_else(|| ApiError::not_found("webhook"))?;
     // Limited per workflow, after the lookup: unknown tokens never become limiter keys, so
     // the limiter holds at most one small key per live webhook.
     if let Some(limiter) = &state.hook_limiter {
@@ -229,12 +215,8 @@ async fn accept_inner(state: &AppState, token: &str, headers: &HeaderMap, body: 
     if let Trigger::Webhook { secret: Some(secret) } = &workflow.trigger
         && !secret_text(&state.vault, &row.id, secret).is_some_and(|s| signature_ok(&s, headers, body))
     {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_signature",
-                "missing or wrong X-Signature-256 (sha256=<hex HMAC-SHA256 of the body>)",
-            ));
-        }
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", "missing or wrong X-Signature-256 (sha256=<hex HMAC-SHA256 of the body>)"));
+    }
     let data = payload(headers, body)?;
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty());
     let accepted = engine.accept_webhook(&row, data, key).await?;

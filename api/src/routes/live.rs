@@ -16,9 +16,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::Router;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -178,11 +178,7 @@ struct StreamFilter {
         doc::Unauthorized,
     ),
 )]
-async fn account_events(
-    State(state): State<AppState>,
-    AccountAuth(account): AccountAuth,
-    Query(filter): Query<StreamFilter>,
-) -> ApiResult<EventStream> {
+async fn account_events(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(filter): Query<StreamFilter>) -> ApiResult<EventStream> {
     let mut subscription = state.engine.events().subscribe(&account.id);
     subscription.ready().await;
     let filter = Arc::new(filter);

@@ -257,9 +257,7 @@ impl Failure {
     /// (the runtime writes every one from `ActionError`, so that is a bug, not a user's input).
     fn parse(stored: Option<&str>) -> Option<Self> {
         let stored = stored?;
-        serde_json::from_str(stored)
-            .inspect_err(|e| tracing::error!(error = %e, stored, "a stored failure does not read as a failure envelope"))
-            .ok()
+        serde_json::from_str(stored).inspect_err(|e| tracing::error!(error = %e, stored, "a stored failure does not read as a failure envelope")).ok()
     }
 }
 
@@ -334,12 +332,7 @@ struct RunQuery {
     ),
 )]
 async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<RunQuery>) -> ApiResult<Json<RunList>> {
-    let filter = RunFilter {
-        workflow_id: q.workflow_id,
-        status: q.status,
-        cursor: q.cursor,
-        limit: q.limit.unwrap_or(50).clamp(1, 200),
-    };
+    let filter = RunFilter { workflow_id: q.workflow_id, status: q.status, cursor: q.cursor, limit: q.limit.unwrap_or(50).clamp(1, 200) };
     let page = state.engine.store().list_runs(&account.id, &filter).await?;
     Ok(Json(RunList { runs: page.items.iter().map(Run::from).collect(), next_cursor: page.next_cursor }))
 }

@@ -158,14 +158,11 @@ async fn enable(
                 chosen.insert(provider.clone(), row.name);
             }
             (ConnectionChoice::Missing, Some(name)) => problems.push(Problem { path, message: format!("no {provider} connection named '{name}'") }),
-            (ConnectionChoice::Missing, None) => problems.push(Problem {
-                path,
-                message: format!("this template needs a {provider} connection; create one (a sandbox connection works for trying it)"),
-            }),
-            (ConnectionChoice::Ambiguous(names), _) => problems.push(Problem {
-                path,
-                message: format!("the account has {} {provider} connections; choose one", names.len()),
-            }),
+            (ConnectionChoice::Missing, None) => problems
+                .push(Problem { path, message: format!("this template needs a {provider} connection; create one (a sandbox connection works for trying it)") }),
+            (ConnectionChoice::Ambiguous(names), _) => {
+                problems.push(Problem { path, message: format!("the account has {} {provider} connections; choose one", names.len()) })
+            }
         }
     }
     if !problems.is_empty() {

@@ -13,12 +13,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::outbox::OutboxMessage;
+use super::runs::RunDetail;
 use super::{Body, JsonBodyOrDefault, PageQuery, Query, json_body, media_type};
 use crate::app::AppState;
 use crate::auth::{AccountAuth, random_secret};
 use crate::error::{ApiError, ApiResult};
-use super::outbox::OutboxMessage;
-use super::runs::RunDetail;
 use crate::openapi::{self as doc, built_once};
 
 /// `/v1/workflows…`, documented.
@@ -74,8 +74,7 @@ fn write_of(state: &AppState, account_id: &str, id: &str, w: &Workflow, enabled:
         Trigger::Manual | Trigger::Schedule { .. } => (None, None),
     };
     let mut definition = w.source.clone();
-    super::hooks::seal_secret(&state.vault, id, &mut definition)
-        .map_err(|p| ApiError::invalid("invalid_workflow", "the workflow is invalid", vec![p]))?;
+    super::hooks::seal_secret(&state.vault, id, &mut definition).map_err(|p| ApiError::invalid("invalid_workflow", "the workflow is invalid", vec![p]))?;
     Ok(WorkflowWrite {
         id: id.to_string(),
         account_id: account_id.to_string(),

@@ -26,8 +26,7 @@ pub fn classify_response(status: StatusCode, headers: &HeaderMap, body_snippet: 
     }
     let code = format!("http_{}", status.as_u16());
     let message = describe(status, body_snippet);
-    let retryable =
-        status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+    let retryable = status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
     Some(if retryable {
         ActionError::retryable(code, message).with_retry_after(retry_after(headers, SystemTime::now()))
     } else {

@@ -66,11 +66,8 @@ impl Default for HttpConfig {
 /// No request timeout is set here: callers set one per request from the step's timeout.
 /// A rustls crypto provider must be installed in the process before calling this.
 pub fn client(cfg: &HttpConfig) -> Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
-        .user_agent(cfg.user_agent.clone())
-        .connect_timeout(CONNECT_TIMEOUT)
-        .redirect(redirect_policy(cfg.allow_private))
-        .no_proxy();
+    let mut builder =
+        reqwest::Client::builder().user_agent(cfg.user_agent.clone()).connect_timeout(CONNECT_TIMEOUT).redirect(redirect_policy(cfg.allow_private)).no_proxy();
     if !cfg.allow_private {
         builder = builder.dns_resolver(GuardedResolver).proxy(literal_gate());
     }
@@ -88,10 +85,8 @@ impl Resolve for GuardedResolver {
             if let Some(addr) = sink_addr(&host) {
                 return Err(Error::AddressNotAllowed { host: addr.to_string(), addr }.into());
             }
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await
-                .map_err(|source| Error::Resolve { host: host.clone(), source })?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await.map_err(|source| Error::Resolve { host: host.clone(), source })?.collect();
             // Refuse the whole name if any address is refused: connecting would try them in
             // turn, and a name that mixes public and private addresses is suspicious anyway.
             if let Some(bad) = addrs.iter().find(|a| !is_allowed(a.ip())) {
@@ -181,17 +176,11 @@ mod tests {
         let url = |s: &str| Url::parse(s).unwrap();
         assert!(check_redirect(&url("https://example.com/next"), 1, false).is_ok());
         assert!(check_redirect(&url("http://8.8.8.8/next"), MAX_REDIRECTS, false).is_ok());
-        assert!(matches!(
-            check_redirect(&url("https://example.com/next"), MAX_REDIRECTS + 1, false),
-            Err(Error::TooManyRedirects { .. })
-        ));
+        assert!(matches!(check_redirect(&url("https://example.com/next"), MAX_REDIRECTS + 1, false), Err(Error::TooManyRedirects { .. })));
         assert!(matches!(check_redirect(&url("ftp://example.com/x"), 1, true), Err(Error::RedirectScheme { .. })));
         let targets = ["http://127.0.0.1/", "http://169.254.169.254/latest/meta-data", "http://[::1]:8080/", "http://2130706433/"];
         for target in targets {
-            assert!(
-                matches!(check_redirect(&url(target), 1, false), Err(Error::AddressNotAllowed { .. })),
-                "{target}"
-            );
+            assert!(matches!(check_redirect(&url(target), 1, false), Err(Error::AddressNotAllowed { .. })), "{target}");
             assert!(check_redirect(&url(target), 1, true).is_ok(), "{target}");
         }
     }

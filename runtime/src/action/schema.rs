@@ -128,8 +128,7 @@ impl InputSchema {
     /// `additionalProperties`; field types follow `$ref`s into `$defs` and the alternatives of
     /// `anyOf`/`oneOf` (how `Option` and enums are derived).
     pub fn from_json(json: Value) -> Self {
-        let required: Vec<&str> =
-            json.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        let required: Vec<&str> = json.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
         let fields = json
             .get("properties")
             .and_then(Value::as_object)
@@ -169,8 +168,7 @@ impl InputSchema {
                     if field.types.is_empty() || whole_template || field.types.iter().any(|t| t.accepts(value)) {
                         continue;
                     }
-                    let wanted: Vec<&str> =
-                        field.types.iter().filter(|t| **t != JsonType::Null).map(|t| t.article()).collect();
+                    let wanted: Vec<&str> = field.types.iter().filter(|t| **t != JsonType::Null).map(|t| t.article()).collect();
                     problems.push((field.name.clone(), format!("must be {}", wanted.join(" or "))));
                 }
             }
@@ -266,11 +264,14 @@ mod tests {
         assert!(check(json!({"to": "a", "fields": {}, "count": 3, "anything": [1], "mode": "fast"})).is_empty());
         assert!(check(json!({"to": "{{ x }}", "fields": "{{ trigger.fields }}", "count": "{{ vars.n }}"})).is_empty());
         assert_eq!(check(json!({"fields": {}})), [("to".to_owned(), "is required by x.y".to_owned())]);
-        assert_eq!(check(json!({"to": 5, "fields": "text {{ x }}", "count": "3"})), [
-            ("count".to_owned(), "must be an integer".to_owned()),
-            ("fields".to_owned(), "must be an object".to_owned()),
-            ("to".to_owned(), "must be a string".to_owned()),
-        ]);
+        assert_eq!(
+            check(json!({"to": 5, "fields": "text {{ x }}", "count": "3"})),
+            [
+                ("count".to_owned(), "must be an integer".to_owned()),
+                ("fields".to_owned(), "must be an object".to_owned()),
+                ("to".to_owned(), "must be a string".to_owned()),
+            ]
+        );
         assert_eq!(
             check(json!({"to": "a", "fields": {}, "cc": "b"})),
             [("cc".to_owned(), "unknown input of x.y (expected: anything, count, fields, mode, to)".to_owned())]

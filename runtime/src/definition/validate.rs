@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::{
-    Arm, Delay, MAX_NESTING, MAX_STEPS, OnError, Problem, Step, StepKind, Target, Trigger, WebhookSecret, Workflow, parse_duration,
-};
+use super::{Arm, Delay, MAX_NESTING, MAX_STEPS, OnError, Problem, Step, StepKind, Target, Trigger, WebhookSecret, Workflow, parse_duration};
 use crate::action::ActionRegistry;
 use crate::expr::{CompileError, ExprEngine, Script, Template, ValueTemplate};
 use crate::retry::RetryPolicy;
@@ -98,8 +96,7 @@ impl Checker<'_> {
             return None;
         };
         let map = self.object("trigger", value)?;
-        let kinds: Vec<&str> =
-            ["event", "webhook", "schedule", "manual"].into_iter().filter(|k| map.contains_key(*k)).collect();
+        let kinds: Vec<&str> = ["event", "webhook", "schedule", "manual"].into_iter().filter(|k| map.contains_key(*k)).collect();
         if kinds.len() != 1 {
             self.problem("trigger", "must have exactly one of: event, webhook, schedule, manual");
             return None;
@@ -208,9 +205,10 @@ impl Checker<'_> {
             }
         }
         if let Some(b) = map.get("backoff")
-            && let Some(d) = self.duration(&format!("{path}.backoff"), b) {
-                policy.backoff = d;
-            }
+            && let Some(d) = self.duration(&format!("{path}.backoff"), b)
+        {
+            policy.backoff = d;
+        }
         policy
     }
 
@@ -290,8 +288,7 @@ enum RawKind {
 
 fn valid_id(id: &str) -> bool {
     let mut chars = id.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Validates and compiles a workflow document. Every problem is reported, each at its path.
@@ -307,10 +304,7 @@ pub fn validate(doc: &Value, registry: &ActionRegistry, engine: &ExprEngine) -> 
     if let Some(Value::Array(steps)) = top.get("steps")
         && steps.len() > MAX_STEPS
     {
-        return Err(vec![Problem {
-            path: "steps".into(),
-            message: format!("has {} steps; a workflow may have at most {MAX_STEPS}", steps.len()),
-        }]);
+        return Err(vec![Problem { path: "steps".into(), message: format!("has {} steps; a workflow may have at most {MAX_STEPS}", steps.len()) }]);
     }
     c.only_keys("", top, &["name", "description", "trigger", "params", "steps", "enabled"]);
     let name = match top.get("name") {
@@ -407,12 +401,10 @@ pub fn validate(doc: &Value, registry: &ActionRegistry, engine: &ExprEngine) -> 
     }
 
     if c.problems.is_empty()
-        && let Some(cycle_at) = find_cycle(&steps) {
-            c.problem(
-                format!("steps[{cycle_at}]"),
-                format!("step '{}' is part of a cycle; workflows must be acyclic", steps[cycle_at].id),
-            );
-        }
+        && let Some(cycle_at) = find_cycle(&steps)
+    {
+        c.problem(format!("steps[{cycle_at}]"), format!("step '{}' is part of a cycle; workflows must be acyclic", steps[cycle_at].id));
+    }
     match (c.problems.is_empty(), trigger) {
         (true, Some(trigger)) => Ok(Workflow { name, trigger, params, steps, index, enabled, source: doc.clone() }),
         _ => Err(c.problems),
@@ -433,8 +425,7 @@ fn raw_step(c: &mut Checker<'_>, i: usize, step: &Value) -> RawStep {
             String::new()
         }
     };
-    let kinds: Vec<&str> =
-        ["action", "delay", "branch", "wait_for", "set", "end"].into_iter().filter(|k| map.contains_key(*k)).collect();
+    let kinds: Vec<&str> = ["action", "delay", "branch", "wait_for", "set", "end"].into_iter().filter(|k| map.contains_key(*k)).collect();
     if kinds.len() != 1 {
         c.problem(&path, "must have exactly one of: action, delay, branch, wait_for, set, end");
         return RawStep { id, kind: None };
@@ -468,10 +459,7 @@ fn raw_step(c: &mut Checker<'_>, i: usize, step: &Value) -> RawStep {
                 None => module.timeout(),
             };
             let (on_error, _) = c.on_error(&format!("{path}.on_error"), map.get("on_error"));
-            RawKind::Action {
-                kind: StepKind::Action { kind, input, connection, retry, timeout, on_error: OnError::Fail },
-                on_error,
-            }
+            RawKind::Action { kind: StepKind::Action { kind, input, connection, retry, timeout, on_error: OnError::Fail }, on_error }
         }
         "delay" => {
             c.only_keys(&path, map, &["id", "delay"]);
@@ -682,9 +670,7 @@ fn too_deep(doc: &Value, max: usize) -> Option<String> {
     while let Some((value, depth, path)) = stack.pop() {
         let children: Vec<(&Value, String)> = match value {
             Value::Array(items) => items.iter().enumerate().map(|(i, v)| (v, format!("{path}[{i}]"))).collect(),
-            Value::Object(map) => {
-                map.iter().map(|(k, v)| (v, if path.is_empty() { k.clone() } else { format!("{path}.{k}") })).collect()
-            }
+            Value::Object(map) => map.iter().map(|(k, v)| (v, if path.is_empty() { k.clone() } else { format!("{path}.{k}") })).collect(),
             _ => continue,
         };
         if depth >= max && !children.is_empty() {
@@ -703,7 +689,13 @@ mod tests {
     fn chain(n: usize, cycle: bool) -> Vec<Step> {
         (0..n)
             .map(|i| {
-                let goto = if i + 1 < n { Target::Step(i + 1) } else if cycle { Target::Step(0) } else { Target::End };
+                let goto = if i + 1 < n {
+                    Target::Step(i + 1)
+                } else if cycle {
+                    Target::Step(0)
+                } else {
+                    Target::End
+                };
                 Step { id: format!("s{i}"), kind: StepKind::Branch(vec![Arm { when: None, goto }]) }
             })
             .collect()

@@ -45,9 +45,10 @@ impl Batcher {
     pub(crate) async fn record(&self, event: NewEvent, runs: Vec<NewRun>) -> Result<()> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Pending { event, runs, reply }).await.map_err(|_| Error::Batch("the writer stopped".into()))?;
-        answer.await.map_err(|_| Error::Batch("the writer stopped".into()))?.map_err(|(unavailable, message)| {
-            if unavailable { Error::Unavailable(message) } else { Error::Batch(message) }
-        })
+        answer
+            .await
+            .map_err(|_| Error::Batch("the writer stopped".into()))?
+            .map_err(|(unavailable, message)| if unavailable { Error::Unavailable(message) } else { Error::Batch(message) })
     }
 }
 
@@ -67,8 +68,7 @@ async fn write_loop(store: Store, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
                 }
             }
         }
-        let items: Vec<(NewEvent, Vec<NewRun>)> =
-            batch.iter_mut().map(|p| (p.event.clone(), std::mem::take(&mut p.runs))).collect();
+        let items: Vec<(NewEvent, Vec<NewRun>)> = batch.iter_mut().map(|p| (p.event.clone(), std::mem::take(&mut p.runs))).collect();
         let result = store.record_batch(&items).await.map_err(|e| (e.is_unavailable(), e.to_string()));
         if let Err(e) = &result {
             tracing::error!(error = %e.1, events = items.len(), "group commit failed");

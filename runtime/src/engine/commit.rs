@@ -7,13 +7,13 @@ use serde_json::Value;
 use super::Engine;
 use super::step::RunState;
 use super::transition::{Outcome, Position, error_json, transition};
+use crate::Result;
 use crate::action::ActionError;
 use crate::definition::{StepKind, Workflow};
 use crate::events::{RunEvent, StepEvent};
 use crate::metering::{self, Usage};
 use crate::status::{RunStatus, StepStatus};
 use crate::store::{Claim, Completion, NewUsage, Next, QuotaSettle, StepRow};
-use crate::Result;
 
 /// Prometheus metrics of a step's outcome (exported at `GET /metrics`).
 fn record_metrics(workflow: &Workflow, claim: &Claim, c: &Completion) {
@@ -30,9 +30,7 @@ fn record_metrics(workflow: &Workflow, claim: &Claim, c: &Completion) {
         let seconds = (c.now - started).max(0) as f64 / 1000.0;
         metrics::histogram!("switchboard_step_duration_seconds", "kind" => kind.clone()).record(seconds);
     }
-    let code = || {
-        c.step.error.as_deref().and_then(|e| serde_json::from_str::<Value>(e).ok()).and_then(|e| e["code"].as_str().map(str::to_string))
-    };
+    let code = || c.step.error.as_deref().and_then(|e| serde_json::from_str::<Value>(e).ok()).and_then(|e| e["code"].as_str().map(str::to_string));
     match c.step.status {
         StepStatus::Pending => metrics::counter!("switchboard_step_retries_total", "kind" => kind).increment(1),
         StepStatus::Failed | StepStatus::OutcomeUnknown => {
@@ -111,15 +109,7 @@ pub(super) async fn commit(
         Next::Continue { step_index, step_seq, attempt, keep_lease: Some(_), .. } => {
             state.run.step_index = step_index;
             state.run.step_seq = step_seq;
-            Ok(Some(Claim {
-                run_id: claim.run_id.clone(),
-                step_index,
-                step_seq,
-                attempt,
-                dispatching: 0,
-                reserved_milli: 0,
-                reserved_period: None,
-            }))
+            Ok(Some(Claim { run_id: claim.run_id.clone(), step_index, step_seq, attempt, dispatching: 0, reserved_milli: 0, reserved_period: None }))
         }
         _ => Ok(None),
     }

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::Engine;
+use crate::Result;
 use crate::action::{ActionError, ConnectionRef};
 use crate::definition::{Problem, StepKind, Workflow};
 use crate::store::ConnectionRow;
-use crate::Result;
 
 /// How choosing a connection among an account's candidates came out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,9 +98,7 @@ impl Engine {
         let wanted = providers.join(" or ");
         Ok(match (self.choose_connection(account_id, providers, name).await?, name) {
             (ConnectionChoice::Chosen(row), _) => Ok(Arc::new(row.into_ref())),
-            (ConnectionChoice::Missing, Some(name)) => {
-                Err(ActionError::permanent("missing_connection", format!("no {wanted} connection named '{name}'")))
-            }
+            (ConnectionChoice::Missing, Some(name)) => Err(ActionError::permanent("missing_connection", format!("no {wanted} connection named '{name}'"))),
             (ConnectionChoice::Missing, None) => Err(ActionError::permanent(
                 "missing_connection",
                 format!("this step needs a {wanted} connection and the account has none; add one, then retry the run"),

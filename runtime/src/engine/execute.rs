@@ -11,32 +11,21 @@ use super::Engine;
 use super::ingest::resolve;
 use super::step::RunState;
 use super::transition::{Outcome, Then};
+use crate::Result;
 use crate::action::{ActionContext, ActionError, Delivery, Started};
 use crate::definition::{Delay, OnError, StepKind, Workflow};
 use crate::metering;
 use crate::status::StepStatus;
 use crate::store::{Claim, NewOutbox, NewWait, Reservation, StepRow};
-use crate::Result;
 
 /// Slack on top of an action's own timeout before the runtime gives up on it.
 pub(super) const ACTION_GRACE: Duration = Duration::from_secs(2);
 
 /// Executes the claimed step once.
-pub(super) async fn execute(
-    engine: &Engine,
-    token: &str,
-    state: &mut RunState,
-    workflow: &Workflow,
-    claim: &Claim,
-    now: i64,
-) -> Result<Outcome> {
+pub(super) async fn execute(engine: &Engine, token: &str, state: &mut RunState, workflow: &Workflow, claim: &Claim, now: i64) -> Result<Outcome> {
     let step = &workflow.steps[claim.step_index as usize];
     let next = workflow.next_after(claim.step_index as usize);
-    let script_failure = |e: String| Outcome::Failed {
-        error: ActionError::permanent("script_error", e),
-        then: Err(()),
-        input: None,
-    };
+    let script_failure = |e: String| Outcome::Failed { error: ActionError::permanent("script_error", e), then: Err(()), input: None };
     Ok(match &step.kind {
         StepKind::Action { kind, input, connection, retry, timeout, on_error } => {
             let Some(action) = engine.actions.get(kind).cloned() else {
@@ -185,7 +174,10 @@ pub(super) async fn execute(
                             return Ok(Outcome::Failed {
                                 error: ActionError::permanent(
                                     "invalid_time",
-                                    format!("'until' is more than 10 years ahead (the latest allowed now is {})", crate::clock::to_rfc3339(crate::clock::after(now, crate::definition::MAX_WAIT))),
+                                    format!(
+                                        "'until' is more than 10 years ahead (the latest allowed now is {})",
+                                        crate::clock::to_rfc3339(crate::clock::after(now, crate::definition::MAX_WAIT))
+                                    ),
                                 ),
                                 then: Err(()),
                                 input: None,
@@ -193,11 +185,7 @@ pub(super) async fn execute(
                         }
                         Ok(at) => at,
                         Err(e) => {
-                            return Ok(Outcome::Failed {
-                                error: ActionError::permanent("invalid_time", e),
-                                then: Err(()),
-                                input: None,
-                            });
+                            return Ok(Outcome::Failed { error: ActionError::permanent("invalid_time", e), then: Err(()), input: None });
                         }
                     },
                 };
@@ -250,11 +238,7 @@ pub(super) async fn execute(
                 let target = on_timeout.as_ref().map(resolve).unwrap_or(next);
                 Outcome::Succeeded { output: json!({ "matched": false, "timed_out": true }), usage: vec![], next: target, input: None }
             } else {
-                Outcome::Waiting {
-                    until: crate::clock::after(now, *timeout),
-                    wait: Some(NewWait { event_type: event_type.clone() }),
-                    output: None,
-                }
+                Outcome::Waiting { until: crate::clock::after(now, *timeout), wait: Some(NewWait { event_type: event_type.clone() }), output: None }
             }
         }
         StepKind::End => Outcome::Succeeded { output: json!({}), usage: vec![], next: None, input: None },
@@ -330,9 +314,9 @@ async fn reserve_quota(
 fn parse_time(v: &Value) -> std::result::Result<i64, String> {
     match v {
         Value::Number(n) => n.as_i64().ok_or_else(|| format!("{n} is not a time")),
-        Value::String(s) => chrono::DateTime::parse_from_rfc3339(s.trim())
-            .map(|t| t.timestamp_millis())
-            .map_err(|e| format!("'{s}' is not an RFC 3339 time: {e}")),
+        Value::String(s) => {
+            chrono::DateTime::parse_from_rfc3339(s.trim()).map(|t| t.timestamp_millis()).map_err(|e| format!("'{s}' is not an RFC 3339 time: {e}"))
+        }
         other => Err(format!("{other} is not a time (use RFC 3339 text)")),
     }
 }

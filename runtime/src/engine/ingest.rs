@@ -6,12 +6,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{Engine, new_id};
+use crate::Result;
+use crate::action::ActionError;
 use crate::definition::{StepKind, Target, Trigger};
 use crate::events::{RunEvent, StepEvent};
-use crate::action::ActionError;
-use crate::store::{HookTarget, NewEvent, NewRun, NewUsage, QuotaCheck, Recorded, Resume, WorkflowRow};
 use crate::status::{RunStatus, StepStatus};
-use crate::Result;
+use crate::store::{HookTarget, NewEvent, NewRun, NewUsage, QuotaCheck, Recorded, Resume, WorkflowRow};
 
 /// How long an `Idempotency-Key` on a webhook protects against repeats.
 const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
@@ -135,12 +135,7 @@ impl Engine {
 
     /// Accepts a webhook for a workflow. A repeat of `idempotency_key` within 24 h answers the
     /// first answer and starts nothing.
-    pub async fn accept_webhook(
-        &self,
-        workflow: &HookTarget,
-        payload: Value,
-        idempotency_key: Option<&str>,
-    ) -> Result<HookAccepted> {
+    pub async fn accept_webhook(&self, workflow: &HookTarget, payload: Value, idempotency_key: Option<&str>) -> Result<HookAccepted> {
         let now = self.clock.now();
         let dedupe = idempotency_key.map(|k| (format!("hook:{}:{k}", workflow.id), now - IDEMPOTENCY_WINDOW_MS));
         self.start_one(&workflow.account_id, &workflow.id, workflow.version, payload, "webhook", dedupe, now).await
@@ -182,12 +177,7 @@ impl Engine {
 
     /// The first answer to a repeat of `dedupe_key`, if one was recorded after `since`. Checked
     /// before any work; `record_event` checks again inside its transaction.
-    async fn repeat_answer<T: serde::de::DeserializeOwned>(
-        &self,
-        account_id: &str,
-        dedupe_key: Option<&str>,
-        since: Option<i64>,
-    ) -> Result<Option<T>> {
+    async fn repeat_answer<T: serde::de::DeserializeOwned>(&self, account_id: &str, dedupe_key: Option<&str>, since: Option<i64>) -> Result<Option<T>> {
         let Some(key) = dedupe_key else { return Ok(None) };
         match self.store.recorded_response(account_id, key, since).await? {
             Some(first) => Ok(Some(serde_json::from_str(&first)?)),
@@ -210,12 +200,8 @@ impl Engine {
         for w in self.store.workflows_for_event(account_id, event_type).await? {
             let Some(compiled) = self.usable_workflow(&w.id, w.version).await? else { continue };
             if let Trigger::Event { when: Some(when), .. } = &compiled.trigger {
-                let scope = crate::expr::ScopeData {
-                    event: data.clone(),
-                    params: compiled.params.clone(),
-                    account: json!({ "id": account_id }),
-                    ..Default::default()
-                };
+                let scope =
+                    crate::expr::ScopeData { event: data.clone(), params: compiled.params.clone(), account: json!({ "id": account_id }), ..Default::default() };
                 match self.expr.eval_bool(when, &scope) {
                     Ok(true) => {}
                     Ok(false) => continue,

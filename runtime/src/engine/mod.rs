@@ -9,12 +9,12 @@
 //! ([`Engine::complete_later`]) or a poll at its deadline completes it (see `later`).
 
 mod batch;
-mod connections;
-mod ingest;
-mod schedules;
 mod commit;
+mod connections;
 mod execute;
+mod ingest;
 mod later;
+mod schedules;
 mod step;
 mod transition;
 pub mod worker;
@@ -50,7 +50,8 @@ const CACHE_ENTRIES: usize = 2_048;
 
 /// Inserts into a bounded cache, evicting an arbitrary entry when it is full.
 fn insert_bounded<K: std::hash::Hash + Eq + Clone, V>(map: &mut HashMap<K, V>, key: K, value: V) {
-    if map.len() >= CACHE_ENTRIES && !map.contains_key(&key)
+    if map.len() >= CACHE_ENTRIES
+        && !map.contains_key(&key)
         && let Some(victim) = map.keys().next().cloned()
     {
         map.remove(&victim);
@@ -75,13 +76,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self {
-            lease: Duration::from_secs(60),
-            batch: 32,
-            concurrency: 64,
-            poll_interval: Duration::from_secs(1),
-            prices: PriceList::default(),
-        }
+        Self { lease: Duration::from_secs(60), batch: 32, concurrency: 64, poll_interval: Duration::from_secs(1), prices: PriceList::default() }
     }
 }
 

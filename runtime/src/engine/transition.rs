@@ -131,13 +131,8 @@ pub(crate) fn transition(at: &Position, outcome: Outcome) -> Option<Transition> 
         outbox: None,
     };
     // Go on with step `index` at once, under the same lease.
-    let continue_at = |index: usize| Next::Continue {
-        step_index: index as i64,
-        step_seq: at.step_seq + 1,
-        attempt: 0,
-        due_at: now,
-        keep_lease: Some(at.lease_until),
-    };
+    let continue_at =
+        |index: usize| Next::Continue { step_index: index as i64, step_seq: at.step_seq + 1, attempt: 0, due_at: now, keep_lease: Some(at.lease_until) };
     // The same step execution again at `due_at` (callers never pass a time before now); a test
     // run's at once.
     let again = |attempt: i64, due_at: i64, fast_forward: bool| Next::Continue {
@@ -302,11 +297,7 @@ mod tests {
         let time = prop_oneof![any::<i64>(), -1_000i64..2_000_000_000_000];
         prop_oneof![
             next().prop_map(|next| Outcome::Succeeded { output: json!({"ok": 1}), usage: vec![], next, input: None }),
-            (time.clone(), any::<bool>()).prop_map(|(until, w)| Outcome::Waiting {
-                until,
-                wait: w.then(|| NewWait { event_type: "e".into() }),
-                output: None,
-            }),
+            (time.clone(), any::<bool>()).prop_map(|(until, w)| Outcome::Waiting { until, wait: w.then(|| NewWait { event_type: "e".into() }), output: None }),
             (error(), then(), 0..12u32, 0..10_000_000u64).prop_map(|(error, then, max_attempts, ms)| Outcome::ActionFailed {
                 error,
                 then,
@@ -317,11 +308,7 @@ mod tests {
             (error(), then()).prop_map(|(error, then)| Outcome::Failed { error, then, input: None }),
             error().prop_map(|error| Outcome::Unknown { error, input: None }),
             (time, "[a-z]{1,5}").prop_map(|(slot, key)| Outcome::RateLimited { slot, key, input: json!({}) }),
-            (0..10_000_000u64).prop_map(|ms| Outcome::Deferred {
-                handle: json!({"call_sid": "CA1"}),
-                check_after: Duration::from_millis(ms),
-                input: None,
-            }),
+            (0..10_000_000u64).prop_map(|ms| Outcome::Deferred { handle: json!({"call_sid": "CA1"}), check_after: Duration::from_millis(ms), input: None }),
         ]
     }
 

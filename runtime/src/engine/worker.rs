@@ -145,13 +145,7 @@ async fn run_workers(engine: Arc<Engine>, shutdown: impl Future<Output = ()> + S
         .build()?;
     let name = format!("switchboard-{}", std::process::id());
     let concurrency = engine.config.concurrency;
-    let worker = WorkerBuilder::new(name)
-        .backend(backend)
-        .enable_tracing()
-        .catch_panic()
-        .concurrency(concurrency)
-        .data(engine)
-        .build(handle);
+    let worker = WorkerBuilder::new(name).backend(backend).enable_tracing().catch_panic().concurrency(concurrency).data(engine).build(handle);
     worker.run_until(shutdown.map(Ok::<(), std::io::Error>)).await?;
     Ok(())
 }

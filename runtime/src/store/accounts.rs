@@ -51,26 +51,20 @@ impl Store {
     /// Adds an API key to an account; false if there is no such account (nothing is written).
     pub async fn add_api_key(&self, account_id: &str, key_id: &str, key_hash: &str, now: i64) -> Result<bool> {
         // One statement, so an account cannot vanish between a check and the insert.
-        let done = sqlx::query(
-            "INSERT INTO api_keys (id, key_hash, account_id, created_at) SELECT $1, $2, id, $4 FROM accounts WHERE id = $3",
-        )
-        .bind(key_id)
-        .bind(key_hash)
-        .bind(account_id)
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
+        let done = sqlx::query("INSERT INTO api_keys (id, key_hash, account_id, created_at) SELECT $1, $2, id, $4 FROM accounts WHERE id = $3")
+            .bind(key_id)
+            .bind(key_hash)
+            .bind(account_id)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Revokes (deletes) an account's API key; false if the account has no key with that id.
     /// Revoking an account's last key is allowed: the admin can add a new one.
     pub async fn revoke_api_key(&self, account_id: &str, key_id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM api_keys WHERE id = $1 AND account_id = $2")
-            .bind(key_id)
-            .bind(account_id)
-            .execute(&self.writer)
-            .await?;
+        let done = sqlx::query("DELETE FROM api_keys WHERE id = $1 AND account_id = $2").bind(key_id).bind(account_id).execute(&self.writer).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -103,31 +97,24 @@ impl Store {
 
     /// An account by id.
     pub async fn account(&self, id: &str) -> Result<Option<Account>> {
-        Ok(sqlx::query_as("SELECT id, name, plan, timezone, created_at FROM accounts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?)
+        Ok(sqlx::query_as("SELECT id, name, plan, timezone, created_at FROM accounts WHERE id = $1").bind(id).fetch_optional(&self.reader).await?)
     }
 
     /// Every account with its keys, newest account first (admin).
     pub async fn list_accounts(&self, cursor: Option<&str>, limit: i64) -> Result<Page<AccountKeys>> {
-        let accounts: Vec<Account> = sqlx::query_as(
-            "SELECT id, name, plan, timezone, created_at FROM accounts WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
-        )
-        .bind(cursor)
-        .bind(limit + 1)
-        .fetch_all(&self.reader)
-        .await?;
+        let accounts: Vec<Account> =
+            sqlx::query_as("SELECT id, name, plan, timezone, created_at FROM accounts WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2")
+                .bind(cursor)
+                .bind(limit + 1)
+                .fetch_all(&self.reader)
+                .await?;
         let accounts = page(accounts, limit, |a| a.id.clone());
         let (Some(newest), Some(oldest)) = (accounts.items.first(), accounts.items.last()) else {
             return Ok(Page { items: Vec::new(), next_cursor: None });
         };
         // A page is a contiguous range of account ids: its keys are the keys in that range.
-        let sql = format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id >= $1 AND account_id <= $2 ORDER BY account_id, created_at, id"
-        );
-        let keys: Vec<ApiKey> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(&oldest.id).bind(&newest.id).fetch_all(&self.reader).await?;
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id >= $1 AND account_id <= $2 ORDER BY account_id, created_at, id");
+        let keys: Vec<ApiKey> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(&oldest.id).bind(&newest.id).fetch_all(&self.reader).await?;
         let items = accounts
             .items
             .into_iter()

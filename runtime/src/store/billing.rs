@@ -14,20 +14,14 @@ impl Store {
     /// Sets (or, with `None`, clears) the Stripe customer an account's usage is reported to.
     /// Returns false when the account does not exist.
     pub async fn set_stripe_customer(&self, account_id: &str, customer_id: Option<&str>) -> Result<bool> {
-        let done = sqlx::query("UPDATE accounts SET stripe_customer_id = $2 WHERE id = $1")
-            .bind(account_id)
-            .bind(customer_id)
-            .execute(&self.writer)
-            .await?;
+        let done = sqlx::query("UPDATE accounts SET stripe_customer_id = $2 WHERE id = $1").bind(account_id).bind(customer_id).execute(&self.writer).await?;
         Ok(done.rows_affected() > 0)
     }
 
     /// The Stripe customer of an account, if it has one (`None` too for an unknown account).
     pub async fn stripe_customer(&self, account_id: &str) -> Result<Option<String>> {
-        let row: Option<(Option<String>,)> = sqlx::query_as("SELECT stripe_customer_id FROM accounts WHERE id = $1")
-            .bind(account_id)
-            .fetch_optional(&self.reader)
-            .await?;
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT stripe_customer_id FROM accounts WHERE id = $1").bind(account_id).fetch_optional(&self.reader).await?;
         Ok(row.and_then(|(customer,)| customer))
     }
 
@@ -53,10 +47,7 @@ impl Store {
 
     /// The ledger `seq` the job `name` has handled up to (0 when it has not started).
     pub async fn sync_cursor(&self, name: &str) -> Result<i64> {
-        let row: Option<(i64,)> = sqlx::query_as("SELECT after_seq FROM sync_cursors WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.reader)
-            .await?;
+        let row: Option<(i64,)> = sqlx::query_as("SELECT after_seq FROM sync_cursors WHERE name = $1").bind(name).fetch_optional(&self.reader).await?;
         Ok(row.map_or(0, |(after,)| after))
     }
 

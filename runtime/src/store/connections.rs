@@ -27,12 +27,7 @@ impl Store {
     /// The account's connections, oldest first.
     pub async fn list_connections(&self, account_id: &str, cursor: Option<&str>, limit: i64) -> Result<Page<ConnectionRow>> {
         let sql = format!("{SELECT} WHERE account_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3");
-        let items = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(account_id)
-            .bind(cursor)
-            .bind(limit + 1)
-            .fetch_all(&self.reader)
-            .await?;
+        let items = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(account_id).bind(cursor).bind(limit + 1).fetch_all(&self.reader).await?;
         Ok(super::workflows::page(items, limit, |c: &ConnectionRow| c.id.clone()))
     }
 
@@ -53,18 +48,13 @@ impl Store {
     /// the one of that name): what a step chooses from.
     pub async fn connections_for(&self, account_id: &str, providers: &[&str], name: Option<&str>) -> Result<Vec<ConnectionRow>> {
         let sql = format!("{SELECT} WHERE account_id = $1 AND ($2 IS NULL OR name = $2) ORDER BY id");
-        let rows: Vec<ConnectionRow> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(account_id).bind(name).fetch_all(&self.reader).await?;
+        let rows: Vec<ConnectionRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(account_id).bind(name).fetch_all(&self.reader).await?;
         Ok(rows.into_iter().filter(|c| providers.contains(&c.provider.as_str())).collect())
     }
 
     /// Deletes a connection. False when the account has none with that id.
     pub async fn delete_connection(&self, account_id: &str, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM connections WHERE account_id = $1 AND id = $2")
-            .bind(account_id)
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
+        let done = sqlx::query("DELETE FROM connections WHERE account_id = $1 AND id = $2").bind(account_id).bind(id).execute(&self.writer).await?;
         Ok(done.rows_affected() == 1)
     }
 }

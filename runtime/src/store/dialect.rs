@@ -29,12 +29,7 @@ impl Dialect {
             // WAL with synchronous=NORMAL: a committed transaction survives a process crash
             // (SIGKILL); the last transactions may be lost on power loss. busy_timeout covers
             // readers racing the one writer connection during checkpoints.
-            Dialect::Sqlite => &[
-                "PRAGMA journal_mode = WAL",
-                "PRAGMA synchronous = NORMAL",
-                "PRAGMA busy_timeout = 10000",
-                "PRAGMA foreign_keys = ON",
-            ],
+            Dialect::Sqlite => &["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL", "PRAGMA busy_timeout = 10000", "PRAGMA foreign_keys = ON"],
             Dialect::Postgres => &["SET application_name = 'switchboard'"],
         }
     }
@@ -79,9 +74,10 @@ pub(crate) fn ensure_sqlite_dir(url: &str) -> Result<()> {
         return Ok(());
     }
     if let Some(parent) = std::path::Path::new(path).parent()
-        && !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::Config(format!("cannot create {}: {e}", parent.display())))?;
-        }
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|e| Error::Config(format!("cannot create {}: {e}", parent.display())))?;
+    }
     Ok(())
 }
 

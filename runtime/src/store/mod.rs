@@ -11,8 +11,8 @@ mod accounts;
 mod billing;
 mod connections;
 pub mod dialect;
-mod postgres;
 mod outbox;
+mod postgres;
 mod quota;
 mod records;
 mod runs;
@@ -67,8 +67,8 @@ impl Store {
         if let Dialect::Sqlite = dialect {
             dialect::ensure_sqlite_dir(&config.url)?;
         }
-        let options = AnyConnectOptions::from_str(&dialect::normalize_url(&config.url))?
-            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+        let options =
+            AnyConnectOptions::from_str(&dialect::normalize_url(&config.url))?.log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
         // PostgreSQL can go away: a request then gets no connection within the acquire timeout
         // and answers 503 promptly instead of hanging (sqlx retries a refused connect until
         // the deadline). SQLite is a file in this process and only waits for its one writer.
@@ -77,17 +77,14 @@ impl Store {
             Dialect::Postgres => POSTGRES_ACQUIRE_TIMEOUT,
         };
         let pool = |max: u32| {
-            AnyPoolOptions::new()
-                .max_connections(max)
-                .acquire_timeout(acquire_timeout)
-                .after_connect(move |conn, _| {
-                    Box::pin(async move {
-                        for pragma in dialect.session_setup() {
-                            conn.execute(*pragma).await?;
-                        }
-                        Ok(())
-                    })
+            AnyPoolOptions::new().max_connections(max).acquire_timeout(acquire_timeout).after_connect(move |conn, _| {
+                Box::pin(async move {
+                    for pragma in dialect.session_setup() {
+                        conn.execute(*pragma).await?;
+                    }
+                    Ok(())
                 })
+            })
         };
         let (writer, reader) = match dialect {
             Dialect::Sqlite => {

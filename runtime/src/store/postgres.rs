@@ -71,14 +71,7 @@ impl Store {
             Next::Finish => (-1, c.step.seq, 0, 0, 0),
         };
         let finished = c.run_status.is_final().then_some(c.now);
-        let q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&c.run_id)
-            .bind(&c.token)
-            .bind(step_index)
-            .bind(step_seq)
-            .bind(attempt)
-            .bind(due_at)
-            .bind(keep);
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&c.run_id).bind(&c.token).bind(step_index).bind(step_seq).bind(attempt).bind(due_at).bind(keep);
         let mut q = bind_step(q, &c.step)
             .bind(c.run_status)
             .bind(&c.context)

@@ -12,15 +12,7 @@ impl Store {
     /// concurrent reservations serialise on it and never overspend. The reservation is written on
     /// the step's queue row (fenced by the lease), where the step's completion — or a cancel —
     /// releases it.
-    pub async fn reserve_tokens(
-        &self,
-        run_id: &str,
-        token: &str,
-        account_id: &str,
-        period: &str,
-        tokens_milli: i64,
-        limit_milli: i64,
-    ) -> Result<Reservation> {
+    pub async fn reserve_tokens(&self, run_id: &str, token: &str, account_id: &str, period: &str, tokens_milli: i64, limit_milli: i64) -> Result<Reservation> {
         let mut tx = self.writer.begin().await?;
         let fenced = sqlx::query("UPDATE run_queue SET reserved_milli = $3, reserved_period = $4 WHERE run_id = $1 AND lease_token = $2")
             .bind(run_id)
@@ -53,22 +45,17 @@ impl Store {
 
     /// Moves an account to another plan; false if there is no such account.
     pub async fn set_account_plan(&self, account_id: &str, plan: &str) -> Result<bool> {
-        let done = sqlx::query("UPDATE accounts SET plan = $2 WHERE id = $1")
-            .bind(account_id)
-            .bind(plan)
-            .execute(&self.writer)
-            .await?;
+        let done = sqlx::query("UPDATE accounts SET plan = $2 WHERE id = $1").bind(account_id).bind(plan).execute(&self.writer).await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// The tokens (thousandths) spent and reserved in a period, from the counters.
     pub async fn period_counters(&self, account_id: &str, period: &str) -> Result<(i64, i64)> {
-        let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT spent_milli, reserved_milli FROM account_periods WHERE account_id = $1 AND period = $2")
-                .bind(account_id)
-                .bind(period)
-                .fetch_optional(&self.reader)
-                .await?;
+        let row: Option<(i64, i64)> = sqlx::query_as("SELECT spent_milli, reserved_milli FROM account_periods WHERE account_id = $1 AND period = $2")
+            .bind(account_id)
+            .bind(period)
+            .fetch_optional(&self.reader)
+            .await?;
         Ok(row.unwrap_or((0, 0)))
     }
 }
@@ -107,4 +94,3 @@ pub(super) async fn settle(tx: &mut Transaction<'static, Any>, account_id: &str,
     }
     Ok(())
 }
-

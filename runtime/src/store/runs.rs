@@ -3,33 +3,26 @@
 use sqlx::{Any, Transaction};
 
 use super::workflows::page;
-use super::{
-    Claim, Completion, NewEvent, NewRun, NewUsage, Next, Page, QuotaCheck, Recorded, Resume, RunFilter, RunRow,
-    StepRow, Store, UsageRow,
-};
+use super::{Claim, Completion, NewEvent, NewRun, NewUsage, Next, Page, QuotaCheck, Recorded, Resume, RunFilter, RunRow, StepRow, Store, UsageRow};
 use crate::status::{RunStatus, StepStatus};
 use crate::{Error, Result};
 
 const RUN_COLUMNS: &str = "id, account_id, workflow_id, version, status, event_id, event, context, error, is_test, \
      step_index, step_seq, created_at, started_at, finished_at";
-const STEP_COLUMNS: &str =
-    "run_id, seq, step_id, status, attempts, input, output, error, started_at, finished_at, due_at, rate_slot_at, rate_slot_key, \
+const STEP_COLUMNS: &str = "run_id, seq, step_id, status, attempts, input, output, error, started_at, finished_at, due_at, rate_slot_at, rate_slot_key, \
      deferred_handle";
-pub(super) const USAGE_COLUMNS: &str =
-    "seq, id, account_id, workflow_id, run_id, step_id, unit, quantity, tokens_milli, cost_micros, created_at, day";
-
+pub(super) const USAGE_COLUMNS: &str = "seq, id, account_id, workflow_id, run_id, step_id, unit, quantity, tokens_milli, cost_micros, created_at, day";
 
 impl Store {
     /// The first answer to a repeat of `dedupe_key`, if there was one after `since`.
     pub async fn recorded_response(&self, account_id: &str, dedupe_key: &str, since: Option<i64>) -> Result<Option<String>> {
-        let row: Option<(Option<String>,)> = sqlx::query_as(
-            "SELECT response FROM events WHERE account_id = $1 AND dedupe_key = $2 AND ($3 IS NULL OR created_at >= $3)",
-        )
-        .bind(account_id)
-        .bind(dedupe_key)
-        .bind(since)
-        .fetch_optional(&self.reader)
-        .await?;
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT response FROM events WHERE account_id = $1 AND dedupe_key = $2 AND ($3 IS NULL OR created_at >= $3)")
+                .bind(account_id)
+                .bind(dedupe_key)
+                .bind(since)
+                .fetch_optional(&self.reader)
+                .await?;
         Ok(row.map(|r| r.0.unwrap_or_default()))
     }
 
@@ -39,21 +32,14 @@ impl Store {
     /// With `quota` (plans without overage), each run's `workflow_run` charge is taken from the
     /// period's counter only if the tokens are there; a run that does not fit is still recorded
     /// (nothing is lost) but `failed` with `quota_exceeded`, uncharged and unqueued.
-    pub async fn record_event(
-        &self,
-        event: &NewEvent,
-        runs: &[NewRun],
-        resumes: &[Resume],
-        quota: Option<&QuotaCheck>,
-    ) -> Result<Recorded> {
+    pub async fn record_event(&self, event: &NewEvent, runs: &[NewRun], resumes: &[Resume], quota: Option<&QuotaCheck>) -> Result<Recorded> {
         let mut tx = self.writer.begin().await?;
         if let Some(key) = &event.dedupe_key {
-            let existing: Option<(i64, Option<String>)> =
-                sqlx::query_as("SELECT created_at, response FROM events WHERE account_id = $1 AND dedupe_key = $2")
-                    .bind(&event.account_id)
-                    .bind(key)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let existing: Option<(i64, Option<String>)> = sqlx::query_as("SELECT created_at, response FROM events WHERE account_id = $1 AND dedupe_key = $2")
+                .bind(&event.account_id)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
             if let Some((created_at, response)) = existing {
                 if event.dedupe_since.is_none_or(|since| created_at >= since) {
                     return Ok(Recorded::Repeat(response.unwrap_or_default()));
@@ -112,13 +98,7 @@ impl Store {
 
     /// Claims up to `limit` due steps for a lease ending at `lease_until`.
     pub async fn claim(&self, token: &str, now: i64, lease_until: i64, limit: i64) -> Result<Vec<Claim>> {
-        Ok(sqlx::query_as(self.dialect.claim_sql())
-            .bind(token)
-            .bind(lease_until)
-            .bind(limit)
-            .bind(now)
-            .fetch_all(&self.writer)
-            .await?)
+        Ok(sqlx::query_as(self.dialect.claim_sql()).bind(token).bind(lease_until).bind(limit).bind(now).fetch_all(&self.writer).await?)
     }
 
     /// Claims one run's row if it is due (a test run being driven by its request). Concurrent
@@ -165,11 +145,8 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(claim) = claim else { return Ok(None) };
-        let status: Option<(StepStatus,)> = sqlx::query_as("SELECT status FROM step_runs WHERE run_id = $1 AND seq = $2")
-            .bind(run_id)
-            .bind(seq)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let status: Option<(StepStatus,)> =
+            sqlx::query_as("SELECT status FROM step_runs WHERE run_id = $1 AND seq = $2").bind(run_id).bind(seq).fetch_optional(&mut *tx).await?;
         if status.map(|s| s.0) != Some(StepStatus::AwaitingCompletion) {
             // Dropping the transaction gives the row back untouched.
             return Ok(None);
@@ -206,15 +183,13 @@ impl Store {
     /// The lease is renewed to `lease_until` in the same fenced write.
     pub async fn mark_dispatching(&self, token: &str, step: &StepRow, lease_until: i64) -> Result<bool> {
         let mut tx = self.writer.begin().await?;
-        let done = sqlx::query(
-            "UPDATE run_queue SET dispatching = 1, due_at = $4 WHERE run_id = $1 AND lease_token = $2 AND step_seq = $3",
-        )
-        .bind(&step.run_id)
-        .bind(token)
-        .bind(step.seq)
-        .bind(lease_until)
-        .execute(&mut *tx)
-        .await?;
+        let done = sqlx::query("UPDATE run_queue SET dispatching = 1, due_at = $4 WHERE run_id = $1 AND lease_token = $2 AND step_seq = $3")
+            .bind(&step.run_id)
+            .bind(token)
+            .bind(step.seq)
+            .bind(lease_until)
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() != 1 {
             return Ok(false);
         }
@@ -263,20 +238,13 @@ impl Store {
                 .await?
             }
             Next::Finish => {
-                sqlx::query("DELETE FROM run_queue WHERE run_id = $1 AND lease_token = $2")
-                    .bind(&c.run_id)
-                    .bind(&c.token)
-                    .execute(&mut *tx)
-                    .await?
+                sqlx::query("DELETE FROM run_queue WHERE run_id = $1 AND lease_token = $2").bind(&c.run_id).bind(&c.token).execute(&mut *tx).await?
             }
         };
         let cancelled = if fenced.rows_affected() == 1 {
             false
         } else {
-            let status: Option<(RunStatus,)> = sqlx::query_as("SELECT status FROM runs WHERE id = $1")
-                .bind(&c.run_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let status: Option<(RunStatus,)> = sqlx::query_as("SELECT status FROM runs WHERE id = $1").bind(&c.run_id).fetch_optional(&mut *tx).await?;
             if !c.side_effect || status.map(|s| s.0) != Some(RunStatus::Cancelled) {
                 return Ok(false);
             }
@@ -327,8 +295,7 @@ impl Store {
         }
         let mut inserted_tokens = 0;
         if !c.usage.is_empty() {
-            let rows: Vec<UsageInsert<'_>> =
-                c.usage.iter().map(|u| (c.account_id.as_str(), c.workflow_id.as_str(), c.run_id.as_str(), u, c.now)).collect();
+            let rows: Vec<UsageInsert<'_>> = c.usage.iter().map(|u| (c.account_id.as_str(), c.workflow_id.as_str(), c.run_id.as_str(), u, c.now)).collect();
             inserted_tokens = insert_usage(&mut tx, &rows).await?;
         }
         if let Some(o) = &c.outbox {
@@ -353,10 +320,10 @@ impl Store {
              r.is_test, r.step_index, r.step_seq, r.created_at, r.started_at, r.finished_at, w.step_seq AS wait_seq \
              FROM runs r JOIN waits w ON w.run_id = r.id WHERE w.account_id = $1 AND w.event_type = $2",
         )
-            .bind(account_id)
-            .bind(event_type)
-            .fetch_all(&self.reader)
-            .await?;
+        .bind(account_id)
+        .bind(event_type)
+        .fetch_all(&self.reader)
+        .await?;
         Ok(rows.into_iter().map(|w| (w.run, w.wait_seq)).collect())
     }
 
@@ -420,13 +387,7 @@ impl Store {
     /// `start` is the run's start charge, taken if the run never paid it (a run refused for
     /// quota when its event came in), under `quota` for plans without overage; if it does not
     /// fit, nothing changes and the answer is [`Error::Conflict`].
-    pub async fn retry_run(
-        &self,
-        account_id: &str,
-        run_id: &str,
-        now: i64,
-        start: Option<(&NewUsage, Option<&QuotaCheck>)>,
-    ) -> Result<Option<bool>> {
+    pub async fn retry_run(&self, account_id: &str, run_id: &str, now: i64, start: Option<(&NewUsage, Option<&QuotaCheck>)>) -> Result<Option<bool>> {
         let mut tx = self.writer.begin().await?;
         // Conditional on `failed`, so two concurrent retries cannot both pass.
         let row: Option<(i64, i64)> = sqlx::query_as(
@@ -444,17 +405,14 @@ impl Store {
             return Ok(self.run_exists(account_id, run_id).await?.then_some(false));
         };
         if let Some((usage, quota)) = start {
-            let paid: Option<(String,)> = sqlx::query_as("SELECT id FROM usage_ledger WHERE id = $1")
-                .bind(&usage.id)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let paid: Option<(String,)> = sqlx::query_as("SELECT id FROM usage_ledger WHERE id = $1").bind(&usage.id).fetch_optional(&mut *tx).await?;
             if paid.is_none() {
                 if let Some(q) = quota
-                    && !charge_run(&mut tx, account_id, q, usage.tokens_milli).await? {
-                        return Err(Error::Conflict("the account has no tokens left to start this run; upgrade the plan".into()));
-                    }
-                let workflow: (String,) =
-                    sqlx::query_as("SELECT workflow_id FROM runs WHERE id = $1").bind(run_id).fetch_one(&mut *tx).await?;
+                    && !charge_run(&mut tx, account_id, q, usage.tokens_milli).await?
+                {
+                    return Err(Error::Conflict("the account has no tokens left to start this run; upgrade the plan".into()));
+                }
+                let workflow: (String,) = sqlx::query_as("SELECT workflow_id FROM runs WHERE id = $1").bind(run_id).fetch_one(&mut *tx).await?;
                 insert_usage(&mut tx, &[(account_id, workflow.0.as_str(), run_id, usage, now)]).await?;
             }
         }
@@ -475,19 +433,15 @@ impl Store {
 
     /// Whether the account has this run (to tell "no such run" from "not in that state").
     async fn run_exists(&self, account_id: &str, run_id: &str) -> Result<bool> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT id FROM runs WHERE id = $1 AND account_id = $2")
-            .bind(run_id)
-            .bind(account_id)
-            .fetch_optional(&self.reader)
-            .await?;
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM runs WHERE id = $1 AND account_id = $2").bind(run_id).bind(account_id).fetch_optional(&self.reader).await?;
         Ok(row.is_some())
     }
 
     /// A run of the account with its step timeline and usage rows.
     pub async fn run_detail(&self, account_id: &str, run_id: &str) -> Result<Option<(RunRow, Vec<StepRow>, Vec<UsageRow>)>> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND account_id = $2");
-        let run: Option<RunRow> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(run_id).bind(account_id).fetch_optional(&self.reader).await?;
+        let run: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(run_id).bind(account_id).fetch_optional(&self.reader).await?;
         let Some(run) = run else { return Ok(None) };
         let sql = format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = $1 ORDER BY seq");
         let steps = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(run_id).fetch_all(&self.reader).await?;
@@ -521,10 +475,7 @@ impl Store {
 
     /// Queue rows due now that no worker holds: work waiting for a worker.
     pub async fn due_unclaimed(&self, now: i64) -> Result<i64> {
-        let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM run_queue WHERE due_at <= $1 AND lease_token IS NULL")
-            .bind(now)
-            .fetch_one(&self.reader)
-            .await?;
+        let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM run_queue WHERE due_at <= $1 AND lease_token IS NULL").bind(now).fetch_one(&self.reader).await?;
         Ok(row.0)
     }
 
@@ -533,7 +484,6 @@ impl Store {
         let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM run_queue").fetch_one(&self.reader).await?;
         Ok(row.0)
     }
-
 }
 
 /// `rows` copies of a `(?, …)` row template, with the `?`s numbered `$1, $2, …` in order.
@@ -649,10 +599,8 @@ async fn insert_runs(tx: &mut Transaction<'static, Any>, runs: &[(&NewEvent, &Ne
             q = q.bind(&r.id).bind(&e.account_id).bind(e.now);
         }
         q.execute(&mut **tx).await?;
-        let charges: Vec<UsageInsert<'_>> = chunk
-            .iter()
-            .filter_map(|(e, r)| r.usage.as_ref().map(|u| (e.account_id.as_str(), r.workflow_id.as_str(), r.id.as_str(), u, e.now)))
-            .collect();
+        let charges: Vec<UsageInsert<'_>> =
+            chunk.iter().filter_map(|(e, r)| r.usage.as_ref().map(|u| (e.account_id.as_str(), r.workflow_id.as_str(), r.id.as_str(), u, e.now))).collect();
         insert_usage(tx, &charges).await?;
     }
     Ok(())
@@ -676,13 +624,7 @@ async fn resume_wait(tx: &mut Transaction<'static, Any>, r: &Resume, now: i64) -
             .execute(&mut **tx)
             .await?
         }
-        None => {
-            sqlx::query("DELETE FROM run_queue WHERE run_id = $1 AND step_seq = $2")
-                .bind(&r.run_id)
-                .bind(r.step_seq)
-                .execute(&mut **tx)
-                .await?
-        }
+        None => sqlx::query("DELETE FROM run_queue WHERE run_id = $1 AND step_seq = $2").bind(&r.run_id).bind(r.step_seq).execute(&mut **tx).await?,
     };
     if moved.rows_affected() != 1 {
         return Ok(());

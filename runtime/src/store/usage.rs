@@ -84,8 +84,7 @@ impl Store {
     pub async fn sequence_ledger(&self) -> Result<u64> {
         // Most reads find nothing to number: check without taking the writer. A row that
         // commits just after this check is numbered by a later pass, after anything read now.
-        let pending: Option<(String,)> =
-            sqlx::query_as("SELECT id FROM usage_ledger WHERE seq IS NULL LIMIT 1").fetch_optional(&self.reader).await?;
+        let pending: Option<(String,)> = sqlx::query_as("SELECT id FROM usage_ledger WHERE seq IS NULL LIMIT 1").fetch_optional(&self.reader).await?;
         if pending.is_none() {
             return Ok(0);
         }
@@ -98,8 +97,7 @@ impl Store {
                 sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").execute(&mut *tx).await?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SEQUENCER_LOCK).execute(&mut *tx).await?;
             }
-            let (before,): (i64,) =
-                sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM usage_ledger").fetch_one(&mut *tx).await?;
+            let (before,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM usage_ledger").fetch_one(&mut *tx).await?;
             let done = sqlx::query(
                 "UPDATE usage_ledger SET seq = ranked.n FROM (\
                  SELECT id, (SELECT COALESCE(MAX(seq), 0) FROM usage_ledger) + ROW_NUMBER() OVER (ORDER BY created_at, id) AS n \
@@ -145,14 +143,7 @@ impl Store {
             "SELECT {USAGE_COLUMNS} FROM usage_ledger WHERE seq > $2 AND ($1 IS NULL OR account_id = $1) \
              AND ($3 IS NULL OR day >= $3) AND ($4 IS NULL OR day < $4) ORDER BY seq LIMIT $5"
         );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(account_id)
-            .bind(after)
-            .bind(&days.from)
-            .bind(&days.to)
-            .bind(limit)
-            .fetch_all(&self.reader)
-            .await?)
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(account_id).bind(after).bind(&days.from).bind(&days.to).bind(limit).fetch_all(&self.reader).await?)
     }
 
     /// An account's usage, aggregated (from the rollup, after numbering pending rows).
@@ -164,9 +155,7 @@ impl Store {
         const RANGE: &str = "account_id = $1 AND ($2 IS NULL OR day >= $2) AND ($3 IS NULL OR day < $3)";
         let sql = match group {
             UsageGroup::Unit => format!("SELECT unit AS key, {SUMS} FROM usage_rollup WHERE {RANGE} GROUP BY unit ORDER BY unit"),
-            UsageGroup::Day => format!(
-                "SELECT day AS key, day, unit, {SUMS} FROM usage_rollup WHERE {RANGE} GROUP BY day, unit ORDER BY day, unit"
-            ),
+            UsageGroup::Day => format!("SELECT day AS key, day, unit, {SUMS} FROM usage_rollup WHERE {RANGE} GROUP BY day, unit ORDER BY day, unit"),
             // Sum first, then name the few groups (workflows are soft-deleted: names stay).
             UsageGroup::Workflow => format!(
                 "SELECT t.key, w.name, t.quantity, t.tokens_milli, t.cost_micros FROM \
@@ -174,12 +163,7 @@ impl Store {
                  LEFT JOIN workflows w ON w.id = t.key AND w.account_id = $1 ORDER BY t.key"
             ),
         };
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(account_id)
-            .bind(&days.from)
-            .bind(&days.to)
-            .fetch_all(&self.reader)
-            .await?)
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(account_id).bind(&days.from).bind(&days.to).fetch_all(&self.reader).await?)
     }
 
     /// Every account's usage by unit (billing).

@@ -102,26 +102,17 @@ impl Store {
 
     /// The account's workflows, newest first.
     pub async fn list_workflows(&self, account_id: &str, cursor: Option<&str>, limit: i64) -> Result<Page<WorkflowRow>> {
-        let sql = format!(
-            "{SELECT} WHERE w.account_id = $1 AND w.deleted = 0 AND ($2 IS NULL OR w.id < $2) ORDER BY w.id DESC LIMIT $3"
-        );
-        let items: Vec<WorkflowRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(account_id)
-            .bind(cursor)
-            .bind(limit + 1)
-            .fetch_all(&self.reader)
-            .await?;
+        let sql = format!("{SELECT} WHERE w.account_id = $1 AND w.deleted = 0 AND ($2 IS NULL OR w.id < $2) ORDER BY w.id DESC LIMIT $3");
+        let items: Vec<WorkflowRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(account_id).bind(cursor).bind(limit + 1).fetch_all(&self.reader).await?;
         Ok(page(items, limit, |w| w.id.clone()))
     }
 
     /// The workflow behind a webhook token.
     pub async fn workflow_by_token(&self, token: &str) -> Result<Option<HookTarget>> {
-        Ok(sqlx::query_as(
-            "SELECT id, account_id, enabled, version, trigger_kind FROM workflows WHERE webhook_token = $1 AND deleted = 0",
-        )
-        .bind(token)
-        .fetch_optional(&self.reader)
-        .await?)
+        Ok(sqlx::query_as("SELECT id, account_id, enabled, version, trigger_kind FROM workflows WHERE webhook_token = $1 AND deleted = 0")
+            .bind(token)
+            .fetch_optional(&self.reader)
+            .await?)
     }
 
     /// The account's enabled workflows triggered by an event type.
@@ -135,24 +126,21 @@ impl Store {
 
     /// One version's definition (JSON). Versions never change, so callers may cache it.
     pub async fn workflow_version(&self, workflow_id: &str, version: i64) -> Result<Option<String>> {
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT definition FROM workflow_versions WHERE workflow_id = $1 AND version = $2")
-                .bind(workflow_id)
-                .bind(version)
-                .fetch_optional(&self.reader)
-                .await?;
+        let row: Option<(String,)> = sqlx::query_as("SELECT definition FROM workflow_versions WHERE workflow_id = $1 AND version = $2")
+            .bind(workflow_id)
+            .bind(version)
+            .fetch_optional(&self.reader)
+            .await?;
         Ok(row.map(|r| r.0))
     }
 
     /// The live (not deleted) workflow of the account made from a template, if any (the oldest).
     pub async fn workflow_from_template(&self, account_id: &str, template: &str) -> Result<Option<String>> {
-        let row: Option<(String,)> = sqlx::query_as(
-            "SELECT id FROM workflows WHERE account_id = $1 AND template = $2 AND deleted = 0 ORDER BY id LIMIT 1",
-        )
-        .bind(account_id)
-        .bind(template)
-        .fetch_optional(&self.reader)
-        .await?;
+        let row: Option<(String,)> = sqlx::query_as("SELECT id FROM workflows WHERE account_id = $1 AND template = $2 AND deleted = 0 ORDER BY id LIMIT 1")
+            .bind(account_id)
+            .bind(template)
+            .fetch_optional(&self.reader)
+            .await?;
         Ok(row.map(|r| r.0))
     }
 

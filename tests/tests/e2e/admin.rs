@@ -186,10 +186,7 @@ async fn keys_made_before_key_ids_get_ids_and_keep_working(db: TestDb) {
     before.run(&mut conn).await.unwrap();
     let key = "sk_made_before_ids";
     let hash = switchboard_api::auth::hash_key(key);
-    sqlx::query("INSERT INTO accounts (id, name, plan, timezone, created_at) VALUES ('old', 'Old', 'trial', 'UTC', 1)")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    sqlx::query("INSERT INTO accounts (id, name, plan, timezone, created_at) VALUES ('old', 'Old', 'trial', 'UTC', 1)").execute(&mut conn).await.unwrap();
     sqlx::query("INSERT INTO api_keys (key_hash, account_id, created_at) VALUES ($1, 'old', 1)").bind(&hash).execute(&mut conn).await.unwrap();
     conn.close().await.unwrap();
 

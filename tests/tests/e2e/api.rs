@@ -169,7 +169,11 @@ async fn events_fan_out_filter_and_dedupe(db: TestDb) {
     let (_, key) = app.account("a").await;
     let log = json!([{ "id": "n", "action": "log", "input": { "message": "x" } }]);
     app.workflow(&key, &json!({ "name": "all", "trigger": { "event": "call.completed" }, "steps": log })).await;
-    app.workflow(&key, &json!({ "name": "missed", "trigger": { "event": "call.completed", "when": "event[\"call\"][\"status\"] == \"no-answer\"" }, "steps": log })).await;
+    app.workflow(
+        &key,
+        &json!({ "name": "missed", "trigger": { "event": "call.completed", "when": "event[\"call\"][\"status\"] == \"no-answer\"" }, "steps": log }),
+    )
+    .await;
     let off = app.workflow(&key, &json!({ "name": "off", "enabled": false, "trigger": { "event": "call.completed" }, "steps": log })).await;
     assert_eq!(off["enabled"], false);
     let (_, other_key) = app.account("b").await;
@@ -226,7 +230,8 @@ async fn another_accounts_ids_answer_404(db: TestDb) {
     assert_eq!(app.get("/v1/workflows", "sk_wrong").await.0, 401);
     let (s, _) = app.call("POST", "/v1/accounts", Some(&alice), Some("application/json"), "{\"name\":\"x\"}").await;
     assert_eq!(s, 401, "an account key is not the admin token");
-    let (s, body) = app.call("POST", "/v1/accounts", Some(ADMIN), Some("application/json"), "{\"name\":\"x\",\"plan\":\"gold\",\"timezone\":\"Mars/Base\"}").await;
+    let (s, body) =
+        app.call("POST", "/v1/accounts", Some(ADMIN), Some("application/json"), "{\"name\":\"x\",\"plan\":\"gold\",\"timezone\":\"Mars/Base\"}").await;
     assert_eq!(s, 422);
     assert_eq!(body["error"]["details"].as_array().unwrap().len(), 2);
 }
@@ -234,7 +239,8 @@ async fn another_accounts_ids_answer_404(db: TestDb) {
 async fn runs_list_and_paginate(db: TestDb) {
     let app = TestApp::new(db).await;
     let (_, key) = app.account("a").await;
-    let wf = app.workflow(&key, &json!({ "name": "w", "trigger": { "manual": {} }, "steps": [{ "id": "n", "action": "log", "input": { "message": "x" } }] })).await;
+    let wf =
+        app.workflow(&key, &json!({ "name": "w", "trigger": { "manual": {} }, "steps": [{ "id": "n", "action": "log", "input": { "message": "x" } }] })).await;
     let id = wf["id"].as_str().unwrap();
     for _ in 0..5 {
         app.start(&key, id, &json!({})).await;

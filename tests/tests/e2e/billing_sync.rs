@@ -91,10 +91,7 @@ fn created() -> ResponseTemplate {
 /// The identifiers of the meter events Stripe received, in order.
 async fn received(server: &MockServer) -> Vec<String> {
     let requests = server.received_requests().await.unwrap();
-    requests
-        .iter()
-        .map(|r| form(r).into_iter().find(|(k, _)| k == "identifier").map(|(_, v)| v).unwrap_or_default())
-        .collect()
+    requests.iter().map(|r| form(r).into_iter().find(|(k, _)| k == "identifier").map(|(_, v)| v).unwrap_or_default()).collect()
 }
 
 fn cfg() -> SyncConfig {

@@ -12,8 +12,8 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use crate::{on_both_backends, on_postgres};
 use crate::support::{TempDir, TestDb};
+use crate::{on_both_backends, on_postgres};
 
 const RUNS: usize = 30;
 pub(crate) const ADMIN: &str = "crash-test-admin";
@@ -217,8 +217,10 @@ async fn three_processes_one_killed_every_step_once(db: TestDb) {
         async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
     };
     let key = post("/v1/accounts".into(), ADMIN.into(), json!({ "name": "multi" })).await["api_key"].as_str().unwrap().to_string();
-    let call = |step: &str| json!({ "id": step, "action": "http.request", "timeout": "5s",
-        "input": { "method": "POST", "url": target_url, "body": { "run": "{{ run.id }}", "step": step } } });
+    let call = |step: &str| {
+        json!({ "id": step, "action": "http.request", "timeout": "5s",
+        "input": { "method": "POST", "url": target_url, "body": { "run": "{{ run.id }}", "step": step } } })
+    };
     let workflow = post(
         "/v1/workflows".into(),
         key.clone(),

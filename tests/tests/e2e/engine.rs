@@ -20,11 +20,14 @@ async fn delay_then_action_runs_at_its_time(db: TestDb) {
     let app = TestApp::new(db).await;
     let (_, key) = app.account("a").await;
     let wf = app
-        .workflow(&key, &manual(json!([
-            { "id": "hello", "action": "log", "input": { "message": "hi {{ event.lead.first_name }}" } },
-            { "id": "wait", "delay": "1d" },
-            { "id": "act", "action": "test.flaky", "input": { "label": "{{ event.lead.first_name }}" } },
-        ])))
+        .workflow(
+            &key,
+            &manual(json!([
+                { "id": "hello", "action": "log", "input": { "message": "hi {{ event.lead.first_name }}" } },
+                { "id": "wait", "delay": "1d" },
+                { "id": "act", "action": "test.flaky", "input": { "label": "{{ event.lead.first_name }}" } },
+            ])),
+        )
         .await;
     let run_id = app.start(&key, wf["id"].as_str().unwrap(), &json!({ "lead": { "first_name": "Ada" } })).await;
     app.drain().await;
@@ -50,9 +53,12 @@ async fn retries_back_off_and_bill_once(db: TestDb) {
     let (_, key) = app.account("a").await;
     app.flaky.fail_first.store(3, Ordering::SeqCst);
     let wf = app
-        .workflow(&key, &manual(json!([
-            { "id": "act", "action": "test.flaky", "retry": { "max_attempts": 5, "backoff": "10s" } },
-        ])))
+        .workflow(
+            &key,
+            &manual(json!([
+                { "id": "act", "action": "test.flaky", "retry": { "max_attempts": 5, "backoff": "10s" } },
+            ])),
+        )
         .await;
     let run_id = app.start(&key, wf["id"].as_str().unwrap(), &json!({})).await;
     app.drain().await;
@@ -79,10 +85,13 @@ async fn exhausted_retries_fail_and_retry_resumes_from_the_failed_step(db: TestD
     let (_, key) = app.account("a").await;
     app.flaky.fail_first.store(100, Ordering::SeqCst);
     let wf = app
-        .workflow(&key, &manual(json!([
-            { "id": "first", "action": "log", "input": { "message": "once" } },
-            { "id": "act", "action": "test.flaky", "retry": { "max_attempts": 2, "backoff": "1s" } },
-        ])))
+        .workflow(
+            &key,
+            &manual(json!([
+                { "id": "first", "action": "log", "input": { "message": "once" } },
+                { "id": "act", "action": "test.flaky", "retry": { "max_attempts": 2, "backoff": "1s" } },
+            ])),
+        )
         .await;
     let run_id = app.start(&key, wf["id"].as_str().unwrap(), &json!({})).await;
     app.drain().await;
@@ -107,16 +116,19 @@ async fn set_and_branch_choose_the_path(db: TestDb) {
     let app = TestApp::new(db).await;
     let (_, key) = app.account("a").await;
     let wf = app
-        .workflow(&key, &manual(json!([
-            { "id": "score", "set": { "points": "event.lead.score * 2", "tier": "if event.lead.score > 50 { \"hot\" } else { \"cold\" }" } },
-            { "id": "route", "branch": [
-                { "when": "vars.points > 100", "goto": "senior" },
-                { "else": "nurture" },
-            ] },
-            { "id": "senior", "action": "log", "input": { "message": "senior for {{ vars.tier }} {{ vars.points }}" } },
-            { "id": "done", "end": {} },
-            { "id": "nurture", "action": "log", "input": { "message": "nurture" } },
-        ])))
+        .workflow(
+            &key,
+            &manual(json!([
+                { "id": "score", "set": { "points": "event.lead.score * 2", "tier": "if event.lead.score > 50 { \"hot\" } else { \"cold\" }" } },
+                { "id": "route", "branch": [
+                    { "when": "vars.points > 100", "goto": "senior" },
+                    { "else": "nurture" },
+                ] },
+                { "id": "senior", "action": "log", "input": { "message": "senior for {{ vars.tier }} {{ vars.points }}" } },
+                { "id": "done", "end": {} },
+                { "id": "nurture", "action": "log", "input": { "message": "nurture" } },
+            ])),
+        )
         .await;
     let id = wf["id"].as_str().unwrap();
     let hot = app.start(&key, id, &json!({ "lead": { "score": 90 } })).await;
@@ -134,13 +146,16 @@ async fn on_error_continue_and_goto(db: TestDb) {
     let app = TestApp::new(db).await;
     let (_, key) = app.account("a").await;
     let wf = app
-        .workflow(&key, &manual(json!([
-            { "id": "a", "action": "test.broken", "on_error": "continue" },
-            { "id": "b", "action": "test.broken", "on_error": "goto d" },
-            { "id": "c", "action": "log", "input": { "message": "skipped" } },
-            { "id": "d", "action": "log", "input": { "message": "recovered" } },
-            { "id": "e", "action": "test.broken" },
-        ])))
+        .workflow(
+            &key,
+            &manual(json!([
+                { "id": "a", "action": "test.broken", "on_error": "continue" },
+                { "id": "b", "action": "test.broken", "on_error": "goto d" },
+                { "id": "c", "action": "log", "input": { "message": "skipped" } },
+                { "id": "d", "action": "log", "input": { "message": "recovered" } },
+                { "id": "e", "action": "test.broken" },
+            ])),
+        )
         .await;
     let run_id = app.start(&key, wf["id"].as_str().unwrap(), &json!({})).await;
     app.drain().await;
@@ -196,10 +211,13 @@ async fn cancel_drops_pending_delays(db: TestDb) {
     let app = TestApp::new(db).await;
     let (_, key) = app.account("a").await;
     let wf = app
-        .workflow(&key, &manual(json!([
-            { "id": "wait", "delay": "2h" },
-            { "id": "act", "action": "test.flaky" },
-        ])))
+        .workflow(
+            &key,
+            &manual(json!([
+                { "id": "wait", "delay": "2h" },
+                { "id": "act", "action": "test.flaky" },
+            ])),
+        )
         .await;
     let run_id = app.start(&key, wf["id"].as_str().unwrap(), &json!({})).await;
     app.drain().await;
@@ -218,9 +236,12 @@ async fn endless_loop_in_a_condition_fails_only_that_run(db: TestDb) {
     let app = TestApp::new(db).await;
     let (_, key) = app.account("a").await;
     let bad = app
-        .workflow(&key, &manual(json!([
-            { "id": "spin", "branch": [{ "when": "let n = 0; loop { n += 1; } true", "goto": "end" }] },
-        ])))
+        .workflow(
+            &key,
+            &manual(json!([
+                { "id": "spin", "branch": [{ "when": "let n = 0; loop { n += 1; } true", "goto": "end" }] },
+            ])),
+        )
         .await;
     let good = app.workflow(&key, &manual(json!([{ "id": "ok", "action": "log", "input": { "message": "fine" } }]))).await;
     let bad_run = app.start(&key, bad["id"].as_str().unwrap(), &json!({})).await;
@@ -339,14 +360,17 @@ async fn cancel_lets_the_running_step_finish_and_starts_nothing_after(db: TestDb
 async fn an_event_racing_a_wait_timeout_resumes_exactly_once(db: TestDb) {
     let app = TestApp::new(db).await;
     let (_, key) = app.account("a").await;
-    app.workflow(&key, &json!({
-        "name": "race",
-        "trigger": { "event": "quote.sent" },
-        "steps": [
-            { "id": "paid", "wait_for": { "event": "payment.received", "timeout": "1h" } },
-            { "id": "after", "action": "test.flaky" },
-        ]
-    }))
+    app.workflow(
+        &key,
+        &json!({
+            "name": "race",
+            "trigger": { "event": "quote.sent" },
+            "steps": [
+                { "id": "paid", "wait_for": { "event": "payment.received", "timeout": "1h" } },
+                { "id": "after", "action": "test.flaky" },
+            ]
+        }),
+    )
     .await;
     let (_, started) = app.post_json("/v1/events", &key, &json!({ "type": "quote.sent", "data": {} })).await;
     let run_id = started["run_ids"][0].as_str().unwrap().to_string();

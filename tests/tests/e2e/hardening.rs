@@ -22,7 +22,13 @@ use crate::{on_both_backends, on_postgres};
 fn goto_chain(n: usize, cycle: bool) -> Value {
     let steps: Vec<Value> = (0..n)
         .map(|i| {
-            let next = if i + 1 < n { format!("s{}", i + 1) } else if cycle { "s0".into() } else { "end".into() };
+            let next = if i + 1 < n {
+                format!("s{}", i + 1)
+            } else if cycle {
+                "s0".into()
+            } else {
+                "end".into()
+            };
             json!({ "id": format!("s{i}"), "branch": [{ "else": next }] })
         })
         .collect();
@@ -137,8 +143,16 @@ async fn a_real_server_survives_hostile_input(db: TestDb) {
     let server = start_with(&db.url, &data, free_port(), &[]).await;
     let pid = server.child.id().unwrap();
     let http = reqwest::Client::new();
-    let account: Value =
-        http.post(format!("{}/v1/accounts", server.base)).bearer_auth(SERVER_ADMIN).json(&json!({ "name": "hostile" })).send().await.unwrap().json().await.unwrap();
+    let account: Value = http
+        .post(format!("{}/v1/accounts", server.base))
+        .bearer_auth(SERVER_ADMIN)
+        .json(&json!({ "name": "hostile" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let key = account["api_key"].as_str().unwrap_or_else(|| panic!("{account}")).to_string();
     for def in [goto_chain(15_000, false), goto_chain(20_000, true)] {
         let res = http.post(format!("{}/v1/workflows", server.base)).bearer_auth(&key).json(&def).send().await.unwrap();
@@ -273,7 +287,8 @@ async fn webhook_secrets_are_sealed_at_rest(db: TestDb) {
     let app = TestApp::new(db).await;
     let (_, key) = app.account("sealed").await;
     let secret = format!("hush-{}", uuid::Uuid::new_v4().simple());
-    let def = json!({ "name": "signed", "trigger": { "webhook": { "secret": secret } }, "steps": [{ "id": "log", "action": "log", "input": { "message": "hi" } }] });
+    let def =
+        json!({ "name": "signed", "trigger": { "webhook": { "secret": secret } }, "steps": [{ "id": "log", "action": "log", "input": { "message": "hi" } }] });
     let wf = app.workflow(&key, &def).await;
     let id = wf["id"].as_str().unwrap().to_string();
     let hook = wf["webhook_url"].as_str().unwrap().trim_start_matches("http://sb.test").to_string();

@@ -91,11 +91,14 @@ async fn run_stream_follows_a_run_to_its_end(db: TestDb) {
     let app = TestApp::new(db).await;
     let (_, key) = app.account("a").await;
     let wf = app
-        .workflow(&key, &workflow(json!([
-            { "id": "hello", "action": "log", "input": { "message": "hi {{ event.name }}" } },
-            { "id": "wait", "delay": "1h" },
-            { "id": "bye", "action": "log", "input": { "message": "bye" } },
-        ])))
+        .workflow(
+            &key,
+            &workflow(json!([
+                { "id": "hello", "action": "log", "input": { "message": "hi {{ event.name }}" } },
+                { "id": "wait", "delay": "1h" },
+                { "id": "bye", "action": "log", "input": { "message": "bye" } },
+            ])),
+        )
         .await;
     let run_id = app.start(&key, wf["id"].as_str().unwrap(), &json!({ "name": "Ada" })).await;
     let mut stream = SseReader::open(&app, &format!("/v1/runs/{run_id}/events"), &key).await.unwrap();
@@ -370,15 +373,24 @@ async fn a_served_process_logs_run_ids_and_stops_on_sigterm_with_a_stream_open()
     let mut server = start_with(&db, &data, free_port(), &env).await;
     let http = reqwest::Client::new();
     let base = server.base.clone();
-    let account: Value = http.post(format!("{base}/v1/accounts")).bearer_auth(ADMIN).json(&json!({ "name": "ops" })).send().await.unwrap().json().await.unwrap();
+    let account: Value =
+        http.post(format!("{base}/v1/accounts")).bearer_auth(ADMIN).json(&json!({ "name": "ops" })).send().await.unwrap().json().await.unwrap();
     let key = account["api_key"].as_str().unwrap().to_string();
     let def = workflow(json!([{ "id": "call", "action": "http.request", "input": { "method": "POST", "url": format!("{}/leads", vendor.uri()) } }]));
     let wf: Value = http.post(format!("{base}/v1/workflows")).bearer_auth(&key).json(&def).send().await.unwrap().json().await.unwrap();
 
     let mut stream = http.get(format!("{base}/v1/events/stream")).bearer_auth(&key).send().await.unwrap();
     assert_eq!(stream.status(), 200);
-    let started: Value =
-        http.post(format!("{base}/v1/workflows/{}/runs", wf["id"].as_str().unwrap())).bearer_auth(&key).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let started: Value = http
+        .post(format!("{base}/v1/workflows/{}/runs", wf["id"].as_str().unwrap()))
+        .bearer_auth(&key)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let run_id = started["run_id"].as_str().unwrap().to_string();
     let mut seen = String::new();
     while !seen.contains("event: run.finished") {

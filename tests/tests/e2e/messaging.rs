@@ -15,8 +15,8 @@ use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::crash::{ADMIN as CRASH_ADMIN, free_port, server_log, start_with};
-use crate::support::{TempDir, TestApp, TestDb, actions_config, redis_url, timeline};
 use crate::on_both_backends;
+use crate::support::{TempDir, TestApp, TestDb, actions_config, redis_url, timeline};
 
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "twilio-secret-token-7f3a9c";
@@ -63,7 +63,8 @@ fn lead(phone: &str, from: &str) -> Value {
 
 async fn twilio_connection(app: &TestApp, key: &str, name: &str, sandbox: bool) -> Value {
     let credentials = if sandbox { Value::Null } else { json!({ "account_sid": SID, "auth_token": TOKEN }) };
-    let (status, body) = app.post_json("/v1/connections", key, &json!({ "provider": "twilio", "name": name, "sandbox": sandbox, "credentials": credentials })).await;
+    let (status, body) =
+        app.post_json("/v1/connections", key, &json!({ "provider": "twilio", "name": name, "sandbox": sandbox, "credentials": credentials })).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     body
 }
@@ -343,7 +344,8 @@ async fn secrets_stay_out_of_answers_timelines_and_logs(db: TestDb) {
         .respond_with(|req: &Request| {
             let body = String::from_utf8_lossy(&req.body).to_string();
             if body.contains("%2B15550000000") {
-                ResponseTemplate::new(401).set_body_json(json!({ "code": 20003, "message": "Authenticate", "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401 }))
+                ResponseTemplate::new(401)
+                    .set_body_json(json!({ "code": 20003, "message": "Authenticate", "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401 }))
             } else {
                 twilio_message(req)
             }
@@ -372,7 +374,13 @@ async fn secrets_stay_out_of_answers_timelines_and_logs(db: TestDb) {
     let wf: Value = http.post(format!("{base}/v1/workflows")).bearer_auth(&key).json(&sms_workflow(Some("main"))).send().await.unwrap().json().await.unwrap();
     let mut runs = Vec::new();
     for from in ["+15550001111", "+15550000000"] {
-        let res = http.post(format!("{base}/v1/workflows/{}/runs", wf["id"].as_str().unwrap())).bearer_auth(&key).json(&lead("+15557654321", from)).send().await.unwrap();
+        let res = http
+            .post(format!("{base}/v1/workflows/{}/runs", wf["id"].as_str().unwrap()))
+            .bearer_auth(&key)
+            .json(&lead("+15557654321", from))
+            .send()
+            .await
+            .unwrap();
         runs.push(res.json::<Value>().await.unwrap()["run_id"].as_str().unwrap().to_string());
     }
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -142,8 +142,8 @@ async fn document_covers_every_served_route(db: TestDb) {
     for path in &candidates {
         for method in METHODS {
             let (status, code, message) = probe(&router, method, &concrete(path), None).await;
-            let fallback = (status == StatusCode::NOT_FOUND && message == "route not found")
-                || (status == StatusCode::METHOD_NOT_ALLOWED && code == "method_not_allowed");
+            let fallback =
+                (status == StatusCode::NOT_FOUND && message == "route not found") || (status == StatusCode::METHOD_NOT_ALLOWED && code == "method_not_allowed");
             if !fallback {
                 served.insert((method.to_string(), path.clone()));
             }
@@ -169,7 +169,15 @@ async fn document_covers_every_served_route(db: TestDb) {
             assert_eq!(account.1 != "unauthorized", takes.contains("account_key"), "{method} {path} with an API key: {account:?}; documented {takes:?}");
         }
     }
-    for route in [("POST", "/hooks/{token}"), ("POST", "/callbacks/twilio/{connection}/sms"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/openapi.json"), ("GET", "/v1/events/stream")] {
+    for route in [
+        ("POST", "/hooks/{token}"),
+        ("POST", "/callbacks/twilio/{connection}/sms"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+        ("GET", "/v1/events/stream"),
+    ] {
         assert!(documented.contains(&(route.0.to_string(), route.1.to_string())), "{route:?} is not documented");
     }
     assert_eq!(paths["/metrics"]["get"]["responses"]["200"]["content"].as_object().unwrap().keys().collect::<Vec<_>>(), ["text/plain; version=0.0.4"]);
@@ -472,9 +480,11 @@ impl<'a> Answers<'a> {
         let mut missed = Vec::new();
         for (path, item) in self.doc["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
-                let json_2xx = op["responses"].as_object().into_iter().flatten().any(|(status, response)| {
-                    status.starts_with('2') && response["content"].get("application/json").is_some()
-                });
+                let json_2xx = op["responses"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .any(|(status, response)| status.starts_with('2') && response["content"].get("application/json").is_some());
                 if json_2xx && !self.seen.contains(&(method.to_uppercase(), path.clone())) {
                     missed.push(format!("{} {path}", method.to_uppercase()));
                 }
@@ -504,17 +514,29 @@ async fn every_operation_answers_its_documented_schema(db: TestDb) {
     let (account_id, api_key) = (created["id"].as_str().unwrap().to_string(), created["api_key"].as_str().unwrap().to_string());
     let key = Some(api_key.as_str());
     answers.call(&app, "POST", "/v1/admin/accounts/{id}/keys", &format!("/v1/admin/accounts/{account_id}/keys"), admin, None).await;
-    answers.call(&app, "PUT", "/v1/admin/accounts/{id}/plan", &format!("/v1/admin/accounts/{account_id}/plan"), admin, Some(json!({ "plan": "professional" }))).await;
+    answers
+        .call(&app, "PUT", "/v1/admin/accounts/{id}/plan", &format!("/v1/admin/accounts/{account_id}/plan"), admin, Some(json!({ "plan": "professional" })))
+        .await;
     let link = json!({ "stripe_customer_id": "cus_1" });
     answers.call(&app, "PUT", "/v1/admin/accounts/{id}/stripe_customer", &format!("/v1/admin/accounts/{account_id}/stripe_customer"), admin, Some(link)).await;
-    answers.call(&app, "PUT", "/v1/admin/accounts/{id}/stripe_customer", &format!("/v1/admin/accounts/{account_id}/stripe_customer"), admin, Some(json!({ "stripe_customer_id": null }))).await;
+    answers
+        .call(
+            &app,
+            "PUT",
+            "/v1/admin/accounts/{id}/stripe_customer",
+            &format!("/v1/admin/accounts/{account_id}/stripe_customer"),
+            admin,
+            Some(json!({ "stripe_customer_id": null })),
+        )
+        .await;
 
     // Connections.
     for provider in ["twilio", "smtp", "crm"] {
         let new = json!({ "provider": provider, "name": format!("{provider}-sandbox"), "sandbox": true });
         answers.call(&app, "POST", "/v1/connections", "/v1/connections", key, Some(new)).await;
     }
-    let spare = answers.call(&app, "POST", "/v1/connections", "/v1/connections", key, Some(json!({ "provider": "slack", "name": "spare", "sandbox": true }))).await;
+    let spare =
+        answers.call(&app, "POST", "/v1/connections", "/v1/connections", key, Some(json!({ "provider": "slack", "name": "spare", "sandbox": true }))).await;
     let spare = spare["id"].as_str().unwrap();
     answers.call(&app, "GET", "/v1/connections/{id}", &format!("/v1/connections/{spare}"), key, None).await;
     answers.call(&app, "DELETE", "/v1/connections/{id}", &format!("/v1/connections/{spare}"), key, None).await;
@@ -522,7 +544,10 @@ async fn every_operation_answers_its_documented_schema(db: TestDb) {
 
     // Templates: the catalogue, one template, and a workflow made from it.
     let templates = answers.call(&app, "GET", "/v1/templates", "/v1/templates", key, None).await;
-    assert!(templates["templates"].as_array().unwrap().iter().any(|t| t["params"].as_array().unwrap().iter().any(|p| p.get("default").is_some())), "a default is checked");
+    assert!(
+        templates["templates"].as_array().unwrap().iter().any(|t| t["params"].as_array().unwrap().iter().any(|p| p.get("default").is_some())),
+        "a default is checked"
+    );
     answers.call(&app, "GET", "/v1/templates/{slug}", "/v1/templates/lead-nurture", key, None).await;
     let params = json!({ "params": { "business_name": "Studio Ada", "sender": "+15550001111", "from_email": "hello@studio.example" } });
     let nurture = answers.call(&app, "POST", "/v1/templates/{slug}/enable", "/v1/templates/lead-nurture/enable", key, Some(params)).await;

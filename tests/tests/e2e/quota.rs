@@ -71,7 +71,8 @@ async fn a_run_started_without_tokens_is_kept_failed_and_uncharged(db: TestDb) {
     // Starting a run costs 60 of the trial's 100 tokens: the second start does not fit.
     let app = TestApp::with_config(db, config(60_000, 0)).await;
     let (_, key) = app.account_on("trial", "trial").await;
-    let wf = app.workflow(&key, &json!({ "name": "w", "trigger": { "manual": {} }, "steps": [{ "id": "n", "action": "log", "input": { "message": "x" } }] })).await;
+    let wf =
+        app.workflow(&key, &json!({ "name": "w", "trigger": { "manual": {} }, "steps": [{ "id": "n", "action": "log", "input": { "message": "x" } }] })).await;
     let id = wf["id"].as_str().unwrap();
     let first = app.start(&key, id, &json!({})).await;
     let second = app.start(&key, id, &json!({ "kept": true })).await;
@@ -101,7 +102,8 @@ async fn a_run_started_without_tokens_is_kept_failed_and_uncharged(db: TestDb) {
     assert_eq!(run["usage"].as_array().unwrap().iter().filter(|u| u["unit"] == "workflow_run").count(), 1, "the start is paid once");
     // Plans with overage are not stopped.
     let (_, paid) = app.account_on("paid", "starter").await;
-    let wf = app.workflow(&paid, &json!({ "name": "w", "trigger": { "manual": {} }, "steps": [{ "id": "n", "action": "log", "input": { "message": "x" } }] })).await;
+    let wf =
+        app.workflow(&paid, &json!({ "name": "w", "trigger": { "manual": {} }, "steps": [{ "id": "n", "action": "log", "input": { "message": "x" } }] })).await;
     for _ in 0..3 {
         app.start(&paid, wf["id"].as_str().unwrap(), &json!({})).await;
     }

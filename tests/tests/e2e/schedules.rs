@@ -128,7 +128,8 @@ async fn real_processes_fire_each_tick_once_and_catch_up_after_a_restart(db: Tes
     let mut workers = [spawn_with("worker", &db.url, &data, free_port(), &[]), spawn_with("worker", &db.url, &data, free_port(), &[])];
     let http = reqwest::Client::new();
     let base = server.base.clone();
-    let account: Value = http.post(format!("{base}/v1/accounts")).bearer_auth(ADMIN).json(&json!({ "name": "cron" })).send().await.unwrap().json().await.unwrap();
+    let account: Value =
+        http.post(format!("{base}/v1/accounts")).bearer_auth(ADMIN).json(&json!({ "name": "cron" })).send().await.unwrap().json().await.unwrap();
     let key = account["api_key"].as_str().unwrap().to_string();
     let account_id = account["id"].as_str().unwrap().to_string();
     let mut ids = Vec::new();

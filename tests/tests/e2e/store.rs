@@ -3,8 +3,8 @@
 use serde_json::json;
 use switchboard_runtime::store::{Account, NewEvent, NewRun, NewUsage, Recorded, Store, WorkflowWrite};
 
-use crate::{on_both_backends, on_postgres};
 use crate::support::TestDb;
+use crate::{on_both_backends, on_postgres};
 
 const T0: i64 = 1_800_000_000_000;
 

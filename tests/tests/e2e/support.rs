@@ -308,11 +308,7 @@ impl Action for Deferred {
             self.poll_entered.notify_one();
             self.poll_release.notified().await;
         }
-        self.polls
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or(Poll::NotYet { check_after: std::time::Duration::from_millis(Self::NOT_YET_MS as u64) })
+        self.polls.lock().unwrap().pop_front().unwrap_or(Poll::NotYet { check_after: std::time::Duration::from_millis(Self::NOT_YET_MS as u64) })
     }
 }
 

@@ -173,10 +173,7 @@ async fn lead_nurture_texts_emails_then_tasks(db: TestDb) {
     assert_eq!(kinds(&messages), ["sms.send"], "only the welcome text goes out at once");
     let welcome = &messages[0];
     assert_eq!((welcome["to"].as_str(), text(welcome, "from")), (Some("+15557654321"), SENDER));
-    assert_eq!(
-        text(welcome, "body"),
-        "Hi Ada, thanks for reaching out to Studio Ada! Any questions, just reply to this text. We'd love to hear from you."
-    );
+    assert_eq!(text(welcome, "body"), "Hi Ada, thanks for reaching out to Studio Ada! Any questions, just reply to this text. We'd love to hear from you.");
     assert_eq!(run_status(&app, &key, &run_id).await, "waiting");
 
     app.advance(DAY - SECOND).await;
@@ -199,7 +196,10 @@ async fn lead_nurture_texts_emails_then_tasks(db: TestDb) {
     assert_eq!(task["to"], "L-ada");
     assert_eq!((task["rendered"]["method"].as_str(), task["rendered"]["path"].as_str()), (Some("POST"), Some("/tasks")));
     let body = &task["rendered"]["body"];
-    assert_eq!((body["title"].as_str(), body["lead_id"].as_str(), body["priority"].as_str()), (Some("Call Ada Lovelace (new lead)"), Some("L-ada"), Some("normal")));
+    assert_eq!(
+        (body["title"].as_str(), body["lead_id"].as_str(), body["priority"].as_str()),
+        (Some("Call Ada Lovelace (new lead)"), Some("L-ada"), Some("normal"))
+    );
     contains_all(body["notes"].as_str().unwrap(), &["Ada", "+15557654321"]);
     let run = app.run(&key, &run_id).await;
     assert_eq!(run["status"], "succeeded", "{run}");
@@ -221,7 +221,8 @@ async fn payment_follow_up_thanks_marks_customer_then_upsells(db: TestDb) {
     sandbox_connections(&app, &key, &["smtp", "crm"]).await;
     let wf = enable(&app, &key, "payment-follow-up", json!({ "business_name": BUSINESS, "from_email": FROM_EMAIL })).await;
     assert_eq!(wf["trigger"]["event"], "payment.received");
-    let run_id = start_one(&app, &key, "payment.received", "pay-1", json!({ "lead": ada(), "payment": { "id": "P-1", "amount": 120, "currency": "USD" } })).await;
+    let run_id =
+        start_one(&app, &key, "payment.received", "pay-1", json!({ "lead": ada(), "payment": { "id": "P-1", "amount": 120, "currency": "USD" } })).await;
     app.drain().await;
     let messages = outbox(&app, &key, &run_id).await;
     assert_eq!(kinds(&messages), ["email.send", "crm.update_lead"]);
@@ -229,8 +230,11 @@ async fn payment_follow_up_thanks_marks_customer_then_upsells(db: TestDb) {
     assert_eq!((thanks["to"].as_str(), text(thanks, "from")), (Some("ada@example.com"), FROM_EMAIL));
     assert_eq!(text(thanks, "subject"), "Thank you, Ada!");
     contains_all(text(thanks, "text"), &["Hi Ada,", "received your payment", "Studio Ada"]);
-    assert_eq!(essence(&messages[1]), json!({ "kind": "crm.update_lead", "to": "L-ada",
-        "rendered": { "method": "PATCH", "path": "/leads/L-ada", "body": { "fields": { "stage": "customer" } } } }));
+    assert_eq!(
+        essence(&messages[1]),
+        json!({ "kind": "crm.update_lead", "to": "L-ada",
+        "rendered": { "method": "PATCH", "path": "/leads/L-ada", "body": { "fields": { "stage": "customer" } } } })
+    );
 
     app.advance(30 * DAY - SECOND).await;
     assert_eq!(outbox(&app, &key, &run_id).await.len(), 2, "no upsell before 30 days");
@@ -359,8 +363,10 @@ async fn lead_scoring_routes_by_score(db: TestDb) {
             "start_nurture" => vec!["nurture_done:succeeded"],
             _ => vec![],
         };
-        let expected: Vec<String> =
-            ["score:succeeded".to_string(), "route:succeeded".into(), format!("{step}:succeeded")].into_iter().chain(end.into_iter().map(String::from)).collect();
+        let expected: Vec<String> = ["score:succeeded".to_string(), "route:succeeded".into(), format!("{step}:succeeded")]
+            .into_iter()
+            .chain(end.into_iter().map(String::from))
+            .collect();
         assert_eq!(timeline(&run), expected, "{id}");
         let messages = outbox(&app, &key, run_id).await;
         assert_eq!(messages.len(), 1, "{id}: exactly one CRM update: {messages:?}");
@@ -381,7 +387,8 @@ async fn feedback_survey_routes_by_rating(db: TestDb) {
     let (_, key) = app.account("studio").await;
     sandbox_connections(&app, &key, &["twilio", "slack"]).await;
     let review_url = "https://g.page/r/studio-ada/review";
-    enable(&app, &key, "feedback-survey", json!({ "business_name": BUSINESS, "sender": SENDER, "manager_channel": "#managers", "review_url": review_url })).await;
+    enable(&app, &key, "feedback-survey", json!({ "business_name": BUSINESS, "sender": SENDER, "manager_channel": "#managers", "review_url": review_url }))
+        .await;
 
     let buyers = [
         ("L-ada", "Ada", "Lovelace", "+15557654321"),
@@ -404,16 +411,16 @@ async fn feedback_survey_routes_by_rating(db: TestDb) {
         let messages = outbox(&app, &key, run).await;
         assert_eq!(kinds(&messages), ["sms.send"], "{first}");
         assert_eq!((messages[0]["to"].as_str(), text(&messages[0], "from")), (Some(phone), SENDER));
-        assert_eq!(
-            text(&messages[0], "body"),
-            format!("Hi {first}, it's Studio Ada. How did we do? Reply with a number from 1 (not great) to 5 (loved it).")
-        );
+        assert_eq!(text(&messages[0], "body"), format!("Hi {first}, it's Studio Ada. How did we do? Reply with a number from 1 (not great) to 5 (loved it)."));
         let detail = app.run(&key, run).await;
         assert_eq!((detail["status"].as_str(), timeline(&detail).last().map(String::as_str)), (Some("waiting"), Some("answer:waiting")), "{detail}");
     }
 
     // An answer from someone else resumes nothing; then Ada rates 2, Grace "3" (as text), Alan 5.
-    assert_eq!(post_event(&app, &key, "survey.answered", "ans-stranger", json!({ "lead": { "id": "L-stranger" }, "survey": { "rating": 1 } })).await, Vec::<String>::new());
+    assert_eq!(
+        post_event(&app, &key, "survey.answered", "ans-stranger", json!({ "lead": { "id": "L-stranger" }, "survey": { "rating": 1 } })).await,
+        Vec::<String>::new()
+    );
     app.drain().await;
     for run in &runs {
         assert_eq!(run_status(&app, &key, run).await, "waiting");
@@ -445,10 +452,7 @@ async fn feedback_survey_routes_by_rating(db: TestDb) {
     let messages = outbox(&app, &key, &runs[2]).await;
     assert_eq!(kinds(&messages), ["sms.send", "sms.send"]);
     assert_eq!((messages[1]["to"].as_str(), text(&messages[1], "from")), (Some("+15557654323"), SENDER));
-    assert_eq!(
-        text(&messages[1], "body"),
-        format!("Thank you, Alan! We're so glad you loved it. Would you leave Studio Ada a quick review? {review_url}")
-    );
+    assert_eq!(text(&messages[1], "body"), format!("Thank you, Alan! We're so glad you loved it. Would you leave Studio Ada a quick review? {review_url}"));
     assert_eq!(timeline(&app.run(&key, &runs[2]).await).last().map(String::as_str), Some("review_request:succeeded"));
 
     // Edsger never answers: after 3 days the run ends with only the survey sent.
@@ -640,8 +644,16 @@ async fn six_templates_run_for_real_with_one_second_delays(db: TestDb) {
     let data = TempDir::new();
     let server = start_with(&db.url, &data, free_port(), &[]).await;
     let http = reqwest::Client::new();
-    let account: Value =
-        http.post(format!("{}/v1/accounts", server.base)).bearer_auth(SERVER_ADMIN).json(&json!({ "name": "studio" })).send().await.unwrap().json().await.unwrap();
+    let account: Value = http
+        .post(format!("{}/v1/accounts", server.base))
+        .bearer_auth(SERVER_ADMIN)
+        .json(&json!({ "name": "studio" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let c = Client { http, base: server.base.clone(), key: account["api_key"].as_str().unwrap_or_else(|| panic!("{account}")).to_string() };
     for provider in ["twilio", "smtp", "slack", "crm"] {
         let (status, body) = c.post("/v1/connections", &json!({ "provider": provider, "name": format!("{provider}-sandbox"), "sandbox": true })).await;
@@ -690,7 +702,8 @@ async fn six_templates_run_for_real_with_one_second_delays(db: TestDb) {
         let waits = run["steps"].as_array().unwrap().iter().filter(|s| s["id"].as_str().unwrap().starts_with("wait") || s["id"] == "answer").count() as i64;
         let took = epoch_ms(&run["finished_at"]) - epoch_ms(&run["started_at"]);
         assert!(took >= waits * 1000 - 10, "{}: {waits} one-second waits took {took} ms: {run}", case.slug);
-        let real_outbox: Vec<Value> = c.get(&format!("/v1/outbox?run_id={run_id}&limit=200")).await["messages"].as_array().unwrap().iter().map(essence).collect();
+        let real_outbox: Vec<Value> =
+            c.get(&format!("/v1/outbox?run_id={run_id}&limit=200")).await["messages"].as_array().unwrap().iter().map(essence).collect();
         assert!(!real_outbox.is_empty(), "{}", case.slug);
 
         let (status, answer) = c.post(&format!("/v1/workflows/{}/test", workflows[case.slug]), &json!({ "event": case.event })).await;
@@ -698,7 +711,13 @@ async fn six_templates_run_for_real_with_one_second_delays(db: TestDb) {
         assert_eq!(answer["run"]["status"], "succeeded", "{}: {answer}", case.slug);
         // The test run's delays were fast-forwarded; the real run's were not.
         let fast = |run: &Value| -> Vec<bool> {
-            run["steps"].as_array().unwrap().iter().filter(|s| s["output"].get("waited_until").is_some()).map(|s| s["output"]["fast_forwarded"] == true).collect()
+            run["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["output"].get("waited_until").is_some())
+                .map(|s| s["output"]["fast_forwarded"] == true)
+                .collect()
         };
         assert!(fast(&answer["run"]).iter().all(|f| *f) && fast(&run).iter().all(|f| !*f), "{}: {answer} {run}", case.slug);
         assert_eq!(fast(&answer["run"]).len(), fast(&run).len(), "{}", case.slug);

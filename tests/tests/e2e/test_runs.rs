@@ -14,8 +14,12 @@ async fn a_test_run_fast_forwards_two_weeks_and_answers_the_outbox(db: TestDb) {
     let (_, other) = app.account("someone else").await;
     // A real (non-sandbox) connection: a test run still sends nothing.
     let (status, body) = app
-        .post_json("/v1/connections", &key, &json!({ "provider": "twilio", "name": "main",
-            "credentials": { "account_sid": "AC0123456789abcdef0123456789abcdef", "auth_token": "secret" } }))
+        .post_json(
+            "/v1/connections",
+            &key,
+            &json!({ "provider": "twilio", "name": "main",
+            "credentials": { "account_sid": "AC0123456789abcdef0123456789abcdef", "auth_token": "secret" } }),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let wf = app
