@@ -50,22 +50,13 @@ pub enum Command {
     Worker,
     /// Apply database migrations and exit.
     Migrate,
-    /// Measure ingest, steps/s (in process and with worker processes), latency, timers, SQL
-    /// statements per step and worker memory, and print the figures.
-    Bench(crate::bench::BenchArgs),
 }
 
 /// The binary's entry point.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // The benchmark logs only warnings, so that logging is not what it measures; its bulk fills
-    // are slow statements by design, so sqlx's warnings about them are left out.
-    let default_filter = if matches!(cli.command, Command::Bench(_)) { "warn,sqlx::query=error" } else { "info,sqlx=warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into());
-    if matches!(cli.command, Command::Bench(_)) {
-        // The same log, plus a layer that counts the store's SQL statements when asked to.
-        crate::bench::init_tracing(filter);
-    } else if cli.log_format == LogFormat::Json {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into());
+    if cli.log_format == LogFormat::Json {
         tracing_subscriber::fmt().json().with_current_span(false).with_span_list(true).with_env_filter(filter).init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
@@ -99,7 +90,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             worked.map_err(|e| anyhow::anyhow!(e))
         }
         Command::Serve => serve(settings).await,
-        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 

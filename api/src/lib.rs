@@ -11,13 +11,12 @@
 //! - [`error`]: `ApiError`, the one error format (`{error: {code, message, details}}`).
 //! - [`auth`]: account API keys (stored hashed) and the admin token.
 //! - [`openapi`]: `GET /openapi.json`, the OpenAPI 3.1 document gathered from the routers.
-//! - [`cli`]: `serve`, `worker`, `migrate`, `bench`.
-//! - [`bench`]: the benchmark behind `switchboard bench`.
+//! - [`cli`]: `serve`, `worker`, `migrate`. (The benchmark is a crate of its own,
+//!   `switchboard-bench` in `tests/bench`.)
 //! - [`billing_sync`]: pushes new usage-ledger rows to Stripe Billing as meter events.
 
 pub mod app;
 pub mod auth;
-pub mod bench;
 pub mod billing_sync;
 pub mod cli;
 pub mod config;

@@ -6,8 +6,13 @@
 //! written once, in the module that owns it. What differs — DDL (`migrations/{sqlite,postgres}`),
 //! connection set-up and the claim query — lives in [`dialect`]. The same conformance suite
 //! (`tests/`) runs against both.
+//!
+//! Behind the `bench` feature, `bench` adds the benchmark's own queries (`BenchProbe`, the ledger
+//! fill); only the `switchboard-bench` crate enables it.
 
 mod accounts;
+#[cfg(feature = "bench")]
+mod bench;
 mod billing;
 mod connections;
 pub mod dialect;
@@ -26,6 +31,8 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+#[cfg(feature = "bench")]
+pub use bench::{BenchProbe, CopiedRows};
 pub use dialect::Dialect;
 pub use records::*;
 pub use schedules::DueSchedule;

@@ -196,32 +196,3 @@ impl Store {
         Ok(row.0)
     }
 }
-
-impl Store {
-    /// Fills the ledger with `rows` synthetic rows of one account, all on `day`, spread over
-    /// three units (benchmarks only: `switchboard bench` measures `/v1/usage` over them).
-    pub async fn fill_ledger_for_bench(&self, account_id: &str, rows: i64, day: &str, now: i64) -> Result<()> {
-        const CHUNK: i64 = 100_000;
-        let mut start = 0;
-        while start < rows {
-            let end = (start + CHUNK).min(rows);
-            sqlx::query(
-                "WITH RECURSIVE n(i) AS (SELECT $2 UNION ALL SELECT i + 1 FROM n WHERE i < $3) \
-                 INSERT INTO usage_ledger (id, seq, account_id, workflow_id, run_id, step_id, unit, quantity, \
-                 tokens_milli, cost_micros, created_at, day) \
-                 SELECT 'bench-' || i, NULL, $1, 'bench-workflow', 'bench-run-' || i, 'step', \
-                 CASE i % 3 WHEN 0 THEN 'sms_segment' WHEN 1 THEN 'email' ELSE 'http_request' END, \
-                 1, 100, 1000, $4 + i, $5 FROM n",
-            )
-            .bind(account_id)
-            .bind(start + 1)
-            .bind(end)
-            .bind(now)
-            .bind(day)
-            .execute(&self.writer)
-            .await?;
-            start = end;
-        }
-        Ok(())
-    }
-}

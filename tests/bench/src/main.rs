@@ -1,5 +1,16 @@
-//! `switchboard bench`: the figures of docs/performance.md, printed as tables. Figures, not
+//! `switchboard-bench`: the figures of docs/performance.md, printed as tables. Figures, not
 //! assertions: nothing here fails on a slow machine.
+//!
+//! ```text
+//! cargo build --release                                 # the server: target/release/switchboard
+//! cargo run --release -p switchboard-bench -- [options] # --help lists them
+//! ```
+//!
+//! It drives the runtime and the API as libraries, in this process; only `procs` and `memory`
+//! start real `switchboard worker` processes, of the server binary built first (`--server-bin`,
+//! by default the `switchboard` next to this executable). Its own SQL (progress polls, result
+//! reads, bulk copies, PostgreSQL statistics) is the store's, behind switchboard-runtime's
+//! `bench` feature, which only this crate enables.
 //!
 //! One module per measurement, each selectable with `--only`:
 //! - [`throughput`]: webhook ingest (requests/s, p50/p99 at 64 clients, 202 only after commit),
@@ -19,23 +30,20 @@ mod procs;
 mod statements;
 mod throughput;
 
-use std::str::FromStr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use clap::Parser;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions};
 use switchboard_integrations::connections::Vault;
 use switchboard_runtime::action::{Action, ActionContext, ActionError, Delivery, Done};
 use switchboard_runtime::clock::SystemClock;
 use switchboard_runtime::engine::{Engine, EngineConfig};
 use switchboard_runtime::metering::Unit;
-use switchboard_runtime::store::{Account, Store, StoreConfig, WorkflowRow, WorkflowWrite, dialect};
-
-pub(crate) use statements::init_tracing;
+use switchboard_runtime::store::{Account, BenchProbe, Store, StoreConfig, WorkflowRow, WorkflowWrite, dialect};
 
 /// Every measurement, in the order they run on a backend.
 const MEASUREMENTS: [&str; 8] = ["ingest", "steps", "billed", "statements", "procs", "timers", "usage", "memory"];
@@ -43,53 +51,60 @@ const MEASUREMENTS: [&str; 8] = ["ingest", "steps", "billed", "statements", "pro
 /// Measurements that need PostgreSQL (several processes on one database; bulk SQL).
 const POSTGRES_ONLY: [&str; 2] = ["procs", "memory"];
 
-/// Options of `switchboard bench`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {
+/// Measures ingest, steps/s (in process and with worker processes), latency, timers, SQL
+/// statements per step and worker memory, and prints the figures.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "switchboard-bench", version, about)]
+struct BenchArgs {
     /// PostgreSQL server to measure on (a fresh database is created, then dropped); `none` skips.
     #[arg(long, env = "SWITCHBOARD_BENCH_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
-    pub postgres: String,
+    postgres: String,
     /// Backends to measure, comma-separated: sqlite, postgres.
     #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
-    pub backends: Vec<String>,
+    backends: Vec<String>,
     /// Measurements to run, comma-separated: ingest, steps, billed, statements, procs, timers,
     /// usage, memory (procs and memory on PostgreSQL only), or all.
     #[arg(long, value_delimiter = ',', default_value = "all")]
-    pub only: Vec<String>,
+    only: Vec<String>,
     /// Webhook requests sent in the ingest measurement.
     #[arg(long, default_value_t = 20_000)]
-    pub requests: usize,
+    requests: usize,
     /// Concurrent webhook clients.
     #[arg(long, default_value_t = 64)]
-    pub clients: usize,
+    clients: usize,
     /// Runs in the in-process throughput and statement measurements.
     #[arg(long, default_value_t = 1_000)]
-    pub runs: usize,
+    runs: usize,
     /// Steps of each run in the throughput, statement and process measurements.
     #[arg(long, default_value_t = 10)]
-    pub steps: usize,
+    steps: usize,
     /// Ledger rows to fill before timing `GET /v1/usage` (0 skips the measurement).
     #[arg(long, default_value_t = 1_000_000)]
-    pub ledger_rows: i64,
+    ledger_rows: i64,
     /// Delays to schedule for the timer-lateness measurement (0 skips the timers, keeping the
     /// accept → first step figure).
     #[arg(long, default_value_t = 100_000)]
-    pub timers: usize,
+    timers: usize,
     /// The window (seconds) the delays fall due in.
     #[arg(long, default_value_t = 60)]
-    pub timer_window_secs: u64,
+    timer_window_secs: u64,
     /// Runs per worker count in the multi-process measurement.
     #[arg(long, default_value_t = 10_000)]
-    pub proc_runs: usize,
+    proc_runs: usize,
     /// Worker process counts of the multi-process measurement, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
-    pub procs: Vec<usize>,
+    procs: Vec<usize>,
     /// Runs parked on a delay (due in 30 days) for the memory measurement.
     #[arg(long, default_value_t = 1_000_000)]
-    pub pending_delays: i64,
+    pending_delays: i64,
     /// Seconds the worker polls before its memory is read, in each memory measurement.
     #[arg(long, default_value_t = 15)]
-    pub memory_secs: u64,
+    memory_secs: u64,
+    /// The `switchboard` server binary whose `worker` command the procs and memory
+    /// measurements start (build it first: `cargo build --release`). Default: the `switchboard`
+    /// next to this executable, i.e. target/release/switchboard.
+    #[arg(long, env = "SWITCHBOARD_BENCH_SERVER_BIN")]
+    server_bin: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -105,6 +120,36 @@ impl BenchArgs {
         }
         Ok(out)
     }
+
+    /// The server binary to start workers of; fails, saying how to build it, if it is missing.
+    fn server_bin(&self) -> anyhow::Result<PathBuf> {
+        let path = match &self.server_bin {
+            Some(path) => path.clone(),
+            None => std::env::current_exe().context("the bench's own executable")?.with_file_name("switchboard"),
+        };
+        anyhow::ensure!(
+            path.is_file(),
+            "no server binary at {} (the procs and memory measurements start its `worker` command): \
+             build it with `cargo build --release`, or give its path with --server-bin",
+            path.display()
+        );
+        // Absolute: the workers run in a directory of their own.
+        Ok(std::fs::canonicalize(&path)?)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = BenchArgs::parse();
+    // Only warnings are logged, so that logging is not what is measured; the bulk fills are slow
+    // statements by design, so sqlx's warnings about them are left out.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,sqlx::query=error".into());
+    // The log, plus a layer that counts the store's SQL statements when asked to.
+    statements::init_tracing(filter);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // The server's metrics recorder, so that recording costs what it costs in production.
+    switchboard_api::routes::health::prometheus();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(args))
 }
 
 /// A no-op action that is billed: the difference to `log` is the ledger's cost per step.
@@ -130,9 +175,9 @@ struct Backend {
     url: String,
     engine: Arc<Engine>,
     vault: Arc<Vault>,
-    /// The bench's own queries (progress polls, result reads, bulk inserts). Its statement
+    /// The bench's own queries (progress polls, result reads, bulk copies). Its statement
     /// logging is off, so the statement count sees only the runtime's statements.
-    db: AnyPool,
+    probe: BenchProbe,
 }
 
 impl Backend {
@@ -147,10 +192,8 @@ impl Backend {
         let now = engine.clock().now();
         let account = Account { id: "bench".into(), name: "bench".into(), plan: "enterprise".into(), timezone: "UTC".into(), created_at: now };
         store.create_account(&account, "bench-key", "bench-key-hash").await?;
-        // Store::connect installed the Any drivers; the file exists now on SQLite.
-        let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
-        let db = AnyPoolOptions::new().max_connections(2).connect_with(options).await?;
-        Ok(Self { name, url: url.to_string(), engine, vault, db })
+        let probe = BenchProbe::connect(url).await?;
+        Ok(Self { name, url: url.to_string(), engine, vault, probe })
     }
 
     fn store(&self) -> &Store {
@@ -203,14 +246,8 @@ impl Backend {
         Ok(started.into_iter().collect::<Result<_, _>>()?)
     }
 
-    /// One number from the bench's own pool.
-    async fn count(&self, sql: &'static str, bind: &str) -> anyhow::Result<i64> {
-        let row: (i64,) = sqlx::query_as(sql).bind(bind).fetch_one(&self.db).await?;
-        Ok(row.0)
-    }
-
     async fn close(&self) {
-        self.db.close().await;
+        self.probe.close().await;
         self.store().close().await;
     }
 }
@@ -241,11 +278,15 @@ struct Figures {
 }
 
 /// Runs the selected measurements on SQLite and on PostgreSQL (if reachable), then prints them.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     elapsed_secs();
     let selected = args.selected()?;
     let wants = |b: &str| args.backends.iter().any(|x| x.trim() == b);
+    if wants("postgres") && args.postgres != "none" && selected.iter().any(|m| POSTGRES_ONLY.contains(m)) {
+        // Before anything is measured, not after half an hour.
+        args.server_bin()?;
+    }
     let mut figures = Vec::new();
     if wants("sqlite") && selected.iter().any(|m| !POSTGRES_ONLY.contains(m)) {
         let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
@@ -265,7 +306,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 dialect::drop_postgres_database(&args.postgres, &name).await?;
                 figures.push(result?);
             }
-            Err(e) => println!("PostgreSQL at {} unreachable ({e}); measured SQLite only", crate::cli::redact(&args.postgres)),
+            Err(e) => println!("PostgreSQL at {} unreachable ({e}); measured SQLite only", switchboard_api::cli::redact(&args.postgres)),
         }
     }
     print(&figures, &args);

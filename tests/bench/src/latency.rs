@@ -84,7 +84,7 @@ pub(super) async fn measure(b: &Backend, args: &BenchArgs) -> anyhow::Result<Lat
                 // with it off. Without fresh statistics, a claim plan cached while run_queue was
                 // nearly empty (a sequential scan) stays in use as it grows, and every claim
                 // reads the whole queue (see docs/performance.md).
-                sqlx::query("ANALYZE").execute(&b.db).await?;
+                b.probe.analyze().await?;
             }
             wait_parked(b).await?;
             let setup = started.elapsed();
@@ -106,21 +106,20 @@ pub(super) async fn measure(b: &Backend, args: &BenchArgs) -> anyhow::Result<Lat
         if let Some((_, _, start_at)) = timers {
             tokio::time::sleep(Duration::from_millis((start_at - b.now()).max(0) as u64)).await;
         }
-        let checkpoints_before = checkpoints(b).await?;
+        let checkpoints_before = b.probe.checkpoints().await?;
         let cpu_before = (super::procs::machine_jiffies(), super::procs::cpu_secs(std::process::id()), Instant::now());
         // Until every timer has fired (and the first-step runs are done): the queue is empty.
         // Asked through the due-time index, 4 times a second, so that watching costs the
         // database next to nothing while the timers fire.
         let deadline = Instant::now() + Duration::from_secs(args.timer_window_secs + 600);
         loop {
-            let (next,): (Option<i64>,) = sqlx::query_as("SELECT MIN(due_at) FROM run_queue").fetch_one(&b.db).await?;
-            if next.is_none() {
+            if b.probe.next_queued_due().await?.is_none() {
                 break;
             }
             anyhow::ensure!(Instant::now() < deadline, "timers still pending 10 minutes after the window closed");
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        let checkpoints = match (checkpoints_before, checkpoints(b).await?) {
+        let checkpoints = match (checkpoints_before, b.probe.checkpoints().await?) {
             (Some(before), Some(after)) => Some(after - before),
             _ => None,
         };
@@ -142,7 +141,7 @@ pub(super) async fn measure(b: &Backend, args: &BenchArgs) -> anyhow::Result<Lat
     worked.map_err(|e| anyhow::anyhow!(e))?;
     let setup = driven?;
 
-    let rows: Vec<(i64, Option<i64>)> = sqlx::query_as("SELECT created_at, started_at FROM runs WHERE workflow_id = 'first'").fetch_all(&b.db).await?;
+    let rows = b.probe.run_start_times("first").await?;
     let first_ms = rows.iter().map(|(created, started)| started.unwrap_or(*created).saturating_sub(*created) as f64).collect();
     let timers = match setup {
         Some((setup, slack, start_at, checkpoints, cpu)) => {
@@ -164,25 +163,10 @@ async fn wait_parked(b: &Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Checkpoints PostgreSQL has started so far (timed and requested); `None` on SQLite. A
-/// checkpoint's writes and fsyncs slow every commit while it runs.
-async fn checkpoints(b: &Backend) -> anyhow::Result<Option<i64>> {
-    if !b.is_postgres() {
-        return Ok(None);
-    }
-    let (n,): (i64,) = sqlx::query_as("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter").fetch_one(&b.db).await?;
-    Ok(Some(n))
-}
-
 /// Reads every fired delay's due time (from its run's event) and firing time (the delay step's
 /// `waited_until`: the engine's clock when it claimed the due step).
 async fn lateness(b: &Backend, n: usize, setup: Duration, slack: Duration, start_at: i64, window_ms: i64) -> anyhow::Result<Timers> {
-    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT r.event, s.output FROM runs r JOIN step_runs s ON s.run_id = r.id \
-         WHERE r.workflow_id = 'timers' AND s.step_id = 't' AND s.status = 'succeeded'",
-    )
-    .fetch_all(&b.db)
-    .await?;
+    let rows = b.probe.succeeded_step_outputs("timers", "t").await?;
     let time = |v: &Value| v.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.timestamp_millis());
     let (mut late, mut early) = (Vec::with_capacity(n), 0);
     // Lateness by tenth of the window, to tell a steady lag from a stall.

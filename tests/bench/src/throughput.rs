@@ -10,9 +10,10 @@ use switchboard_runtime::engine::worker;
 use switchboard_runtime::store::Account;
 use tokio::net::TcpListener;
 
+use switchboard_api::auth::random_secret;
+use switchboard_api::{AppState, router};
+
 use super::{Backend, BenchArgs, Figures};
-use crate::app::{AppState, router};
-use crate::auth::random_secret;
 
 /// Webhook ingest: requests/s, p50 and p99 in ms.
 pub(super) struct Ingest {
@@ -62,8 +63,8 @@ pub(super) async fn drain_with_workers(b: &Backend, poll: Duration) -> anyhow::R
         let mut polls = 0;
         let drained = loop {
             polls += 1;
-            match sqlx::query_as::<_, (i64,)>("SELECT COUNT(*) FROM run_queue").fetch_one(&b.db).await {
-                Ok((0,)) => break Ok((started.elapsed(), polls)),
+            match b.probe.queued().await {
+                Ok(0) => break Ok((started.elapsed(), polls)),
                 Ok(_) => tokio::time::sleep(poll).await,
                 Err(e) => break Err(e.into()),
             }
@@ -83,7 +84,7 @@ pub(super) async fn usage_latency(b: &Backend, rows: i64) -> anyhow::Result<[(f6
     let now = b.now();
     let account = Account { id: "ledger".into(), name: "ledger".into(), plan: "enterprise".into(), timezone: "UTC".into(), created_at: now };
     let key = random_secret("sk_");
-    store.create_account(&account, &switchboard_runtime::engine::new_id(), &crate::auth::hash_key(&key)).await?;
+    store.create_account(&account, &switchboard_runtime::engine::new_id(), &switchboard_api::auth::hash_key(&key)).await?;
     store.fill_ledger_for_bench("ledger", rows, &switchboard_runtime::metering::local_day(now, "UTC"), now).await?;
     // Numbering (and rolling up) a million fresh rows is set-up, not what is timed.
     store.sequence_ledger().await?;

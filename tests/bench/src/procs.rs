@@ -1,5 +1,5 @@
-//! Steps/s with real worker processes: `switchboard worker` (this very binary) started 1, 2 and
-//! 4 times against one PostgreSQL database, after the runs were queued with no worker running.
+//! Steps/s with real worker processes: `switchboard worker` (the server binary, `--server-bin`)
+//! started 1, 2 and 4 times against one PostgreSQL database, after the runs were queued with no worker running.
 //! Also the helpers to start, watch and stop such a process (the memory measurement uses them).
 
 use std::path::{Path, PathBuf};
@@ -34,13 +34,12 @@ pub(super) struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    /// Starts `switchboard worker` on `database_url` with its data dir (secret key) in `dir`,
+    /// Starts `<exe> worker` (the server binary) on `database_url` with its data dir (secret key) in `dir`,
     /// logging to a file in `dir` with `log` as its filter (the filter in
     /// `SWITCHBOARD_BENCH_WORKER_LOG` instead, if set, to look into a figure).
-    pub(super) fn spawn(database_url: &str, dir: &Path, log: &str) -> anyhow::Result<Self> {
+    pub(super) fn spawn(exe: &Path, database_url: &str, dir: &Path, log: &str) -> anyhow::Result<Self> {
         let filter = std::env::var("SWITCHBOARD_BENCH_WORKER_LOG").unwrap_or_else(|_| log.to_string());
         std::fs::create_dir_all(dir)?;
-        let exe = std::env::current_exe().context("the bench's own executable")?;
         let mut cmd = tokio::process::Command::new(exe);
         // Only the settings given here: none of the caller's SWITCHBOARD_… variables, and no
         // switchboard.toml (the working directory is the bench's own).
@@ -60,7 +59,7 @@ impl WorkerProcess {
             .stdout(file.try_clone()?)
             .stderr(file)
             .kill_on_drop(true);
-        let child = cmd.spawn().context("starting switchboard worker")?;
+        let child = cmd.spawn().with_context(|| format!("starting {} worker", exe.display()))?;
         let pid = child.id().context("the worker's pid")?;
         Ok(Self { child, pid, log })
     }
@@ -137,6 +136,7 @@ pub(super) fn machine_jiffies() -> Option<(u64, u64)> {
 }
 
 pub(super) async fn measure(b: &Backend, args: &BenchArgs) -> anyhow::Result<Vec<ProcFigure>> {
+    let exe = args.server_bin()?;
     let dir = std::env::temp_dir().join(format!("switchboard-bench-procs-{}", std::process::id()));
     let mut out = Vec::new();
     for &n in &args.procs {
@@ -149,11 +149,11 @@ pub(super) async fn measure(b: &Backend, args: &BenchArgs) -> anyhow::Result<Vec
 
         let cpu_before = machine_jiffies();
         let started = Instant::now();
-        let mut workers = (0..n).map(|_| WorkerProcess::spawn(&b.url, &dir, "warn")).collect::<anyhow::Result<Vec<_>>>()?;
+        let mut workers = (0..n).map(|_| WorkerProcess::spawn(&exe, &b.url, &dir, "warn")).collect::<anyhow::Result<Vec<_>>>()?;
         let deadline = started + Duration::from_secs(1_800);
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let done = b.count("SELECT COUNT(*) FROM runs WHERE workflow_id = $1 AND finished_at IS NOT NULL", &id).await?;
+            let done = b.probe.finished_runs(&id).await?;
             if done >= args.proc_runs as i64 {
                 break;
             }
@@ -168,7 +168,7 @@ pub(super) async fn measure(b: &Backend, args: &BenchArgs) -> anyhow::Result<Vec
         for w in workers {
             w.stop().await?;
         }
-        let succeeded = b.count("SELECT COUNT(*) FROM runs WHERE workflow_id = $1 AND status = 'succeeded'", &id).await?;
+        let succeeded = b.probe.succeeded_runs(&id).await?;
         anyhow::ensure!(succeeded == args.proc_runs as i64, "{n} workers: {succeeded} of {} runs succeeded", args.proc_runs);
         let machine_busy = match (cpu_before, cpu_after) {
             (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => (b1 - b0) as f64 / (t1 - t0) as f64,

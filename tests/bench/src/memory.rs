@@ -8,7 +8,8 @@
 //! engine itself, then each of its rows — in every table that holds rows of a run (found from
 //! the schema: `events`, `runs`, and every table with a `run_id` column) — is copied with
 //! `INSERT … SELECT … FROM generate_series`, with fresh UUIDv7-shaped run and event ids put in
-//! place of the originals wherever they appear. The copies are thus the rows the engine writes.
+//! place of the originals wherever they appear (`BenchProbe::copy_runs`, in the store). The
+//! copies are thus the rows the engine writes.
 //! To show that they run like real ones, ten copies of a second run whose delay falls due at
 //! once are inserted with them, and must be executed to completion by the worker.
 
@@ -68,9 +69,10 @@ pub(super) async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Me
 }
 
 async fn measure_on(b: &Backend, args: &BenchArgs) -> anyhow::Result<Memory> {
+    let exe = args.server_bin()?;
     let dir = std::env::temp_dir().join(format!("switchboard-bench-memory-{}", std::process::id()));
     eprintln!("  worker with an empty queue, {} s", args.memory_secs);
-    let empty = sample(b, &dir, args.memory_secs).await?;
+    let empty = sample(b, &exe, &dir, args.memory_secs).await?;
 
     let doc = json!({
         "name": "parked",
@@ -86,34 +88,26 @@ async fn measure_on(b: &Backend, args: &BenchArgs) -> anyhow::Result<Memory> {
     let soon = b.engine.start_manual(&row, event(b.now() + 2_000)).await?;
     // The engine runs both first steps: each run now waits on its delay.
     b.engine.drain().await?;
-    let waiting = b.count("SELECT COUNT(*) FROM step_runs WHERE status = 'waiting' AND step_id = $1", "wait").await?;
+    let waiting = b.probe.waiting_steps("wait").await?;
     anyhow::ensure!(waiting == 2, "the template runs did not park on their delay ({waiting} waiting)");
 
     eprintln!("  bulk-inserting {} parked runs", args.pending_delays);
     let started = Instant::now();
-    let mut tx = b.db.begin().await?;
-    let tables = copy_run(&mut tx, &far.run_id, &far.event_id, args.pending_delays).await?;
-    copy_run(&mut tx, &soon.run_id, &soon.event_id, DUE_COPIES).await?;
-    tx.commit().await?;
+    let mut copied = b.probe.copy_runs(&[(&far.run_id, &far.event_id, args.pending_delays), (&soon.run_id, &soon.event_id, DUE_COPIES)]).await?;
+    let tables = copied.swap_remove(0);
     let insert = started.elapsed();
     // Autovacuum (where it is on) would vacuum and analyze the grown tables within a minute; do
     // it now, so that the claim query's plan is the one a running system would have.
     let started = Instant::now();
-    sqlx::query("VACUUM (ANALYZE)").execute(&b.db).await?;
+    b.probe.vacuum_analyze().await?;
     let analyze = started.elapsed();
-    let (db_bytes,): (i64,) = sqlx::query_as("SELECT pg_database_size(current_database())").fetch_one(&b.db).await?;
+    let db_bytes = b.probe.database_size().await?.context("pg_database_size")?;
 
     eprintln!("  worker with {} pending delays, {} s", args.pending_delays, args.memory_secs);
-    let pending = sample(b, &dir, args.memory_secs).await?;
-    let parked = b.count("SELECT COUNT(*) FROM run_queue WHERE account_id = $1", "bench").await?;
-    let finished = b.count("SELECT COUNT(*) FROM runs WHERE workflow_id = $1 AND status = 'succeeded'", "parked").await?;
-    let steps = b
-        .count(
-            "SELECT COUNT(*) FROM step_runs s JOIN runs r ON r.id = s.run_id \
-             WHERE r.workflow_id = $1 AND r.status = 'succeeded' AND s.status = 'succeeded'",
-            "parked",
-        )
-        .await?;
+    let pending = sample(b, &exe, &dir, args.memory_secs).await?;
+    let parked = b.probe.queued_of_account("bench").await?;
+    let finished = b.probe.succeeded_runs("parked").await?;
+    let steps = b.probe.succeeded_steps_of_succeeded_runs("parked").await?;
     anyhow::ensure!(
         finished == DUE_COPIES + 1 && steps == 2 * finished,
         "the worker finished {finished} of {} due runs ({steps} succeeded steps): the copies do not run like real runs",
@@ -125,84 +119,13 @@ async fn measure_on(b: &Backend, args: &BenchArgs) -> anyhow::Result<Memory> {
     Ok(Memory { empty, pending, parked, tables, insert, analyze, db_bytes, finished, secs: args.memory_secs })
 }
 
-/// Copies every row of run `run_id` (and of its event) `n` times inside `tx`; returns the rows
-/// copied per run, by table.
-async fn copy_run(tx: &mut sqlx::Transaction<'static, sqlx::Any>, run_id: &str, event_id: &str, n: i64) -> anyhow::Result<Vec<(String, i64)>> {
-    // Fresh ids shaped like the engine's (UUIDv7): the template's time prefix, random bits that
-    // differ per copy set, and the copy's number in the last 12 hex digits.
-    let prefix = |id: &str| {
-        let r = uuid::Uuid::new_v4().simple().to_string();
-        format!("{}7{}-8{}-", &id[..14], &r[..3], &r[3..6])
-    };
-    let (run_prefix, event_prefix) = (prefix(run_id), prefix(event_id));
-    let columns: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT table_name::text, column_name::text, data_type::text FROM information_schema.columns \
-         WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position",
-    )
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut tables: Vec<(String, Vec<(String, String)>)> = Vec::new();
-    for (table, column, ty) in columns {
-        match tables.last_mut() {
-            Some((t, cols)) if *t == table => cols.push((column, ty)),
-            _ => tables.push((table, vec![(column, ty)])),
-        }
-    }
-    let new_run = "($1 || lpad(to_hex(g), 12, '0'))";
-    let new_event = "($2 || lpad(to_hex(g), 12, '0'))";
-    let mut copied = Vec::new();
-    for (table, cols) in &tables {
-        // The rows of this run: its event, itself, and whatever is keyed by its id.
-        let key = match table.as_str() {
-            "events" => ("id", event_id),
-            "runs" => ("id", run_id),
-            _ if cols.iter().any(|(c, _)| c == "run_id") => ("run_id", run_id),
-            _ => continue,
-        };
-        let sql = format!("SELECT COUNT(*) FROM {table} WHERE {} = $1", key.0);
-        let (rows,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(key.1).fetch_one(&mut **tx).await?;
-        if rows == 0 {
-            continue;
-        }
-        let names: Vec<&str> = cols.iter().map(|(c, _)| c.as_str()).collect();
-        let values: Vec<String> = cols
-            .iter()
-            .map(|(c, ty)| match (table.as_str(), c.as_str(), ty.as_str()) {
-                // The sequencer numbers ledger rows after commit; new rows have none.
-                ("usage_ledger", "seq", _) => "NULL".to_string(),
-                // The ids may appear inside any text (the event's answer, ledger row ids).
-                (_, _, "text") => format!("replace(replace(src.{c}, $3, {new_run}), $4, {new_event})"),
-                _ => format!("src.{c}"),
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO {table} ({}) SELECT {} FROM {table} AS src, generate_series(1, $5::bigint) AS g WHERE src.{} = $6",
-            names.join(", "),
-            values.join(", "),
-            key.0
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&run_prefix)
-            .bind(&event_prefix)
-            .bind(run_id)
-            .bind(event_id)
-            .bind(n)
-            .bind(key.1)
-            .execute(&mut **tx)
-            .await
-            .with_context(|| format!("copying {table}"))?;
-        copied.push((table.clone(), rows));
-    }
-    Ok(copied)
-}
-
 /// Starts a worker, reads its resident memory every second for `secs` s after 11 s of start-up,
 /// and counts the statements it sends meanwhile (its log of `sqlx::query` events), then stops it.
 /// A statement of an idle worker is a transaction of its own, so this is also its commit rate:
 /// counted from its own log rather than `pg_stat_database`, whose counters lag by up to 10 s
 /// and include every other session's work.
-async fn sample(b: &Backend, dir: &std::path::Path, secs: u64) -> anyhow::Result<Sample> {
-    let mut worker = WorkerProcess::spawn(&b.url, dir, "warn,sqlx::query=debug")?;
+async fn sample(b: &Backend, exe: &std::path::Path, dir: &std::path::Path, secs: u64) -> anyhow::Result<Sample> {
+    let mut worker = WorkerProcess::spawn(exe, &b.url, dir, "warn,sqlx::query=debug")?;
     tokio::time::sleep(Duration::from_secs(11)).await;
     worker.check_alive()?;
     let statements = |w: &WorkerProcess| w.log().lines().filter(|l| l.contains("sqlx::query")).count();

@@ -32,7 +32,7 @@ static COUNTS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
 
 /// Installs the bench's global subscriber: `fmt` filtered by `filter` (the printed log), and the
 /// statement counter, which sees `sqlx::query` events only while counting.
-pub(crate) fn init_tracing(filter: EnvFilter) {
+pub(super) fn init_tracing(filter: EnvFilter) {
     let counting = DynFilterFn::new(|meta, _| COUNTING.load(Ordering::Relaxed) && meta.target() == TARGET)
         // Decided per event for sqlx's statements (the flag changes), never for anything else.
         .with_callsite_filter(|meta| if meta.target() == TARGET { Interest::sometimes() } else { Interest::never() })
@@ -100,14 +100,14 @@ pub(super) async fn measure(b: &Backend, args: &BenchArgs) -> anyhow::Result<Sta
     if b.is_postgres() {
         tokio::time::sleep(Duration::from_secs(11)).await;
     }
-    let before = xacts(b).await?;
+    let before = b.probe.transactions().await?;
     // Polls every 20 ms: each is a transaction of the bench's own, taken out below.
     let (drained, execute) = counted(super::throughput::drain_with_workers(b, Duration::from_millis(20))).await;
     let (_, polls) = drained?;
     let xacts = match before {
         Some((c0, r0)) => {
             tokio::time::sleep(Duration::from_secs(11)).await;
-            let (c1, r1) = xacts(b).await?.expect("postgres");
+            let (c1, r1) = b.probe.transactions().await?.expect("postgres");
             // The first read's own transaction is counted by the second read.
             Some((c1 - c0 - polls - 1, r1 - r0))
         }
@@ -115,15 +115,6 @@ pub(super) async fn measure(b: &Backend, args: &BenchArgs) -> anyhow::Result<Sta
     };
     anyhow::ensure!(execute.values().sum::<u64>() > 0, "no sqlx::query events were counted: is the bench's subscriber installed?");
     Ok(Statements { steps: args.steps, runs: args.runs, ingest, execute, xacts })
-}
-
-/// PostgreSQL's committed and rolled-back transactions of this database so far.
-async fn xacts(b: &Backend) -> anyhow::Result<Option<(i64, i64)>> {
-    if !b.is_postgres() {
-        return Ok(None);
-    }
-    let row: (i64, i64) = sqlx::query_as("SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = current_database()").fetch_one(&b.db).await?;
-    Ok(Some(row))
 }
 
 pub(super) fn print(figures: &[Figures], _args: &BenchArgs) {
