@@ -40,6 +40,15 @@ pub(crate) struct Server {
     pub(crate) base: String,
 }
 
+impl Server {
+    /// Creates an account through the server's API (admin token); returns its API key.
+    pub(crate) async fn account_key(&self, http: &reqwest::Client, name: &str) -> String {
+        let account: Value =
+            http.post(format!("{}/v1/accounts", self.base)).bearer_auth(ADMIN).json(&json!({ "name": name })).send().await.unwrap().json().await.unwrap();
+        account["api_key"].as_str().unwrap_or_else(|| panic!("{account}")).to_string()
+    }
+}
+
 /// Starts `switchboard <command>` on the database; its output (logs included) goes to
 /// `server.log` in the data dir.
 fn spawn(command: &str, db_url: &str, data: &TempDir, port: u16) -> Child {

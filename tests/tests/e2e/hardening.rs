@@ -13,7 +13,7 @@ use switchboard_api::AppState;
 use switchboard_runtime::engine::{Engine, EngineConfig};
 use switchboard_runtime::store::{Store, StoreConfig};
 
-use crate::crash::{ADMIN as SERVER_ADMIN, free_port, server_log, start_with};
+use crate::crash::{free_port, server_log, start_with};
 use crate::support::{ADMIN, Proxy, TempDir, TestApp, TestDb, actions_config};
 use crate::{on_both_backends, on_postgres};
 
@@ -143,17 +143,7 @@ async fn a_real_server_survives_hostile_input(db: TestDb) {
     let server = start_with(&db.url, &data, free_port(), &[]).await;
     let pid = server.child.id().unwrap();
     let http = reqwest::Client::new();
-    let account: Value = http
-        .post(format!("{}/v1/accounts", server.base))
-        .bearer_auth(SERVER_ADMIN)
-        .json(&json!({ "name": "hostile" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = account["api_key"].as_str().unwrap_or_else(|| panic!("{account}")).to_string();
+    let key = server.account_key(&http, "hostile").await;
     for def in [goto_chain(15_000, false), goto_chain(20_000, true)] {
         let res = http.post(format!("{}/v1/workflows", server.base)).bearer_auth(&key).json(&def).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);

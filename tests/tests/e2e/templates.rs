@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::crash::{ADMIN as SERVER_ADMIN, free_port, server_log, start_with};
+use crate::crash::{free_port, server_log, start_with};
 use crate::on_both_backends;
 use crate::support::{TempDir, TestApp, TestDb, timeline};
 
@@ -644,17 +644,8 @@ async fn six_templates_run_for_real_with_one_second_delays(db: TestDb) {
     let data = TempDir::new();
     let server = start_with(&db.url, &data, free_port(), &[]).await;
     let http = reqwest::Client::new();
-    let account: Value = http
-        .post(format!("{}/v1/accounts", server.base))
-        .bearer_auth(SERVER_ADMIN)
-        .json(&json!({ "name": "studio" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let c = Client { http, base: server.base.clone(), key: account["api_key"].as_str().unwrap_or_else(|| panic!("{account}")).to_string() };
+    let key = server.account_key(&http, "studio").await;
+    let c = Client { http, base: server.base.clone(), key };
     for provider in ["twilio", "smtp", "slack", "crm"] {
         let (status, body) = c.post("/v1/connections", &json!({ "provider": provider, "name": format!("{provider}-sandbox"), "sandbox": true })).await;
         assert_eq!(status, 201, "{body}");
