@@ -13,6 +13,8 @@
 //! - [`slack_post_message`]: `slack.post_message`, a bot token's `chat.postMessage` or an
 //!   incoming webhook (at most once).
 //! - [`crm`]: `crm.create_task` and `crm.update_lead`, signed JSON to the host CRM (idempotent).
+//! - [`voice`]: `voice.call`, a scripted call through Twilio that the step waits on (at most
+//!   once, minutes metered when it ends), and the script engine Twilio's callbacks drive.
 //! - [`registry`]: every module, ready for the runtime; its one line per module is all a new
 //!   action adds outside its own file (and its provider's line in
 //!   `switchboard_integrations::providers`, for a new vendor).
@@ -25,6 +27,7 @@ pub mod log;
 pub mod reference;
 pub mod slack_post_message;
 pub mod sms_send;
+pub mod voice;
 
 use std::sync::Arc;
 
@@ -33,6 +36,7 @@ use switchboard_integrations::connections::Vault;
 use switchboard_integrations::providers::{self, ApiBases, Provider};
 use switchboard_runtime::action::{ActionRegistry, RegistryError};
 use switchboard_runtime::metering::PriceList;
+use switchboard_runtime::store::Store;
 
 pub use crm::{CrmCreateTask, CrmUpdateLead};
 pub use email_send::EmailSend;
@@ -40,6 +44,7 @@ pub use http_request::HttpRequest;
 pub use log::Log;
 pub use slack_post_message::SlackPostMessage;
 pub use sms_send::SmsSend;
+pub use voice::VoiceCall;
 
 /// What the modules need from the operator's configuration.
 #[derive(Debug, Clone)]
@@ -55,6 +60,9 @@ pub struct ActionsConfig {
     pub public_url: String,
     /// The price table the engine bills with: every unit a module declares must be in it.
     pub prices: PriceList,
+    /// The store, where calls keep their place; without one, `voice.call` can be checked and
+    /// simulated but not placed.
+    pub store: Option<Store>,
 }
 
 /// Why the modules could not be built.
@@ -74,7 +82,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl ActionsConfig {
     /// Production defaults with `vault`: vendors' real base URLs, private addresses refused.
     pub fn new(vault: Arc<Vault>) -> Self {
-        Self { http: HttpConfig::default(), vault, api_bases: ApiBases::default(), public_url: "http://127.0.0.1:8080".into(), prices: PriceList::default() }
+        Self {
+            http: HttpConfig::default(),
+            vault,
+            api_bases: ApiBases::default(),
+            public_url: "http://127.0.0.1:8080".into(),
+            prices: PriceList::default(),
+            store: None,
+        }
     }
 }
 
@@ -87,6 +102,7 @@ pub fn registry(config: &ActionsConfig) -> Result<ActionRegistry> {
     let mut registry = ActionRegistry::new();
     let vault = &config.vault;
     let base = |provider: &str| config.api_bases.get(provider).to_owned();
+    let calls = calls(config)?;
     registry
         .register(HttpRequest::new(client.clone()))
         .register(Log)
@@ -94,9 +110,18 @@ pub fn registry(config: &ActionsConfig) -> Result<ActionRegistry> {
         .register(SlackPostMessage::new(client.clone(), vault.clone(), base(providers::Slack::NAME)))
         .register(EmailSend::new(vault.clone()).allow_private(config.http.allow_private))
         .register(CrmCreateTask::new(client.clone(), vault.clone()))
-        .register(CrmUpdateLead::new(client, vault.clone()));
+        .register(CrmUpdateLead::new(client.clone(), vault.clone()))
+        .register(VoiceCall::new(client, vault.clone(), base(providers::Twilio::NAME), config.public_url.clone(), calls));
     registry.check_prices(&config.prices)?;
     Ok(registry)
+}
+
+/// What answers Twilio's callbacks of calls (the callback routes hold one), over
+/// `config.store`; `None` without a store.
+pub fn calls(config: &ActionsConfig) -> Result<Option<Arc<voice::Calls>>> {
+    let Some(store) = &config.store else { return Ok(None) };
+    let client = switchboard_integrations::client(&config.http)?;
+    Ok(Some(Arc::new(voice::Calls::new(store.clone(), config.vault.clone(), &config.public_url, client))))
 }
 
 #[cfg(test)]
@@ -112,7 +137,7 @@ mod tests {
         let registry = registry(&ActionsConfig::new(vault)).unwrap();
         assert_eq!(
             registry.kinds().collect::<Vec<_>>(),
-            [CrmCreateTask::KIND, CrmUpdateLead::KIND, EmailSend::KIND, HttpRequest::KIND, Log::KIND, SlackPostMessage::KIND, SmsSend::KIND]
+            [CrmCreateTask::KIND, CrmUpdateLead::KIND, EmailSend::KIND, HttpRequest::KIND, Log::KIND, SlackPostMessage::KIND, SmsSend::KIND, VoiceCall::KIND]
         );
     }
 

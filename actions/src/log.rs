@@ -64,10 +64,12 @@ mod tests {
             account_id: "acc".into(),
             run_id: "run".into(),
             step_id: "note".into(),
+            step_seq: 1,
             attempt: 1,
             idempotency_key: "run:1".into(),
             timeout: Duration::from_secs(1),
             connection: None,
+            scope: None,
         }
     }
 

@@ -261,7 +261,7 @@ impl Action for SmsSend {
 /// A Twilio failure answer as the failure envelope: the HTTP status classifies (with
 /// `Retry-After`), [`RETRYABLE_CODES`] turn a 4xx into a retry, and Twilio's code and message
 /// name it.
-fn twilio_failure(status: StatusCode, headers: &reqwest::header::HeaderMap, body: &[u8]) -> ActionError {
+pub(crate) fn twilio_failure(status: StatusCode, headers: &reqwest::header::HeaderMap, body: &[u8]) -> ActionError {
     let text = String::from_utf8_lossy(body);
     let by_status =
         classify_response(status, headers, &text).unwrap_or_else(|| ActionError::permanent(format!("http_{}", status.as_u16()), format!("HTTP {status}")));

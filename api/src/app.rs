@@ -36,6 +36,8 @@ pub struct AppState {
     /// Set to `true` when the process is stopping: long-lived responses (live event streams)
     /// end, so that graceful shutdown does not wait on them forever.
     pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Answers Twilio's callbacks of calls (TwiML turns, status events).
+    pub calls: Option<Arc<switchboard_actions::voice::Calls>>,
 }
 
 /// A per-webhook-URL rate limiter (GCRA, keyed by token).
@@ -43,8 +45,14 @@ pub type HookLimiter = governor::DefaultKeyedRateLimiter<String>;
 
 impl AppState {
     /// State over an engine, with an empty webhook cache.
+    /// Calls' `request` nodes use the default outbound client (private addresses refused);
+    /// [`AppState::with_calls`] sets another.
     pub fn new(engine: Arc<Engine>, vault: Arc<Vault>, admin_token: &str, public_url: &str) -> Self {
+        let calls = switchboard_integrations::client(&switchboard_integrations::HttpConfig::default())
+            .ok()
+            .map(|client| Arc::new(switchboard_actions::voice::Calls::new(engine.store().clone(), vault.clone(), public_url, client)));
         Self {
+            calls,
             engine,
             vault,
             admin_token: admin_token.into(),
@@ -62,6 +70,12 @@ impl AppState {
             let burst = rate.saturating_mul(std::num::NonZeroU32::new(2).expect("2 is not zero"));
             Arc::new(governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst)))
         });
+        self
+    }
+
+    /// Answers calls' callbacks with `calls`.
+    pub fn with_calls(mut self, calls: Arc<switchboard_actions::voice::Calls>) -> Self {
+        self.calls = Some(calls);
         self
     }
 

@@ -116,7 +116,8 @@ async fn connect(settings: &Settings) -> anyhow::Result<Store> {
 /// Connects, migrates and builds the engine with every action module.
 pub async fn engine(settings: &Settings) -> anyhow::Result<Arc<Engine>> {
     let store = connect(settings).await?;
-    let config = settings.actions().context("reading or creating the secret key")?;
+    let mut config = settings.actions().context("reading or creating the secret key")?;
+    config.store = Some(store.clone());
     let actions = switchboard_actions::registry(&config).context("building action modules")?;
     // Processes sharing PostgreSQL follow its clock, so they agree on what is due.
     let clock = DatabaseClock::for_store(&store).await.context("reading the database's clock")?;
@@ -141,7 +142,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     if sealed > 0 {
         tracing::info!(versions = sealed, "sealed webhook secrets stored as text");
     }
-    let state = AppState::new(engine.clone(), vault, &admin_token, &settings.public_url()).with_webhook_limit(settings.webhook_rate_limit);
+    let mut state = AppState::new(engine.clone(), vault, &admin_token, &settings.public_url()).with_webhook_limit(settings.webhook_rate_limit);
+    let mut actions = settings.actions().context("reading or creating the secret key")?;
+    actions.store = Some(engine.store().clone());
+    if let Some(calls) = switchboard_actions::calls(&actions).context("building the call handler")? {
+        state = state.with_calls(calls);
+    }
     let listener = TcpListener::bind(&settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
     tracing::info!(listen = %settings.listen, database = %redact(&settings.database_url()), "switchboard serving");
     println!("Switchboard listening on http://{}", listener.local_addr()?);

@@ -187,6 +187,7 @@ impl Settings {
             api_bases: self.api_bases.clone(),
             public_url: self.public_url(),
             prices: self.engine().prices,
+            store: None,
         })
     }
 }

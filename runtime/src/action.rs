@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::expr::ScopeData;
 use crate::metering::{PriceList, Unit, Usage};
 use crate::retry::RetryPolicy;
 pub use schema::InputSchema;
@@ -101,6 +102,8 @@ pub struct ActionContext {
     pub run_id: String,
     /// The step's id in the workflow.
     pub step_id: String,
+    /// The step execution's sequence number in its run (`steps[].seq` in the API).
+    pub step_seq: i64,
     /// The attempt, starting at 1.
     pub attempt: u32,
     /// Stable across retries of this step execution: give it to vendors that dedupe.
@@ -110,6 +113,9 @@ pub struct ActionContext {
     /// The connection the step sends through, for modules that name providers
     /// ([`Action::PROVIDERS`]); `None` for the others.
     pub connection: Option<Arc<ConnectionRef>>,
+    /// The run's scope when the step started, for modules with [`Action::RAW_FIELDS`] (they
+    /// render those fields themselves, later); `None` for the others.
+    pub scope: Option<Arc<ScopeData>>,
 }
 
 /// A connection as the runtime hands it to an action: who it is, and its credentials still
@@ -248,6 +254,12 @@ pub trait Action: Send + Sync + 'static {
     /// modules that need no connection. A step of a module with providers gets one in
     /// [`ActionContext::connection`], or fails `missing_connection`.
     const PROVIDERS: &'static [&'static str] = &[];
+    /// Input fields passed to the module as written rather than rendered when the step starts:
+    /// the module renders their strings itself, later, with [`ActionContext::scope`] and what
+    /// it learns meanwhile (a voice script's text is rendered at each turn of the call, seeing
+    /// what the caller pressed). Save time leaves their checks, `{{ … }}` included, to
+    /// [`Action::validate`].
+    const RAW_FIELDS: &'static [&'static str] = &[];
 
     /// The input, as the rendered step input deserializes into it. Use
     /// `#[serde(deny_unknown_fields)]` so that unknown inputs are refused at save time.
@@ -338,6 +350,8 @@ pub trait DynAction: Send + Sync {
     fn estimate(&self, input: &Value) -> Vec<Usage>;
     /// See [`Action::PROVIDERS`].
     fn providers(&self) -> &'static [&'static str];
+    /// See [`Action::RAW_FIELDS`].
+    fn raw_fields(&self) -> &'static [&'static str];
     /// See [`Action::rate_limit`]; none for an input that does not deserialize.
     fn rate_limit(&self, ctx: &ActionContext, input: &Value) -> Option<RateLimit>;
     /// See [`Action::sandbox`].
@@ -394,6 +408,9 @@ impl<A: Action> DynAction for A {
     }
     fn providers(&self) -> &'static [&'static str] {
         A::PROVIDERS
+    }
+    fn raw_fields(&self) -> &'static [&'static str] {
+        A::RAW_FIELDS
     }
     fn rate_limit(&self, ctx: &ActionContext, input: &Value) -> Option<RateLimit> {
         Action::rate_limit(self, ctx, &parse_input(input).ok()?)

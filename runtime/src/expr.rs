@@ -12,6 +12,12 @@ use serde_json::Value;
 /// The names a script can read. They are pushed in this order on every evaluation.
 pub const SCOPE_NAMES: [&str; 6] = ["event", "steps", "vars", "params", "run", "account"];
 
+/// The names voice scripts read besides [`SCOPE_NAMES`]: what the caller gave so far
+/// (`inputs.<node id>`), the call (`call.sid`, `call.from`, …) and, in a gather's `validate`,
+/// the `value` just given. `call` is a reserved word in Rhai, so a voice engine
+/// ([`ExprEngine::for_voice`]) reads a script's `call` as `voice_call`.
+pub const VOICE_NAMES: [&str; 3] = ["inputs", "voice_call", "value"];
+
 /// What a script sees, as JSON values, one per [`SCOPE_NAMES`] entry.
 #[derive(Debug, Clone, Default)]
 pub struct ScopeData {
@@ -27,6 +33,12 @@ pub struct ScopeData {
     pub run: Value,
     /// `{id, timezone}`.
     pub account: Value,
+    /// Voice scripts only: what the caller gave so far, by node id.
+    pub inputs: Value,
+    /// Voice scripts only: `{sid, from, to, direction, answered_by}`.
+    pub call: Value,
+    /// Voice scripts only: the digits or speech a gather's `validate` checks.
+    pub value: Value,
 }
 
 /// A compile error with its place in the script.
@@ -64,6 +76,8 @@ pub type Script = Arc<CompiledScript>;
 #[derive(Debug)]
 pub struct ExprEngine {
     engine: Engine,
+    /// Whether scripts may read [`VOICE_NAMES`] (and `call` is rewritten to `voice_call`).
+    voice: bool,
 }
 
 impl Default for ExprEngine {
@@ -95,43 +109,73 @@ impl ExprEngine {
         engine.disable_symbol("eval");
         engine.disable_symbol("print");
         engine.disable_symbol("debug");
-        Self { engine }
+        Self { engine, voice: false }
     }
 
-    fn compile_scope() -> Scope<'static> {
+    /// The sandbox for voice scripts: scripts and `{{ … }}` may also read `inputs` and `call`.
+    pub fn for_voice() -> Self {
+        Self { voice: true, ..Self::new() }
+    }
+
+    fn compile_scope(&self) -> Scope<'static> {
         let mut scope = Scope::new();
         for name in SCOPE_NAMES {
             scope.push(name, Dynamic::UNIT);
         }
+        if self.voice {
+            for name in VOICE_NAMES {
+                scope.push(name, Dynamic::UNIT);
+            }
+        }
         scope
+    }
+
+    /// The source as compiled: a voice script's `call` becomes `voice_call`.
+    fn prepare<'a>(&self, source: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.voice { rename_call(source) } else { std::borrow::Cow::Borrowed(source) }
+    }
+
+    fn compile_error(&self, err: ParseError) -> CompileError {
+        let mut e = compile_error(err);
+        if self.voice {
+            e.message = e.message.replace("voice_call", "call");
+        }
+        e
     }
 
     /// Compiles a script (conditions, `set` values, `match` filters). Its value is the value of
     /// its last expression.
     pub fn compile_script(&self, source: &str) -> Result<Script, CompileError> {
+        let prepared = self.prepare(source);
         self.engine
-            .compile_with_scope(&Self::compile_scope(), source)
-            .map(|ast| Arc::new(CompiledScript { ast, source: source.to_string() }))
-            .map_err(compile_error)
+            .compile_with_scope(&self.compile_scope(), &prepared)
+            .map(|ast| Arc::new(CompiledScript { ast, source: prepared.into_owned() }))
+            .map_err(|e| self.compile_error(e))
     }
 
     /// Compiles one `{{ … }}` expression.
     pub fn compile_expression(&self, source: &str) -> Result<Script, CompileError> {
+        let prepared = self.prepare(source);
         self.engine
-            .compile_expression_with_scope(&Self::compile_scope(), source)
-            .map(|ast| Arc::new(CompiledScript { ast, source: source.to_string() }))
-            .map_err(compile_error)
+            .compile_expression_with_scope(&self.compile_scope(), &prepared)
+            .map(|ast| Arc::new(CompiledScript { ast, source: prepared.into_owned() }))
+            .map_err(|e| self.compile_error(e))
     }
 
     /// Evaluates a compiled script against the scope, as JSON.
     pub fn eval(&self, script: &CompiledScript, data: &ScopeData) -> Result<Value, String> {
         let mut scope = Scope::new();
-        for (name, value) in SCOPE_NAMES.iter().zip([&data.event, &data.steps, &data.vars, &data.params, &data.run, &data.account]) {
+        let values = [&data.event, &data.steps, &data.vars, &data.params, &data.run, &data.account];
+        let voice = if self.voice { VOICE_NAMES.iter().zip([&data.inputs, &data.call, &data.value]).collect() } else { Vec::new() };
+        for (name, value) in SCOPE_NAMES.iter().zip(values).chain(voice) {
             let dynamic = rhai::serde::to_dynamic(value).map_err(|e| e.to_string())?;
             // `push`, not `push_constant`: constants are folded into the AST by the optimizer.
             scope.push(*name, dynamic);
         }
-        let out: Dynamic = self.engine.eval_ast_with_scope(&mut scope, &script.ast).map_err(|e| eval_error(e, &script.source))?;
+        let out: Dynamic = self.engine.eval_ast_with_scope(&mut scope, &script.ast).map_err(|e| {
+            let message = eval_error(e, &script.source);
+            if self.voice { message.replace("voice_call", "call") } else { message }
+        })?;
         rhai::serde::from_dynamic::<Value>(&out).map_err(|e| format!("script result is not JSON: {e}"))
     }
 
@@ -191,6 +235,8 @@ fn missing_path_message(path: &str) -> String {
         "steps" => "the outputs of the steps run so far".to_string(),
         "vars" => "the values set so far".to_string(),
         "params" => "the workflow's parameters".to_string(),
+        "inputs" => "what the caller gave so far".to_string(),
+        "voice_call" => "the call".to_string(),
         other => format!("'{other}'"),
     };
     format!("{path} is not in {what}")
@@ -214,6 +260,64 @@ fn path_at(source: &str, pos: Position) -> Option<String> {
     let path: String = chars[start..end].iter().collect();
     let path = path.trim_matches('.');
     (path.contains('.') || path.contains('[')).then(|| path.to_string())
+}
+
+/// `source` with the identifier `call` (not a property such as `x.call`, not inside a string
+/// literal or a comment) renamed `voice_call`: `call` is reserved in Rhai, and voice scripts
+/// read the call as `call.from`.
+fn rename_call(source: &str) -> std::borrow::Cow<'_, str> {
+    if !source.contains("call") {
+        return std::borrow::Cow::Borrowed(source);
+    }
+    let chars: Vec<char> = source.chars().collect();
+    let mut out = String::with_capacity(source.len() + 8);
+    let mut i = 0;
+    let mut last_significant: Option<char> = None;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '`' || c == '\'' {
+            // A string or character literal, copied as is up to its closing quote.
+            out.push(c);
+            i += 1;
+            while i < chars.len() {
+                out.push(chars[i]);
+                if chars[i] == '\\' && i + 1 < chars.len() {
+                    out.push(chars[i + 1]);
+                    i += 2;
+                    continue;
+                }
+                i += 1;
+                if chars[i - 1] == c {
+                    break;
+                }
+            }
+            last_significant = Some(c);
+        } else if c == '/' && chars.get(i + 1) == Some(&'/') {
+            while i < chars.len() && chars[i] != '\n' {
+                out.push(chars[i]);
+                i += 1;
+            }
+        } else if c.is_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            if word == "call" && last_significant != Some('.') {
+                out.push_str("voice_call");
+            } else {
+                out.push_str(&word);
+            }
+            last_significant = Some('a');
+        } else {
+            out.push(c);
+            if !c.is_whitespace() {
+                last_significant = Some(c);
+            }
+            i += 1;
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// A string of `input`, split into literal text and `{{ … }}` expressions.
@@ -397,6 +501,21 @@ mod tests {
         }
         let s = e.compile_expression("event.person.first_name").unwrap();
         assert_eq!(e.eval(&s, &data()).unwrap_err(), "event.person.first_name is not in the event");
+    }
+
+    #[test]
+    fn voice_scripts_read_inputs_and_the_call() {
+        let e = ExprEngine::for_voice();
+        let data = ScopeData { inputs: json!({"menu": {"digits": "1"}}), call: json!({"answered_by": "human", "from": "+15550001111"}), ..data() };
+        let s = e.compile_expression(r#"inputs.menu.digits == "1" && call.answered_by == "human" && call["from"] != "call.x""#).unwrap();
+        assert_eq!(e.eval(&s, &data).unwrap(), json!(true));
+        let t = Template::compile(&e, "You called from {{ call.from }}; 'call' stays").unwrap();
+        assert_eq!(t.render(&e, &data).unwrap(), json!("You called from +15550001111; 'call' stays"));
+        assert_eq!(rename_call("x.call + call // call"), "x.call + voice_call // call");
+        let err = e.eval(&e.compile_expression("call.caller_name.len()").unwrap(), &data).unwrap_err();
+        assert_eq!(err, "call.caller_name is not in the call");
+        // Step scripts do not know them.
+        assert!(ExprEngine::new().compile_expression("inputs.menu").is_err());
     }
 
     #[test]

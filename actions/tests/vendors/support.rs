@@ -35,9 +35,11 @@ pub(crate) fn ctx(timeout: Duration, connection: Option<Arc<ConnectionRef>>) -> 
         account_id: "acc_1".into(),
         run_id: "run_1".into(),
         step_id: "notify".into(),
+        step_seq: 3,
         attempt: 1,
         idempotency_key: "run_1:3".into(),
         timeout,
         connection,
+        scope: None,
     }
 }

@@ -1,5 +1,6 @@
 //! Vendor callbacks: `POST /callbacks/twilio/{connection}/sms`, Twilio's message status
-//! callbacks (the `StatusCallback` every `sms.send` asks for).
+//! callbacks (the `StatusCallback` every `sms.send` asks for), and each call's
+//! `POST /callbacks/twilio/voice/{call_token}` (TwiML turns) and `…/status` (status events).
 //!
 //! A callback carries no account key: it is trusted only when its `X-Twilio-Signature` verifies
 //! with the auth token of the connection named in its URL. A verified status becomes an app
@@ -9,9 +10,11 @@
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde_json::json;
+use switchboard_actions::voice::CallbackError;
 use switchboard_integrations::connections::TwilioCredentials;
 use switchboard_integrations::twilio::signature_is_valid;
 use utoipa_axum::router::OpenApiRouter;
@@ -24,7 +27,7 @@ use crate::openapi::{self as doc, built_once};
 
 /// `/callbacks/…`, documented.
 pub fn documented() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(twilio_sms_status))
+    OpenApiRouter::new().routes(routes!(twilio_sms_status)).routes(routes!(twilio_voice_twiml)).routes(routes!(twilio_voice_status))
 }
 
 /// `/callbacks/…`.
@@ -89,5 +92,119 @@ async fn twilio_sms_status(State(state): State<AppState>, Path(connection): Path
     });
     let id = format!("twilio:{sid}:{status}");
     state.engine.accept_event(&account_id, "sms.status", data, Some(&id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The query of a call's TwiML URL.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct TurnQuery {
+    /// The node whose result the form carries (gather, menu, record, dial); absent on the
+    /// call's first fetch.
+    node: Option<String>,
+}
+
+/// The form and what the signature covers, of a call callback.
+fn call_request(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> ApiResult<(String, Vec<(String, String)>, String)> {
+    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|e| ApiError::bad_request(format!("malformed form body: {e}")))?;
+    let path_and_query = uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| uri.path().to_owned());
+    let signature = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    Ok((path_and_query, params, signature))
+}
+
+fn callback_error(e: CallbackError) -> ApiError {
+    match e {
+        CallbackError::NotFound => ApiError::not_found("call"),
+        CallbackError::BadSignature => ApiError::new(StatusCode::FORBIDDEN, "invalid_signature", "X-Twilio-Signature does not match this request"),
+        CallbackError::BadRequest(m) => ApiError::bad_request(m),
+        CallbackError::Store(e) => e.into(),
+    }
+}
+
+fn calls(state: &AppState) -> ApiResult<&switchboard_actions::voice::Calls> {
+    state.calls.as_deref().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "calls_unavailable", "this process cannot answer calls"))
+}
+
+/// A call's TwiML
+///
+/// Twilio's request for the next instructions of a call Switchboard placed: the first fetch
+/// (the call's `Url`), then every gather, menu, record and dial result, posted back with
+/// `?node=<id>`. Answers one TwiML document, computed from the stored call (no vendor is
+/// called), ending in `<Hangup/>` or `<Redirect>`. A repeated request gets the same document.
+/// Trusted only when `X-Twilio-Signature` verifies with the auth token of the call's
+/// connection.
+#[utoipa::path(
+    post,
+    path = "/callbacks/twilio/voice/{call_token}",
+    tag = "callbacks",
+    operation_id = "twilio_voice_twiml",
+    params(
+        ("call_token" = String, Path, description = "The call's unguessable token"),
+        TurnQuery,
+        ("X-Twilio-Signature" = String, Header, description = "Twilio's signature of the URL and the form parameters"),
+    ),
+    request_body(
+        content_type = "application/x-www-form-urlencoded",
+        content = Object,
+        description = "Twilio's form: `CallSid`, `CallStatus`, and the node's result (`Digits`, `SpeechResult`, `Confidence`, `RecordingUrl`, `RecordingDuration`, `DialCallStatus`, `AnsweredBy`)",
+    ),
+    responses(
+        (status = 200, description = "The TwiML document", content_type = "text/xml", body = String),
+        (status = 400, description = "`bad_request`: a malformed form", body = doc::ErrorBody),
+        (status = 403, description = "`invalid_signature`: `X-Twilio-Signature` does not match", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such call", body = doc::ErrorBody),
+    ),
+)]
+async fn twilio_voice_twiml(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<TurnQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    let (path_and_query, params, signature) = call_request(&uri, &headers, &body)?;
+    let twiml = calls(&state)?.turn(&token, &path_and_query, query.node.as_deref(), &params, &signature).await.map_err(callback_error)?;
+    Ok(([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], twiml).into_response())
+}
+
+/// A call's status events
+///
+/// The `StatusCallback` of every call Switchboard places (`initiated`, `ringing`, `answered`,
+/// `completed`), and its machine-detection and recording callbacks. Repeated events (same
+/// `SequenceNumber`) and late ones change nothing; the first final status (`completed`,
+/// `busy`, `no-answer`, `failed`, `canceled`) ends the call and completes its step, with the
+/// minutes billed, once. Trusted only when `X-Twilio-Signature` verifies with the auth token of
+/// the call's connection.
+#[utoipa::path(
+    post,
+    path = "/callbacks/twilio/voice/{call_token}/status",
+    tag = "callbacks",
+    operation_id = "twilio_voice_status",
+    params(
+        ("call_token" = String, Path, description = "The call's unguessable token"),
+        ("X-Twilio-Signature" = String, Header, description = "Twilio's signature of the URL and the form parameters"),
+    ),
+    request_body(
+        content_type = "application/x-www-form-urlencoded",
+        content = Object,
+        description = "Twilio's form: `CallSid`, `CallStatus`, `SequenceNumber`, `CallDuration`, `AnsweredBy`, `SipResponseCode`, `RecordingUrl`",
+    ),
+    responses(
+        (status = 204, description = "Recorded (or a repeat of a recorded event)"),
+        (status = 400, description = "`bad_request`: a malformed form", body = doc::ErrorBody),
+        (status = 403, description = "`invalid_signature`: `X-Twilio-Signature` does not match", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such call", body = doc::ErrorBody),
+    ),
+)]
+async fn twilio_voice_status(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    let (path_and_query, params, signature) = call_request(&uri, &headers, &body)?;
+    calls(&state)?.status(&state.engine, &token, &path_and_query, &params, &signature).await.map_err(callback_error)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -249,7 +249,20 @@ impl Checker<'_> {
             self.problem(format!("{path}.{sub}"), message);
         }
         let mut errors = Vec::new();
-        let compiled = ValueTemplate::compile(self.engine, value, path, &mut errors);
+        let raw = action.raw_fields();
+        let compiled = ValueTemplate::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    // A raw field reaches the module as written; its own validate checked it.
+                    let field = if raw.contains(&k.as_str()) {
+                        ValueTemplate::Literal(v.clone())
+                    } else {
+                        ValueTemplate::compile(self.engine, v, &format!("{path}.{k}"), &mut errors)
+                    };
+                    (k.clone(), field)
+                })
+                .collect(),
+        );
         for (p, e) in errors {
             self.compile_problem(&p, e);
         }

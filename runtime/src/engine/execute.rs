@@ -72,10 +72,12 @@ pub(super) async fn execute(engine: &Engine, token: &str, state: &mut RunState, 
                 account_id: state.run.account_id.clone(),
                 run_id: claim.run_id.clone(),
                 step_id: step.id.clone(),
+                step_seq: claim.step_seq,
                 attempt: attempt as u32,
                 idempotency_key: format!("{}:{}", claim.run_id, claim.step_seq),
                 timeout: *timeout,
                 connection,
+                scope: (!action.raw_fields().is_empty()).then(|| std::sync::Arc::new(state.scope(workflow))),
             };
             // Sandbox connections and test runs record what would be sent instead of sending.
             let sandboxed = ctx.connection.as_ref().is_some_and(|c| c.sandbox) || (is_test && delivery != Delivery::Internal);

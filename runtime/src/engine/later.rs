@@ -146,10 +146,12 @@ pub(super) async fn poll(engine: &Engine, state: &RunState, workflow: &Workflow,
         account_id: state.run.account_id.clone(),
         run_id: claim.run_id.clone(),
         step_id: step.id.clone(),
+        step_seq: claim.step_seq,
         attempt: claim.attempt as u32,
         idempotency_key: format!("{}:{}", claim.run_id, claim.step_seq),
         timeout: *timeout,
         connection,
+        scope: None,
     };
     let handle: Value = row.deferred_handle.as_deref().and_then(|h| serde_json::from_str(h).ok()).unwrap_or(Value::Null);
     let result = match tokio::time::timeout(*timeout + ACTION_GRACE, action.poll(&ctx, handle.clone())).await {

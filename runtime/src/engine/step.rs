@@ -50,6 +50,7 @@ impl RunState {
             params: workflow.params.clone(),
             run: json!({ "id": self.run.id, "started_at": self.run.started_at.or(Some(self.run.created_at)).map(crate::clock::to_rfc3339) }),
             account: json!({ "id": self.account.id, "timezone": self.account.timezone }),
+            ..ScopeData::default()
         }
     }
 

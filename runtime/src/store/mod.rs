@@ -14,6 +14,7 @@ mod accounts;
 #[cfg(feature = "bench")]
 mod bench;
 mod billing;
+mod calls;
 mod connections;
 pub mod dialect;
 mod outbox;
@@ -33,6 +34,7 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 #[cfg(feature = "bench")]
 pub use bench::{BenchProbe, CopiedRows};
+pub use calls::{CallEnd, CallRow};
 pub use dialect::Dialect;
 pub use records::*;
 pub use schedules::DueSchedule;
