@@ -20,3 +20,4 @@ mod store;
 mod support;
 mod templates;
 mod test_runs;
+mod voice;

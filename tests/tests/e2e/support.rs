@@ -347,6 +347,8 @@ impl TestApp {
         let clock = ManualClock::new(1_800_000_000_000);
         let flaky = Flaky::default();
         let vault = actions_config.vault.clone();
+        let mut actions_config = actions_config;
+        actions_config.store = Some(store.clone());
         let mut actions: ActionRegistry = switchboard_actions::registry(&actions_config).unwrap();
         let gate = Gate::default();
         let later = Deferred::default();
@@ -359,7 +361,10 @@ impl TestApp {
             engine = engine.with_events(events);
         }
         let engine = Arc::new(engine);
-        let state = AppState::new(engine.clone(), vault, ADMIN, "http://sb.test");
+        let mut state = AppState::new(engine.clone(), vault, ADMIN, "http://sb.test");
+        if let Some(calls) = switchboard_actions::calls(&actions_config).unwrap() {
+            state = state.with_calls(calls);
+        }
         TestApp { _db: db, engine, clock, flaky, gate, later, state }
     }
 
