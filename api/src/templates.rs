@@ -18,13 +18,15 @@ use switchboard_runtime::definition::{Problem, parse_duration};
 
 /// Every template file, by slug. A test checks that each file in `templates/` is listed here
 /// and validates against the action registry.
-pub const FILES: [(&str, &str); 6] = [
+pub const FILES: [(&str, &str); 8] = [
     ("lead-nurture", include_str!("../../templates/lead-nurture.yaml")),
     ("payment-follow-up", include_str!("../../templates/payment-follow-up.yaml")),
     ("negative-feedback-alert", include_str!("../../templates/negative-feedback-alert.yaml")),
     ("referral-request", include_str!("../../templates/referral-request.yaml")),
     ("lead-scoring", include_str!("../../templates/lead-scoring.yaml")),
     ("feedback-survey", include_str!("../../templates/feedback-survey.yaml")),
+    ("no-show-recovery", include_str!("../../templates/no-show-recovery.yaml")),
+    ("quote-follow-up", include_str!("../../templates/quote-follow-up.yaml")),
 ];
 
 /// The parsed catalogue, in [`FILES`] order. A file that does not parse panics on first use

@@ -131,6 +131,8 @@ pub struct ConnectionRef {
     pub provider: String,
     /// A sandbox connection records what would be sent in the outbox instead of sending.
     pub sandbox: bool,
+    /// Non-secret settings (a JSON object), e.g. a sandbox Twilio connection's `simulate`.
+    pub settings: Value,
     /// The sealed credentials.
     pub sealed: Vec<u8>,
 }
@@ -142,6 +144,7 @@ impl std::fmt::Debug for ConnectionRef {
             .field("name", &self.name)
             .field("provider", &self.provider)
             .field("sandbox", &self.sandbox)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }

@@ -533,8 +533,8 @@ fn duration_problems(ring: Duration, max: Duration, wait: Duration) -> Vec<(Stri
 }
 
 /// The settings of the step's connection (`{}` without one).
-fn connection_settings(_ctx: &ActionContext) -> Value {
-    Value::Object(Map::new())
+fn connection_settings(ctx: &ActionContext) -> Value {
+    ctx.connection.as_ref().map_or_else(|| Value::Object(Map::new()), |c| c.settings.clone())
 }
 
 /// A stable, Twilio-shaped call SID for a sandbox call.

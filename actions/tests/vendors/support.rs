@@ -20,7 +20,14 @@ pub(crate) fn vault() -> Arc<Vault> {
 /// A connection of `provider` holding `credentials`, sealed with `vault`.
 pub(crate) fn connection(vault: &Vault, provider: &str, sandbox: bool, credentials: Value) -> Arc<ConnectionRef> {
     let id = format!("con_{}", uuid_like());
-    Arc::new(ConnectionRef { sealed: vault.seal(&id, &credentials), id, name: format!("{provider}-main"), provider: provider.into(), sandbox })
+    Arc::new(ConnectionRef {
+        sealed: vault.seal(&id, &credentials),
+        id,
+        name: format!("{provider}-main"),
+        provider: provider.into(),
+        sandbox,
+        settings: serde_json::json!({}),
+    })
 }
 
 fn uuid_like() -> u64 {

@@ -24,7 +24,7 @@ use crate::openapi::{self as doc, built_once};
 
 /// `/v1/connections…`, documented.
 pub fn documented() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(read, remove))
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(read, update, remove))
 }
 
 /// `/v1/connections…`.
@@ -48,6 +48,25 @@ struct NewConnection {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     credentials: Option<Value>,
+    /// Non-secret settings, returned as given. For a sandbox Twilio connection, `simulate`
+    /// scripts its calls: `{"+15551234567": {status, answered_by, duration_s, inputs: {<node
+    /// id>: {digits | speech}}}}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    settings: Option<Value>,
+}
+
+/// Changes to a connection (`PATCH /v1/connections/{id}`); what is absent stays.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ConnectionPatch {
+    /// Replaces the settings.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    settings: Option<Value>,
+    /// Turns the sandbox on or off.
+    #[serde(default)]
+    sandbox: Option<bool>,
 }
 
 /// A connection: never its credentials.
@@ -61,6 +80,9 @@ pub struct Connection {
     pub name: String,
     /// Whether sends go to the outbox instead of the vendor.
     pub sandbox: bool,
+    /// Non-secret settings (`{}` when none).
+    #[schema(value_type = Object)]
+    pub settings: Value,
     /// RFC 3339.
     #[schema(format = DateTime)]
     pub created_at: String,
@@ -68,8 +90,66 @@ pub struct Connection {
 
 impl From<&ConnectionRow> for Connection {
     fn from(c: &ConnectionRow) -> Self {
-        Connection { id: c.id.clone(), provider: c.provider.clone(), name: c.name.clone(), sandbox: c.sandbox == 1, created_at: to_rfc3339(c.created_at) }
+        Connection {
+            id: c.id.clone(),
+            provider: c.provider.clone(),
+            name: c.name.clone(),
+            sandbox: c.sandbox == 1,
+            settings: serde_json::from_str(&c.settings).unwrap_or_else(|_| json!({})),
+            created_at: to_rfc3339(c.created_at),
+        }
     }
+}
+
+/// The most settings a connection keeps (serialized).
+const MAX_SETTINGS_BYTES: usize = 64 * 1024;
+
+/// The problems of a connection's settings: an object, not too large; for Twilio, `simulate`
+/// keyed by E.164 numbers, each `{status?, answered_by?, duration_s?, inputs?}`.
+fn settings_problems(provider: &str, settings: &Value) -> Vec<Problem> {
+    let Some(map) = settings.as_object() else { return vec![problem("settings", "must be an object")] };
+    if settings.to_string().len() > MAX_SETTINGS_BYTES {
+        return vec![problem("settings", "at most 64 KiB")];
+    }
+    let mut problems = Vec::new();
+    let Some(simulate) = map.get("simulate").filter(|_| provider == "twilio") else { return problems };
+    let Some(numbers) = simulate.as_object() else { return vec![problem("settings.simulate", "must be an object keyed by the number called")] };
+    for (number, outcome) in numbers {
+        let at = format!("settings.simulate.{number}");
+        if !switchboard_actions::sms_send::is_e164(number) {
+            problems.push(problem(&at, "must be keyed by a phone number in E.164 form, e.g. +15551234567"));
+        }
+        let Some(outcome) = outcome.as_object() else {
+            problems.push(problem(&at, "must be an object {status, answered_by, duration_s, inputs}"));
+            continue;
+        };
+        for (key, value) in outcome {
+            let ok = match key.as_str() {
+                "status" => value.as_str().is_some_and(|s| switchboard_actions::voice::call::FINAL_STATUSES.contains(&s)),
+                "answered_by" => value.is_string(),
+                "duration_s" => value.as_i64().is_some_and(|d| (0..=86_400).contains(&d)),
+                "inputs" => value.as_object().is_some_and(|inputs| {
+                    inputs.values().all(|given| {
+                        given.as_object().is_some_and(|g| g.iter().all(|(k, v)| matches!(k.as_str(), "digits" | "speech" | "status") && v.is_string()))
+                    })
+                }),
+                _ => {
+                    problems.push(problem(&format!("{at}.{key}"), "unknown; one of status, answered_by, duration_s, inputs"));
+                    continue;
+                }
+            };
+            if !ok {
+                let want = match key.as_str() {
+                    "status" => "one of completed, busy, no-answer, failed, canceled",
+                    "answered_by" => "a string, e.g. human or machine_start",
+                    "duration_s" => "whole seconds, 0 to 86400",
+                    _ => "an object keyed by node id, each {digits?, speech?} as strings",
+                };
+                problems.push(problem(&format!("{at}.{key}"), format!("must be {want}")));
+            }
+        }
+    }
+    problems
 }
 
 /// A page of connections.
@@ -134,6 +214,8 @@ async fn create(
     {
         problems.extend(found.into_iter().map(|(path, message)| Problem { path, message }));
     }
+    let settings = new.settings.filter(|s| !s.is_null()).unwrap_or_else(|| json!({}));
+    problems.extend(settings_problems(&new.provider, &settings));
     if !problems.is_empty() {
         return Err(ApiError::invalid("invalid_connection", "the connection is invalid", problems));
     }
@@ -146,6 +228,7 @@ async fn create(
         name: name.to_string(),
         sandbox: new.sandbox as i64,
         created_at: state.engine.clock().now(),
+        settings: settings.to_string(),
     };
     if !state.engine.store().create_connection(&row).await? {
         return Err(ApiError::new(StatusCode::CONFLICT, "connection_exists", format!("this account already has a connection named '{}'", row.name)));
@@ -188,6 +271,49 @@ async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, 
 )]
 async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Connection>> {
     let row = state.engine.store().connection(&account.id, &id).await?.ok_or_else(|| ApiError::not_found("connection"))?;
+    Ok(Json(Connection::from(&row)))
+}
+
+/// Changes a connection
+///
+/// Replaces its settings and turns its sandbox on or off; its credentials stay as they are.
+#[utoipa::path(
+    patch,
+    path = "/v1/connections/{id}",
+    tag = "connections",
+    operation_id = "update_connection",
+    security(("account_key" = [])),
+    params(("id" = String, Path, description = "The connection")),
+    request_body = ConnectionPatch,
+    responses(
+        (status = 200, description = "The connection, changed", body = Connection),
+        (status = 404, description = "`not_found`: no such connection in this account", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_connection`, naming every problem (or `invalid_request`)", body = doc::ErrorBody),
+        doc::BodyErrors,
+        doc::Unauthorized,
+    ),
+)]
+async fn update(
+    State(state): State<AppState>,
+    AccountAuth(account): AccountAuth,
+    Path(id): Path<String>,
+    JsonBody(patch): JsonBody<ConnectionPatch>,
+) -> ApiResult<Json<Connection>> {
+    let store = state.engine.store();
+    let mut row = store.connection(&account.id, &id).await?.ok_or_else(|| ApiError::not_found("connection"))?;
+    if let Some(settings) = patch.settings {
+        let problems = settings_problems(&row.provider, &settings);
+        if !problems.is_empty() {
+            return Err(ApiError::invalid("invalid_connection", "the connection is invalid", problems));
+        }
+        row.settings = settings.to_string();
+    }
+    if let Some(sandbox) = patch.sandbox {
+        row.sandbox = sandbox as i64;
+    }
+    if !store.update_connection(&account.id, &id, &row.settings, row.sandbox).await? {
+        return Err(ApiError::not_found("connection"));
+    }
     Ok(Json(Connection::from(&row)))
 }
 

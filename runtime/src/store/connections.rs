@@ -3,14 +3,14 @@
 use super::{ConnectionRow, Page, Store};
 use crate::Result;
 
-const SELECT: &str = "SELECT id, account_id, provider, name, sandbox, sealed, created_at FROM connections";
+const SELECT: &str = "SELECT id, account_id, provider, name, sandbox, sealed, created_at, settings FROM connections";
 
 impl Store {
     /// Creates a connection. False when the account already has one of that name.
     pub async fn create_connection(&self, c: &ConnectionRow) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO connections (id, account_id, provider, name, sandbox, sealed, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (account_id, name) DO NOTHING",
+            "INSERT INTO connections (id, account_id, provider, name, sandbox, sealed, created_at, settings) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (account_id, name) DO NOTHING",
         )
         .bind(&c.id)
         .bind(&c.account_id)
@@ -19,6 +19,7 @@ impl Store {
         .bind(c.sandbox)
         .bind(&c.sealed)
         .bind(c.created_at)
+        .bind(&c.settings)
         .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -50,6 +51,19 @@ impl Store {
         let sql = format!("{SELECT} WHERE account_id = $1 AND ($2 IS NULL OR name = $2) ORDER BY id");
         let rows: Vec<ConnectionRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(account_id).bind(name).fetch_all(&self.reader).await?;
         Ok(rows.into_iter().filter(|c| providers.contains(&c.provider.as_str())).collect())
+    }
+
+    /// Changes a connection's settings and sandbox flag. False when the account has none with
+    /// that id.
+    pub async fn update_connection(&self, account_id: &str, id: &str, settings: &str, sandbox: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE connections SET settings = $3, sandbox = $4 WHERE account_id = $1 AND id = $2")
+            .bind(account_id)
+            .bind(id)
+            .bind(settings)
+            .bind(sandbox)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Deletes a connection. False when the account has none with that id.

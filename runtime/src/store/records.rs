@@ -484,6 +484,8 @@ pub struct ConnectionRow {
     pub sealed: String,
     /// Creation time (ms).
     pub created_at: i64,
+    /// Non-secret settings (a JSON object), e.g. a sandbox Twilio connection's `simulate`.
+    pub settings: String,
 }
 
 impl ConnectionRow {
@@ -493,6 +495,7 @@ impl ConnectionRow {
         crate::action::ConnectionRef {
             sealed: hex::decode(&self.sealed).unwrap_or_default(),
             sandbox: self.sandbox == 1,
+            settings: serde_json::from_str(&self.settings).unwrap_or_else(|_| json!({})),
             id: self.id,
             name: self.name,
             provider: self.provider,

@@ -539,6 +539,7 @@ async fn every_operation_answers_its_documented_schema(db: TestDb) {
         answers.call(&app, "POST", "/v1/connections", "/v1/connections", key, Some(json!({ "provider": "slack", "name": "spare", "sandbox": true }))).await;
     let spare = spare["id"].as_str().unwrap();
     answers.call(&app, "GET", "/v1/connections/{id}", &format!("/v1/connections/{spare}"), key, None).await;
+    answers.call(&app, "PATCH", "/v1/connections/{id}", &format!("/v1/connections/{spare}"), key, Some(json!({ "settings": { "note": "x" } }))).await;
     answers.call(&app, "DELETE", "/v1/connections/{id}", &format!("/v1/connections/{spare}"), key, None).await;
     answers.call(&app, "GET", "/v1/connections", "/v1/connections", key, None).await;
 

@@ -371,6 +371,133 @@ async fn a_sandbox_call_runs_the_script_without_a_phone(db: TestDb) {
     assert!(twilio.received_requests().await.unwrap().is_empty(), "nothing reached Twilio");
 }
 
+/// A sandbox Twilio connection whose calls to `+15552223333` go as `simulate` says, and sandbox
+/// connections of the other providers.
+async fn sandbox_with(app: &TestApp, key: &str, simulate: Value, others: &[&str]) -> String {
+    let body = json!({ "provider": "twilio", "name": "phone", "sandbox": true, "settings": { "simulate": { "+15552223333": simulate } } });
+    let (status, twilio) = app.post_json("/v1/connections", key, &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{twilio}");
+    assert_eq!(twilio["settings"]["simulate"]["+15552223333"], simulate);
+    for provider in others {
+        let (status, body) = app.post_json("/v1/connections", key, &json!({ "provider": provider, "name": provider, "sandbox": true })).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    twilio["id"].as_str().unwrap().to_owned()
+}
+
+async fn enable(app: &TestApp, key: &str, slug: &str, params: Value) -> String {
+    let (status, body) = app.post_json(&format!("/v1/templates/{slug}/enable"), key, &json!({ "params": params })).await;
+    assert_eq!(status, StatusCode::CREATED, "{slug}: {body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+async fn event(app: &TestApp, key: &str, kind: &str, id: &str, data: Value) -> Vec<String> {
+    let (status, body) = app.post_json("/v1/events", key, &json!({ "type": kind, "id": id, "data": data })).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    body["run_ids"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_owned()).collect()
+}
+
+async fn outbox_of(app: &TestApp, key: &str, run_id: &str) -> Vec<Value> {
+    let (_, body) = app.get(&format!("/v1/outbox?run_id={run_id}&limit=50"), key).await;
+    body["messages"].as_array().unwrap().clone()
+}
+
+fn kinds(messages: &[Value]) -> Vec<&str> {
+    messages.iter().map(|m| m["kind"].as_str().unwrap()).collect()
+}
+
+const HOUR: i64 = 3_600_000;
+
+/// no-show-recovery in sandbox: call → no answer → SMS → wait → call again → still no answer →
+/// manual task; and when the second call is answered and 1 pressed, the caller is connected and
+/// no task is made. Its test run shows the same in one answer.
+async fn no_show_recovery_texts_calls_again_then_tasks(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let (_, key) = app.account("studio").await;
+    let twilio = sandbox_with(&app, &key, json!({ "status": "no-answer" }), &["crm"]).await;
+    let params = json!({ "business_name": "Studio Ada", "caller_id": "+15550001111", "studio_number": "+15550002222" });
+    let workflow = enable(&app, &key, "no-show-recovery", params).await;
+    let missed = json!({ "lead": { "id": "L1", "first_name": "Ada", "last_name": "Lovelace", "phone": "+15552223333" }, "call": { "status": "no-answer" } });
+    assert!(event(&app, &key, "call.completed", "c0", json!({ "lead": missed["lead"], "call": { "status": "completed" } })).await.is_empty());
+    let run = event(&app, &key, "call.completed", "c1", missed.clone()).await.remove(0);
+    app.drain().await;
+    assert!(outbox_of(&app, &key, &run).await.is_empty(), "nothing before 2 hours");
+    app.advance(2 * HOUR).await;
+    assert_eq!(kinds(&outbox_of(&app, &key, &run).await), ["sms.send"]);
+    app.advance(4 * HOUR).await;
+    app.drain().await;
+    let messages = outbox_of(&app, &key, &run).await;
+    assert_eq!(kinds(&messages), ["sms.send", "voice.call", "crm.create_task"], "{messages:#?}");
+    assert_eq!(messages[1]["rendered"]["outcome"]["status"], "no-answer");
+    assert_eq!(messages[1]["rendered"]["twiml"], json!([]), "an unanswered call runs no script");
+    assert!(
+        messages[2]["rendered"]["body"].to_string().contains("two calls unanswered") || messages[2]["rendered"].to_string().contains("two calls unanswered")
+    );
+    assert_eq!(app.run(&key, &run).await["status"], "succeeded");
+
+    // Answered this time, and 1 pressed: connected to the studio, no task.
+    let simulate = json!({ "simulate": { "+15552223333": { "status": "completed", "duration_s": 130, "inputs": { "choice": { "digits": "1" } } } } });
+    let (status, body) =
+        app.call("PATCH", &format!("/v1/connections/{twilio}"), Some(&key), Some("application/json"), json!({ "settings": simulate }).to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let run = event(&app, &key, "call.completed", "c2", missed.clone()).await.remove(0);
+    app.drain().await;
+    app.advance(2 * HOUR).await;
+    app.advance(4 * HOUR).await;
+    app.drain().await;
+    let messages = outbox_of(&app, &key, &run).await;
+    assert_eq!(kinds(&messages), ["sms.send", "voice.call"], "{messages:#?}");
+    let call = app.run(&key, &run).await;
+    let output = &step(&call, "second_call")["output"];
+    assert_eq!(output["path"], json!(["#0", "choice", "connect", "transfer"]), "{output}");
+    assert_eq!((output["status"].as_str(), output["billable_minutes"].as_i64()), (Some("completed"), Some(3)));
+    let documents = messages[1]["rendered"]["twiml"].as_array().unwrap();
+    assert_eq!(documents.len(), 3, "greeting and menu, the transfer, the hang-up after it: {documents:?}");
+    let transfer = verbs(documents[1].as_str().unwrap());
+    assert_eq!(names(&transfer), ["Say", "Dial", "Dial/Number", "Redirect"], "{documents:?}");
+    assert_eq!((attr(&transfer[1], "callerId"), transfer[2].2.as_str()), (Some("+15550001111"), "+15550002222"));
+    assert_eq!(names(&verbs(documents[2].as_str().unwrap())), ["Hangup"]);
+
+    // The test run shows it all at once, not billed.
+    let (status, answer) = app.post_json(&format!("/v1/workflows/{workflow}/test"), &key, &json!({ "event": missed })).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(kinds(answer["outbox"].as_array().unwrap()), ["sms.send", "voice.call"], "{answer}");
+    assert_eq!(answer["run"]["usage"], json!([]));
+}
+
+/// quote-follow-up in sandbox: no payment within a day → reminder email → 2 days → a call that
+/// offers the discount (1 pressed) → the offer by email. A payment in time ends it quietly.
+async fn quote_follow_up_reminds_calls_then_offers(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let (_, key) = app.account("studio").await;
+    sandbox_with(&app, &key, json!({ "inputs": { "offer": { "digits": "1" } } }), &["smtp"]).await;
+    let params = json!({ "business_name": "Studio Ada", "caller_id": "+15550001111", "from_email": "hello@studio.test", "discount": "15%" });
+    enable(&app, &key, "quote-follow-up", params).await;
+    let lead = json!({ "id": "L1", "first_name": "Ada", "last_name": "Lovelace", "phone": "+15552223333", "email": "ada@example.test" });
+
+    let paid = event(&app, &key, "quote.sent", "q1", json!({ "lead": lead, "quote": { "id": "Q1" } })).await.remove(0);
+    let unpaid = event(&app, &key, "quote.sent", "q2", json!({ "lead": lead, "quote": { "id": "Q2" } })).await.remove(0);
+    app.drain().await;
+    event(&app, &key, "payment.received", "p1", json!({ "lead": lead, "payment": { "quote_id": "Q1", "amount": 100 } })).await;
+    app.drain().await;
+    assert_eq!(app.run(&key, &paid).await["status"], "succeeded");
+    assert!(outbox_of(&app, &key, &paid).await.is_empty(), "a paid quote gets nothing");
+
+    app.advance(24 * HOUR).await;
+    assert_eq!(kinds(&outbox_of(&app, &key, &unpaid).await), ["email.send"]);
+    app.advance(48 * HOUR).await;
+    app.drain().await;
+    let messages = outbox_of(&app, &key, &unpaid).await;
+    assert_eq!(kinds(&messages), ["email.send", "voice.call", "email.send"], "{messages:#?}");
+    let documents = messages[1]["rendered"]["twiml"].as_array().unwrap();
+    let first = verbs(documents[0].as_str().unwrap());
+    assert!(first[2].2.contains("we will take 15% off"), "{first:?}");
+    assert_eq!(messages[1]["rendered"]["outcome"]["path"], json!(["#0", "offer", "accept"]));
+    assert!(messages[2]["rendered"]["subject"].as_str().unwrap().starts_with("15% off your quote"), "{}", messages[2]);
+}
+
+on_both_backends!(no_show_recovery_texts_calls_again_then_tasks, quote_follow_up_reminds_calls_then_offers,);
+
 on_both_backends!(
     a_call_runs_its_script_and_bills_its_minutes_once,
     bad_signatures_change_nothing,
