@@ -210,6 +210,7 @@ mod tests {
             name: "main".into(),
             provider: "twilio".into(),
             sandbox: false,
+            settings: json!({}),
             sealed: v.seal("con_1", &json!({"account_sid": "AC00000000000000000000000000000000", "auth_token": "tok-secret"})),
         };
         let c: TwilioCredentials = v.open(&conn).unwrap();
