@@ -496,6 +496,85 @@ async fn quote_follow_up_reminds_calls_then_offers(db: TestDb) {
     assert!(messages[2]["rendered"]["subject"].as_str().unwrap().starts_with("15% off your quote"), "{}", messages[2]);
 }
 
+/// Posts a signed Twilio form to a real server.
+async fn signed_http(http: &reqwest::Client, base: &str, path_and_query: &str, params: &[(&str, &str)]) -> (u16, String) {
+    let pairs: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let signature = sign(TOKEN, &format!("{base}{path_and_query}"), &pairs);
+    let res = http.post(format!("{base}{path_and_query}")).header("x-twilio-signature", signature).form(&pairs).send().await.unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+/// A real `switchboard serve` is SIGKILLed while a call is live (between two of Twilio's
+/// requests): after the restart the next callbacks continue the script and complete the step;
+/// one call was placed and its minutes are billed once.
+async fn sigkill_while_a_call_is_live_loses_nothing(db: TestDb) {
+    use std::time::{Duration, Instant};
+
+    use crate::crash::{free_port, server_log, start_with};
+    use crate::support::TempDir;
+
+    let twilio = fake_twilio().await;
+    let data = TempDir::new();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let env = [("SWITCHBOARD_TWILIO_API_BASE", twilio.uri()), ("SWITCHBOARD_PUBLIC_URL", base.clone())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = start_with(&db.url, &data, port, &env).await;
+    let http = reqwest::Client::new();
+    let key = server.account_key(&http, "studio").await;
+    let connection = json!({ "provider": "twilio", "name": "main", "credentials": { "account_sid": SID, "auth_token": TOKEN } });
+    let res = http.post(format!("{base}/v1/connections")).bearer_auth(&key).json(&connection).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let wf: Value = http.post(format!("{base}/v1/workflows")).bearer_auth(&key).json(&workflow(script())).send().await.unwrap().json().await.unwrap();
+    let hook = wf["webhook_url"].as_str().unwrap_or_else(|| panic!("{wf}"));
+    let accepted: Value = http.post(hook).json(&lead()).send().await.unwrap().json().await.unwrap();
+    let run_id = accepted["run_id"].as_str().unwrap().to_owned();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while twilio.received_requests().await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no call placed: {}", server_log(&data));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (form, _) = calls_request(&twilio).await;
+    let path = field(&form, "Url")[0].strip_prefix(&base).unwrap().to_owned();
+    let (status, first) = signed_http(&http, &base, &path, &[("CallSid", CALL_SID), ("CallStatus", "in-progress")]).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(names(&verbs(&first)), ["Say", "Gather", "Gather/Say", "Redirect"]);
+
+    let mut server = server;
+    server.child.start_kill().unwrap(); // SIGKILL while the caller hears the menu
+    server.child.wait().await.unwrap();
+    let mut server = start_with(&db.url, &data, port, &env).await;
+
+    let (status, last) = signed_http(&http, &base, &format!("{path}?node=confirm"), &[("CallSid", CALL_SID), ("Digits", "1")]).await;
+    assert_eq!(status, 200, "{last}");
+    assert_eq!(names(&verbs(&last)), ["Say", "Hangup"], "{last}");
+    let completed = [("CallSid", CALL_SID), ("CallStatus", "completed"), ("SequenceNumber", "3"), ("CallDuration", "61")];
+    assert_eq!(signed_http(&http, &base, &format!("{path}/status"), &completed).await.0, 204);
+    assert_eq!(signed_http(&http, &base, &format!("{path}/status"), &completed).await.0, 204);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let run = loop {
+        let run: Value = http.get(format!("{base}/v1/runs/{run_id}")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+        if run["status"] == "succeeded" || run["status"] == "failed" {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "the run did not finish: {run}\n{}", server_log(&data));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    server.child.start_kill().unwrap();
+    let _ = server.child.wait().await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let output = &step(&run, "phone")["output"];
+    assert_eq!(output["path"], json!(["#0", "confirm", "kept"]), "{output}");
+    assert_eq!(output["billable_minutes"], 2);
+    let minutes: Vec<&Value> = run["usage"].as_array().unwrap().iter().filter(|u| u["unit"] == "voice_minute_standard").collect();
+    assert_eq!((minutes.len(), minutes[0]["quantity"].as_i64()), (1, Some(2)), "{run}");
+    calls_request(&twilio).await; // asserts that one call was placed
+}
+
+on_both_backends!(sigkill_while_a_call_is_live_loses_nothing);
+
 on_both_backends!(no_show_recovery_texts_calls_again_then_tasks, quote_follow_up_reminds_calls_then_offers,);
 
 on_both_backends!(
