@@ -283,11 +283,8 @@ impl Calls {
         match node {
             None if state.started => return None,
             None => {}
-            Some(key) => {
-                if !machine.answer(&mut state, key, params) {
-                    return None;
-                }
-            }
+            Some(key) if !machine.answer(&mut state, key, params) => return None,
+            Some(_) => {}
         }
         let mut verbs = Vec::new();
         loop {

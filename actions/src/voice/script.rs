@@ -392,10 +392,10 @@ impl Script {
         for (i, item) in items.iter().enumerate() {
             let at = format!("{path}[{i}]");
             if let Some(node) = parse_node(item, &at, &mut problems) {
-                if let Some(id) = &node.id {
-                    if index.insert(id.clone(), i).is_some() {
-                        problems.push((format!("{at}.id"), format!("'{id}' is the id of an earlier node too; ids are unique in a script")));
-                    }
+                if let Some(id) = &node.id
+                    && index.insert(id.clone(), i).is_some()
+                {
+                    problems.push((format!("{at}.id"), format!("'{id}' is the id of an earlier node too; ids are unique in a script")));
                 }
                 nodes.push(node);
             }

@@ -104,12 +104,21 @@ struct TurnQuery {
     node: Option<String>,
 }
 
-/// The form and what the signature covers, of a call callback.
-fn call_request(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> ApiResult<(String, Vec<(String, String)>, String)> {
+/// A call callback as the signature check reads it.
+struct CallRequest {
+    /// The path and query Twilio requested (signed after the public URL).
+    path_and_query: String,
+    /// The form.
+    params: Vec<(String, String)>,
+    /// `X-Twilio-Signature`.
+    signature: String,
+}
+
+fn call_request(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> ApiResult<CallRequest> {
     let params: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|e| ApiError::bad_request(format!("malformed form body: {e}")))?;
     let path_and_query = uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| uri.path().to_owned());
     let signature = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    Ok((path_and_query, params, signature))
+    Ok(CallRequest { path_and_query, params, signature })
 }
 
 fn callback_error(e: CallbackError) -> ApiError {
@@ -163,8 +172,8 @@ async fn twilio_voice_twiml(
     headers: HeaderMap,
     Body(body): Body,
 ) -> ApiResult<Response> {
-    let (path_and_query, params, signature) = call_request(&uri, &headers, &body)?;
-    let twiml = calls(&state)?.turn(&token, &path_and_query, query.node.as_deref(), &params, &signature).await.map_err(callback_error)?;
+    let r = call_request(&uri, &headers, &body)?;
+    let twiml = calls(&state)?.turn(&token, &r.path_and_query, query.node.as_deref(), &r.params, &r.signature).await.map_err(callback_error)?;
     Ok(([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], twiml).into_response())
 }
 
@@ -204,7 +213,7 @@ async fn twilio_voice_status(
     headers: HeaderMap,
     Body(body): Body,
 ) -> ApiResult<StatusCode> {
-    let (path_and_query, params, signature) = call_request(&uri, &headers, &body)?;
-    calls(&state)?.status(&state.engine, &token, &path_and_query, &params, &signature).await.map_err(callback_error)?;
+    let r = call_request(&uri, &headers, &body)?;
+    calls(&state)?.status(&state.engine, &token, &r.path_and_query, &r.params, &r.signature).await.map_err(callback_error)?;
     Ok(StatusCode::NO_CONTENT)
 }

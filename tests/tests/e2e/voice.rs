@@ -112,9 +112,12 @@ fn field<'a>(form: &'a [(String, String)], name: &str) -> Vec<&'a str> {
     form.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
 }
 
+/// A TwiML element: `(name, attributes, text)`.
+type Element = (String, Vec<(String, String)>, String);
+
 /// A TwiML document as `(verb, attributes, text)` of the `<Response>`'s children, nested
 /// children of `<Gather>` flattened after it with a `Gather/` prefix.
-fn verbs(twiml: &str) -> Vec<(String, Vec<(String, String)>, String)> {
+fn verbs(twiml: &str) -> Vec<Element> {
     let doc = roxmltree::Document::parse(twiml).unwrap_or_else(|e| panic!("not XML ({e}): {twiml}"));
     let root = doc.root_element();
     assert_eq!(root.tag_name().name(), "Response");
@@ -132,11 +135,11 @@ fn verbs(twiml: &str) -> Vec<(String, Vec<(String, String)>, String)> {
     out
 }
 
-fn attr<'a>(verb: &'a (String, Vec<(String, String)>, String), name: &str) -> Option<&'a str> {
+fn attr<'a>(verb: &'a Element, name: &str) -> Option<&'a str> {
     verb.1.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
-fn names(verbs: &[(String, Vec<(String, String)>, String)]) -> Vec<&str> {
+fn names(verbs: &[Element]) -> Vec<&str> {
     verbs.iter().map(|v| v.0.as_str()).collect()
 }
 
