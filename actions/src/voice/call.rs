@@ -411,7 +411,7 @@ fn call_value(row: &CallRow) -> Value {
         "sid": row.call_sid,
         "from": row.from_number,
         "to": row.to_number,
-        "direction": row.direction,
+        "direction": if row.direction == "outbound" { "outbound-api" } else { row.direction.as_str() },
         "answered_by": row.answered_by,
     })
 }

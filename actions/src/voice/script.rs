@@ -522,7 +522,15 @@ fn parse_node(item: &Value, at: &str, problems: &mut Problems) -> Option<Node> {
         }
     };
     let id = field("id", problems);
-    let goto = if kind == "branch" { None } else { field("goto", problems) };
+    let goto = field("goto", problems);
+    if goto.is_some() && matches!(kind, "branch" | "menu" | "hangup") {
+        let why = match kind {
+            "branch" => "a branch goes where its arms say",
+            "menu" => "a menu goes where its options say (on_fail when none is pressed)",
+            _ => "a hangup ends the call",
+        };
+        problems.push((format!("{at}.goto"), format!("{why}; goto is not used here")));
+    }
     if let Some(id) = &id
         && (id.is_empty() || id == HANGUP || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
     {
@@ -827,6 +835,17 @@ mod tests {
         ]));
         let paths: Vec<&str> = found.iter().map(|p| p.split(": ").next().unwrap()).collect();
         assert_eq!(paths, ["script[0].menu.prompt", "script[1].branch[0].when", "script[2].set.x"], "{found:#?}");
+    }
+
+    #[test]
+    fn nodes_that_choose_their_own_way_refuse_a_goto() {
+        let found = problems(json!([
+            {"id": "m", "menu": {"prompt": "p", "options": {"1": "m"}}, "goto": "m"},
+            {"branch": [{"else": "m"}], "goto": "m"},
+            {"hangup": "Bye", "goto": "m"}
+        ]));
+        let paths: Vec<&str> = found.iter().map(|p| p.split(": ").next().unwrap()).collect();
+        assert_eq!(paths, ["script[0].goto", "script[1].goto", "script[2].goto"], "{found:#?}");
     }
 
     #[test]
