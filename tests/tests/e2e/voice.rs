@@ -497,6 +497,37 @@ async fn quote_follow_up_reminds_calls_then_offers(db: TestDb) {
     assert!(first[2].2.contains("we will take 15% off"), "{first:?}");
     assert_eq!(messages[1]["rendered"]["outcome"]["path"], json!(["#0", "offer", "accept"]));
     assert!(messages[2]["rendered"]["subject"].as_str().unwrap().starts_with("15% off your quote"), "{}", messages[2]);
+
+    // Its test run: the day's wait and the two days fast-forwarded, the same three messages.
+    let (_, workflows) = app.get("/v1/workflows", &key).await;
+    let id = workflows["workflows"][0]["id"].as_str().unwrap();
+    let (status, answer) = app.post_json(&format!("/v1/workflows/{id}/test"), &key, &json!({ "event": { "lead": lead, "quote": { "id": "Q3" } } })).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(kinds(answer["outbox"].as_array().unwrap()), ["email.send", "voice.call", "email.send"], "{answer}");
+    assert_eq!(answer["run"]["usage"], json!([]));
+}
+
+/// The caller who wants to move the appointment says when: speech and its confidence reach the
+/// output.
+async fn speech_is_gathered(db: TestDb) {
+    let (app, _twilio, key, run_id, path) = start_call(db).await;
+    signed(&app, &path, &[("CallSid", CALL_SID), ("CallStatus", "in-progress")]).await;
+    let (_, ask) = signed(&app, &format!("{path}?node=confirm"), &[("CallSid", CALL_SID), ("Digits", "2")]).await;
+    let doc = verbs(&ask);
+    assert_eq!(names(&doc), ["Gather", "Gather/Say", "Redirect"], "{ask}");
+    assert_eq!((attr(&doc[0], "input"), attr(&doc[0], "speechTimeout")), (Some("speech"), Some("auto")));
+    let (_, bye) =
+        signed(&app, &format!("{path}?node=moved"), &[("CallSid", CALL_SID), ("SpeechResult", "next Tuesday morning"), ("Confidence", "0.87")]).await;
+    let doc = verbs(&bye);
+    assert_eq!((names(&doc), doc[0].2.as_str()), (vec!["Say", "Hangup"], "We will call you back."), "{bye}");
+    let completed = [("CallSid", CALL_SID), ("CallStatus", "completed"), ("SequenceNumber", "3"), ("CallDuration", "42")];
+    signed(&app, &format!("{path}/status"), &completed).await;
+    app.drain().await;
+    let run = app.run(&key, &run_id).await;
+    let output = &step(&run, "phone")["output"];
+    assert_eq!(output["inputs"], json!({ "confirm": { "digits": "2" }, "moved": { "speech": "next Tuesday morning", "confidence": 0.87 } }), "{output}");
+    assert_eq!(output["path"], json!(["#0", "confirm", "moved", "#4"]));
+    assert_eq!(output["billable_minutes"], 1);
 }
 
 /// Posts a signed Twilio form to a real server.
@@ -576,7 +607,7 @@ async fn sigkill_while_a_call_is_live_loses_nothing(db: TestDb) {
     calls_request(&twilio).await; // asserts that one call was placed
 }
 
-on_both_backends!(sigkill_while_a_call_is_live_loses_nothing);
+on_both_backends!(sigkill_while_a_call_is_live_loses_nothing, speech_is_gathered);
 
 on_both_backends!(no_show_recovery_texts_calls_again_then_tasks, quote_follow_up_reminds_calls_then_offers,);
 
