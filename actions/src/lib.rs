@@ -111,7 +111,8 @@ pub fn registry(config: &ActionsConfig) -> Result<ActionRegistry> {
         .register(EmailSend::new(vault.clone()).allow_private(config.http.allow_private))
         .register(CrmCreateTask::new(client.clone(), vault.clone()))
         .register(CrmUpdateLead::new(client.clone(), vault.clone()))
-        .register(VoiceCall::new(client, vault.clone(), base(providers::Twilio::NAME), config.public_url.clone(), calls));
+        .register(VoiceCall::new(client, vault.clone(), base(providers::Twilio::NAME), config.public_url.clone(), calls.clone()))
+        .register(voice::VoiceAnswer::new(config.public_url.clone(), calls));
     registry.check_prices(&config.prices)?;
     Ok(registry)
 }
@@ -121,7 +122,8 @@ pub fn registry(config: &ActionsConfig) -> Result<ActionRegistry> {
 pub fn calls(config: &ActionsConfig) -> Result<Option<Arc<voice::Calls>>> {
     let Some(store) = &config.store else { return Ok(None) };
     let client = switchboard_integrations::client(&config.http)?;
-    Ok(Some(Arc::new(voice::Calls::new(store.clone(), config.vault.clone(), &config.public_url, client))))
+    let api_base = config.api_bases.get(providers::Twilio::NAME);
+    Ok(Some(Arc::new(voice::Calls::new(store.clone(), config.vault.clone(), &config.public_url, api_base, client))))
 }
 
 #[cfg(test)]
@@ -137,7 +139,17 @@ mod tests {
         let registry = registry(&ActionsConfig::new(vault)).unwrap();
         assert_eq!(
             registry.kinds().collect::<Vec<_>>(),
-            [CrmCreateTask::KIND, CrmUpdateLead::KIND, EmailSend::KIND, HttpRequest::KIND, Log::KIND, SlackPostMessage::KIND, SmsSend::KIND, VoiceCall::KIND]
+            [
+                CrmCreateTask::KIND,
+                CrmUpdateLead::KIND,
+                EmailSend::KIND,
+                HttpRequest::KIND,
+                Log::KIND,
+                SlackPostMessage::KIND,
+                SmsSend::KIND,
+                voice::VoiceAnswer::KIND,
+                VoiceCall::KIND
+            ]
         );
     }
 

@@ -48,9 +48,10 @@ impl AppState {
     /// Calls' `request` nodes use the default outbound client (private addresses refused);
     /// [`AppState::with_calls`] sets another.
     pub fn new(engine: Arc<Engine>, vault: Arc<Vault>, admin_token: &str, public_url: &str) -> Self {
-        let calls = switchboard_integrations::client(&switchboard_integrations::HttpConfig::default())
-            .ok()
-            .map(|client| Arc::new(switchboard_actions::voice::Calls::new(engine.store().clone(), vault.clone(), public_url, client)));
+        let calls = switchboard_integrations::client(&switchboard_integrations::HttpConfig::default()).ok().map(|client| {
+            let bases = switchboard_integrations::providers::ApiBases::default();
+            Arc::new(switchboard_actions::voice::Calls::new(engine.store().clone(), vault.clone(), public_url, bases.get("twilio"), client))
+        });
         Self {
             calls,
             engine,
@@ -91,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::accounts::router())
         .merge(routes::workflows::router())
         .merge(routes::connections::router())
+        .merge(routes::numbers::router())
         .merge(routes::outbox::router())
         .merge(routes::callbacks::router())
         .merge(routes::templates::router())

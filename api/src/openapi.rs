@@ -57,6 +57,7 @@ use crate::routes;
         (name = "events", description = "App events that start every matching workflow"),
         (name = "hooks", description = "Per-workflow webhook URLs: the token in the URL is the secret"),
         (name = "connections", description = "Vendor credentials, sealed; never returned"),
+        (name = "numbers", description = "Phone numbers bound to the workflows that answer them; simulated calls"),
         (name = "templates", description = "The template catalogue, and enabling a template as a workflow"),
         (name = "outbox", description = "What sandbox connections and test runs would have sent"),
         (name = "usage", description = "The usage ledger: totals, raw pages, CSV; every account's usage (admin)"),
@@ -90,6 +91,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         .merge(routes::accounts::documented())
         .merge(routes::workflows::documented())
         .merge(routes::connections::documented())
+        .merge(routes::numbers::documented())
         .merge(routes::outbox::documented())
         .merge(routes::callbacks::documented())
         .merge(routes::templates::documented())

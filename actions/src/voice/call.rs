@@ -67,7 +67,8 @@ pub enum Tier {
 }
 
 impl Tier {
-    fn unit(self) -> Unit {
+    /// The unit its minutes are billed in.
+    pub fn unit(self) -> Unit {
         match self {
             Tier::Standard => Unit::VoiceMinuteStandard,
             Tier::Premium => Unit::VoiceMinutePremium,
@@ -76,7 +77,8 @@ impl Tier {
     fn parse(s: &str) -> Self {
         if s == "premium" { Tier::Premium } else { Tier::Standard }
     }
-    fn as_str(self) -> &'static str {
+    /// As stored and shown.
+    pub fn as_str(self) -> &'static str {
         match self {
             Tier::Standard => "standard",
             Tier::Premium => "premium",
@@ -176,8 +178,10 @@ pub struct Calls {
     store: Store,
     vault: Arc<Vault>,
     public_url: String,
+    /// Twilio's REST base, for asking how a call ended.
+    api_base: String,
     client: reqwest::Client,
-    engine: ExprEngine,
+    pub(super) engine: ExprEngine,
 }
 
 impl std::fmt::Debug for Calls {
@@ -206,8 +210,28 @@ pub enum CallbackError {
 impl Calls {
     /// Calls answered from `store`, checking signatures with connections opened by `vault`;
     /// callback URLs under `public_url`; `request` nodes sent with `client` (the guarded one).
-    pub fn new(store: Store, vault: Arc<Vault>, public_url: &str, client: reqwest::Client) -> Self {
-        Self { store, vault, public_url: public_url.trim_end_matches('/').to_owned(), client, engine: ExprEngine::for_voice() }
+    /// Twilio is asked how a call ended at `api_base` (`https://api.twilio.com` in production).
+    pub fn new(store: Store, vault: Arc<Vault>, public_url: &str, api_base: &str, client: reqwest::Client) -> Self {
+        Self {
+            store,
+            vault,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            api_base: api_base.trim_end_matches('/').to_owned(),
+            client,
+            engine: ExprEngine::for_voice(),
+        }
+    }
+
+    pub(super) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(super) fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    pub(super) fn public_url(&self) -> &str {
+        &self.public_url
     }
 
     /// The TwiML URL of the call with `token`.
@@ -238,7 +262,13 @@ impl Calls {
         params: &[(String, String)],
         signature: &str,
     ) -> Result<String, CallbackError> {
-        let mut row = self.verified(token, path_and_query, params, signature).await?;
+        self.verified(token, path_and_query, params, signature).await?;
+        self.turn_unsigned(token, node, params).await
+    }
+
+    /// [`Calls::turn`] once the request is trusted.
+    pub(super) async fn turn_unsigned(&self, token: &str, node: Option<&str>, params: &[(String, String)]) -> Result<String, CallbackError> {
+        let mut row = self.store.call_by_token(token).await?.ok_or(CallbackError::NotFound)?;
         if let Some(answered_by) = param(params, "AnsweredBy") {
             self.store.set_call_answered_by(token, answered_by).await?;
             row.answered_by.get_or_insert_with(|| answered_by.to_owned());
@@ -322,7 +352,37 @@ impl Calls {
     /// late ones (`ringing` after `in-progress`) change nothing; the first final status ends the
     /// call and completes its step, once.
     pub async fn status(&self, engine: &Engine, token: &str, path_and_query: &str, params: &[(String, String)], signature: &str) -> Result<(), CallbackError> {
-        self.verified(token, path_and_query, params, signature).await?;
+        let row = self.verified(token, path_and_query, params, signature).await?;
+        self.record_status(engine, &row, params).await
+    }
+
+    /// The status callback of an inbound call, which the number's connection signs and names by
+    /// its `CallSid` (Twilio's "call status changes" webhook of the number).
+    pub async fn inbound_status(
+        &self,
+        engine: &Engine,
+        connection_id: &str,
+        path_and_query: &str,
+        params: &[(String, String)],
+        signature: &str,
+    ) -> Result<(), CallbackError> {
+        let connection = self.store.connection_by_id(connection_id).await?.filter(|c| c.provider == "twilio").ok_or(CallbackError::NotFound)?;
+        let credentials: TwilioCredentials = self.vault.open(&connection.into_ref()).map_err(|_| CallbackError::BadSignature)?;
+        let url = format!("{}{path_and_query}", self.public_url);
+        if !signature_is_valid_any_port(credentials.auth_token.expose_secret(), &url, params, signature) {
+            return Err(CallbackError::BadSignature);
+        }
+        let sid = param(params, "CallSid").ok_or_else(|| CallbackError::BadRequest("a status callback has a CallSid".into()))?;
+        // A call that started no run (an unbound number) has no row: nothing to record.
+        match self.store.call_by_sid(sid).await? {
+            Some(row) if row.connection_id == connection_id => self.record_status(engine, &row, params).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a status event of a trusted callback.
+    async fn record_status(&self, engine: &Engine, row: &CallRow, params: &[(String, String)]) -> Result<(), CallbackError> {
+        let token = row.token.as_str();
         let now = engine.clock().now();
         if let Some(answered_by) = param(params, "AnsweredBy") {
             self.store.set_call_answered_by(token, answered_by).await?;
@@ -418,7 +478,7 @@ fn call_value(row: &CallRow) -> Value {
 
 /// The run's scope as kept with a call, and the step's voice defaults.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct StoredScope {
+pub(super) struct StoredScope {
     event: Value,
     steps: Value,
     vars: Value,
@@ -431,6 +491,19 @@ struct StoredScope {
 
 impl StoredScope {
     fn of(scope: &ScopeData, input: &CallInput) -> Self {
+        Self {
+            event: scope.event.clone(),
+            steps: scope.steps.clone(),
+            vars: scope.vars.clone(),
+            params: scope.params.clone(),
+            run: scope.run.clone(),
+            account: scope.account.clone(),
+            voice: input.voice.clone(),
+            language: input.language.clone(),
+        }
+    }
+
+    pub(super) fn for_answer(scope: &ScopeData, input: &super::answer::AnswerInput) -> Self {
         Self {
             event: scope.event.clone(),
             steps: scope.steps.clone(),
@@ -779,32 +852,52 @@ impl Action for VoiceCall {
         Ok(Started::Later(Later { handle: json!({ "call_sid": created.sid, "token": token }), check_after: input.wait_timeout }))
     }
 
-    async fn poll(&self, ctx: &ActionContext, handle: Value) -> Poll<CallOutput> {
+    async fn poll(&self, _ctx: &ActionContext, handle: Value) -> Poll<CallOutput> {
         let Some(calls) = &self.calls else {
             return Poll::Failed(ActionError::outcome_unknown("misconfigured", "this process cannot read calls"));
         };
         let token = handle.get("token").and_then(Value::as_str).unwrap_or_default();
-        let row = match calls.store.call_by_token(token).await {
-            Ok(Some(row)) => row,
-            Ok(None) => return Poll::Failed(ActionError::outcome_unknown("call_not_found", "the call's record is gone")),
-            Err(_) => return Poll::NotYet { check_after: Duration::from_secs(60) },
-        };
+        match calls.store.call_by_token(token).await {
+            Ok(Some(row)) => calls.ask_twilio_about(&row).await,
+            Ok(None) => Poll::Failed(ActionError::outcome_unknown("call_not_found", "the call's record is gone")),
+            Err(_) => Poll::NotYet { check_after: Duration::from_secs(60) },
+        }
+    }
+}
+
+impl Calls {
+    /// How the call a run answered ended (`voice.answer`'s deadline passed).
+    pub(super) async fn ask_twilio(&self, run_id: &str) -> Poll<CallOutput> {
+        match self.store.call_of_run(run_id).await {
+            Ok(Some(row)) => self.ask_twilio_about(&row).await,
+            Ok(None) => Poll::Failed(ActionError::outcome_unknown("call_not_found", "the call's record is gone")),
+            Err(_) => Poll::NotYet { check_after: Duration::from_secs(60) },
+        }
+    }
+
+    /// How a call ended: from its row if a final status was recorded, else Twilio's answer to
+    /// `GET …/Calls/{CallSid}.json` (recorded in the row, first final status wins).
+    async fn ask_twilio_about(&self, row: &CallRow) -> Poll<CallOutput> {
         if row.ended == 1 {
-            let (output, usage) = outcome(&row);
+            let (output, usage) = outcome(row);
             return Poll::Done(Done { output, usage });
         }
         let Some(sid) = row.call_sid.clone().filter(|s| !s.is_empty()) else {
             return Poll::Failed(ActionError::outcome_unknown("no_completion", "Twilio never said how the call ended, and its sid is unknown"));
         };
-        let (credentials, _) = match self.credentials(ctx) {
-            Ok(c) => c,
-            Err(e) => return Poll::Failed(ActionError::outcome_unknown(e.code, e.message)),
+        let credentials: TwilioCredentials = match self.store.connection_by_id(&row.connection_id).await {
+            Ok(Some(c)) => match self.vault.open(&c.into_ref()) {
+                Ok(c) => c,
+                Err(e) => return Poll::Failed(ActionError::outcome_unknown(e.code, e.message)),
+            },
+            Ok(None) => return Poll::Failed(ActionError::outcome_unknown("missing_connection", "the call's Twilio connection is gone")),
+            Err(_) => return Poll::NotYet { check_after: Duration::from_secs(60) },
         };
         let sent = self
             .client
             .get(format!("{}/2010-04-01/Accounts/{}/Calls/{sid}.json", self.api_base, credentials.account_sid))
             .basic_auth(&credentials.account_sid, Some(credentials.auth_token.expose_secret()))
-            .timeout(ctx.timeout)
+            .timeout(Duration::from_secs(30))
             .send()
             .await;
         let Ok(mut response) = sent else { return Poll::NotYet { check_after: Duration::from_secs(60) } };
@@ -832,10 +925,10 @@ impl Action for VoiceCall {
             recording_url: None,
         };
         let now = chrono::Utc::now().timestamp_millis();
-        if calls.store.end_call(token, &end, now).await.is_err() {
+        if self.store.end_call(&row.token, &end, now).await.is_err() {
             return Poll::NotYet { check_after: Duration::from_secs(60) };
         }
-        match calls.store.call_by_token(token).await {
+        match self.store.call_by_token(&row.token).await {
             Ok(Some(row)) => {
                 let (output, usage) = outcome(&row);
                 Poll::Done(Done { output, usage })

@@ -27,7 +27,12 @@ use crate::openapi::{self as doc, built_once};
 
 /// `/callbacks/…`, documented.
 pub fn documented() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(twilio_sms_status)).routes(routes!(twilio_voice_twiml)).routes(routes!(twilio_voice_status))
+    OpenApiRouter::new()
+        .routes(routes!(twilio_sms_status))
+        .routes(routes!(twilio_voice_twiml))
+        .routes(routes!(twilio_voice_status))
+        .routes(routes!(twilio_inbound_call))
+        .routes(routes!(twilio_inbound_status))
 }
 
 /// `/callbacks/…`.
@@ -215,5 +220,84 @@ async fn twilio_voice_status(
 ) -> ApiResult<StatusCode> {
     let r = call_request(&uri, &headers, &body)?;
     calls(&state)?.status(&state.engine, &token, &r.path_and_query, &r.params, &r.signature).await.map_err(callback_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A call comes in
+///
+/// The voice webhook of a number bound with `POST /v1/numbers` (set it in Twilio as the
+/// number's "A call comes in" webhook, HTTP POST): starts a run of the bound workflow and
+/// answers the first TwiML document of its `voice.answer` script in the same request. A number
+/// bound to nothing (or to a disabled workflow) answers a short message and hangs up. Trusted
+/// only when `X-Twilio-Signature` verifies with the connection's auth token.
+#[utoipa::path(
+    post,
+    path = "/callbacks/twilio/{connection}/voice",
+    tag = "callbacks",
+    operation_id = "twilio_inbound_call",
+    params(
+        ("connection" = String, Path, description = "The Twilio connection's id"),
+        ("X-Twilio-Signature" = String, Header, description = "Twilio's signature of the URL and the form parameters"),
+    ),
+    request_body(
+        content_type = "application/x-www-form-urlencoded",
+        content = Object,
+        description = "Twilio's form: `CallSid`, `From`, `To` are required; `CallerName` is read when present",
+    ),
+    responses(
+        (status = 200, description = "The TwiML document", content_type = "text/xml", body = String),
+        (status = 400, description = "`bad_request`: a malformed form, or no `CallSid`/`From`/`To`", body = doc::ErrorBody),
+        (status = 403, description = "`invalid_signature`: `X-Twilio-Signature` does not match", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such Twilio connection", body = doc::ErrorBody),
+    ),
+)]
+async fn twilio_inbound_call(
+    State(state): State<AppState>,
+    Path(connection): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    let r = call_request(&uri, &headers, &body)?;
+    let twiml = calls(&state)?.inbound(&state.engine, &connection, &r.path_and_query, &r.params, &r.signature).await.map_err(callback_error)?;
+    Ok(([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], twiml).into_response())
+}
+
+/// An incoming call's status events
+///
+/// The "call status changes" webhook of a bound number: the first final status ends the call
+/// and completes its `voice.answer` step with the minutes billed, once. Without it, the step
+/// asks Twilio after its `wait_timeout`. Trusted only when `X-Twilio-Signature` verifies with
+/// the connection's auth token.
+#[utoipa::path(
+    post,
+    path = "/callbacks/twilio/{connection}/voice/status",
+    tag = "callbacks",
+    operation_id = "twilio_inbound_status",
+    params(
+        ("connection" = String, Path, description = "The Twilio connection's id"),
+        ("X-Twilio-Signature" = String, Header, description = "Twilio's signature of the URL and the form parameters"),
+    ),
+    request_body(
+        content_type = "application/x-www-form-urlencoded",
+        content = Object,
+        description = "Twilio's form: `CallSid`, `CallStatus`, `SequenceNumber`, `CallDuration`",
+    ),
+    responses(
+        (status = 204, description = "Recorded (or a repeat, or a call that started no run)"),
+        (status = 400, description = "`bad_request`: a malformed form, or no `CallSid`", body = doc::ErrorBody),
+        (status = 403, description = "`invalid_signature`: `X-Twilio-Signature` does not match", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such Twilio connection", body = doc::ErrorBody),
+    ),
+)]
+async fn twilio_inbound_status(
+    State(state): State<AppState>,
+    Path(connection): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    let r = call_request(&uri, &headers, &body)?;
+    calls(&state)?.inbound_status(&state.engine, &connection, &r.path_and_query, &r.params, &r.signature).await.map_err(callback_error)?;
     Ok(StatusCode::NO_CONTENT)
 }

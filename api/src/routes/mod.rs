@@ -7,6 +7,7 @@ pub mod events;
 pub mod health;
 pub mod hooks;
 pub mod live;
+pub mod numbers;
 pub mod outbox;
 pub mod runs;
 pub mod templates;

@@ -71,7 +71,7 @@ fn write_of(state: &AppState, account_id: &str, id: &str, w: &Workflow, enabled:
     let (event_type, webhook_token) = match &w.trigger {
         Trigger::Event { event_type, .. } => (Some(event_type.clone()), None),
         Trigger::Webhook { .. } => (None, Some(random_secret("wh_"))),
-        Trigger::Manual | Trigger::Schedule { .. } => (None, None),
+        Trigger::Manual | Trigger::Schedule { .. } | Trigger::Call => (None, None),
     };
     let mut definition = w.source.clone();
     super::hooks::seal_secret(&state.vault, id, &mut definition).map_err(|p| ApiError::invalid("invalid_workflow", "the workflow is invalid", vec![p]))?;
@@ -246,7 +246,7 @@ pub(crate) async fn create_compiled(state: &AppState, account_id: &str, workflow
 
 /// How long a test run may take before the answer shows it unfinished (a test run fast-forwards
 /// its waits, so it normally ends within milliseconds).
-const TEST_RUN_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const TEST_RUN_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `POST /v1/workflows/{id}/test`; an empty body tests with the event `{}`.
 #[derive(Default, Deserialize, ToSchema)]

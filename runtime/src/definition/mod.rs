@@ -60,6 +60,9 @@ pub enum Trigger {
         /// What to do with missed ticks.
         catch_up: crate::schedule::CatchUp,
     },
+    /// A call to one of the account's phone numbers bound to this workflow (the first step is
+    /// `voice.answer`, which answers it).
+    Call,
     /// An app event of a type, optionally filtered.
     Event {
         /// The event type, e.g. `lead.created`.
@@ -77,6 +80,7 @@ impl Trigger {
             Trigger::Webhook { .. } => "webhook",
             Trigger::Event { .. } => "event",
             Trigger::Schedule { .. } => "schedule",
+            Trigger::Call => "call",
         }
     }
 }

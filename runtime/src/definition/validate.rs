@@ -96,12 +96,19 @@ impl Checker<'_> {
             return None;
         };
         let map = self.object("trigger", value)?;
-        let kinds: Vec<&str> = ["event", "webhook", "schedule", "manual"].into_iter().filter(|k| map.contains_key(*k)).collect();
+        let kinds: Vec<&str> = ["event", "webhook", "schedule", "manual", "call"].into_iter().filter(|k| map.contains_key(*k)).collect();
         if kinds.len() != 1 {
-            self.problem("trigger", "must have exactly one of: event, webhook, schedule, manual");
+            self.problem("trigger", "must have exactly one of: event, webhook, schedule, manual, call");
             return None;
         }
         match kinds[0] {
+            "call" => {
+                self.only_keys("trigger", map, &["call"]);
+                if !matches!(&map["call"], Value::Null) && map["call"].as_object().is_none_or(|m| !m.is_empty()) {
+                    self.problem("trigger.call", "must be {} (a phone number is bound to the workflow with POST /v1/numbers)");
+                }
+                Some(Trigger::Call)
+            }
             "event" => {
                 self.only_keys("trigger", map, &["event", "when"]);
                 let event_type = self.string("trigger.event", &map["event"])?.to_string();
@@ -299,6 +306,9 @@ enum RawKind {
     WaitFor { kind: StepKind, on_timeout: Option<(RawTarget, String)> },
 }
 
+/// The action that answers an inbound call.
+const VOICE_ANSWER: &str = "voice.answer";
+
 fn valid_id(id: &str) -> bool {
     let mut chars = id.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -410,6 +420,20 @@ pub fn validate(doc: &Value, registry: &ActionRegistry, engine: &ExprEngine) -> 
         };
         if let Some(kind) = kind {
             steps.push(Step { id: raw.id, kind });
+        }
+    }
+
+    // `voice.answer` answers the call that started the run: the first step of a `call` workflow,
+    // and nowhere else.
+    if let Some(trigger) = &trigger {
+        let is_answer = |s: &Step| matches!(&s.kind, StepKind::Action { kind, .. } if kind == VOICE_ANSWER);
+        if matches!(trigger, Trigger::Call) && steps.first().is_some_and(|s| !is_answer(s)) {
+            c.problem("steps[0]", "a workflow triggered by calls starts with a voice.answer step, which answers the caller");
+        }
+        for (i, step) in steps.iter().enumerate() {
+            if is_answer(step) && (i > 0 || !matches!(trigger, Trigger::Call)) {
+                c.problem(format!("steps[{i}]"), "voice.answer can only be the first step of a workflow whose trigger is call: {}");
+            }
         }
     }
 

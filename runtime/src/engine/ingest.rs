@@ -133,6 +133,15 @@ impl Engine {
         self.start_one(&workflow.account_id, &workflow.id, workflow.version, payload, "test", None, now).await
     }
 
+    /// Starts a run for an inbound call to a number bound to `workflow` (event type and source
+    /// `call`). Twilio repeating the same call's webhook (its `CallSid`) within 24 h starts
+    /// nothing and answers the first run.
+    pub async fn start_call(&self, workflow: &WorkflowRow, payload: Value, call_sid: &str) -> Result<HookAccepted> {
+        let now = self.clock.now();
+        let dedupe = (format!("call:{call_sid}"), now - 24 * 3_600_000);
+        self.start_one(&workflow.account_id, &workflow.id, workflow.version, payload, "call", Some(dedupe), now).await
+    }
+
     /// Accepts a webhook for a workflow. A repeat of `idempotency_key` within 24 h answers the
     /// first answer and starts nothing.
     pub async fn accept_webhook(&self, workflow: &HookTarget, payload: Value, idempotency_key: Option<&str>) -> Result<HookAccepted> {

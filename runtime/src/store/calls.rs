@@ -121,6 +121,25 @@ impl Store {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(token).fetch_optional(&self.writer).await?)
     }
 
+    /// A call by Twilio's `CallSid` (inbound status callbacks name calls by it).
+    pub async fn call_by_sid(&self, call_sid: &str) -> Result<Option<CallRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM voice_calls WHERE call_sid = $1");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(call_sid).fetch_optional(&self.writer).await?)
+    }
+
+    /// The call a run answered (`voice.answer`, the run's first step).
+    pub async fn call_of_run(&self, run_id: &str) -> Result<Option<CallRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM voice_calls WHERE run_id = $1 AND direction = 'inbound'");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(run_id).fetch_optional(&self.writer).await?)
+    }
+
+    /// Names the step execution that waits on a call (an inbound call's row is made before its
+    /// `voice.answer` step runs).
+    pub async fn attach_call_step(&self, token: &str, step_seq: i64) -> Result<()> {
+        sqlx::query("UPDATE voice_calls SET step_seq = $2 WHERE token = $1").bind(token).bind(step_seq).execute(&self.writer).await?;
+        Ok(())
+    }
+
     /// Records Twilio's `CallSid` of a placed call (and that Twilio took it).
     pub async fn set_call_sid(&self, token: &str, call_sid: &str) -> Result<()> {
         sqlx::query("UPDATE voice_calls SET call_sid = $2, status = CASE WHEN status = 'dialing' THEN 'queued' ELSE status END WHERE token = $1")

@@ -543,6 +543,21 @@ async fn every_operation_answers_its_documented_schema(db: TestDb) {
     answers.call(&app, "DELETE", "/v1/connections/{id}", &format!("/v1/connections/{spare}"), key, None).await;
     answers.call(&app, "GET", "/v1/connections", "/v1/connections", key, None).await;
 
+    // Numbers: a call workflow bound to a number, rebound, simulated, unbound.
+    let answering = json!({ "name": "Line", "trigger": { "call": {} }, "steps": [
+        { "id": "answer", "action": "voice.answer", "input": { "script": [{ "id": "menu", "menu": { "prompt": "Press 1", "options": { "1": "hangup" } } }] } }
+    ] });
+    let line = answers.call(&app, "POST", "/v1/workflows", "/v1/workflows", key, Some(answering)).await;
+    let line = line["id"].as_str().unwrap();
+    let bound = json!({ "number": "+15550009999", "connection": "twilio-sandbox", "workflow_id": line });
+    let number = answers.call(&app, "POST", "/v1/numbers", "/v1/numbers", key, Some(bound)).await;
+    let number = number["id"].as_str().unwrap();
+    answers.call(&app, "GET", "/v1/numbers", "/v1/numbers", key, None).await;
+    answers.call(&app, "PUT", "/v1/numbers/{id}", &format!("/v1/numbers/{number}"), key, Some(json!({ "workflow_id": line }))).await;
+    let simulated = json!({ "from": "+15557654321", "inputs": { "menu": { "digits": "1" } } });
+    answers.call(&app, "POST", "/v1/numbers/{id}/simulate", &format!("/v1/numbers/{number}/simulate"), key, Some(simulated)).await;
+    answers.call(&app, "DELETE", "/v1/numbers/{id}", &format!("/v1/numbers/{number}"), key, None).await;
+
     // Templates: the catalogue, one template, and a workflow made from it.
     let templates = answers.call(&app, "GET", "/v1/templates", "/v1/templates", key, None).await;
     assert!(

@@ -15,10 +15,10 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::on_both_backends;
 use crate::support::{TestApp, TestDb, actions_config, timeline};
 
-const SID: &str = "AC0123456789abcdef0123456789abcdef";
-const TOKEN: &str = "voice-auth-token-1c9e";
+pub(crate) const SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub(crate) const TOKEN: &str = "voice-auth-token-1c9e";
 const CALL_SID: &str = "CA11112222333344445555666677778888";
-const PUBLIC: &str = "http://sb.test";
+pub(crate) const PUBLIC: &str = "http://sb.test";
 
 /// A fake Twilio whose Calls API creates every call as `CALL_SID`.
 async fn fake_twilio() -> MockServer {
@@ -78,7 +78,7 @@ fn lead() -> Value {
 
 /// Posts a form the way Twilio does, signed with `token` over `signed_url` (the request's own
 /// URL unless a test forges it). Returns the status and the body as text.
-async fn twilio_post(app: &TestApp, path_and_query: &str, params: &[(&str, &str)], signature: Option<String>) -> (StatusCode, String) {
+pub(crate) async fn twilio_post(app: &TestApp, path_and_query: &str, params: &[(&str, &str)], signature: Option<String>) -> (StatusCode, String) {
     let pairs: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let mut req = Request::builder().method("POST").uri(path_and_query).header("content-type", "application/x-www-form-urlencoded");
     if let Some(sig) = signature {
@@ -92,7 +92,7 @@ async fn twilio_post(app: &TestApp, path_and_query: &str, params: &[(&str, &str)
 }
 
 /// A correctly signed Twilio request.
-async fn signed(app: &TestApp, path_and_query: &str, params: &[(&str, &str)]) -> (StatusCode, String) {
+pub(crate) async fn signed(app: &TestApp, path_and_query: &str, params: &[(&str, &str)]) -> (StatusCode, String) {
     let pairs: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let signature = sign(TOKEN, &format!("{PUBLIC}{path_and_query}"), &pairs);
     twilio_post(app, path_and_query, params, Some(signature)).await
@@ -113,11 +113,11 @@ fn field<'a>(form: &'a [(String, String)], name: &str) -> Vec<&'a str> {
 }
 
 /// A TwiML element: `(name, attributes, text)`.
-type Element = (String, Vec<(String, String)>, String);
+pub(crate) type Element = (String, Vec<(String, String)>, String);
 
 /// A TwiML document as `(verb, attributes, text)` of the `<Response>`'s children, nested
 /// children of `<Gather>` flattened after it with a `Gather/` prefix.
-fn verbs(twiml: &str) -> Vec<Element> {
+pub(crate) fn verbs(twiml: &str) -> Vec<Element> {
     let doc = roxmltree::Document::parse(twiml).unwrap_or_else(|e| panic!("not XML ({e}): {twiml}"));
     let root = doc.root_element();
     assert_eq!(root.tag_name().name(), "Response");
@@ -139,7 +139,7 @@ fn attr<'a>(verb: &'a Element, name: &str) -> Option<&'a str> {
     verb.1.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
-fn names(verbs: &[Element]) -> Vec<&str> {
+pub(crate) fn names(verbs: &[Element]) -> Vec<&str> {
     verbs.iter().map(|v| v.0.as_str()).collect()
 }
 

@@ -1,0 +1,233 @@
+//! Inbound calls: a number bound to a workflow answers with its IVR, driven the way Twilio
+//! drives it (signed form posts: the incoming call, each key press, the dial's result, the
+//! number's status callback); the same flow simulated without a phone.
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use switchboard_integrations::twilio::sign;
+
+use crate::on_both_backends;
+use crate::support::{TestApp, TestDb, timeline};
+use crate::voice::{Element, PUBLIC, SID, TOKEN, names, signed, twilio_post as post_form, verbs};
+const NUMBER: &str = "+15550009999";
+const CALLER: &str = "+15557654321";
+const SUPPORT: &str = "+15550002222";
+
+/// The studio's line: welcome, a menu (1 billing, 2 support, 3 general, 0 repeat), then a log
+/// step after the call.
+fn support_line() -> Value {
+    json!({
+        "name": "Studio line",
+        "trigger": { "call": {} },
+        "steps": [
+            { "id": "answer", "action": "voice.answer", "input": { "voice": "alice", "script": [
+                { "say": "Welcome to Studio Ada." },
+                { "id": "menu", "menu": {
+                    "prompt": "For billing press 1, for support press 2, for anything else press 3. To hear this again, press 0.",
+                    "options": { "1": "billing", "2": "support", "3": "general", "0": "menu" },
+                    "invalid_prompt": "Sorry, that is not an option." } },
+                { "id": "billing", "say": "Billing is open weekdays.", "goto": "hangup" },
+                { "id": "support", "dial": { "to": SUPPORT, "on_no_answer": "voicemail" }, "goto": "hangup" },
+                { "id": "general", "say": "Thanks for calling.", "goto": "hangup" },
+                { "id": "voicemail", "record": { "prompt": "Nobody could answer. Leave a message after the beep." } },
+                { "hangup": "Thank you. Goodbye." }
+            ] } },
+            { "id": "after", "action": "log", "input": { "message": "call from {{ event[\"call\"].from }} took {{ steps.answer.output.path }}" } }
+        ]
+    })
+}
+
+/// The path part of the URL a document's last `<Redirect>` (or an action) posts to.
+fn action_path(verbs: &[Element]) -> String {
+    let redirect = verbs.iter().rev().find(|v| v.0 == "Redirect").expect("a Redirect");
+    redirect.2.strip_prefix(PUBLIC).unwrap().to_owned()
+}
+
+/// An account with a Twilio connection, the support line bound to `NUMBER`; returns
+/// `(key, connection id, workflow id, number id)`.
+async fn setup(app: &TestApp) -> (String, String, String, String) {
+    let (_, key) = app.account("studio").await;
+    let (status, conn) = app
+        .post_json("/v1/connections", &key, &json!({ "provider": "twilio", "name": "main", "credentials": { "account_sid": SID, "auth_token": TOKEN } }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{conn}");
+    let wf = app.workflow(&key, &support_line()).await;
+    let (status, number) = app.post_json("/v1/numbers", &key, &json!({ "number": NUMBER, "connection": "main", "workflow_id": wf["id"] })).await;
+    assert_eq!(status, StatusCode::CREATED, "{number}");
+    let conn_id = conn["id"].as_str().unwrap().to_owned();
+    assert_eq!(number["voice_url"], format!("{PUBLIC}/callbacks/twilio/{conn_id}/voice"));
+    assert_eq!(number["status_url"], format!("{PUBLIC}/callbacks/twilio/{conn_id}/voice/status"));
+    (key, conn_id, wf["id"].as_str().unwrap().to_owned(), number["id"].as_str().unwrap().to_owned())
+}
+
+fn incoming(call_sid: &'static str) -> [(&'static str, &'static str); 7] {
+    [
+        ("CallSid", call_sid),
+        ("AccountSid", SID),
+        ("From", CALLER),
+        ("To", NUMBER),
+        ("CallerName", "ADA LOVELACE"),
+        ("Direction", "inbound"),
+        ("CallStatus", "ringing"),
+    ]
+}
+
+/// A caller presses an invalid key, then 2, and reaches support's `<Dial>`; the number's status
+/// callback ends the call; the run's next step runs; the minutes are billed once.
+async fn a_caller_reaches_support_through_the_menu(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let (key, conn, workflow_id, _) = setup(&app).await;
+    let voice = format!("/callbacks/twilio/{conn}/voice");
+    let call = "CA00000000000000000000000000000001";
+
+    let (status, first) = signed(&app, &voice, &incoming(call)).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let doc = verbs(&first);
+    assert_eq!(names(&doc), ["Say", "Gather", "Gather/Say", "Redirect"], "{first}");
+    assert_eq!(doc[0].2, "Welcome to Studio Ada.");
+    // Twilio repeating the webhook gets the same document and starts no second run.
+    assert_eq!(signed(&app, &voice, &incoming(call)).await.1, first);
+    let (_, runs) = app.get(&format!("/v1/runs?workflow_id={workflow_id}"), &key).await;
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
+    let run_id = runs["runs"][0]["id"].as_str().unwrap().to_owned();
+    app.drain().await;
+    assert_eq!(timeline(&app.run(&key, &run_id).await), ["answer:waiting"]);
+
+    let menu = action_path(&doc);
+    assert!(menu.ends_with("?node=menu"), "{menu}");
+    let (_, again) = signed(&app, &menu, &[("CallSid", call), ("Digits", "7")]).await;
+    let doc = verbs(&again);
+    assert_eq!(names(&doc), ["Gather", "Gather/Say", "Gather/Say", "Redirect"], "{again}");
+    assert_eq!(doc[1].2, "Sorry, that is not an option.");
+    let (_, dial) = signed(&app, &menu, &[("CallSid", call), ("Digits", "2")]).await;
+    let doc = verbs(&dial);
+    assert_eq!(names(&doc), ["Dial", "Dial/Number", "Redirect"], "{dial}");
+    assert_eq!(doc[1].2, SUPPORT);
+    let (_, bye) = signed(&app, &action_path(&doc), &[("CallSid", call), ("DialCallStatus", "completed"), ("DialCallDuration", "95")]).await;
+    assert_eq!(names(&verbs(&bye)), ["Hangup"], "{bye}");
+
+    let status_path = format!("{voice}/status");
+    let completed = [("CallSid", call), ("CallStatus", "completed"), ("SequenceNumber", "4"), ("CallDuration", "130")];
+    assert_eq!(signed(&app, &status_path, &completed).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(signed(&app, &status_path, &completed).await.0, StatusCode::NO_CONTENT);
+    app.drain().await;
+    let run = app.run(&key, &run_id).await;
+    assert_eq!(timeline(&run), ["answer:succeeded", "after:succeeded"], "{run}");
+    let output = &run["steps"][0]["output"];
+    assert_eq!(output["path"], json!(["#0", "menu", "menu", "support"]), "{output}");
+    assert_eq!(output["inputs"]["support"], json!({ "status": "completed", "duration_s": 95 }));
+    assert_eq!((output["direction"].as_str(), output["billable_minutes"].as_i64()), (Some("inbound"), Some(3)));
+    let minutes: Vec<&Value> = run["usage"].as_array().unwrap().iter().filter(|u| u["unit"] == "voice_minute_standard").collect();
+    assert_eq!((minutes.len(), minutes[0]["quantity"].as_i64()), (1, Some(3)), "billed once: {run}");
+    assert_eq!(run["steps"][1]["output"]["message"], format!("call from {CALLER} took [\"#0\",\"menu\",\"menu\",\"support\"]"));
+}
+
+/// Nobody at support: the dial's no-answer takes the caller to voicemail, whose recording is
+/// in the output.
+async fn no_answer_at_support_records_a_voicemail(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let (key, conn, workflow_id, _) = setup(&app).await;
+    let voice = format!("/callbacks/twilio/{conn}/voice");
+    let call = "CA00000000000000000000000000000002";
+    let (_, first) = signed(&app, &voice, &incoming(call)).await;
+    let (_, dial) = signed(&app, &action_path(&verbs(&first)), &[("CallSid", call), ("Digits", "2")]).await;
+    let (_, record) = signed(&app, &action_path(&verbs(&dial)), &[("CallSid", call), ("DialCallStatus", "no-answer")]).await;
+    let doc = verbs(&record);
+    assert_eq!(names(&doc), ["Say", "Record", "Redirect"], "{record}");
+    let recording = "https://api.twilio.com/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Recordings/RE1";
+    let (_, bye) = signed(&app, &action_path(&doc), &[("CallSid", call), ("RecordingUrl", recording), ("RecordingDuration", "12")]).await;
+    assert_eq!(verbs(&bye)[0].2, "Thank you. Goodbye.");
+    signed(&app, &format!("{voice}/status"), &[("CallSid", call), ("CallStatus", "completed"), ("SequenceNumber", "3"), ("CallDuration", "50")]).await;
+    app.drain().await;
+    let (_, runs) = app.get(&format!("/v1/runs?workflow_id={workflow_id}"), &key).await;
+    let run = app.run(&key, runs["runs"][0]["id"].as_str().unwrap()).await;
+    let output = &run["steps"][0]["output"];
+    assert_eq!(output["inputs"]["voicemail"], json!({ "recording_url": recording, "duration_s": 12 }), "{output}");
+    assert_eq!(output["path"], json!(["#0", "menu", "support", "voicemail", "#6"]));
+}
+
+/// An unbound number says it is not in service; bad signatures change nothing; binding rules.
+async fn unbound_numbers_bad_signatures_and_binding_rules(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let (key, conn, workflow_id, number_id) = setup(&app).await;
+    let voice = format!("/callbacks/twilio/{conn}/voice");
+    let unbound = [("CallSid", "CA9"), ("From", CALLER), ("To", "+15550001234")];
+    let (status, answer) = signed(&app, &voice, &unbound).await;
+    assert_eq!(status, StatusCode::OK);
+    let doc = verbs(&answer);
+    assert_eq!(names(&doc), ["Say", "Hangup"]);
+    assert!(doc[0].2.contains("not in service"), "{answer}");
+
+    let pairs: Vec<(String, String)> = incoming("CA3").iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    for signature in [None, Some(sign("wrong", &format!("{PUBLIC}{voice}"), &pairs)), Some(sign(TOKEN, &format!("{PUBLIC}/elsewhere"), &pairs))] {
+        assert_eq!(post_form(&app, &voice, &incoming("CA3"), signature).await.0, StatusCode::FORBIDDEN);
+    }
+    let (_, runs) = app.get(&format!("/v1/runs?workflow_id={workflow_id}"), &key).await;
+    assert_eq!(runs["runs"], json!([]), "a forged call starts nothing");
+    assert_eq!(signed(&app, "/callbacks/twilio/nosuch/voice", &incoming("CA3")).await.0, StatusCode::NOT_FOUND);
+
+    // A disabled workflow does not answer.
+    let (status, _) = app.call("POST", &format!("/v1/workflows/{workflow_id}/disable"), Some(&key), None, Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(signed(&app, &voice, &incoming("CA4")).await.1.contains("not in service"));
+
+    // Saving: a call workflow starts with voice.answer, and voice.answer is nowhere else.
+    let mut bad = support_line();
+    bad["steps"].as_array_mut().unwrap().reverse();
+    let (status, body) = app.post_json("/v1/workflows", &key, &bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let paths: Vec<&str> = body["error"]["details"].as_array().unwrap().iter().map(|d| d["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["steps[0]", "steps[1]"], "{body}");
+    let hook = json!({ "name": "w", "trigger": { "webhook": {} }, "steps": [{ "id": "log", "action": "log", "input": { "message": "x" } }] });
+    let hook = app.workflow(&key, &hook).await;
+    let (status, body) = app.post_json("/v1/numbers", &key, &json!({ "number": "+15550001235", "connection": "main", "workflow_id": hook["id"] })).await;
+    assert_eq!((status, body["error"]["details"][0]["path"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("workflow_id")), "{body}");
+    let (status, body) = app.post_json("/v1/numbers", &key, &json!({ "number": "555", "connection": "nope", "workflow_id": "nope" })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["details"].as_array().unwrap().len(), 3, "{body}");
+
+    // A number belongs to one account.
+    let (_, other) = app.account("other").await;
+    app.post_json("/v1/connections", &other, &json!({ "provider": "twilio", "name": "main", "sandbox": true })).await;
+    let theirs = app.workflow(&other, &support_line()).await;
+    let (status, _) = app.post_json("/v1/numbers", &other, &json!({ "number": NUMBER, "connection": "main", "workflow_id": theirs["id"] })).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = app.call("DELETE", &format!("/v1/numbers/{number_id}"), Some(&other), None, Body::empty()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another account's number");
+    let (_, list) = app.get("/v1/numbers", &other).await;
+    assert_eq!(list["numbers"], json!([]));
+    let (status, _) = app.call("DELETE", &format!("/v1/numbers/{number_id}"), Some(&key), None, Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(signed(&app, &voice, &incoming("CA5")).await.1.contains("not in service"), "unbound now");
+}
+
+/// The same flow without a phone: `POST /v1/numbers/{id}/simulate` answers the path, every
+/// document and the outcome, as a test run.
+async fn a_call_is_simulated_without_a_phone(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let (key, _, _, number_id) = setup(&app).await;
+    let body = json!({ "from": CALLER, "inputs": { "menu": { "digits": "2" }, "support": { "status": "no-answer" } } });
+    let (status, answer) = app.post_json(&format!("/v1/numbers/{number_id}/simulate"), &key, &body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["path"], json!(["#0", "menu", "support", "voicemail", "#6"]), "{answer}");
+    let documents = answer["twiml"].as_array().unwrap();
+    assert_eq!(documents.len(), 4, "{answer}");
+    assert_eq!(names(&verbs(documents[1].as_str().unwrap())), ["Dial", "Dial/Number", "Redirect"]);
+    assert_eq!(names(&verbs(documents[2].as_str().unwrap())), ["Say", "Record", "Redirect"]);
+    assert_eq!((answer["outcome"]["status"].as_str(), answer["run_status"].as_str()), (Some("completed"), Some("succeeded")));
+    let run = app.run(&key, answer["run_id"].as_str().unwrap()).await;
+    assert_eq!((run["test"].as_bool(), run["usage"].clone()), (Some(true), json!([])), "a test run, not billed: {run}");
+    let (status, body) = app.post_json(&format!("/v1/numbers/{number_id}/simulate"), &key, &json!({ "from": "me" })).await;
+    assert_eq!((status, body["error"]["details"][0]["path"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("from")));
+    let (_, other) = app.account("other").await;
+    let valid = json!({ "from": CALLER });
+    assert_eq!(app.post_json(&format!("/v1/numbers/{number_id}/simulate"), &other, &valid).await.0, StatusCode::NOT_FOUND);
+}
+
+on_both_backends!(
+    a_caller_reaches_support_through_the_menu,
+    no_answer_at_support_records_a_voicemail,
+    unbound_numbers_bad_signatures_and_binding_rules,
+    a_call_is_simulated_without_a_phone,
+);
