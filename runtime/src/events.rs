@@ -37,8 +37,9 @@ const MAX_LIVE_OUTPUT: usize = 8 * 1024;
 pub struct RunEvent {
     /// Unique, time-ordered (UUIDv7): the SSE `id`.
     pub id: String,
-    /// `run.created`, `step.updated`, `run.finished` (succeeded, failed or cancelled) or
-    /// `run.retried`.
+    /// `run.created`, `step.updated`, `run.finished` (succeeded, failed or cancelled),
+    /// `run.retried`, or `call.updated` (a call of the run moved: a status, or the node the
+    /// caller reached).
     #[serde(rename = "type")]
     pub kind: String,
     /// The account the run belongs to.
@@ -52,6 +53,9 @@ pub struct RunEvent {
     /// The step that changed, for `step.updated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<StepEvent>,
+    /// The call, for `call.updated`: `{call_sid, direction, from, to, status, node}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<Value>,
     /// When the change was committed (RFC 3339).
     pub at: String,
 }
@@ -91,6 +95,7 @@ impl RunEvent {
             workflow_id: workflow_id.to_string(),
             run_status,
             step: None,
+            call: None,
             at: crate::clock::to_rfc3339(now),
         }
     }

@@ -282,7 +282,7 @@ impl Calls {
         };
         self.store().insert_call(&row).await?;
         let token = row.token.clone();
-        let twiml = self.turn_unsigned(&token, None, params).await?;
+        let twiml = self.turn_unsigned(engine, &token, None, params).await?;
         Ok(twiml)
     }
 }

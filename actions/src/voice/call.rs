@@ -256,6 +256,7 @@ impl Calls {
     /// calls the user's API, within its own budget of at most 8 s).
     pub async fn turn(
         &self,
+        engine: &Engine,
         token: &str,
         path_and_query: &str,
         node: Option<&str>,
@@ -263,11 +264,11 @@ impl Calls {
         signature: &str,
     ) -> Result<String, CallbackError> {
         self.verified(token, path_and_query, params, signature).await?;
-        self.turn_unsigned(token, node, params).await
+        self.turn_unsigned(engine, token, node, params).await
     }
 
     /// [`Calls::turn`] once the request is trusted.
-    pub(super) async fn turn_unsigned(&self, token: &str, node: Option<&str>, params: &[(String, String)]) -> Result<String, CallbackError> {
+    pub(super) async fn turn_unsigned(&self, engine: &Engine, token: &str, node: Option<&str>, params: &[(String, String)]) -> Result<String, CallbackError> {
         let mut row = self.store.call_by_token(token).await?.ok_or(CallbackError::NotFound)?;
         if let Some(answered_by) = param(params, "AnsweredBy") {
             self.store.set_call_answered_by(token, answered_by).await?;
@@ -280,6 +281,7 @@ impl Calls {
                 return Ok(row.twiml.clone().unwrap_or_else(|| twiml::render(&[Verb::Hangup])));
             };
             if self.store.save_call_state(token, row.version, &twiml.0, &twiml.1).await? {
+                publish_call(engine, &CallRow { state: twiml.0, ..row }).await;
                 return Ok(twiml.1);
             }
             row = self.store.call_by_token(token).await?.ok_or(CallbackError::NotFound)?;
@@ -409,14 +411,39 @@ impl Calls {
                 sip_response_code: param(params, "SipResponseCode").and_then(|d| d.parse().ok()),
                 recording_url: param(params, "RecordingUrl").map(str::to_owned),
             };
-            self.store.end_call(token, &end, now).await?;
+            let first = self.store.end_call(token, &end, now).await?;
             let ended = self.store.call_by_token(token).await?.ok_or(CallbackError::NotFound)?;
             complete(engine, &ended).await?;
-        } else if !repeat && let Some(position) = LIVE_ORDER.iter().position(|s| *s == status) {
-            self.store.advance_call_status(token, status, &LIVE_ORDER[..position]).await?;
+            if first {
+                publish_call(engine, &ended).await;
+            }
+        } else if !repeat
+            && let Some(position) = LIVE_ORDER.iter().position(|s| *s == status)
+            && self.store.advance_call_status(token, status, &LIVE_ORDER[..position]).await?
+            && let Some(moved) = self.store.call_by_token(token).await?
+        {
+            publish_call(engine, &moved).await;
         }
         Ok(())
     }
+}
+
+/// Publishes `call.updated` for a call (best effort, like every live event): its status and
+/// the node the caller reached.
+pub(super) async fn publish_call(engine: &Engine, row: &CallRow) {
+    let Ok(Some(run)) = engine.store().run_by_id(&row.run_id).await else { return };
+    let state: CallState = serde_json::from_str(&row.state).unwrap_or_default();
+    let mut event =
+        switchboard_runtime::events::RunEvent::new("call.updated", &row.account_id, &row.run_id, &run.workflow_id, run.status, engine.clock().now());
+    event.call = Some(json!({
+        "call_sid": row.call_sid,
+        "direction": if row.direction == "outbound" { "outbound" } else { row.direction.as_str() },
+        "from": row.from_number,
+        "to": row.to_number,
+        "status": row.status,
+        "node": state.path.last(),
+    }));
+    engine.events().publish(event);
 }
 
 /// Completes the step of an ended call from its row. A status callback can outrun the step's

@@ -178,7 +178,7 @@ async fn twilio_voice_twiml(
     Body(body): Body,
 ) -> ApiResult<Response> {
     let r = call_request(&uri, &headers, &body)?;
-    let twiml = calls(&state)?.turn(&token, &r.path_and_query, query.node.as_deref(), &r.params, &r.signature).await.map_err(callback_error)?;
+    let twiml = calls(&state)?.turn(&state.engine, &token, &r.path_and_query, query.node.as_deref(), &r.params, &r.signature).await.map_err(callback_error)?;
     Ok(([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], twiml).into_response())
 }
 

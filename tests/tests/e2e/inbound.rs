@@ -80,6 +80,8 @@ async fn a_caller_reaches_support_through_the_menu(db: TestDb) {
     let (key, conn, workflow_id, _) = setup(&app).await;
     let voice = format!("/callbacks/twilio/{conn}/voice");
     let call = "CA00000000000000000000000000000001";
+    let (_, account) = app.get("/v1/account", &key).await;
+    let mut live = app.engine.events().subscribe(account["id"].as_str().unwrap());
 
     let (status, first) = signed(&app, &voice, &incoming(call)).await;
     assert_eq!(status, StatusCode::OK, "{first}");
@@ -121,6 +123,15 @@ async fn a_caller_reaches_support_through_the_menu(db: TestDb) {
     let minutes: Vec<&Value> = run["usage"].as_array().unwrap().iter().filter(|u| u["unit"] == "voice_minute_standard").collect();
     assert_eq!((minutes.len(), minutes[0]["quantity"].as_i64()), (1, Some(3)), "billed once: {run}");
     assert_eq!(run["steps"][1]["output"]["message"], format!("call from {CALLER} took [\"#0\",\"menu\",\"menu\",\"support\"]"));
+
+    // The account's live stream heard the call move: each node reached, then its end.
+    let mut heard = Vec::new();
+    while let Ok(Ok(event)) = tokio::time::timeout(std::time::Duration::from_millis(200), live.recv()).await {
+        if let Some(call) = &event.call {
+            heard.push(format!("{}:{}", call["status"].as_str().unwrap(), call["node"].as_str().unwrap_or("-")));
+        }
+    }
+    assert_eq!(heard, ["in-progress:menu", "in-progress:menu", "in-progress:support", "in-progress:support", "completed:support"], "{heard:?}");
 }
 
 /// Nobody at support: the dial's no-answer takes the caller to voicemail, whose recording is
