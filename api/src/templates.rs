@@ -18,7 +18,7 @@ use switchboard_runtime::definition::{Problem, parse_duration};
 
 /// Every template file, by slug. A test checks that each file in `templates/` is listed here
 /// and validates against the action registry.
-pub const FILES: [(&str, &str); 8] = [
+pub const FILES: [(&str, &str); 9] = [
     ("lead-nurture", include_str!("../../templates/lead-nurture.yaml")),
     ("payment-follow-up", include_str!("../../templates/payment-follow-up.yaml")),
     ("negative-feedback-alert", include_str!("../../templates/negative-feedback-alert.yaml")),
@@ -27,6 +27,7 @@ pub const FILES: [(&str, &str); 8] = [
     ("feedback-survey", include_str!("../../templates/feedback-survey.yaml")),
     ("no-show-recovery", include_str!("../../templates/no-show-recovery.yaml")),
     ("quote-follow-up", include_str!("../../templates/quote-follow-up.yaml")),
+    ("support-line", include_str!("../../templates/support-line.yaml")),
 ];
 
 /// The parsed catalogue, in [`FILES`] order. A file that does not parse panics on first use

@@ -16,7 +16,7 @@ pub const SCOPE_NAMES: [&str; 6] = ["event", "steps", "vars", "params", "run", "
 /// (`inputs.<node id>`), the call (`call.sid`, `call.from`, …) and, in a gather's `validate`,
 /// the `value` just given. `call` is a reserved word in Rhai, so a voice engine
 /// ([`ExprEngine::for_voice`]) reads a script's `call` as `voice_call`.
-pub const VOICE_NAMES: [&str; 3] = ["inputs", "voice_call", "value"];
+pub const VOICE_NAMES: [&str; 4] = ["inputs", "voice_call", "value", "voice_hours"];
 
 /// What a script sees, as JSON values, one per [`SCOPE_NAMES`] entry.
 #[derive(Debug, Clone, Default)]
@@ -39,6 +39,9 @@ pub struct ScopeData {
     pub call: Value,
     /// Voice scripts only: the digits or speech a gather's `validate` checks.
     pub value: Value,
+    /// Voice scripts only: whether each of the account's business-hour schedules is open, by
+    /// name (`hours("office")` reads it).
+    pub hours: Value,
 }
 
 /// A compile error with its place in the script.
@@ -166,7 +169,7 @@ impl ExprEngine {
     pub fn eval(&self, script: &CompiledScript, data: &ScopeData) -> Result<Value, String> {
         let mut scope = Scope::new();
         let values = [&data.event, &data.steps, &data.vars, &data.params, &data.run, &data.account];
-        let voice = if self.voice { VOICE_NAMES.iter().zip([&data.inputs, &data.call, &data.value]).collect() } else { Vec::new() };
+        let voice = if self.voice { VOICE_NAMES.iter().zip([&data.inputs, &data.call, &data.value, &data.hours]).collect() } else { Vec::new() };
         for (name, value) in SCOPE_NAMES.iter().zip(values).chain(voice) {
             let dynamic = rhai::serde::to_dynamic(value).map_err(|e| e.to_string())?;
             // `push`, not `push_constant`: constants are folded into the AST by the optimizer.
@@ -237,6 +240,7 @@ fn missing_path_message(path: &str) -> String {
         "params" => "the workflow's parameters".to_string(),
         "inputs" => "what the caller gave so far".to_string(),
         "voice_call" => "the call".to_string(),
+        "voice_hours" => "the account's business-hour schedules".to_string(),
         other => format!("'{other}'"),
     };
     format!("{path} is not in {what}")
@@ -264,9 +268,10 @@ fn path_at(source: &str, pos: Position) -> Option<String> {
 
 /// `source` with the identifier `call` (not a property such as `x.call`, not inside a string
 /// literal or a comment) renamed `voice_call`: `call` is reserved in Rhai, and voice scripts
-/// read the call as `call.from`.
+/// read the call as `call.from`. Likewise `hours("office")` becomes `voice_hours["office"]`,
+/// the schedules' states the script's scope carries.
 fn rename_call(source: &str) -> std::borrow::Cow<'_, str> {
-    if !source.contains("call") {
+    if !source.contains("call") && !source.contains("hours") {
         return std::borrow::Cow::Borrowed(source);
     }
     let chars: Vec<char> = source.chars().collect();
@@ -303,8 +308,23 @@ fn rename_call(source: &str) -> std::borrow::Cow<'_, str> {
                 i += 1;
             }
             let word: String = chars[start..i].iter().collect();
+            let mut after = i;
+            while after < chars.len() && chars[after].is_whitespace() {
+                after += 1;
+            }
             if word == "call" && last_significant != Some('.') {
                 out.push_str("voice_call");
+            } else if word == "hours" && last_significant != Some('.') && chars.get(after) == Some(&'(') {
+                // `hours("office")` reads the schedule's state: `voice_hours["office"]`.
+                let close = chars[after..].iter().position(|c| *c == ')').map(|p| after + p);
+                match close {
+                    Some(close) => {
+                        let inner: String = chars[after + 1..close].iter().collect();
+                        out.push_str(&format!("voice_hours[{inner}]"));
+                        i = close + 1;
+                    }
+                    None => out.push_str(&word),
+                }
             } else {
                 out.push_str(&word);
             }
@@ -512,6 +532,9 @@ mod tests {
         let t = Template::compile(&e, "You called from {{ call.from }}; 'call' stays").unwrap();
         assert_eq!(t.render(&e, &data).unwrap(), json!("You called from +15550001111; 'call' stays"));
         assert_eq!(rename_call("x.call + call // call"), "x.call + voice_call // call");
+        assert_eq!(rename_call(r#"hours("office") && !hours ( "shop" )"#), r#"voice_hours["office"] && !voice_hours[ "shop" ]"#);
+        let open = ScopeData { hours: json!({"office": true}), ..Default::default() };
+        assert_eq!(e.eval(&e.compile_expression(r#"hours("office")"#).unwrap(), &open).unwrap(), json!(true));
         let err = e.eval(&e.compile_expression("call.caller_name.len()").unwrap(), &data).unwrap_err();
         assert_eq!(err, "call.caller_name is not in the call");
         // Step scripts do not know them.

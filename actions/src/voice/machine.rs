@@ -445,6 +445,18 @@ impl Machine<'_> {
                     }
                     self.go(state, index, target.as_deref());
                 }
+                NodeKind::Hours(h) => {
+                    let name = self.text(state, index, &h.schedule);
+                    let open = match self.scope.hours.get(&name) {
+                        Some(Value::Bool(open)) => *open,
+                        _ => {
+                            self.error(state, index, format!("no business-hours schedule named '{name}': taken as closed"));
+                            false
+                        }
+                    };
+                    let target = if open { h.open.clone() } else { h.closed.clone() };
+                    self.go(state, index, Some(&target));
+                }
                 NodeKind::Set(values) => {
                     for (name, source) in values {
                         match self.eval(state, source, None) {
@@ -668,6 +680,29 @@ mod tests {
         assert_eq!(state.ended.as_deref(), Some("node_limit"));
         assert!(doc.ends_with("<Hangup/></Response>"));
         assert_eq!(state.path.len(), MAX_NODES);
+    }
+
+    #[test]
+    fn hours_nodes_and_hours_in_rhai_read_the_schedules() {
+        let s = script(json!([
+            {"hours": {"schedule": "office", "open": "open", "closed": "closed"}},
+            {"id": "open", "branch": [{"when": "hours(\"shop\")", "goto": "both"}, {"else": "closed"}]},
+            {"id": "both", "say": "Both open", "goto": "hangup"},
+            {"id": "closed", "say": "Closed"}
+        ]));
+        let engine = ExprEngine::for_voice();
+        for (hours, path) in [
+            (json!({"office": true, "shop": true}), vec!["#0", "open", "both"]),
+            (json!({"office": true, "shop": false}), vec!["#0", "open", "closed"]),
+            (json!({"office": false}), vec!["#0", "closed"]),
+            (json!({}), vec!["#0", "closed"]),
+        ] {
+            let scope = ScopeData { hours: hours.clone(), ..Default::default() };
+            let m = machine(&s, &engine, &scope);
+            let mut state = CallState::default();
+            turn(&m, &mut state);
+            assert_eq!(state.path, path, "{hours} {:?}", state.errors);
+        }
     }
 
     #[test]
