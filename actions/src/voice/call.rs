@@ -49,6 +49,10 @@ use crate::sms_send::is_e164;
 /// The most of an answer read (Twilio's, or a `request` node's).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
+/// The most time the `request` nodes of one turn may take together: Twilio waits 15 s for a
+/// TwiML answer, and the rest of the turn needs some.
+const TURN_BUDGET: Duration = Duration::from_secs(10);
+
 /// Twilio's final call statuses.
 pub const FINAL_STATUSES: [&str; 5] = ["completed", "busy", "no-answer", "failed", "canceled"];
 
@@ -319,11 +323,19 @@ impl Calls {
             Some(_) => {}
         }
         let mut verbs = Vec::new();
+        // Twilio waits 15 s for a document: the requests of one turn share a budget below it.
+        let deadline = tokio::time::Instant::now() + TURN_BUDGET;
         loop {
             match machine.run(&mut state, &mut verbs) {
                 Flow::Document => break,
-                Flow::Request { node, spec } => {
-                    let result = self.perform(&spec).await;
+                Flow::Request { node, mut spec } => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let result = if left < Duration::from_millis(100) {
+                        Err("no time left in this turn: Twilio waits 15 s for the call's next instructions".to_owned())
+                    } else {
+                        spec.timeout = spec.timeout.min(left);
+                        self.perform(&spec).await
+                    };
                     machine.request_done(&mut state, node, result);
                 }
             }

@@ -242,3 +242,40 @@ on_both_backends!(
     unbound_numbers_bad_signatures_and_binding_rules,
     a_call_is_simulated_without_a_phone,
 );
+
+/// A `request` node mid-call: its JSON answer is read by the script; a failing one takes its
+/// `on_error` branch and the call goes on.
+async fn a_request_mid_call_feeds_the_script_and_its_failure_takes_a_branch(db: TestDb) {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let api = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/accounts/+15557654321"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "balance": 42 })))
+        .mount(&api)
+        .await;
+    Mock::given(method("GET")).and(path("/accounts/+15550000000")).respond_with(ResponseTemplate::new(500)).mount(&api).await;
+    let app = TestApp::new(db).await;
+    let (key, conn, _, number_id) = setup(&app).await;
+    let lookup = json!({ "name": "Balance line", "trigger": { "call": {} }, "steps": [
+        { "id": "answer", "action": "voice.answer", "input": { "script": [
+            { "request": { "url": format!("{}/accounts/{{{{ call.from }}}}", api.uri()), "save_as": "account", "on_error": "sorry" } },
+            { "say": "Your balance is {{ vars.account.balance }} dollars.", "goto": "hangup" },
+            { "id": "sorry", "hangup": "Sorry, we cannot find your account." }
+        ] } }
+    ] });
+    let wf = app.workflow(&key, &lookup).await;
+    let (status, _) =
+        app.call("PUT", &format!("/v1/numbers/{number_id}"), Some(&key), Some("application/json"), json!({ "workflow_id": wf["id"] }).to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    let voice = format!("/callbacks/twilio/{conn}/voice");
+    let (_, found) = signed(&app, &voice, &incoming("CA00000000000000000000000000000010")).await;
+    assert_eq!(verbs(&found)[0].2, "Your balance is 42 dollars.", "{found}");
+    let unknown = [("CallSid", "CA00000000000000000000000000000011"), ("From", "+15550000000"), ("To", NUMBER)];
+    let (_, sorry) = signed(&app, &voice, &unknown).await;
+    assert_eq!(names(&verbs(&sorry)), ["Say", "Hangup"]);
+    assert_eq!(verbs(&sorry)[0].2, "Sorry, we cannot find your account.", "{sorry}");
+}
+
+on_both_backends!(a_request_mid_call_feeds_the_script_and_its_failure_takes_a_branch);
