@@ -524,6 +524,9 @@ pub(super) struct StoredScope {
     params: Value,
     run: Value,
     account: Value,
+    /// Whether each business-hour schedule was open when the call started.
+    #[serde(default)]
+    hours: Value,
     voice: Option<String>,
     language: Option<String>,
 }
@@ -537,6 +540,7 @@ impl StoredScope {
             params: scope.params.clone(),
             run: scope.run.clone(),
             account: scope.account.clone(),
+            hours: scope.hours.clone(),
             voice: input.voice.clone(),
             language: input.language.clone(),
         }
@@ -550,6 +554,7 @@ impl StoredScope {
             params: scope.params.clone(),
             run: scope.run.clone(),
             account: scope.account.clone(),
+            hours: scope.hours.clone(),
             voice: input.voice.clone(),
             language: input.language.clone(),
         }
@@ -563,6 +568,7 @@ impl StoredScope {
             params: self.params.clone(),
             run: self.run.clone(),
             account: self.account.clone(),
+            hours: self.hours.clone(),
             ..ScopeData::default()
         }
     }
