@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod live;
 pub mod outbox;
 pub mod runs;
+pub mod schedules;
 pub mod templates;
 pub mod usage;
 pub mod workflows;
