@@ -35,7 +35,7 @@ use crate::routes;
 #[openapi(
     info(
         title = "Switchboard",
-        description = "Durable workflow automation: workflows, runs, events, webhooks, connections, templates and metered usage.\n\n\
+        description = "Durable workflow automation: workflows, runs, events, webhooks, connections, business-hour schedules, templates and metered usage.\n\n\
             Requests and answers are JSON unless an operation says otherwise. Every error is the envelope \
             `{\"error\": {\"code\", \"message\", \"details\": [{\"path\", \"message\"}]}}` (`ErrorBody`); `code` is a \
             stable snake_case string. Any operation may also answer 500 `internal` (the cause is in the server log), \
@@ -58,6 +58,7 @@ use crate::routes;
         (name = "hooks", description = "Per-workflow webhook URLs: the token in the URL is the secret"),
         (name = "connections", description = "Vendor credentials, sealed; never returned"),
         (name = "numbers", description = "Phone numbers bound to the workflows that answer them; simulated calls"),
+        (name = "schedules", description = "Business hours by name (weekly hours, holidays, overrides): open at an instant, and the next change"),
         (name = "templates", description = "The template catalogue, and enabling a template as a workflow"),
         (name = "outbox", description = "What sandbox connections and test runs would have sent"),
         (name = "usage", description = "The usage ledger: totals, raw pages, CSV; every account's usage (admin)"),
@@ -92,6 +93,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         .merge(routes::workflows::documented())
         .merge(routes::connections::documented())
         .merge(routes::numbers::documented())
+        .merge(routes::schedules::documented())
         .merge(routes::outbox::documented())
         .merge(routes::callbacks::documented())
         .merge(routes::templates::documented())

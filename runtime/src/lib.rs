@@ -17,6 +17,8 @@
 //!   Redis by `switchboard-integrations`); lossy by design, the store stays the truth.
 //! - [`ratelimit`]: vendor rate limits: a limited step reserves a slot and waits for it.
 //! - [`schedule`]: cron schedules (POSIX crontab, IANA timezones, DST, catch-up).
+//! - [`hours`]: business hours (weekly ranges, holidays, overrides in an IANA timezone): open
+//!   at an instant, and when that next changes.
 //! - [`status`]: the states of a run and of a step ([`status::RunStatus`], [`status::StepStatus`]).
 //! - [`clock`]: time, injected so tests can move it.
 //! - [`metering`]: units and prices of the usage ledger.
@@ -28,6 +30,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod expr;
+pub mod hours;
 pub mod metering;
 pub mod ratelimit;
 pub mod retry;

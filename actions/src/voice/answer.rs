@@ -250,6 +250,7 @@ impl Calls {
             params: workflow.params.clone(),
             run: json!({ "id": started.run_id, "started_at": switchboard_runtime::clock::to_rfc3339(now) }),
             account: json!({ "id": number.account_id, "timezone": account.as_ref().map(|a| a.timezone.clone()) }),
+            hours: self.store().hours_open(&number.account_id, now).await?,
             ..ScopeData::default()
         };
         let rendered = input.render(&self.engine, &scope).map_err(|e| CallbackError::BadRequest(format!("the voice.answer step's input: {e}")))?;

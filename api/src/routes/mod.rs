@@ -10,6 +10,7 @@ pub mod live;
 pub mod numbers;
 pub mod outbox;
 pub mod runs;
+pub mod schedules;
 pub mod templates;
 pub mod usage;
 pub mod workflows;

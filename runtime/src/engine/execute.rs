@@ -68,7 +68,7 @@ pub(super) async fn execute(engine: &Engine, token: &str, state: &mut RunState, 
                     Err(error) => return Ok(Outcome::Failed { error, then: failed_then(on_error), input: Some(rendered) }),
                 }
             };
-            let ctx = ActionContext {
+            let mut ctx = ActionContext {
                 account_id: state.run.account_id.clone(),
                 run_id: claim.run_id.clone(),
                 step_id: step.id.clone(),
@@ -77,8 +77,15 @@ pub(super) async fn execute(engine: &Engine, token: &str, state: &mut RunState, 
                 idempotency_key: format!("{}:{}", claim.run_id, claim.step_seq),
                 timeout: *timeout,
                 connection,
-                scope: (!action.raw_fields().is_empty()).then(|| std::sync::Arc::new(state.scope(workflow))),
+                scope: None,
             };
+            // Modules that render their own fields (voice scripts) get the run's scope, and the
+            // account's business hours as they are now.
+            if !action.raw_fields().is_empty() {
+                let mut scope = state.scope(workflow);
+                scope.hours = engine.store.hours_open(&state.run.account_id, now).await?;
+                ctx.scope = Some(std::sync::Arc::new(scope));
+            }
             // Sandbox connections and test runs record what would be sent instead of sending.
             let sandboxed = ctx.connection.as_ref().is_some_and(|c| c.sandbox) || (is_test && delivery != Delivery::Internal);
             if sandboxed {

@@ -121,6 +121,24 @@ impl Store {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(token).fetch_optional(&self.writer).await?)
     }
 
+    /// Whether each of the account's business-hour schedules is open at `at` (ms), by name: what
+    /// a call's `hours` nodes and `hours("name")` read. A schedule that no longer parses is
+    /// left out (read as closed, with a problem in the call's output).
+    pub async fn hours_open(&self, account_id: &str, at: i64) -> Result<serde_json::Value> {
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT name, definition FROM business_hours WHERE account_id = $1 ORDER BY id LIMIT 1000")
+            .bind(account_id)
+            .fetch_all(&self.reader)
+            .await?;
+        let mut open = serde_json::Map::new();
+        for (name, definition) in rows {
+            let parsed = serde_json::from_str(&definition).ok().and_then(|json| crate::hours::BusinessHours::parse(&json).ok());
+            if let Some(hours) = parsed {
+                open.insert(name, serde_json::Value::Bool(hours.is_open(at)));
+            }
+        }
+        Ok(serde_json::Value::Object(open))
+    }
+
     /// A call by Twilio's `CallSid` (inbound status callbacks name calls by it).
     pub async fn call_by_sid(&self, call_sid: &str) -> Result<Option<CallRow>> {
         let sql = format!("SELECT {COLUMNS} FROM voice_calls WHERE call_sid = $1");

@@ -279,3 +279,70 @@ async fn a_request_mid_call_feeds_the_script_and_its_failure_takes_a_branch(db: 
 }
 
 on_both_backends!(a_request_mid_call_feeds_the_script_and_its_failure_takes_a_branch);
+
+/// The `support-line` template: during business hours the menu transfers the caller; after
+/// hours the caller leaves a voicemail and the run makes a CRM task with the recording. The same
+/// two calls simulated without a phone.
+async fn support_line_answers_by_business_hours(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let (key, conn, _, number_id) = setup(&app).await;
+    let (status, body) = app.post_json("/v1/connections", &key, &json!({ "provider": "crm", "name": "crm", "sandbox": true })).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // Open 09:00–17:00 New York time on weekdays. The test clock starts on Friday 2027-01-15 at
+    // 08:00 UTC (03:00 in New York): closed.
+    let weekday = json!(["09:00-17:00"]);
+    let schedule = json!({ "name": "office", "timezone": "America/New_York",
+        "weekly": { "mon": weekday, "tue": weekday, "wed": weekday, "thu": weekday, "fri": weekday } });
+    let (status, body) = app.post_json("/v1/schedules", &key, &schedule).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let params = json!({ "business_name": "Studio Ada", "billing_number": "+15550001111", "support_number": SUPPORT,
+        "general_number": "+15550003333", "agent_number": "+15550004444" });
+    let (status, wf) = app.post_json("/v1/templates/support-line/enable", &key, &json!({ "params": params })).await;
+    assert_eq!(status, StatusCode::CREATED, "{wf}");
+    let (status, _) =
+        app.call("PUT", &format!("/v1/numbers/{number_id}"), Some(&key), Some("application/json"), json!({ "workflow_id": wf["id"] }).to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    let voice = format!("/callbacks/twilio/{conn}/voice");
+
+    // After hours: straight to voicemail, then a task with the recording.
+    let call = "CA00000000000000000000000000000020";
+    let (_, closed) = signed(&app, &voice, &incoming(call)).await;
+    let doc = verbs(&closed);
+    assert_eq!(names(&doc), ["Say", "Say", "Say", "Record", "Redirect"], "{closed}");
+    assert_eq!(doc[1].2, "We are closed right now.");
+    let recording = "https://api.twilio.com/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Recordings/RE20";
+    signed(&app, &action_path(&doc), &[("CallSid", call), ("RecordingUrl", recording), ("RecordingDuration", "21")]).await;
+    signed(&app, &format!("{voice}/status"), &[("CallSid", call), ("CallStatus", "completed"), ("SequenceNumber", "3"), ("CallDuration", "40")]).await;
+    app.drain().await;
+    let (_, runs) = app.get(&format!("/v1/runs?workflow_id={}", wf["id"].as_str().unwrap()), &key).await;
+    let run_id = runs["runs"][0]["id"].as_str().unwrap().to_owned();
+    let run = app.run(&key, &run_id).await;
+    assert_eq!(timeline(&run), ["answer:succeeded", "left_a_message:succeeded", "voicemail_task:succeeded"], "{run}");
+    let (_, outbox) = app.get(&format!("/v1/outbox?run_id={run_id}"), &key).await;
+    let notes = outbox["messages"][0]["rendered"]["body"]["notes"].as_str().unwrap_or_default().to_owned();
+    assert!(notes.contains(recording) && notes.contains("21-second"), "{outbox}");
+
+    // During hours (10:00 in New York): the menu; 2 reaches support.
+    app.clock.advance(7 * 3_600_000);
+    let call = "CA00000000000000000000000000000021";
+    let (_, open) = signed(&app, &voice, &incoming(call)).await;
+    let doc = verbs(&open);
+    assert_eq!(names(&doc), ["Say", "Gather", "Gather/Say", "Redirect"], "{open}");
+    let (_, dial) = signed(&app, &action_path(&doc), &[("CallSid", call), ("Digits", "2")]).await;
+    assert_eq!(verbs(&dial)[1].2, SUPPORT, "{dial}");
+
+    // The same two calls without a phone.
+    app.clock.advance(12 * 3_600_000); // 22:00 in New York: closed
+    let (_, after) = app.post_json(&format!("/v1/numbers/{number_id}/simulate"), &key, &json!({ "from": CALLER })).await;
+    assert_eq!(after["path"], json!(["#0", "open_check", "after_hours", "voicemail", "#10"]), "{after}");
+    assert_eq!(after["run_status"], "succeeded");
+    app.clock.advance(12 * 3_600_000); // Saturday 10:00: closed all day
+    let (_, weekend) = app.post_json(&format!("/v1/numbers/{number_id}/simulate"), &key, &json!({ "from": CALLER })).await;
+    assert_eq!(weekend["path"][2], "after_hours", "{weekend}");
+    app.clock.advance(48 * 3_600_000); // Monday 10:00: open
+    let body = json!({ "from": CALLER, "inputs": { "menu": { "digits": "2" } } });
+    let (_, open) = app.post_json(&format!("/v1/numbers/{number_id}/simulate"), &key, &body).await;
+    assert_eq!(open["path"], json!(["#0", "open_check", "menu", "support"]), "{open}");
+}
+
+on_both_backends!(support_line_answers_by_business_hours);
