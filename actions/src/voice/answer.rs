@@ -16,8 +16,6 @@ use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use switchboard_integrations::connections::TwilioCredentials;
-use switchboard_integrations::twilio::signature_is_valid_any_port;
 use switchboard_runtime::action::{Action, ActionContext, ActionError, Delivery, Done, Later, Poll, SandboxSend, Started};
 use switchboard_runtime::definition::{StepKind, Trigger};
 use switchboard_runtime::engine::Engine;
@@ -211,12 +209,7 @@ impl Calls {
         params: &[(String, String)],
         signature: &str,
     ) -> Result<String, CallbackError> {
-        let connection = self.store().connection_by_id(connection_id).await?.filter(|c| c.provider == "twilio").ok_or(CallbackError::NotFound)?;
-        let credentials: TwilioCredentials = self.vault().open(&connection.clone().into_ref()).map_err(|_| CallbackError::BadSignature)?;
-        let url = format!("{}{path_and_query}", self.public_url());
-        if !signature_is_valid_any_port(secrecy::ExposeSecret::expose_secret(&credentials.auth_token), &url, params, signature) {
-            return Err(CallbackError::BadSignature);
-        }
+        let connection = self.verified_connection(connection_id, path_and_query, params, signature).await?;
         let (Some(sid), Some(from), Some(to)) = (param(params, "CallSid"), param(params, "From"), param(params, "To")) else {
             return Err(CallbackError::BadRequest("an incoming call's form has CallSid, From and To".into()));
         };
@@ -274,7 +267,7 @@ impl Calls {
             sip_response_code: None,
             recording_url: None,
             script: answer.script.to_string(),
-            scope: serde_json::to_string(&StoredScope::for_answer(&scope, &answer)).unwrap_or_else(|_| "{}".into()),
+            scope: serde_json::to_string(&StoredScope::new(&scope, answer.voice.clone(), answer.language.clone())).unwrap_or_else(|_| "{}".into()),
             state: serde_json::to_string(&CallState::default()).unwrap_or_else(|_| "{}".into()),
             twiml: None,
             version: 0,

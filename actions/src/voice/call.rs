@@ -230,14 +230,6 @@ impl Calls {
         &self.store
     }
 
-    pub(super) fn vault(&self) -> &Vault {
-        &self.vault
-    }
-
-    pub(super) fn public_url(&self) -> &str {
-        &self.public_url
-    }
-
     /// The TwiML URL of the call with `token`.
     pub fn twiml_url(public_url: &str, token: &str) -> String {
         format!("{}/callbacks/twilio/voice/{token}", public_url.trim_end_matches('/'))
@@ -380,18 +372,31 @@ impl Calls {
         params: &[(String, String)],
         signature: &str,
     ) -> Result<(), CallbackError> {
-        let connection = self.store.connection_by_id(connection_id).await?.filter(|c| c.provider == "twilio").ok_or(CallbackError::NotFound)?;
-        let credentials: TwilioCredentials = self.vault.open(&connection.into_ref()).map_err(|_| CallbackError::BadSignature)?;
-        let url = format!("{}{path_and_query}", self.public_url);
-        if !signature_is_valid_any_port(credentials.auth_token.expose_secret(), &url, params, signature) {
-            return Err(CallbackError::BadSignature);
-        }
+        self.verified_connection(connection_id, path_and_query, params, signature).await?;
         let sid = param(params, "CallSid").ok_or_else(|| CallbackError::BadRequest("a status callback has a CallSid".into()))?;
         // A call that started no run (an unbound number) has no row: nothing to record.
         match self.store.call_by_sid(sid).await? {
             Some(row) if row.connection_id == connection_id => self.record_status(engine, &row, params).await,
             _ => Ok(()),
         }
+    }
+
+    /// The Twilio connection a number's callback names, once its signature verifies with the
+    /// connection's auth token.
+    pub(super) async fn verified_connection(
+        &self,
+        connection_id: &str,
+        path_and_query: &str,
+        params: &[(String, String)],
+        signature: &str,
+    ) -> Result<switchboard_runtime::store::ConnectionRow, CallbackError> {
+        let connection = self.store.connection_by_id(connection_id).await?.filter(|c| c.provider == "twilio").ok_or(CallbackError::NotFound)?;
+        let credentials: TwilioCredentials = self.vault.open(&connection.clone().into_ref()).map_err(|_| CallbackError::BadSignature)?;
+        let url = format!("{}{path_and_query}", self.public_url);
+        if !signature_is_valid_any_port(credentials.auth_token.expose_secret(), &url, params, signature) {
+            return Err(CallbackError::BadSignature);
+        }
+        Ok(connection)
     }
 
     /// Records a status event of a trusted callback.
@@ -532,7 +537,8 @@ pub(super) struct StoredScope {
 }
 
 impl StoredScope {
-    fn of(scope: &ScopeData, input: &CallInput) -> Self {
+    /// The scope a call keeps, with the step's voice defaults.
+    pub(super) fn new(scope: &ScopeData, voice: Option<String>, language: Option<String>) -> Self {
         Self {
             event: scope.event.clone(),
             steps: scope.steps.clone(),
@@ -541,22 +547,8 @@ impl StoredScope {
             run: scope.run.clone(),
             account: scope.account.clone(),
             hours: scope.hours.clone(),
-            voice: input.voice.clone(),
-            language: input.language.clone(),
-        }
-    }
-
-    pub(super) fn for_answer(scope: &ScopeData, input: &super::answer::AnswerInput) -> Self {
-        Self {
-            event: scope.event.clone(),
-            steps: scope.steps.clone(),
-            vars: scope.vars.clone(),
-            params: scope.params.clone(),
-            run: scope.run.clone(),
-            account: scope.account.clone(),
-            hours: scope.hours.clone(),
-            voice: input.voice.clone(),
-            language: input.language.clone(),
+            voice,
+            language,
         }
     }
 
@@ -822,7 +814,7 @@ impl Action for VoiceCall {
             sip_response_code: None,
             recording_url: None,
             script: input.script.to_string(),
-            scope: serde_json::to_string(&StoredScope::of(&scope, &input)).unwrap_or_else(|_| "{}".into()),
+            scope: serde_json::to_string(&StoredScope::new(&scope, input.voice.clone(), input.language.clone())).unwrap_or_else(|_| "{}".into()),
             state: serde_json::to_string(&CallState::default()).unwrap_or_else(|_| "{}".into()),
             twiml: None,
             version: 0,
