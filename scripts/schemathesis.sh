@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Checks the served OpenAPI document against the real server: starts `switchboard serve` on a
 # free port with a temporary data dir (SQLite), seeds an account, a sandbox connection, a
-# succeeded run, a failed run and a test run so the list routes answer real rows, then runs
-# schemathesis (`st`) against `/openapi.json` with a bounded budget. Exits non-zero on any
-# finding; the server is stopped on exit.
+# schedule of business hours, a succeeded run, a failed run and a test run so the list routes
+# answer real rows, then runs schemathesis (`st`) against `/openapi.json` with a bounded budget.
+# Exits non-zero on any finding; the server is stopped on exit.
 #
 #   scripts/schemathesis.sh                  # builds target/debug/switchboard first
 #   SWITCHBOARD_BIN=path/to/switchboard scripts/schemathesis.sh
@@ -51,6 +51,9 @@ field() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
 
 KEY=$(call POST /v1/accounts "$ADMIN" '{"name": "schemathesis", "plan": "starter", "timezone": "Europe/Berlin"}' | field '["api_key"]')
 call POST /v1/connections "$KEY" '{"provider": "twilio", "name": "trial", "sandbox": true}' >/dev/null
+# A schedule of business hours under the name the document's examples use.
+call POST /v1/schedules "$KEY" '{"name": "Main line", "timezone": "America/New_York", "weekly": {"mon": ["09:00-17:00"]},
+  "holidays": [{"date": "2026-12-25", "name": "Christmas"}], "overrides": [{"date": "2026-12-24", "hours": ["10:00-14:00"]}]}' >/dev/null
 # Succeeds: a log line and an SMS to the outbox (usage rows, an outbox message).
 HOOK=$(call POST /v1/workflows "$KEY" '{"name": "welcome", "trigger": {"webhook": {}}, "steps": [
   {"id": "note", "action": "log", "input": {"message": "lead {{ event.name }}"}},

@@ -41,6 +41,13 @@ const LAST_RFC3339_MS: i64 = 253_402_300_799_999;
 /// A schedule of business hours, as `POST /v1/schedules` takes it. Times are local to
 /// `timezone`; every problem is answered at once as a 422 `invalid_schedule` with its path.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "name": "Main line",
+    "timezone": "America/New_York",
+    "weekly": { "mon": ["09:00-12:00", "13:00-17:00"], "tue": ["09:00-17:00"], "sat": ["10:00-14:00"] },
+    "holidays": [{ "date": "2026-12-25", "name": "Christmas" }],
+    "overrides": [{ "date": "2026-12-24", "hours": ["10:00-14:00"] }],
+}))]
 #[allow(dead_code, reason = "a schema only: schedules are read by `hours::BusinessHours::parse`")]
 struct NewSchedule {
     /// Unique in the account: 1 to 100 letters, digits, `_`, `-` and spaces.
@@ -59,6 +66,7 @@ struct NewSchedule {
 
 /// A schedule's replacement (`PUT /v1/schedules/{name}`): a whole schedule, as created.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({ "timezone": "America/Chicago", "weekly": { "mon": ["08:00-16:00"], "sun": ["00:00-24:00"] }, "holidays": [{ "date": "2026-07-03" }] }))]
 #[allow(dead_code, reason = "a schema only: schedules are read by `hours::BusinessHours::parse`")]
 struct ScheduleReplacement {
     /// A new name renames the schedule (409 `schedule_exists` if the account has one of that
@@ -339,7 +347,7 @@ fn parse_at(text: &str) -> ApiResult<i64> {
     operation_id = "read_schedule",
     security(("account_key" = [])),
     params(
-        ("name" = String, Path, description = "The schedule's name"),
+        ("name" = String, Path, description = "The schedule's name", example = "Main line"),
         ("at" = Option<String>, Query, format = DateTime, description = "The instant asked about, RFC 3339 (a `+` in its offset written `%2B`); default now"),
     ),
     responses(
@@ -385,7 +393,7 @@ async fn read(
     tag = "schedules",
     operation_id = "replace_schedule",
     security(("account_key" = [])),
-    params(("name" = String, Path, description = "The schedule's name")),
+    params(("name" = String, Path, description = "The schedule's name", example = "Main line")),
     request_body = ScheduleReplacement,
     responses(
         (status = 200, description = "The schedule, replaced", body = Schedule),
@@ -418,7 +426,7 @@ async fn replace(
     tag = "schedules",
     operation_id = "delete_schedule",
     security(("account_key" = [])),
-    params(("name" = String, Path, description = "The schedule's name")),
+    params(("name" = String, Path, description = "The schedule's name", example = "Main line")),
     responses(
         (status = 200, description = "Deleted", body = super::Deleted),
         (status = 404, description = "`not_found`: no such schedule in this account", body = doc::ErrorBody),

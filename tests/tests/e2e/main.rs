@@ -10,6 +10,7 @@ mod billing_sync;
 mod crash;
 mod engine;
 mod hardening;
+mod hours;
 mod inbound;
 mod live;
 mod messaging;

@@ -429,7 +429,7 @@ async fn unparsable_query_is_a_documented_400(db: TestDb) {
             checked.push(format!("{path}?{name}"));
         }
     }
-    for listed in ["/v1/runs?limit", "/v1/workflows?limit", "/v1/connections?limit", "/v1/outbox?limit", "/v1/usage/events?after"] {
+    for listed in ["/v1/runs?limit", "/v1/workflows?limit", "/v1/connections?limit", "/v1/schedules?limit", "/v1/outbox?limit", "/v1/usage/events?after"] {
         assert!(checked.iter().any(|c| c == listed), "{listed} was not checked: {checked:?}");
     }
 }
@@ -557,6 +557,24 @@ async fn every_operation_answers_its_documented_schema(db: TestDb) {
     let simulated = json!({ "from": "+15557654321", "inputs": { "menu": { "digits": "1" } } });
     answers.call(&app, "POST", "/v1/numbers/{id}/simulate", &format!("/v1/numbers/{number}/simulate"), key, Some(simulated)).await;
     answers.call(&app, "DELETE", "/v1/numbers/{id}", &format!("/v1/numbers/{number}"), key, None).await;
+    // Schedules (business hours): open with a next change, and never open (`next_change` null).
+    let office = json!({
+        "name": "Main line",
+        "timezone": "America/New_York",
+        "weekly": { "mon": ["09:00-12:00", "13:00-17:00"] },
+        "holidays": [{ "date": "2026-12-25", "name": "Christmas" }, { "date": "2027-01-01" }],
+        "overrides": [{ "date": "2026-12-24", "hours": ["10:00-14:00"] }],
+    });
+    answers.call(&app, "POST", "/v1/schedules", "/v1/schedules", key, Some(office)).await;
+    answers.call(&app, "POST", "/v1/schedules", "/v1/schedules", key, Some(json!({ "name": "spare", "timezone": "UTC" }))).await;
+    let open = answers.call(&app, "GET", "/v1/schedules/{name}", "/v1/schedules/Main%20line?at=2026-03-02T15:00:00Z", key, None).await;
+    assert_eq!((open["open"].as_bool(), open["next_change"].as_str()), (Some(true), Some("2026-03-02T17:00:00.000Z")), "{open}");
+    let never = answers.call(&app, "GET", "/v1/schedules/{name}", "/v1/schedules/spare", key, None).await;
+    assert!(never["next_change"].is_null(), "a null next_change is checked: {never}");
+    let weekend = json!({ "timezone": "Europe/Berlin", "weekly": { "sat": ["10:00-12:00"] } });
+    answers.call(&app, "PUT", "/v1/schedules/{name}", "/v1/schedules/spare", key, Some(weekend)).await;
+    answers.call(&app, "DELETE", "/v1/schedules/{name}", "/v1/schedules/spare", key, None).await;
+    answers.call(&app, "GET", "/v1/schedules", "/v1/schedules", key, None).await;
 
     // Templates: the catalogue, one template, and a workflow made from it.
     let templates = answers.call(&app, "GET", "/v1/templates", "/v1/templates", key, None).await;
