@@ -16,7 +16,11 @@ pub const SCOPE_NAMES: [&str; 6] = ["event", "steps", "vars", "params", "run", "
 /// (`inputs.<node id>`), the call (`call.sid`, `call.from`, …) and, in a gather's `validate`,
 /// the `value` just given. `call` is a reserved word in Rhai, so a voice engine
 /// ([`ExprEngine::for_voice`]) reads a script's `call` as `voice_call`.
-pub const VOICE_NAMES: [&str; 4] = ["inputs", "voice_call", "value", "voice_hours"];
+pub const VOICE_NAMES: [&str; 4] = ["inputs", "voice_call", "value", HOURS_NAME];
+
+/// Where `hours("name")` reads the account's business-hour schedules (open or not, by name), in
+/// every script: fill [`ScopeData::hours`] when [`CompiledScript::reads_hours`].
+pub const HOURS_NAME: &str = "voice_hours";
 
 /// What a script sees, as JSON values, one per [`SCOPE_NAMES`] entry.
 #[derive(Debug, Clone, Default)]
@@ -70,6 +74,13 @@ impl std::fmt::Display for CompileError {
 pub struct CompiledScript {
     ast: AST,
     source: String,
+}
+
+impl CompiledScript {
+    /// Whether the script reads business hours (`hours("name")`).
+    pub fn reads_hours(&self) -> bool {
+        self.source.contains(HOURS_NAME)
+    }
 }
 
 /// A compiled script, shareable across threads.
@@ -129,13 +140,16 @@ impl ExprEngine {
             for name in VOICE_NAMES {
                 scope.push(name, Dynamic::UNIT);
             }
+        } else {
+            scope.push(HOURS_NAME, Dynamic::UNIT);
         }
         scope
     }
 
-    /// The source as compiled: a voice script's `call` becomes `voice_call`.
+    /// The source as compiled: `hours("office")` becomes `voice_hours["office"]`, and a voice
+    /// script's `call` becomes `voice_call`.
     fn prepare<'a>(&self, source: &'a str) -> std::borrow::Cow<'a, str> {
-        if self.voice { rename_call(source) } else { std::borrow::Cow::Borrowed(source) }
+        rename_call(source, self.voice)
     }
 
     fn compile_error(&self, err: ParseError) -> CompileError {
@@ -169,7 +183,8 @@ impl ExprEngine {
     pub fn eval(&self, script: &CompiledScript, data: &ScopeData) -> Result<Value, String> {
         let mut scope = Scope::new();
         let values = [&data.event, &data.steps, &data.vars, &data.params, &data.run, &data.account];
-        let voice = if self.voice { VOICE_NAMES.iter().zip([&data.inputs, &data.call, &data.value, &data.hours]).collect() } else { Vec::new() };
+        let voice: Vec<(&&str, &Value)> =
+            if self.voice { VOICE_NAMES.iter().zip([&data.inputs, &data.call, &data.value, &data.hours]).collect() } else { vec![(&HOURS_NAME, &data.hours)] };
         for (name, value) in SCOPE_NAMES.iter().zip(values).chain(voice) {
             let dynamic = rhai::serde::to_dynamic(value).map_err(|e| e.to_string())?;
             // `push`, not `push_constant`: constants are folded into the AST by the optimizer.
@@ -270,8 +285,8 @@ fn path_at(source: &str, pos: Position) -> Option<String> {
 /// literal or a comment) renamed `voice_call`: `call` is reserved in Rhai, and voice scripts
 /// read the call as `call.from`. Likewise `hours("office")` becomes `voice_hours["office"]`,
 /// the schedules' states the script's scope carries.
-fn rename_call(source: &str) -> std::borrow::Cow<'_, str> {
-    if !source.contains("call") && !source.contains("hours") {
+fn rename_call(source: &str, voice: bool) -> std::borrow::Cow<'_, str> {
+    if !(voice && source.contains("call")) && !source.contains("hours") {
         return std::borrow::Cow::Borrowed(source);
     }
     let chars: Vec<char> = source.chars().collect();
@@ -312,7 +327,7 @@ fn rename_call(source: &str) -> std::borrow::Cow<'_, str> {
             while after < chars.len() && chars[after].is_whitespace() {
                 after += 1;
             }
-            if word == "call" && last_significant != Some('.') {
+            if voice && word == "call" && last_significant != Some('.') {
                 out.push_str("voice_call");
             } else if word == "hours" && last_significant != Some('.') && chars.get(after) == Some(&'(') {
                 // `hours("office")` reads the schedule's state: `voice_hours["office"]`.
@@ -531,8 +546,13 @@ mod tests {
         assert_eq!(e.eval(&s, &data).unwrap(), json!(true));
         let t = Template::compile(&e, "You called from {{ call.from }}; 'call' stays").unwrap();
         assert_eq!(t.render(&e, &data).unwrap(), json!("You called from +15550001111; 'call' stays"));
-        assert_eq!(rename_call("x.call + call // call"), "x.call + voice_call // call");
-        assert_eq!(rename_call(r#"hours("office") && !hours ( "shop" )"#), r#"voice_hours["office"] && !voice_hours[ "shop" ]"#);
+        assert_eq!(rename_call("x.call + call // call", true), "x.call + voice_call // call");
+        assert_eq!(rename_call(r#"hours("office") && !hours ( "shop" )"#, true), r#"voice_hours["office"] && !voice_hours[ "shop" ]"#);
+        // Workflow scripts read business hours too.
+        let step = ExprEngine::new();
+        let s = step.compile_script(r#"hours("office")"#).unwrap();
+        assert!(s.reads_hours());
+        assert_eq!(step.eval(&s, &ScopeData { hours: json!({"office": false}), ..Default::default() }).unwrap(), json!(false));
         let open = ScopeData { hours: json!({"office": true}), ..Default::default() };
         assert_eq!(e.eval(&e.compile_expression(r#"hours("office")"#).unwrap(), &open).unwrap(), json!(true));
         let err = e.eval(&e.compile_expression("call.caller_name.len()").unwrap(), &data).unwrap_err();

@@ -206,7 +206,10 @@ pub(super) async fn execute(engine: &Engine, token: &str, state: &mut RunState, 
             }
         }
         StepKind::Branch(arms) => {
-            let scope = state.scope(workflow);
+            let mut scope = state.scope(workflow);
+            if arms.iter().any(|a| a.when.as_ref().is_some_and(|w| w.reads_hours())) {
+                scope.hours = engine.store.hours_open(&state.run.account_id, now).await?;
+            }
             let mut chosen = None;
             for arm in arms {
                 let holds = match &arm.when {
@@ -227,8 +230,10 @@ pub(super) async fn execute(engine: &Engine, token: &str, state: &mut RunState, 
         }
         StepKind::Set(values) => {
             let mut out = Map::new();
+            let hours = if values.iter().any(|(_, s)| s.reads_hours()) { engine.store.hours_open(&state.run.account_id, now).await? } else { Value::Null };
             for (name, script) in values {
                 let mut scope = state.scope(workflow);
+                scope.hours = hours.clone();
                 if let Some(vars) = scope.vars.as_object_mut() {
                     vars.extend(out.clone());
                 }

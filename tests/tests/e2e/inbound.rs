@@ -346,3 +346,36 @@ async fn support_line_answers_by_business_hours(db: TestDb) {
 }
 
 on_both_backends!(support_line_answers_by_business_hours);
+
+/// `hours("name")` reads the account's schedules in any workflow's Rhai too (a branch, a set).
+async fn workflows_branch_on_business_hours(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let (_, key) = app.account("studio").await;
+    // Open on Fridays from 07:00 to 09:00 UTC; the test clock starts on a Friday at 08:00 UTC.
+    let schedule = json!({ "name": "office", "timezone": "UTC", "weekly": { "fri": ["07:00-09:00"] } });
+    assert_eq!(app.post_json("/v1/schedules", &key, &schedule).await.0, StatusCode::CREATED);
+    let wf = app
+        .workflow(
+            &key,
+            &json!({ "name": "hours", "trigger": { "manual": {} }, "steps": [
+            { "id": "check", "set": { "open": "hours(\"office\")" } },
+            { "id": "route", "branch": [{ "when": "hours(\"office\")", "goto": "open" }, { "else": "closed" }] },
+            { "id": "open", "action": "log", "input": { "message": "open" } },
+            { "id": "done", "end": {} },
+            { "id": "closed", "action": "log", "input": { "message": "closed" } }
+        ] }),
+        )
+        .await;
+    let id = wf["id"].as_str().unwrap();
+    let run = app.start(&key, id, &json!({})).await;
+    app.drain().await;
+    let run = app.run(&key, &run).await;
+    assert_eq!(timeline(&run), ["check:succeeded", "route:succeeded", "open:succeeded", "done:succeeded"], "{run}");
+    assert_eq!(run["steps"][0]["output"], json!({ "open": true }));
+    app.clock.advance(2 * 3_600_000);
+    let run = app.start(&key, id, &json!({})).await;
+    app.drain().await;
+    assert_eq!(timeline(&app.run(&key, &run).await), ["check:succeeded", "route:succeeded", "closed:succeeded"]);
+}
+
+on_both_backends!(workflows_branch_on_business_hours);
