@@ -146,7 +146,7 @@ impl ExprEngine {
         scope
     }
 
-    /// The source as compiled: `hours("office")` becomes `voice_hours["office"]`, and a voice
+    /// The source as compiled: `hours("office")` becomes `(voice_hours["office"] ?? false)`, and a voice
     /// script's `call` becomes `voice_call`.
     fn prepare<'a>(&self, source: &'a str) -> std::borrow::Cow<'a, str> {
         rename_call(source, self.voice)
@@ -283,7 +283,7 @@ fn path_at(source: &str, pos: Position) -> Option<String> {
 
 /// `source` with the identifier `call` (not a property such as `x.call`, not inside a string
 /// literal or a comment) renamed `voice_call`: `call` is reserved in Rhai, and voice scripts
-/// read the call as `call.from`. Likewise `hours("office")` becomes `voice_hours["office"]`,
+/// read the call as `call.from`. Likewise `hours("office")` becomes `(voice_hours["office"] ?? false)` (closed when there is no such schedule),
 /// the schedules' states the script's scope carries.
 fn rename_call(source: &str, voice: bool) -> std::borrow::Cow<'_, str> {
     if !(voice && source.contains("call")) && !source.contains("hours") {
@@ -335,7 +335,8 @@ fn rename_call(source: &str, voice: bool) -> std::borrow::Cow<'_, str> {
                 match close {
                     Some(close) => {
                         let inner: String = chars[after + 1..close].iter().collect();
-                        out.push_str(&format!("voice_hours[{inner}]"));
+                        // A schedule that does not exist reads as closed.
+                        out.push_str(&format!("({HOURS_NAME}[{inner}] ?? false)"));
                         i = close + 1;
                     }
                     None => out.push_str(&word),
@@ -547,12 +548,13 @@ mod tests {
         let t = Template::compile(&e, "You called from {{ call.from }}; 'call' stays").unwrap();
         assert_eq!(t.render(&e, &data).unwrap(), json!("You called from +15550001111; 'call' stays"));
         assert_eq!(rename_call("x.call + call // call", true), "x.call + voice_call // call");
-        assert_eq!(rename_call(r#"hours("office") && !hours ( "shop" )"#, true), r#"voice_hours["office"] && !voice_hours[ "shop" ]"#);
+        assert_eq!(rename_call(r#"hours("office") && !hours ( "shop" )"#, true), r#"(voice_hours["office"] ?? false) && !(voice_hours[ "shop" ] ?? false)"#);
         // Workflow scripts read business hours too.
         let step = ExprEngine::new();
         let s = step.compile_script(r#"hours("office")"#).unwrap();
         assert!(s.reads_hours());
         assert_eq!(step.eval(&s, &ScopeData { hours: json!({"office": false}), ..Default::default() }).unwrap(), json!(false));
+        assert_eq!(step.eval(&s, &ScopeData { hours: json!({}), ..Default::default() }).unwrap(), json!(false), "no such schedule: closed");
         let open = ScopeData { hours: json!({"office": true}), ..Default::default() };
         assert_eq!(e.eval(&e.compile_expression(r#"hours("office")"#).unwrap(), &open).unwrap(), json!(true));
         let err = e.eval(&e.compile_expression("call.caller_name.len()").unwrap(), &data).unwrap_err();
