@@ -15,10 +15,10 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::on_both_backends;
 use crate::support::{TestApp, TestDb, actions_config, timeline};
 
-const SID: &str = "AC0123456789abcdef0123456789abcdef";
-const TOKEN: &str = "voice-auth-token-1c9e";
+pub(crate) const SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub(crate) const TOKEN: &str = "voice-auth-token-1c9e";
 const CALL_SID: &str = "CA11112222333344445555666677778888";
-const PUBLIC: &str = "http://sb.test";
+pub(crate) const PUBLIC: &str = "http://sb.test";
 
 /// A fake Twilio whose Calls API creates every call as `CALL_SID`.
 async fn fake_twilio() -> MockServer {
@@ -40,7 +40,7 @@ async fn app_with(db: TestDb, twilio: &MockServer) -> TestApp {
     TestApp::build(db, EngineConfig::default(), config, None, None).await
 }
 
-async fn connection(app: &TestApp, key: &str, sandbox: bool) {
+pub(crate) async fn connection(app: &TestApp, key: &str, sandbox: bool) {
     let body = json!({ "provider": "twilio", "name": "main", "sandbox": sandbox, "credentials": { "account_sid": SID, "auth_token": TOKEN } });
     let (status, body) = app.post_json("/v1/connections", key, &body).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -92,7 +92,7 @@ async fn twilio_post(app: &TestApp, path_and_query: &str, params: &[(&str, &str)
 }
 
 /// A correctly signed Twilio request.
-async fn signed(app: &TestApp, path_and_query: &str, params: &[(&str, &str)]) -> (StatusCode, String) {
+pub(crate) async fn signed(app: &TestApp, path_and_query: &str, params: &[(&str, &str)]) -> (StatusCode, String) {
     let pairs: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let signature = sign(TOKEN, &format!("{PUBLIC}{path_and_query}"), &pairs);
     twilio_post(app, path_and_query, params, Some(signature)).await
@@ -108,7 +108,7 @@ async fn calls_request(twilio: &MockServer) -> (Vec<(String, String)>, String) {
     (form, auth)
 }
 
-fn field<'a>(form: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+pub(crate) fn field<'a>(form: &'a [(String, String)], name: &str) -> Vec<&'a str> {
     form.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
 }
 
