@@ -100,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::runs::router())
         .merge(routes::live::router())
         .merge(routes::usage::router())
+        .merge(routes::analytics::router())
         .merge(routes::events::router())
         .merge(routes::hooks::router())
         .merge(routes::health::router())

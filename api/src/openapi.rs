@@ -35,7 +35,7 @@ use crate::routes;
 #[openapi(
     info(
         title = "Switchboard",
-        description = "Durable workflow automation: workflows, runs, events, webhooks, connections, business-hour schedules, templates and metered usage.\n\n\
+        description = "Durable workflow automation: workflows, runs, events, webhooks, connections, phone numbers and voice calls, business-hour schedules, templates, metered usage and call analytics.\n\n\
             Requests and answers are JSON unless an operation says otherwise. Every error is the envelope \
             `{\"error\": {\"code\", \"message\", \"details\": [{\"path\", \"message\"}]}}` (`ErrorBody`); `code` is a \
             stable snake_case string. Any operation may also answer 500 `internal` (the cause is in the server log), \
@@ -62,6 +62,7 @@ use crate::routes;
         (name = "templates", description = "The template catalogue, and enabling a template as a workflow"),
         (name = "outbox", description = "What sandbox connections and test runs would have sent"),
         (name = "usage", description = "The usage ledger: totals, raw pages, CSV; every account's usage (admin)"),
+        (name = "analytics", description = "Call history (JSON and CSV), a workflow's figures, the account's day"),
         (name = "callbacks", description = "Vendor callbacks, trusted by their signature"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     ),
@@ -100,6 +101,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         .merge(routes::runs::documented())
         .merge(routes::live::documented())
         .merge(routes::usage::documented())
+        .merge(routes::analytics::documented())
         .merge(routes::events::documented())
         .merge(routes::hooks::documented())
         .merge(routes::health::documented())

@@ -11,6 +11,7 @@
 //! fill); only the `switchboard-bench` crate enables it.
 
 mod accounts;
+mod analytics;
 #[cfg(feature = "bench")]
 mod bench;
 mod billing;
@@ -34,6 +35,10 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+pub use analytics::{
+    CallCursor, CallFilter, CallRecord, DayCounts, LONGEST_CALL_MS, NodeVisits, RunCounts, StepCounts, TOP_WORKFLOWS, WorkflowCounts, WorkflowRuns,
+    local_day_window,
+};
 #[cfg(feature = "bench")]
 pub use bench::{BenchProbe, CopiedRows};
 pub use calls::{CallEnd, CallRow};

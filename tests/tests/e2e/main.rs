@@ -5,6 +5,7 @@
 #![allow(unreachable_pub)] // test support items are shared between this binary's modules
 
 mod admin;
+mod analytics;
 mod api;
 mod billing_sync;
 mod crash;

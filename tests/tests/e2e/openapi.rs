@@ -15,6 +15,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
+use switchboard_runtime::store::CallRow;
 use tower::ServiceExt;
 
 use crate::on_both_backends;
@@ -40,7 +41,7 @@ async fn probe(router: &Router, method: &str, path: &str, token: Option<&str>) -
     (status, text("code"), text("message"))
 }
 
-async fn fetch_document(router: &Router) -> Value {
+pub(crate) async fn fetch_document(router: &Router) -> Value {
     let res = router.clone().oneshot(Request::get("/openapi.json").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["content-type"], "application/json");
@@ -294,7 +295,7 @@ fn misfit_part(doc: &Value, schema: &Value, value: &Value, at: &str, whole: bool
 }
 
 /// An answer fits its documented schema: field names ([`assert_fits`]) and values ([`misfit`]).
-fn assert_conforms(doc: &Value, schema: &str, answer: &Value) {
+pub(crate) fn assert_conforms(doc: &Value, schema: &str, answer: &Value) {
     assert_fits(doc, schema, answer);
     if let Some(why) = misfit(doc, &json!({ "$ref": format!("#/components/schemas/{schema}") }), answer, schema) {
         panic!("{why}\nin {answer}");
@@ -429,7 +430,15 @@ async fn unparsable_query_is_a_documented_400(db: TestDb) {
             checked.push(format!("{path}?{name}"));
         }
     }
-    for listed in ["/v1/runs?limit", "/v1/workflows?limit", "/v1/connections?limit", "/v1/schedules?limit", "/v1/outbox?limit", "/v1/usage/events?after"] {
+    for listed in [
+        "/v1/runs?limit",
+        "/v1/workflows?limit",
+        "/v1/connections?limit",
+        "/v1/schedules?limit",
+        "/v1/outbox?limit",
+        "/v1/usage/events?after",
+        "/v1/calls?limit",
+    ] {
         assert!(checked.iter().any(|c| c == listed), "{listed} was not checked: {checked:?}");
     }
 }
@@ -624,6 +633,44 @@ async fn every_operation_answers_its_documented_schema(db: TestDb) {
     let runs = answers.call(&app, "GET", "/v1/runs", "/v1/runs", key, None).await;
     assert!(runs["runs"].as_array().unwrap().len() >= 4, "{runs}");
     answers.call(&app, "GET", "/v1/outbox", "/v1/outbox", key, None).await;
+
+    // Analytics, over two calls of the failed run (sandbox calls keep no rows): one completed,
+    // one Twilio refused (its sid, and more, `null`).
+    for (token, status, sid, duration, answered_by) in [("t1", "completed", Some("CA1"), Some(75), Some("human")), ("t2", "refused", None, None, None)] {
+        let call = CallRow {
+            token: token.into(),
+            account_id: account_id.clone(),
+            connection_id: "c".into(),
+            run_id: failed.clone(),
+            step_seq: 1,
+            step_id: "send".into(),
+            direction: "outbound".into(),
+            from_number: "+15550001111".into(),
+            to_number: "+15552223333".into(),
+            tier: "premium".into(),
+            call_sid: sid.map(String::from),
+            status: status.into(),
+            ended: 1,
+            answered_by: answered_by.map(String::from),
+            duration_s: duration,
+            sip_response_code: None,
+            recording_url: sid.map(|s| format!("https://api.twilio.com/recordings/{s}")),
+            script: "[]".into(),
+            scope: "{}".into(),
+            state: json!({ "path": ["#0", "menu", "menu"] }).to_string(),
+            twiml: None,
+            version: 0,
+            created_at: app.now(),
+            ended_at: Some(app.now()),
+        };
+        app.engine.store().insert_call(&call).await.unwrap();
+    }
+    let calls = answers.call(&app, "GET", "/v1/calls", "/v1/calls", key, None).await;
+    assert_eq!(calls["calls"].as_array().unwrap().len(), 2, "{calls}");
+    let broken = broken["id"].as_str().unwrap();
+    let stats = answers.call(&app, "GET", "/v1/workflows/{id}/stats", &format!("/v1/workflows/{broken}/stats"), key, None).await;
+    assert!(stats["success_rate"].is_number() && !stats["nodes"].as_array().unwrap().is_empty(), "{stats}");
+    answers.call(&app, "GET", "/v1/dashboard", "/v1/dashboard", key, None).await;
     answers.call(&app, "DELETE", "/v1/workflows/{id}", &one, key, None).await;
 
     // The account and usage, with something used.

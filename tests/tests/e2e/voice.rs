@@ -40,7 +40,7 @@ async fn app_with(db: TestDb, twilio: &MockServer) -> TestApp {
     TestApp::build(db, EngineConfig::default(), config, None, None).await
 }
 
-async fn connection(app: &TestApp, key: &str, sandbox: bool) {
+pub(crate) async fn connection(app: &TestApp, key: &str, sandbox: bool) {
     let body = json!({ "provider": "twilio", "name": "main", "sandbox": sandbox, "credentials": { "account_sid": SID, "auth_token": TOKEN } });
     let (status, body) = app.post_json("/v1/connections", key, &body).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -108,7 +108,7 @@ async fn calls_request(twilio: &MockServer) -> (Vec<(String, String)>, String) {
     (form, auth)
 }
 
-fn field<'a>(form: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+pub(crate) fn field<'a>(form: &'a [(String, String)], name: &str) -> Vec<&'a str> {
     form.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
 }
 
