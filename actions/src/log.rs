@@ -65,6 +65,7 @@ mod tests {
             run_id: "run".into(),
             step_id: "note".into(),
             step_seq: 1,
+            now: 0,
             attempt: 1,
             idempotency_key: "run:1".into(),
             timeout: Duration::from_secs(1),

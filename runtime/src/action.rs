@@ -104,6 +104,9 @@ pub struct ActionContext {
     pub step_id: String,
     /// The step execution's sequence number in its run (`steps[].seq` in the API).
     pub step_seq: i64,
+    /// The engine's clock when the attempt started (ms): what a module stamps its own records
+    /// with, so they agree with the runs' times (processes sharing PostgreSQL follow its clock).
+    pub now: i64,
     /// The attempt, starting at 1.
     pub attempt: u32,
     /// Stable across retries of this step execution: give it to vendors that dedupe.

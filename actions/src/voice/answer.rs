@@ -183,7 +183,7 @@ impl Action for VoiceAnswer {
         match self.attach(ctx).await {
             Ok(Some(Poll::Done(done))) => Poll::Done(done),
             Ok(Some(_)) => match &self.calls {
-                Some(calls) => calls.ask_twilio(&ctx.run_id).await,
+                Some(calls) => calls.ask_twilio(&ctx.run_id, ctx.now).await,
                 None => Poll::Failed(ActionError::outcome_unknown("misconfigured", "this process cannot read calls")),
             },
             Ok(None) => Poll::Failed(ActionError::outcome_unknown("call_not_found", "the call's record is gone")),

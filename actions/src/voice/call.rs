@@ -794,7 +794,7 @@ impl Action for VoiceCall {
         let (credentials, connection_id) = self.credentials(ctx)?;
         let token = hex::encode(rand::random::<[u8; 24]>());
         let scope = ctx.scope.as_deref().cloned().unwrap_or_default();
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = ctx.now;
         let row = CallRow {
             token: token.clone(),
             account_id: ctx.account_id.clone(),
@@ -889,13 +889,13 @@ impl Action for VoiceCall {
         Ok(Started::Later(Later { handle: json!({ "call_sid": created.sid, "token": token }), check_after: input.wait_timeout }))
     }
 
-    async fn poll(&self, _ctx: &ActionContext, handle: Value) -> Poll<CallOutput> {
+    async fn poll(&self, ctx: &ActionContext, handle: Value) -> Poll<CallOutput> {
         let Some(calls) = &self.calls else {
             return Poll::Failed(ActionError::outcome_unknown("misconfigured", "this process cannot read calls"));
         };
         let token = handle.get("token").and_then(Value::as_str).unwrap_or_default();
         match calls.store.call_by_token(token).await {
-            Ok(Some(row)) => calls.ask_twilio_about(&row).await,
+            Ok(Some(row)) => calls.ask_twilio_about(&row, ctx.now).await,
             Ok(None) => Poll::Failed(ActionError::outcome_unknown("call_not_found", "the call's record is gone")),
             Err(_) => Poll::NotYet { check_after: Duration::from_secs(60) },
         }
@@ -904,9 +904,9 @@ impl Action for VoiceCall {
 
 impl Calls {
     /// How the call a run answered ended (`voice.answer`'s deadline passed).
-    pub(super) async fn ask_twilio(&self, run_id: &str) -> Poll<CallOutput> {
+    pub(super) async fn ask_twilio(&self, run_id: &str, now: i64) -> Poll<CallOutput> {
         match self.store.call_of_run(run_id).await {
-            Ok(Some(row)) => self.ask_twilio_about(&row).await,
+            Ok(Some(row)) => self.ask_twilio_about(&row, now).await,
             Ok(None) => Poll::Failed(ActionError::outcome_unknown("call_not_found", "the call's record is gone")),
             Err(_) => Poll::NotYet { check_after: Duration::from_secs(60) },
         }
@@ -914,7 +914,7 @@ impl Calls {
 
     /// How a call ended: from its row if a final status was recorded, else Twilio's answer to
     /// `GET …/Calls/{CallSid}.json` (recorded in the row, first final status wins).
-    async fn ask_twilio_about(&self, row: &CallRow) -> Poll<CallOutput> {
+    async fn ask_twilio_about(&self, row: &CallRow, now: i64) -> Poll<CallOutput> {
         if row.ended == 1 {
             let (output, usage) = outcome(row);
             return Poll::Done(Done { output, usage });
@@ -961,7 +961,6 @@ impl Calls {
             sip_response_code: None,
             recording_url: None,
         };
-        let now = chrono::Utc::now().timestamp_millis();
         if self.store.end_call(&row.token, &end, now).await.is_err() {
             return Poll::NotYet { check_after: Duration::from_secs(60) };
         }

@@ -43,6 +43,7 @@ pub(crate) fn ctx(timeout: Duration, connection: Option<Arc<ConnectionRef>>) -> 
         run_id: "run_1".into(),
         step_id: "notify".into(),
         step_seq: 3,
+        now: 0,
         attempt: 1,
         idempotency_key: "run_1:3".into(),
         timeout,
