@@ -286,7 +286,8 @@ fn path_at(source: &str, pos: Position) -> Option<String> {
 /// read the call as `call.from`. Likewise `hours("office")` becomes `(voice_hours["office"] ?? false)` (closed when there is no such schedule),
 /// the schedules' states the script's scope carries.
 fn rename_call(source: &str, voice: bool) -> std::borrow::Cow<'_, str> {
-    if !(voice && source.contains("call")) && !source.contains("hours") {
+    let wanted = source.contains("hours") || (voice && source.contains("call"));
+    if !wanted {
         return std::borrow::Cow::Borrowed(source);
     }
     let chars: Vec<char> = source.chars().collect();
