@@ -4,11 +4,9 @@
 //! then the exact figures of the call history (filters, pages, costs), its CSV export, a
 //! workflow's stats (runs, steps, script nodes) and the dashboard of the account's day.
 //!
-//! Calls are stamped with the wall clock when placed, runs with the engine's: the test's manual
-//! clock is set to the wall clock first, and the account's timezone is picked so that its local
-//! time is about noon (runs are then placed just before and just after its local midnight).
-
-use std::time::Duration;
+//! Calls and runs are stamped with the engine's clock, a manual one here, set to the wall clock
+//! first; the account's timezone is picked so that its local time is about noon (runs are then
+//! placed just before and just after its local midnight).
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -267,9 +265,9 @@ async fn calls_are_counted_filtered_exported_and_kept_apart(db: TestDb) {
     app.advance(70_000).await;
     report(&app, &c3, "3", "completed", "61").await;
 
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let mid = chrono::Utc::now().timestamp_millis();
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Calls are stamped with the engine's clock: the next ones are placed a second after `mid`.
+    let mid = app.now();
+    app.advance(1_000).await;
 
     // 4: nobody answers; the run takes 30 s. 5: busy. 6: refused by Twilio. 7: still ringing.
     let c4 = place(&app, &twilio, &key, &confirm, "+15552220004").await;
