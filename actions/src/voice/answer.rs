@@ -28,6 +28,9 @@ use super::machine::{CallState, Machine, param};
 use super::script::{self, Script, seconds};
 use super::twiml::{self, Verb};
 
+/// How soon a `voice.answer` that ran before its call was recorded looks again.
+const ATTACH_RETRY: Duration = Duration::from_secs(2);
+
 /// What a number that answers nothing says.
 const NOT_IN_SERVICE: &str = "Sorry, this number is not in service. Goodbye.";
 
@@ -170,22 +173,35 @@ impl Action for VoiceAnswer {
     }
 
     async fn start(&self, ctx: &ActionContext, input: AnswerInput) -> Result<Started<CallOutput>, ActionError> {
+        // When the step started waiting and for how long before Twilio is asked.
+        let handle = json!({ "run_id": ctx.run_id, "since": ctx.now, "wait_ms": input.wait_timeout.as_millis() as i64 });
         match self.attach(ctx).await? {
             Some(Poll::Done(done)) => Ok(Started::Done(done)),
             // Waits for the call to end; the deadline is the fallback that asks Twilio.
-            Some(_) => Ok(Started::Later(Later { handle: json!({ "run_id": ctx.run_id }), check_after: input.wait_timeout })),
+            Some(_) => Ok(Started::Later(Later { handle, check_after: input.wait_timeout })),
+            // A run started by a call whose record is not written yet (the webhook writes it just
+            // after starting the run): look again shortly.
+            None if ctx.scope.as_ref().is_some_and(|s| s.event.get("call").is_some()) => Ok(Started::Later(Later { handle, check_after: ATTACH_RETRY })),
             // The run was not started by a call (e.g. through the API): nothing to answer.
             None => Err(ActionError::permanent("no_call", "this run was not started by a call to one of the account's numbers")),
         }
     }
 
-    async fn poll(&self, ctx: &ActionContext, _handle: Value) -> Poll<CallOutput> {
+    async fn poll(&self, ctx: &ActionContext, handle: Value) -> Poll<CallOutput> {
         match self.attach(ctx).await {
             Ok(Some(Poll::Done(done))) => Poll::Done(done),
-            Ok(Some(_)) => match &self.calls {
-                Some(calls) => calls.ask_twilio(&ctx.run_id, ctx.now).await,
-                None => Poll::Failed(ActionError::outcome_unknown("misconfigured", "this process cannot read calls")),
-            },
+            Ok(Some(_)) => {
+                // A step that attached late waits out its wait_timeout before Twilio is asked.
+                let field = |name: &str| handle.get(name).and_then(Value::as_i64);
+                let deadline = field("since").zip(field("wait_ms")).map(|(since, wait)| since.saturating_add(wait));
+                match (deadline, &self.calls) {
+                    (Some(deadline), _) if ctx.now < deadline => Poll::NotYet { check_after: Duration::from_millis((deadline - ctx.now) as u64) },
+                    (_, Some(calls)) => calls.ask_twilio(&ctx.run_id, ctx.now).await,
+                    (_, None) => Poll::Failed(ActionError::outcome_unknown("misconfigured", "this process cannot read calls")),
+                }
+            }
+            // Started before its call was recorded: the record comes within moments, or never.
+            Ok(None) if handle.get("since").and_then(Value::as_i64).is_some_and(|since| ctx.now - since < 60_000) => Poll::NotYet { check_after: ATTACH_RETRY },
             Ok(None) => Poll::Failed(ActionError::outcome_unknown("call_not_found", "the call's record is gone")),
             Err(_) => Poll::NotYet { check_after: Duration::from_secs(60) },
         }

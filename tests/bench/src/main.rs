@@ -21,9 +21,12 @@
 //! - [`statements`]: SQL statements and commits per step (`statements`).
 //! - [`procs`]: steps/s with 1, 2 and 4 real `switchboard worker` processes (`procs`,
 //!   PostgreSQL only).
+//! - [`calls`]: the latency of Twilio's inbound-call requests (the first TwiML, a gather's
+//!   result) under concurrent calls, with the workers running (`calls`).
 //! - [`memory`]: a worker's resident memory with an empty queue and with 1,000,000 pending
 //!   delays (`memory`, PostgreSQL only).
 
+mod calls;
 mod latency;
 mod memory;
 mod procs;
@@ -46,7 +49,7 @@ use switchboard_runtime::metering::Unit;
 use switchboard_runtime::store::{Account, BenchProbe, Store, StoreConfig, WorkflowRow, WorkflowWrite, dialect};
 
 /// Every measurement, in the order they run on a backend.
-const MEASUREMENTS: [&str; 8] = ["ingest", "steps", "billed", "statements", "procs", "timers", "usage", "memory"];
+const MEASUREMENTS: [&str; 9] = ["ingest", "steps", "billed", "statements", "procs", "timers", "usage", "calls", "memory"];
 
 /// Measurements that need PostgreSQL (several processes on one database; bulk SQL).
 const POSTGRES_ONLY: [&str; 2] = ["procs", "memory"];
@@ -63,7 +66,7 @@ struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
     backends: Vec<String>,
     /// Measurements to run, comma-separated: ingest, steps, billed, statements, procs, timers,
-    /// usage, memory (procs and memory on PostgreSQL only), or all.
+    /// usage, calls, memory (procs and memory on PostgreSQL only), or all.
     #[arg(long, value_delimiter = ',', default_value = "all")]
     only: Vec<String>,
     /// Webhook requests sent in the ingest measurement.
@@ -97,6 +100,12 @@ struct BenchArgs {
     /// Runs parked on a delay (due in 30 days) for the memory measurement.
     #[arg(long, default_value_t = 1_000_000)]
     pending_delays: i64,
+    /// Inbound calls in the calls measurement.
+    #[arg(long, default_value_t = 1_000)]
+    calls: usize,
+    /// Calls in flight at once in the calls measurement.
+    #[arg(long, default_value_t = 50)]
+    call_concurrency: usize,
     /// Seconds the worker polls before its memory is read, in each memory measurement.
     #[arg(long, default_value_t = 15)]
     memory_secs: u64,
@@ -186,7 +195,9 @@ impl Backend {
         let store = Store::connect(&StoreConfig { url: url.to_string(), max_connections: 16 }).await?;
         store.migrate().await?;
         let vault = Arc::new(Vault::from_hex(&Vault::generate_hex())?);
-        let mut actions = switchboard_actions::registry(&switchboard_actions::ActionsConfig::new(vault.clone()))?;
+        let mut config = switchboard_actions::ActionsConfig::new(vault.clone());
+        config.store = Some(store.clone());
+        let mut actions = switchboard_actions::registry(&config)?;
         actions.register(Billed);
         let engine = Arc::new(Engine::new(store.clone(), actions, Arc::new(SystemClock), EngineConfig::default()));
         let now = engine.clock().now();
@@ -275,6 +286,7 @@ struct Figures {
     /// `GET /v1/usage` over the filled ledger: (p50, max) in ms, by unit and by day.
     usage_ms: Option<[(f64, f64); 2]>,
     memory: Option<memory::Memory>,
+    calls: Option<calls::CallLatency>,
 }
 
 /// Runs the selected measurements on SQLite and on PostgreSQL (if reachable), then prints them.
@@ -318,8 +330,18 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// The selected measurements on one backend; `server` is the PostgreSQL server URL (the memory
 /// measurement makes a database of its own there).
 async fn measure(b: Backend, args: &BenchArgs, selected: &[&str], server: Option<&str>) -> anyhow::Result<Figures> {
-    let mut f =
-        Figures { backend: b.name, ingest: None, steps: None, billed: None, statements: None, procs: Vec::new(), latency: None, usage_ms: None, memory: None };
+    let mut f = Figures {
+        backend: b.name,
+        ingest: None,
+        steps: None,
+        billed: None,
+        statements: None,
+        procs: Vec::new(),
+        latency: None,
+        usage_ms: None,
+        memory: None,
+        calls: None,
+    };
     for m in selected {
         eprintln!("[{:>5.0} s] {} {m}", elapsed_secs(), b.name);
         match *m {
@@ -329,6 +351,7 @@ async fn measure(b: Backend, args: &BenchArgs, selected: &[&str], server: Option
             "statements" => f.statements = Some(statements::measure(&b, args).await?),
             "procs" if b.is_postgres() => f.procs = procs::measure(&b, args).await?,
             "timers" => f.latency = Some(latency::measure(&b, args).await?),
+            "calls" => f.calls = Some(calls::measure(&b, args).await?),
             "usage" if args.ledger_rows > 0 => f.usage_ms = Some(throughput::usage_latency(&b, args.ledger_rows).await?),
             "memory" => {
                 if let Some(server) = server {
@@ -353,5 +376,6 @@ fn print(figures: &[Figures], args: &BenchArgs) {
     statements::print(figures, args);
     procs::print(figures, args);
     latency::print(figures, args);
+    calls::print(figures, args);
     memory::print(figures, args);
 }
