@@ -291,9 +291,7 @@ impl Calls {
             ended_at: None,
         };
         self.store().insert_call(&row).await?;
-        let token = row.token.clone();
-        let twiml = self.turn_unsigned(engine, &token, None, params).await?;
-        Ok(twiml)
+        self.turn_unsigned(engine, row, None, params).await
     }
 }
 

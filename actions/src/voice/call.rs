@@ -259,15 +259,22 @@ impl Calls {
         params: &[(String, String)],
         signature: &str,
     ) -> Result<String, CallbackError> {
-        self.verified(token, path_and_query, params, signature).await?;
-        self.turn_unsigned(engine, token, node, params).await
+        let row = self.verified(token, path_and_query, params, signature).await?;
+        self.turn_unsigned(engine, row, node, params).await
     }
 
-    /// [`Calls::turn`] once the request is trusted.
-    pub(super) async fn turn_unsigned(&self, engine: &Engine, token: &str, node: Option<&str>, params: &[(String, String)]) -> Result<String, CallbackError> {
-        let mut row = self.store.call_by_token(token).await?.ok_or(CallbackError::NotFound)?;
+    /// [`Calls::turn`] once the request is trusted; `row` is the call as just read (or written),
+    /// not read again.
+    pub(super) async fn turn_unsigned(
+        &self,
+        engine: &Engine,
+        mut row: CallRow,
+        node: Option<&str>,
+        params: &[(String, String)],
+    ) -> Result<String, CallbackError> {
+        let token = row.token.clone();
         if let Some(answered_by) = param(params, "AnsweredBy") {
-            self.store.set_call_answered_by(token, answered_by).await?;
+            self.store.set_call_answered_by(&token, answered_by).await?;
             row.answered_by.get_or_insert_with(|| answered_by.to_owned());
         }
         // Two requests of one call at once are not Twilio's way; if they happen, the one that
@@ -276,11 +283,11 @@ impl Calls {
             let Some(twiml) = self.next_document(&row, node, params).await else {
                 return Ok(row.twiml.clone().unwrap_or_else(|| twiml::render(&[Verb::Hangup])));
             };
-            if self.store.save_call_state(token, row.version, &twiml.0, &twiml.1).await? {
+            if self.store.save_call_state(&token, row.version, &twiml.0, &twiml.1).await? {
                 publish_call(engine, &CallRow { state: twiml.0, ..row }).await;
                 return Ok(twiml.1);
             }
-            row = self.store.call_by_token(token).await?.ok_or(CallbackError::NotFound)?;
+            row = self.store.call_by_token(&token).await?.ok_or(CallbackError::NotFound)?;
         }
         Ok(row.twiml.unwrap_or_else(|| twiml::render(&[Verb::Hangup])))
     }
