@@ -29,7 +29,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use chrono::{DateTime, Datelike, Duration as ChronoDuration, LocalResult, NaiveDate, NaiveDateTime, TimeZone};
+use chrono::{DateTime, Datelike, NaiveDate};
 use chrono_tz::Tz;
 use serde_json::{Map, Value, json};
 
@@ -260,17 +260,7 @@ impl BusinessHours {
     fn place(&self, date: NaiveDate, minute: u16) -> Option<i64> {
         let (date, minute) = if minute >= DAY_MINUTES { (date.succ_opt()?, minute - DAY_MINUTES) } else { (date, minute) };
         let wall = date.and_hms_opt(u32::from(minute / 60), u32::from(minute % 60), 0)?;
-        place(wall, self.timezone)
-    }
-}
-
-/// Places a local wall-clock time on the timeline (ms): a time in a gap at the first local
-/// minute after it that exists, an ambiguous time at its first occurrence.
-fn place(wall: NaiveDateTime, tz: Tz) -> Option<i64> {
-    match tz.from_local_datetime(&wall) {
-        LocalResult::Single(t) => Some(t.timestamp_millis()),
-        LocalResult::Ambiguous(first, _) => Some(first.timestamp_millis()),
-        LocalResult::None => (1..=24 * 60).find_map(|m| tz.from_local_datetime(&(wall + ChronoDuration::minutes(m))).earliest()).map(|t| t.timestamp_millis()),
+        crate::schedule::place(wall, self.timezone)
     }
 }
 
@@ -390,7 +380,7 @@ fn day_ranges(path: &str, value: &Value, problems: &mut Problems) -> Vec<TimeRan
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
+    use chrono::{Duration as ChronoDuration, TimeZone, Utc};
     use proptest::prelude::*;
 
     use super::*;

@@ -19,12 +19,15 @@
 //! - [`schedule`]: cron schedules (POSIX crontab, IANA timezones, DST, catch-up).
 //! - [`hours`]: business hours (weekly ranges, holidays, overrides in an IANA timezone): open
 //!   at an instant, and when that next changes.
+//! - [`contact`]: contact rules: quiet hours in the lead's timezone, local-time delays, opt-out
+//!   keywords.
 //! - [`status`]: the states of a run and of a step ([`status::RunStatus`], [`status::StepStatus`]).
 //! - [`clock`]: time, injected so tests can move it.
 //! - [`metering`]: units and prices of the usage ledger.
 
 pub mod action;
 pub mod clock;
+pub mod contact;
 pub mod definition;
 pub mod engine;
 pub mod error;

@@ -102,7 +102,7 @@ impl CronSpec {
 
 /// Places a local wall-clock time on the timeline: a time in a gap at the end of the gap (the
 /// first local minute that exists), an ambiguous time at its first occurrence.
-fn place(wall: NaiveDateTime, tz: Tz) -> Option<i64> {
+pub(crate) fn place(wall: NaiveDateTime, tz: Tz) -> Option<i64> {
     match tz.from_local_datetime(&wall) {
         LocalResult::Single(t) => Some(t.timestamp_millis()),
         LocalResult::Ambiguous(first, _) => Some(first.timestamp_millis()),
