@@ -15,7 +15,8 @@
 //! - Failure is Twilio's error JSON `{code, message, more_info, status}`. The HTTP status
 //!   classifies it (429, 408 and 5xx retryable with `Retry-After`, other 4xx permanent), except
 //!   for the Twilio codes in [`RETRYABLE_CODES`], which say "later" on a 4xx. The code becomes
-//!   `twilio_<code>` and Twilio's message is quoted.
+//!   `twilio_<code>` and Twilio's message is quoted. 21610 (unsubscribed recipient) is
+//!   `recipient_opted_out`: the runtime records the opt-out and ends the step `skipped`.
 //!
 //! Twilio's Messages API takes no idempotency key, so delivery is at most once: a request that
 //! may have left (a read timeout, a broken connection) ends `outcome_unknown`, never resent.
@@ -35,7 +36,8 @@ use switchboard_integrations::connections::{TwilioCredentials, Vault};
 use switchboard_integrations::http::read_limited;
 use switchboard_integrations::providers::{self, Provider};
 use switchboard_integrations::{classify_response, classify_send_error};
-use switchboard_runtime::action::{Action, ActionContext, ActionError, Delivery, Done, FailureClass, RateLimit, SandboxSend};
+use switchboard_runtime::action::{Action, ActionContext, ActionError, Delivery, Done, FailureClass, RateLimit, Recipient, SandboxSend};
+use switchboard_runtime::contact::Channel;
 use switchboard_runtime::metering::{Unit, Usage, sms_segments};
 
 /// The unit an SMS is metered in.
@@ -49,9 +51,13 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// Twilio error codes that mean "not now" even on a 4xx: 20429 too many concurrent requests,
 /// 14107 the per-pair send rate, 30001 queue overflow, 21611 the sender's queue is full (more
-/// than 10 hours of messages). Everything else on a 4xx (21211 invalid `To`, 21610 unsubscribed
-/// recipient, 20003 authentication, …) will fail the same way again.
+/// than 10 hours of messages). Everything else on a 4xx (21211 invalid `To`, 20003
+/// authentication, …) will fail the same way again.
 const RETRYABLE_CODES: [i64; 4] = [20429, 14107, 30001, 21611];
+
+/// Twilio's "Attempt to send to unsubscribed recipient": the number replied STOP to the sender.
+/// The failure is [`ActionError::opted_out`]: the runtime records the opt-out and skips the step.
+const UNSUBSCRIBED_RECIPIENT: i64 = 21610;
 
 /// The `sms.send` action module.
 #[derive(Debug, Clone)]
@@ -184,6 +190,10 @@ impl Action for SmsSend {
         Some(RateLimit { key: format!("twilio:{connection}:{from}"), interval: Duration::from_secs(1) })
     }
 
+    fn recipient(&self, input: &SmsInput) -> Option<Recipient> {
+        Some(Recipient { number: input.to.trim().to_owned(), channel: Channel::Sms })
+    }
+
     fn sandbox(&self, ctx: &ActionContext, input: &SmsInput) -> Result<Option<SandboxSend>, ActionError> {
         let message = Message::parse(input)?;
         let segments = message.segments();
@@ -275,6 +285,9 @@ pub(crate) fn twilio_failure(status: StatusCode, headers: &reqwest::header::Head
     if let Some(more) = error.more_info.filter(|m| !m.is_empty()) {
         message.push_str(&format!(" (see {more})"));
     }
+    if error.code == UNSUBSCRIBED_RECIPIENT {
+        return ActionError::opted_out(message);
+    }
     let class = if RETRYABLE_CODES.contains(&error.code) { FailureClass::Retryable } else { by_status.class };
     ActionError { code: format!("twilio_{}", error.code), message, class, retry_after_ms: by_status.retry_after_ms }
 }
@@ -359,7 +372,7 @@ mod tests {
         let headers = reqwest::header::HeaderMap::new();
         let body = br#"{"code": 21610, "message": "Attempt to send to unsubscribed recipient", "more_info": "https://www.twilio.com/docs/errors/21610", "status": 400}"#;
         let err = twilio_failure(StatusCode::BAD_REQUEST, &headers, body);
-        assert_eq!((err.code.as_str(), err.class), ("twilio_21610", FailureClass::Permanent));
+        assert_eq!((err.code.as_str(), err.class), (ActionError::OPTED_OUT, FailureClass::Permanent), "the runtime records the opt-out");
         assert_eq!(err.message, "twilio error 21610: Attempt to send to unsubscribed recipient (see https://www.twilio.com/docs/errors/21610)");
         let body = br#"{"code": 21611, "message": "This 'From' number has exceeded the maximum number of queued messages", "status": 400}"#;
         let err = twilio_failure(StatusCode::BAD_REQUEST, &headers, body);

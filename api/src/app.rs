@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::workflows::router())
         .merge(routes::connections::router())
         .merge(routes::numbers::router())
+        .merge(routes::contact::router())
         .merge(routes::schedules::router())
         .merge(routes::outbox::router())
         .merge(routes::callbacks::router())

@@ -58,6 +58,7 @@ use crate::routes;
         (name = "hooks", description = "Per-workflow webhook URLs: the token in the URL is the secret"),
         (name = "connections", description = "Vendor credentials, sealed; never returned"),
         (name = "numbers", description = "Phone numbers bound to the workflows that answer them; simulated calls"),
+        (name = "contact", description = "Contact rules: quiet hours in the recipient's timezone, and opted-out numbers"),
         (name = "schedules", description = "Business hours by name (weekly hours, holidays, overrides): open at an instant, and the next change"),
         (name = "templates", description = "The template catalogue, and enabling a template as a workflow"),
         (name = "outbox", description = "What sandbox connections and test runs would have sent"),
@@ -94,6 +95,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         .merge(routes::workflows::documented())
         .merge(routes::connections::documented())
         .merge(routes::numbers::documented())
+        .merge(routes::contact::documented())
         .merge(routes::schedules::documented())
         .merge(routes::outbox::documented())
         .merge(routes::callbacks::documented())

@@ -76,6 +76,15 @@ impl ActionError {
     pub fn outcome_unknown(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self { code: code.into(), message: message.into(), class: FailureClass::OutcomeUnknown, retry_after_ms: None }
     }
+    /// The vendor refused the send because the recipient opted out (Twilio's 21610): the
+    /// runtime records the opt-out and ends the step `skipped`, as if it had known before.
+    pub fn opted_out(message: impl Into<String>) -> Self {
+        Self::permanent(Self::OPTED_OUT, message)
+    }
+
+    /// The code of [`ActionError::opted_out`].
+    pub const OPTED_OUT: &'static str = "recipient_opted_out";
+
     /// Sets the vendor's `Retry-After`.
     pub fn with_retry_after(mut self, after: Option<Duration>) -> Self {
         self.retry_after_ms = after.map(|d| d.as_millis() as u64);
@@ -160,6 +169,15 @@ pub struct RateLimit {
     pub key: String,
     /// The spacing between two sends.
     pub interval: Duration,
+}
+
+/// Whom a send reaches: a phone number (E.164) on a channel, whose opt-outs stop the send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The number, E.164.
+    pub number: String,
+    /// Texts or calls.
+    pub channel: crate::contact::Channel,
 }
 
 /// What a send would have been, recorded in the outbox instead of being sent: on a sandbox
@@ -301,6 +319,13 @@ pub trait Action: Send + Sync + 'static {
         None
     }
 
+    /// The person this send reaches, for the contact rules: the phone number and the channel
+    /// its opt-outs are read on. The default, `None`, is a send that reaches no phone (opt-outs
+    /// do not apply; quiet hours still do when the account lists the kind).
+    fn recipient(&self, _input: &Self::Input) -> Option<Recipient> {
+        None
+    }
+
     /// What would be sent, for the outbox (sandbox connections and test runs). Must not do any
     /// I/O. `None` (the default) records the rendered input as is, with `{"sandbox": true}` as
     /// the output and [`Action::estimate`] as the usage.
@@ -360,6 +385,8 @@ pub trait DynAction: Send + Sync {
     fn raw_fields(&self) -> &'static [&'static str];
     /// See [`Action::rate_limit`]; none for an input that does not deserialize.
     fn rate_limit(&self, ctx: &ActionContext, input: &Value) -> Option<RateLimit>;
+    /// See [`Action::recipient`]; none for an input that does not deserialize.
+    fn recipient(&self, input: &Value) -> Option<Recipient>;
     /// See [`Action::sandbox`].
     fn sandbox(&self, ctx: &ActionContext, input: &Value) -> Result<SandboxSend, ActionError>;
     /// Deserializes the input and runs [`Action::execute`].
@@ -420,6 +447,9 @@ impl<A: Action> DynAction for A {
     }
     fn rate_limit(&self, ctx: &ActionContext, input: &Value) -> Option<RateLimit> {
         Action::rate_limit(self, ctx, &parse_input(input).ok()?)
+    }
+    fn recipient(&self, input: &Value) -> Option<Recipient> {
+        Action::recipient(self, &parse_input(input).ok()?)
     }
     fn sandbox(&self, ctx: &ActionContext, input: &Value) -> Result<SandboxSend, ActionError> {
         let typed: A::Input = parse_input(input)?;

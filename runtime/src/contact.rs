@@ -115,7 +115,9 @@ impl ContactRules {
                 rules.applies_to.clear();
                 for (i, kind) in kinds.iter().enumerate() {
                     match kind.as_str() {
-                        Some(k) if rules.applies_to.iter().any(|seen| seen == k) => problems.push((format!("applies_to[{i}]"), format!("'{k}' is listed twice"))),
+                        Some(k) if rules.applies_to.iter().any(|seen| seen == k) => {
+                            problems.push((format!("applies_to[{i}]"), format!("'{k}' is listed twice")))
+                        }
                         Some(k) if !k.is_empty() && k.len() <= 64 => rules.applies_to.push(k.to_string()),
                         _ => problems.push((format!("applies_to[{i}]"), "must be an action kind, e.g. sms.send".into())),
                     }
@@ -380,7 +382,16 @@ mod tests {
         let paths: Vec<&str> = bad.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(
             paths,
-            ["color", "quiet_hours.tz", "quiet_hours.start", "quiet_hours.end", "quiet_hours.days_off[0]", "quiet_hours.days_off[2]", "applies_to[1]", "applies_to[2]"],
+            [
+                "color",
+                "quiet_hours.tz",
+                "quiet_hours.start",
+                "quiet_hours.end",
+                "quiet_hours.days_off[0]",
+                "quiet_hours.days_off[2]",
+                "applies_to[1]",
+                "applies_to[2]"
+            ],
             "{bad:?}"
         );
         let same = ContactRules::parse(&json!({ "quiet_hours": { "start": "08:00", "end": "08:00" } })).unwrap_err();
@@ -455,7 +466,14 @@ mod tests {
     /// Instants over several years, around both hemispheres' DST changes, to the millisecond.
     fn instant() -> impl Strategy<Value = i64> {
         (
-            prop::sample::select(vec!["2026-03-06T00:00:00Z", "2026-03-27T00:00:00Z", "2026-04-03T00:00:00Z", "2026-09-25T00:00:00Z", "2026-10-30T00:00:00Z", "2031-01-01T00:00:00Z"]),
+            prop::sample::select(vec![
+                "2026-03-06T00:00:00Z",
+                "2026-03-27T00:00:00Z",
+                "2026-04-03T00:00:00Z",
+                "2026-09-25T00:00:00Z",
+                "2026-10-30T00:00:00Z",
+                "2031-01-01T00:00:00Z",
+            ]),
             0i64..(5 * 86_400_000),
         )
             .prop_map(|(base, ms)| utc(base) + ms)

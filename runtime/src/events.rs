@@ -68,8 +68,8 @@ pub struct StepEvent {
     /// Its position in the run's timeline.
     pub seq: i64,
     /// Its state as the API shows it ([`StepStatus::public`]): `succeeded`, `failed`,
-    /// `outcome_unknown`, `waiting` (a delay, a wait or a rate-limit slot), `pending` (a retry)
-    /// or `running`.
+    /// `outcome_unknown`, `skipped` (an opted-out recipient), `waiting` (a delay, a wait, a
+    /// rate-limit slot or quiet hours), `pending` (a retry) or `running`.
     pub status: StepStatus,
     /// Attempts made.
     pub attempts: i64,

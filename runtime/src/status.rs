@@ -59,6 +59,8 @@ pub enum StepStatus {
     Cancelled,
     /// The request may have reached the vendor; not sent again.
     OutcomeUnknown,
+    /// Not sent, on purpose: the recipient opted out (`output.skipped` says why). The run goes on.
+    Skipped,
 }
 
 /// A state name that is not one of the enum's.
@@ -90,7 +92,7 @@ impl RunStatus {
 
 impl StepStatus {
     /// Every step state.
-    pub const ALL: [StepStatus; 9] = [
+    pub const ALL: [StepStatus; 10] = [
         Self::Pending,
         Self::Running,
         Self::Waiting,
@@ -100,6 +102,7 @@ impl StepStatus {
         Self::Failed,
         Self::Cancelled,
         Self::OutcomeUnknown,
+        Self::Skipped,
     ];
 
     /// Its stored name.
@@ -114,12 +117,13 @@ impl StepStatus {
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
             Self::OutcomeUnknown => "outcome_unknown",
+            Self::Skipped => "skipped",
         }
     }
 
     /// Whether this execution of the step is over (nothing of it is due again).
     pub const fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled | Self::OutcomeUnknown)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled | Self::OutcomeUnknown | Self::Skipped)
     }
 
     /// What the step becomes when its run was cancelled before its completion committed: cancel

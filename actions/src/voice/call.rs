@@ -34,7 +34,8 @@ use switchboard_integrations::connections::{TwilioCredentials, Vault};
 use switchboard_integrations::http::read_limited;
 use switchboard_integrations::providers::{self, Provider};
 use switchboard_integrations::twilio::signature_is_valid_any_port;
-use switchboard_runtime::action::{Action, ActionContext, ActionError, ActionOutput, Delivery, Done, Later, Poll, RateLimit, SandboxSend, Started};
+use switchboard_runtime::action::{Action, ActionContext, ActionError, ActionOutput, Delivery, Done, Later, Poll, RateLimit, Recipient, SandboxSend, Started};
+use switchboard_runtime::contact::Channel;
 use switchboard_runtime::engine::{Engine, LaterCompletion};
 use switchboard_runtime::expr::{ExprEngine, ScopeData};
 use switchboard_runtime::metering::{Unit, Usage, voice_minutes};
@@ -715,6 +716,10 @@ impl Action for VoiceCall {
     /// One minute: what an answered call costs at least (the rest is billed when it ends).
     fn estimate(&self, input: &CallInput) -> Vec<Usage> {
         vec![input.tier.unit().times(1)]
+    }
+
+    fn recipient(&self, input: &CallInput) -> Option<Recipient> {
+        Some(Recipient { number: input.to.trim().to_owned(), channel: Channel::Voice })
     }
 
     /// One call a second per connection (Twilio's default calls-per-second).

@@ -198,11 +198,13 @@ async fn an_invalid_number_is_permanent_with_twilios_message() {
 }
 
 #[tokio::test]
-async fn an_unsubscribed_recipient_is_permanent() {
+async fn an_unsubscribed_recipient_is_an_opt_out() {
     let f = fixture().await;
     f.answering(twilio_error(400, 21610, "Attempt to send to unsubscribed recipient")).await;
     let err = f.send(input()).await.unwrap_err();
-    assert_eq!((err.class, err.code.as_str()), (FailureClass::Permanent, "twilio_21610"));
+    // The runtime records the opt-out and ends the step skipped.
+    assert_eq!((err.class, err.code.as_str()), (FailureClass::Permanent, switchboard_runtime::action::ActionError::OPTED_OUT));
+    assert!(err.message.contains("21610"), "{}", err.message);
 }
 
 #[tokio::test]

@@ -81,7 +81,7 @@ async fn create(State(state): State<AppState>, _: AdminAuth, JsonBody(req): Json
     if !problems.is_empty() {
         return Err(ApiError::invalid("invalid_account", "the account is invalid", problems));
     }
-    let account = Account { id: new_id(), name: req.name, plan, timezone, created_at: state.engine.clock().now() };
+    let account = Account { id: new_id(), name: req.name, plan, timezone, created_at: state.engine.clock().now(), contact_rules: None };
     let (key_id, api_key) = (new_id(), random_secret("sk_"));
     state.engine.store().create_account(&account, &key_id, &hash_key(&api_key)).await?;
     Ok((StatusCode::CREATED, Json(AccountCreated { account: AccountView::from(&account), key_id, api_key })))

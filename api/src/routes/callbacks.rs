@@ -16,7 +16,8 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 use switchboard_actions::voice::CallbackError;
 use switchboard_integrations::connections::TwilioCredentials;
-use switchboard_integrations::twilio::signature_is_valid;
+use switchboard_integrations::twilio::{signature_is_valid, signature_is_valid_any_port};
+use switchboard_runtime::contact::{self, Channel, Keyword};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -29,6 +30,7 @@ use crate::openapi::{self as doc, built_once};
 pub fn documented() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(twilio_sms_status))
+        .routes(routes!(twilio_inbound_message))
         .routes(routes!(twilio_voice_twiml))
         .routes(routes!(twilio_voice_status))
         .routes(routes!(twilio_inbound_call))
@@ -98,6 +100,86 @@ async fn twilio_sms_status(State(state): State<AppState>, Path(connection): Path
     let id = format!("twilio:{sid}:{status}");
     state.engine.accept_event(&account_id, "sms.status", data, Some(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Twilio's inbound message webhook
+///
+/// Set it as an account number's messaging webhook ("A message comes in", HTTP POST). Trusted
+/// only when `X-Twilio-Signature` verifies with the auth token of one of the account's live
+/// Twilio connections. A body that is one of Twilio's opt-out keywords (STOP, STOPALL,
+/// UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE, OPTOUT) opts the sender out of texts and calls from
+/// this account; START, UNSTOP or YES clears that (a `voice`-only opt-out the CRM recorded
+/// stays). Every verified message also becomes the app event `sms.received` (`{message_sid,
+/// from, to, body, keyword, connection}`), once per message. Answers an empty TwiML
+/// `<Response/>`: Twilio sends its own reply to STOP and START.
+#[utoipa::path(
+    post,
+    path = "/callbacks/twilio/messages/{account}",
+    tag = "callbacks",
+    operation_id = "twilio_inbound_message",
+    params(
+        ("account" = String, Path, description = "The account's id"),
+        ("X-Twilio-Signature" = String, Header, description = "Twilio's signature of the URL and the form parameters"),
+    ),
+    request_body(
+        content_type = "application/x-www-form-urlencoded",
+        content = Object,
+        description = "Twilio's form: `MessageSid`, `From` and `Body` are required; `To` and `AccountSid` are read when present",
+    ),
+    responses(
+        (status = 200, description = "Recorded; an empty TwiML `<Response/>`", content_type = "text/xml", body = String),
+        (status = 400, description = "`bad_request`: a malformed form, or no `MessageSid`/`From`/`Body`", body = doc::ErrorBody),
+        (status = 403, description = "`invalid_signature`: `X-Twilio-Signature` matches none of the account's Twilio connections", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account", body = doc::ErrorBody),
+    ),
+)]
+async fn twilio_inbound_message(State(state): State<AppState>, Path(account): Path<String>, headers: HeaderMap, Body(body): Body) -> ApiResult<Response> {
+    let store = state.engine.store();
+    if store.account(&account).await?.is_none() {
+        return Err(ApiError::not_found("account"));
+    }
+    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).map_err(|e| ApiError::bad_request(format!("malformed form body: {e}")))?;
+    let url = format!("{}/callbacks/twilio/messages/{account}", state.public_url);
+    let signature = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let mut signed_by = None;
+    for row in store.connections_for(&account, &["twilio"], None).await?.into_iter().filter(|r| r.sandbox == 0) {
+        let name = row.name.clone();
+        let Ok(credentials) = state.vault.open::<TwilioCredentials>(&row.into_ref()) else { continue };
+        if signature_is_valid_any_port(credentials.auth_token.expose_secret(), &url, &params, signature) {
+            signed_by = Some(name);
+            break;
+        }
+    }
+    let Some(connection) = signed_by else {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "invalid_signature", "X-Twilio-Signature matches none of this account's Twilio connections"));
+    };
+    let field = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim().to_owned());
+    let (Some(sid), Some(from), Some(text)) = (field("MessageSid"), field("From"), params.iter().find(|(k, _)| k == "Body").map(|(_, v)| v.clone())) else {
+        return Err(ApiError::bad_request("an inbound message has MessageSid, From and Body"));
+    };
+    let now = state.engine.clock().now();
+    let keyword = contact::keyword(&text);
+    match keyword {
+        Some(Keyword::OptOut) => {
+            store.add_opt_out(&account, &from, Channel::All, "inbound_sms", now).await?;
+            tracing::info!(number = %from, "opt-out recorded from an inbound STOP");
+        }
+        Some(Keyword::OptIn) => {
+            store.remove_opt_outs(&account, &from, &[Channel::All, Channel::Sms]).await?;
+            tracing::info!(number = %from, "opt-out cleared by an inbound START");
+        }
+        None => {}
+    }
+    let data = json!({
+        "message_sid": sid,
+        "from": from,
+        "to": field("To"),
+        "body": text,
+        "keyword": keyword.map(|k| match k { Keyword::OptOut => "opt_out", Keyword::OptIn => "opt_in" }),
+        "connection": connection,
+    });
+    state.engine.accept_event(&account, "sms.received", data, Some(&format!("twilio:{sid}:received"))).await?;
+    Ok(([(header::CONTENT_TYPE, "text/xml")], "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>").into_response())
 }
 
 /// The query of a call's TwiML URL.

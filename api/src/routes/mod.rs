@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod analytics;
 pub mod callbacks;
 pub mod connections;
+pub mod contact;
 pub mod events;
 pub mod health;
 pub mod hooks;

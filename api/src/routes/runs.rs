@@ -72,6 +72,9 @@ enum StepStatusDoc {
     Cancelled,
     /// Interrupted while sending with an at-most-once action: it may or may not have been sent.
     OutcomeUnknown,
+    /// Not sent on purpose: the recipient opted out (`output.skipped` is `opted_out`); the run
+    /// went on.
+    Skipped,
 }
 
 /// A run (without its steps).
@@ -179,6 +182,13 @@ pub struct Step {
     pub error: Option<Failure>,
     /// This execution's ledger rows.
     pub usage: Vec<StepUsage>,
+    /// What the contact rules did to it, when they did something: `{quiet_hours: "deferred",
+    /// until, timezone}` (it waited for the end of the recipient's quiet hours; in a test run,
+    /// `fast_forwarded: true`) or `{quiet_hours: "ignored", timezone, would_wait_until}` (the
+    /// step says `contact_rules: ignore`). An opted-out recipient shows as `status: skipped`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, nullable = false)]
+    pub contact_rules: Option<Value>,
 }
 
 impl Step {
@@ -198,6 +208,7 @@ impl Step {
             output: s.public_output(),
             error: Failure::parse(s.error.as_deref()),
             usage: usage.iter().filter(|u| u.step_id.as_deref() == Some(&s.step_id) && u.id.starts_with(&prefix)).map(StepUsage::from).collect(),
+            contact_rules: None,
         }
     }
 
@@ -215,6 +226,7 @@ impl Step {
             output: Value::Null,
             error: None,
             usage: Vec::new(),
+            contact_rules: None,
         }
     }
 }
@@ -361,6 +373,14 @@ async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth, 
 pub(crate) async fn run_detail(state: &AppState, account_id: &str, id: &str) -> ApiResult<RunDetail> {
     let (run, steps, usage) = state.engine.store().run_detail(account_id, id).await?.ok_or_else(|| ApiError::not_found("run"))?;
     let mut timeline: Vec<Step> = steps.iter().map(|s| Step::from_row(s, &usage)).collect();
+    // What the contact rules did, by step execution (kept in the run's context by the engine).
+    let context: Value = serde_json::from_str(&run.context).unwrap_or(Value::Null);
+    for step in &mut timeline {
+        if let Some(Value::Object(mut note)) = context.pointer(&format!("/contact/{}", step.seq)).cloned() {
+            note.remove("attempt");
+            step.contact_rules = Some(Value::Object(note));
+        }
+    }
     // The step the run is about to execute has no row until it finishes: show it as pending.
     if !run.status.is_final()
         && !steps.iter().any(|s| s.seq == run.step_seq)

@@ -134,6 +134,14 @@ pub enum Delay {
     For(Duration),
     /// Until a time (RFC 3339, or epoch milliseconds), rendered from a template.
     Until(Template),
+    /// Until the local clock next reads a time of day (`{at: "09:00", timezone}`).
+    At {
+        /// The time of day, minutes after midnight.
+        minute: u16,
+        /// The IANA timezone, rendered when the delay starts; the account's when `None`, or
+        /// when it renders to nothing or to a name that is not a zone.
+        timezone: Option<Template>,
+    },
 }
 
 /// One arm of a branch.
@@ -162,6 +170,9 @@ pub enum StepKind {
         timeout: Duration,
         /// What a final failure does.
         on_error: OnError,
+        /// `contact_rules: ignore`: quiet hours do not hold this step (a message the lead just
+        /// asked for). Opt-outs still do.
+        ignore_quiet_hours: bool,
     },
     /// Wait, durably.
     Delay(Delay),

@@ -469,7 +469,7 @@ fn raw_step(c: &mut Checker<'_>, i: usize, step: &Value) -> RawStep {
     }
     let kind = match kinds[0] {
         "action" => {
-            c.only_keys(&path, map, &["id", "action", "input", "connection", "retry", "timeout", "on_error"]);
+            c.only_keys(&path, map, &["id", "action", "input", "connection", "retry", "timeout", "on_error", "contact_rules"]);
             let Some(kind) = c.string(&format!("{path}.action"), &map["action"]).map(str::to_string) else {
                 return RawStep { id, kind: None };
             };
@@ -496,7 +496,19 @@ fn raw_step(c: &mut Checker<'_>, i: usize, step: &Value) -> RawStep {
                 None => module.timeout(),
             };
             let (on_error, _) = c.on_error(&format!("{path}.on_error"), map.get("on_error"));
-            RawKind::Action { kind: StepKind::Action { kind, input, connection, retry, timeout, on_error: OnError::Fail }, on_error }
+            let ignore_quiet_hours = match map.get("contact_rules") {
+                None => false,
+                Some(Value::String(s)) if s == "apply" => false,
+                Some(Value::String(s)) if s == "ignore" => true,
+                Some(_) => {
+                    c.problem(
+                        format!("{path}.contact_rules"),
+                        "must be 'apply' (the default) or 'ignore' (quiet hours do not hold this step; opt-outs still do)",
+                    );
+                    false
+                }
+            };
+            RawKind::Action { kind: StepKind::Action { kind, input, connection, retry, timeout, on_error: OnError::Fail, ignore_quiet_hours }, on_error }
         }
         "delay" => {
             c.only_keys(&path, map, &["id", "delay"]);
@@ -529,8 +541,41 @@ fn raw_step(c: &mut Checker<'_>, i: usize, step: &Value) -> RawStep {
                         }
                     }
                 }
+                Value::Object(d) if d.contains_key("at") => {
+                    c.only_keys(&dpath, d, &["at", "timezone"]);
+                    let apath = format!("{dpath}.at");
+                    let minute = match d["at"].as_str().and_then(crate::contact::minutes) {
+                        Some(m) => Some(m),
+                        None => {
+                            c.problem(&apath, "must be a local time HH:MM, e.g. 09:00");
+                            None
+                        }
+                    };
+                    let timezone = match d.get("timezone") {
+                        None | Some(Value::Null) => Ok(None),
+                        Some(v) => {
+                            let tpath = format!("{dpath}.timezone");
+                            let source = c.string(&tpath, v).unwrap_or_default().to_string();
+                            match Template::compile(c.engine, &source) {
+                                Ok(Template::Literal(name)) if name.trim().parse::<chrono_tz::Tz>().is_err() => {
+                                    c.problem(&tpath, format!("'{name}' is not an IANA timezone, e.g. America/New_York (or write a {{{{ … }}}} expression)"));
+                                    Err(())
+                                }
+                                Ok(t) => Ok(Some(t)),
+                                Err(e) => {
+                                    c.compile_problem(&tpath, e);
+                                    Err(())
+                                }
+                            }
+                        }
+                    };
+                    match (minute, timezone) {
+                        (Some(minute), Ok(timezone)) => Some(Delay::At { minute, timezone }),
+                        _ => None,
+                    }
+                }
                 _ => {
-                    c.problem(&dpath, "must be a duration (e.g. 2h), {for: <duration>} or {until: <time>}");
+                    c.problem(&dpath, "must be a duration (e.g. 2h), {for: <duration>}, {until: <time>} or {at: \"09:00\", timezone: <IANA zone>}");
                     None
                 }
             };

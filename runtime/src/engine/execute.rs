@@ -12,11 +12,12 @@ use super::ingest::resolve;
 use super::step::RunState;
 use super::transition::{Outcome, Then};
 use crate::Result;
-use crate::action::{ActionContext, ActionError, Delivery, Started};
+use crate::action::{ActionContext, ActionError, Delivery, Recipient, Started};
+use crate::contact::{self, Channel, ContactRules};
 use crate::definition::{Delay, OnError, StepKind, Workflow};
 use crate::metering;
 use crate::status::StepStatus;
-use crate::store::{Claim, NewOutbox, NewWait, Reservation, StepRow};
+use crate::store::{Claim, Dispatch, NewOutbox, NewWait, OptOutRow, Reservation, StepRow};
 
 /// Slack on top of an action's own timeout before the runtime gives up on it.
 pub(super) const ACTION_GRACE: Duration = Duration::from_secs(2);
@@ -27,7 +28,7 @@ pub(super) async fn execute(engine: &Engine, token: &str, state: &mut RunState, 
     let next = workflow.next_after(claim.step_index as usize);
     let script_failure = |e: String| Outcome::Failed { error: ActionError::permanent("script_error", e), then: Err(()), input: None };
     Ok(match &step.kind {
-        StepKind::Action { kind, input, connection, retry, timeout, on_error } => {
+        StepKind::Action { kind, input, connection, retry, timeout, on_error, ignore_quiet_hours } => {
             let Some(action) = engine.actions.get(kind).cloned() else {
                 return Ok(Outcome::Failed {
                     error: ActionError::permanent("unknown_action", format!("no action module '{kind}' in this build")),
@@ -58,6 +59,18 @@ pub(super) async fn execute(engine: &Engine, token: &str, state: &mut RunState, 
             };
             let attempt = claim.attempt + 1;
             let is_test = state.run.is_test == 1;
+            // Contact rules, before anything else is spent: a recipient who opted out is not
+            // reached at all (read again when the send is marked, below); one in their quiet
+            // hours is reached at the first minute they allow.
+            let recipient = action.recipient(&rendered);
+            if let Some(r) = &recipient
+                && let Some(opt_out) = engine.store.opted_out(&state.run.account_id, &r.number, r.channel).await?
+            {
+                return Ok(skipped(r, &opt_out, next, rendered));
+            }
+            if let Some(deferred) = quiet_hours(state, kind, *ignore_quiet_hours, claim, now, &rendered) {
+                return Ok(deferred);
+            }
             let connection = if action.providers().is_empty() {
                 None
             } else {
@@ -141,8 +154,11 @@ pub(super) async fn execute(engine: &Engine, token: &str, state: &mut RunState, 
                     rate_slot_key: None,
                     deferred_handle: None,
                 };
-                if !engine.store.mark_dispatching(token, &running, lease_until).await? {
-                    return Ok(Outcome::LeaseLost);
+                let contact = recipient.as_ref().map(|r| (state.run.account_id.as_str(), r.number.as_str(), r.channel));
+                match engine.store.mark_dispatching(token, &running, lease_until, contact).await? {
+                    Dispatch::Marked => {}
+                    Dispatch::LeaseLost => return Ok(Outcome::LeaseLost),
+                    Dispatch::OptedOut(opt_out) => return Ok(skipped(recipient.as_ref().expect("checked a recipient"), &opt_out, next, rendered)),
                 }
             }
             // The action enforces `timeout` itself and classifies what happened; this outer
@@ -155,6 +171,15 @@ pub(super) async fn execute(engine: &Engine, token: &str, state: &mut RunState, 
                 )),
                 Err(_) => Err(ActionError::retryable("timeout", format!("no answer within {}", humantime::format_duration(*timeout)))),
             };
+            // The vendor says the recipient opted out (Twilio's 21610): remember it, as a STOP
+            // reply would have told us, and skip the step.
+            if let (Err(error), Some(r)) = (&result, &recipient)
+                && error.code == ActionError::OPTED_OUT
+            {
+                let (opt_out, _) = engine.store.add_opt_out(&state.run.account_id, &r.number, Channel::All, OPTED_OUT_BY_VENDOR, now).await?;
+                tracing::info!(number = %r.number, "the vendor refused a send to an opted-out recipient: opt-out recorded, step skipped");
+                return Ok(skipped(r, &opt_out, next, rendered));
+            }
             let input = Some(rendered);
             match result {
                 Ok(Started::Done(out)) => Outcome::Succeeded { output: out.output, usage: out.usage, next, input },
@@ -177,6 +202,7 @@ pub(super) async fn execute(engine: &Engine, token: &str, state: &mut RunState, 
                 }
                 Outcome::Succeeded { output, usage: vec![], next, input: None }
             } else {
+                let mut zone = None;
                 let due_at = match delay {
                     Delay::For(d) => crate::clock::after(now, *d),
                     Delay::Until(t) => match t.render(&engine.expr, &state.scope(workflow)).and_then(|v| parse_time(&v)) {
@@ -198,11 +224,40 @@ pub(super) async fn execute(engine: &Engine, token: &str, state: &mut RunState, 
                             return Ok(Outcome::Failed { error: ActionError::permanent("invalid_time", e), then: Err(()), input: None });
                         }
                     },
+                    Delay::At { minute, timezone } => {
+                        // A zone that renders to nothing, or to a name that is not a zone (a
+                        // lead without one), is the account's.
+                        let name = match timezone.as_ref().map(|t| t.render(&engine.expr, &state.scope(workflow))) {
+                            None => None,
+                            Some(Ok(Value::String(s))) => Some(s),
+                            Some(Ok(_)) => None,
+                            Some(Err(e)) => {
+                                return Ok(Outcome::Failed {
+                                    error: ActionError::permanent("invalid_time", format!("timezone: {e}")),
+                                    then: Err(()),
+                                    input: None,
+                                });
+                            }
+                        };
+                        let (tz, _) = contact::zone(name.as_deref(), &state.account.timezone);
+                        zone = Some(tz.name());
+                        match contact::next_local_time(tz, *minute, now) {
+                            Some(at) => at,
+                            None => {
+                                let error = ActionError::permanent("invalid_time", "no such local time ahead");
+                                return Ok(Outcome::Failed { error, then: Err(()), input: None });
+                            }
+                        }
+                    }
                 };
                 if due_at <= now {
                     Outcome::Succeeded { output: json!({ "waited_until": crate::clock::to_rfc3339(now) }), usage: vec![], next, input: None }
                 } else {
-                    Outcome::Waiting { until: due_at, wait: None, output: Some(json!({ "until": crate::clock::to_rfc3339(due_at) })) }
+                    let mut output = json!({ "until": crate::clock::to_rfc3339(due_at) });
+                    if let Some(zone) = zone {
+                        output["timezone"] = json!(zone);
+                    }
+                    Outcome::Waiting { until: due_at, wait: None, output: Some(output) }
                 }
             }
         }
@@ -258,6 +313,48 @@ pub(super) async fn execute(engine: &Engine, token: &str, state: &mut RunState, 
         }
         StepKind::End => Outcome::Succeeded { output: json!({}), usage: vec![], next: None, input: None },
     })
+}
+
+/// The source of an opt-out the vendor told us about by refusing a send.
+const OPTED_OUT_BY_VENDOR: &str = "twilio_21610";
+
+/// A send to an opted-out recipient: skipped, unsent and unbilled; the run goes on.
+fn skipped(recipient: &Recipient, opt_out: &OptOutRow, next: Option<usize>, input: Value) -> Outcome {
+    let output = json!({
+        "skipped": "opted_out",
+        "number": recipient.number,
+        "channel": recipient.channel.as_str(),
+        "opt_out": { "channel": opt_out.channel, "source": opt_out.source, "created_at": crate::clock::to_rfc3339(opt_out.created_at) },
+    });
+    Outcome::Skipped { output, next, input }
+}
+
+/// The quiet hours of the person an action step reaches, if they hold it now: the step waits
+/// until the first minute they allow (`None`: go on). The lead's timezone (`event.lead.timezone`)
+/// decides, else the account's. What happened is noted for the run's timeline. A test run is
+/// fast-forwarded past them: its second look at the same attempt goes on.
+fn quiet_hours(state: &mut RunState, kind: &str, ignore: bool, claim: &Claim, now: i64, input: &Value) -> Option<Outcome> {
+    let rules = ContactRules::from_stored(state.account.contact_rules.as_deref());
+    if !rules.applies_to(kind) {
+        return None;
+    }
+    let (tz, _) = contact::zone(state.lead_timezone(), &state.account.timezone);
+    let until = rules.deferral(tz, now)?;
+    let until_text = crate::clock::to_rfc3339(until);
+    if ignore {
+        state.set_contact_note(claim.step_seq, json!({ "quiet_hours": "ignored", "timezone": tz.name(), "would_wait_until": until_text }));
+        return None;
+    }
+    let fast_forward = state.run.is_test == 1;
+    if fast_forward && state.contact_note(claim.step_seq).is_some_and(|n| n["quiet_hours"] == "deferred" && n["attempt"] == claim.attempt) {
+        return None;
+    }
+    let mut note = json!({ "quiet_hours": "deferred", "until": until_text, "timezone": tz.name(), "attempt": claim.attempt });
+    if fast_forward {
+        note["fast_forwarded"] = json!(true);
+    }
+    state.set_contact_note(claim.step_seq, note);
+    Some(Outcome::QuietHours { until, output: json!({ "deferred": "quiet_hours", "until": until_text, "timezone": tz.name() }), input: input.clone() })
 }
 
 /// Where the run goes when an action step fails for good, by its `on_error`.

@@ -54,6 +54,22 @@ impl RunState {
         }
     }
 
+    /// The lead's timezone as the event gives it (`event.lead.timezone`), for the contact rules.
+    pub(crate) fn lead_timezone(&self) -> Option<&str> {
+        self.event.pointer("/lead/timezone").and_then(Value::as_str)
+    }
+
+    /// What the contact rules did to a step execution (`context.contact["<seq>"]`, shown in
+    /// the run's timeline as the step's `contact_rules`).
+    pub(crate) fn contact_note(&self, seq: i64) -> Option<&Value> {
+        self.context.get("contact")?.get(seq.to_string())
+    }
+
+    /// Records what the contact rules did to a step execution; committed with its outcome.
+    pub(crate) fn set_contact_note(&mut self, seq: i64, note: Value) {
+        self.section("contact").insert(seq.to_string(), note);
+    }
+
     pub(crate) fn section(&mut self, name: &str) -> &mut Map<String, Value> {
         let ctx = self.context.as_object_mut().expect("context is an object");
         ctx.entry(name).or_insert_with(|| json!({})).as_object_mut().expect("context section is an object")

@@ -43,6 +43,12 @@ pub(crate) enum Outcome {
     Deferred { handle: Value, check_after: Duration, input: Option<Value> },
     /// Held by a vendor rate limit: wait for the reserved slot at `slot` (no attempt spent).
     RateLimited { slot: i64, key: String, input: Value },
+    /// Due inside the quiet hours of the person it reaches: wait until `until`, the first
+    /// minute they allow (no attempt spent; a test run goes on at once). `output` says so.
+    QuietHours { until: i64, output: Value, input: Value },
+    /// Not sent on purpose (the recipient opted out): the step ends `skipped` with `output`,
+    /// unbilled, and the run goes on at `next`.
+    Skipped { output: Value, next: Option<usize>, input: Value },
     /// The lease was lost while executing: write nothing.
     LeaseLost,
 }
@@ -175,6 +181,24 @@ pub(crate) fn transition(at: &Position, outcome: Outcome) -> Option<Transition> 
             t.step.rate_slot_key = Some(key);
             t.step.input = Some(input.to_string());
             (again(at.attempt, slot, false), RunStatus::Waiting)
+        }
+        Outcome::QuietHours { until, output, input } => {
+            let until = until.max(now);
+            t.step.status = StepStatus::Waiting;
+            t.step.attempts = at.attempt;
+            t.step.due_at = Some(until);
+            t.step.output = Some(output.to_string());
+            t.step.input = Some(input.to_string());
+            (again(at.attempt, until, at.fast_forward), RunStatus::Waiting)
+        }
+        Outcome::Skipped { output, next, input } => {
+            t.step.status = StepStatus::Skipped;
+            t.step.attempts = at.attempt;
+            t.step.finished_at = Some(now);
+            t.step.output = Some(output.to_string());
+            t.step.input = Some(input.to_string());
+            t.visible_output = Some(output);
+            go_on(next)
         }
         Outcome::Deferred { handle, check_after, input } => {
             // The attempt was made (the vendor has the work); its outcome is what is awaited.
@@ -309,6 +333,8 @@ mod tests {
             error().prop_map(|error| Outcome::Unknown { error, input: None }),
             (time, "[a-z]{1,5}").prop_map(|(slot, key)| Outcome::RateLimited { slot, key, input: json!({}) }),
             (0..10_000_000u64).prop_map(|ms| Outcome::Deferred { handle: json!({"call_sid": "CA1"}), check_after: Duration::from_millis(ms), input: None }),
+            any::<i64>().prop_map(|until| Outcome::QuietHours { until, output: json!({"deferred": "quiet_hours"}), input: json!({}) }),
+            next().prop_map(|next| Outcome::Skipped { output: json!({"skipped": "opted_out"}), next, input: json!({}) }),
         ]
     }
 
@@ -387,6 +413,31 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn quiet_hours_spend_no_attempt_and_never_move_a_step_earlier(at in position(), until in any::<i64>()) {
+            let t = transition(&at, Outcome::QuietHours { until, output: json!({"deferred": "quiet_hours"}), input: json!({}) }).unwrap();
+            prop_assert_eq!(t.step.status.public(), StepStatus::Waiting);
+            prop_assert_eq!(t.step.attempts, at.attempt);
+            prop_assert_eq!(t.step.due_at, Some(until.max(at.now)));
+            prop_assert!(t.usage.is_empty() && t.outbox.is_none());
+            match t.next {
+                Next::Continue { step_seq, attempt, due_at, .. } => {
+                    prop_assert_eq!((step_seq, attempt), (at.step_seq, at.attempt), "the same execution, again");
+                    prop_assert_eq!(due_at, if at.fast_forward { at.now } else { until.max(at.now) });
+                }
+                Next::Finish => prop_assert!(false, "a deferred step comes back"),
+            }
+        }
+
+        #[test]
+        fn a_skipped_step_ends_unbilled_and_the_run_goes_on(at in position(), next in next()) {
+            let t = transition(&at, Outcome::Skipped { output: json!({"skipped": "opted_out"}), next, input: json!({}) }).unwrap();
+            prop_assert_eq!(t.step.status, StepStatus::Skipped);
+            prop_assert!(t.step.status.is_final() && t.step.error.is_none() && t.run_error.is_none());
+            prop_assert!(t.usage.is_empty() && t.outbox.is_none());
+            prop_assert_eq!(t.run_status, if next.is_some() { RunStatus::Running } else { RunStatus::Succeeded });
+        }
+
         #[test]
         fn a_deferred_step_waits_for_its_deadline_with_its_handle_out_of_the_output(at in position(), ms in 0..10_000_000u64) {
             let o = Outcome::Deferred { handle: json!({"call_sid": "CA1"}), check_after: Duration::from_millis(ms), input: None };

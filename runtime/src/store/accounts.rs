@@ -18,6 +18,7 @@ struct KeyHolderRow {
     plan: String,
     timezone: String,
     created_at: i64,
+    contact_rules: Option<String>,
     key_id: String,
     key_created_at: i64,
     key_last_used_at: Option<i64>,
@@ -71,7 +72,7 @@ impl Store {
     /// The account a live API key (by hash) belongs to, with the key's record.
     pub async fn account_by_key_hash(&self, key_hash: &str) -> Result<Option<KeyHolder>> {
         let row: Option<KeyHolderRow> = sqlx::query_as(
-            "SELECT a.id, a.name, a.plan, a.timezone, a.created_at, k.id AS key_id, k.created_at AS key_created_at, \
+            "SELECT a.id, a.name, a.plan, a.timezone, a.created_at, a.contact_rules, k.id AS key_id, k.created_at AS key_created_at, \
              k.last_used_at AS key_last_used_at FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = $1",
         )
         .bind(key_hash)
@@ -79,7 +80,7 @@ impl Store {
         .await?;
         Ok(row.map(|r| KeyHolder {
             key: ApiKey { id: r.key_id, account_id: r.id.clone(), created_at: r.key_created_at, last_used_at: r.key_last_used_at },
-            account: Account { id: r.id, name: r.name, plan: r.plan, timezone: r.timezone, created_at: r.created_at },
+            account: Account { id: r.id, name: r.name, plan: r.plan, timezone: r.timezone, created_at: r.created_at, contact_rules: r.contact_rules },
         }))
     }
 
@@ -97,13 +98,16 @@ impl Store {
 
     /// An account by id.
     pub async fn account(&self, id: &str) -> Result<Option<Account>> {
-        Ok(sqlx::query_as("SELECT id, name, plan, timezone, created_at FROM accounts WHERE id = $1").bind(id).fetch_optional(&self.reader).await?)
+        Ok(sqlx::query_as("SELECT id, name, plan, timezone, created_at, contact_rules FROM accounts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?)
     }
 
     /// Every account with its keys, newest account first (admin).
     pub async fn list_accounts(&self, cursor: Option<&str>, limit: i64) -> Result<Page<AccountKeys>> {
         let accounts: Vec<Account> =
-            sqlx::query_as("SELECT id, name, plan, timezone, created_at FROM accounts WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2")
+            sqlx::query_as("SELECT id, name, plan, timezone, created_at, contact_rules FROM accounts WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2")
                 .bind(cursor)
                 .bind(limit + 1)
                 .fetch_all(&self.reader)

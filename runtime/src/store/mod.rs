@@ -17,6 +17,7 @@ mod bench;
 mod billing;
 mod calls;
 mod connections;
+mod contact;
 pub mod dialect;
 mod hours;
 mod numbers;
@@ -42,10 +43,12 @@ pub use analytics::{
 #[cfg(feature = "bench")]
 pub use bench::{BenchProbe, CopiedRows};
 pub use calls::{CallEnd, CallRow};
+pub use contact::OptOutRow;
 pub use dialect::Dialect;
 pub use hours::{BusinessHoursRow, HoursReplaced};
 pub use numbers::NumberRow;
 pub use records::*;
+pub use runs::Dispatch;
 pub use schedules::DueSchedule;
 pub use usage::{AccountUsage, DayRange, UsageGroup, UsageTotal};
 

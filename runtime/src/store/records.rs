@@ -18,6 +18,8 @@ pub struct Account {
     pub timezone: String,
     /// Creation time (ms).
     pub created_at: i64,
+    /// Its contact rules as JSON (`contact::ContactRules`); `None` is the defaults.
+    pub contact_rules: Option<String>,
 }
 
 /// An API key's record: never the key, nor (outside the store) its hash.

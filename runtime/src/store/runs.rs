@@ -3,7 +3,8 @@
 use sqlx::{Any, Transaction};
 
 use super::workflows::page;
-use super::{Claim, Completion, NewEvent, NewRun, NewUsage, Next, Page, QuotaCheck, Recorded, Resume, RunFilter, RunRow, StepRow, Store, UsageRow};
+use super::{Claim, Completion, NewEvent, NewRun, NewUsage, Next, OptOutRow, Page, QuotaCheck, Recorded, Resume, RunFilter, RunRow, StepRow, Store, UsageRow};
+use crate::contact::Channel;
 use crate::status::{RunStatus, StepStatus};
 use crate::{Error, Result};
 
@@ -181,8 +182,19 @@ impl Store {
     /// now, the next claim sees `dispatching = 1` and ends the step `outcome_unknown` instead of
     /// sending again. Also shows the step as running in the timeline.
     /// The lease is renewed to `lease_until` in the same fenced write.
-    pub async fn mark_dispatching(&self, token: &str, step: &StepRow, lease_until: i64) -> Result<bool> {
+    ///
+    /// A send that reaches a person (`recipient`: the account, the number and the channel) reads
+    /// the opt-outs in the same transaction, after taking the number's lock (see
+    /// `store/contact.rs`): an opt-out committed before this moment stops it, and nothing is
+    /// marked.
+    pub async fn mark_dispatching(&self, token: &str, step: &StepRow, lease_until: i64, recipient: Option<(&str, &str, Channel)>) -> Result<Dispatch> {
         let mut tx = self.writer.begin().await?;
+        if let Some((account_id, number, channel)) = recipient {
+            self.lock_number(&mut tx, account_id, number, false).await?;
+            if let Some(opt_out) = Store::opt_out_in(&mut tx, account_id, number, channel).await? {
+                return Ok(Dispatch::OptedOut(opt_out));
+            }
+        }
         let done = sqlx::query("UPDATE run_queue SET dispatching = 1, due_at = $4 WHERE run_id = $1 AND lease_token = $2 AND step_seq = $3")
             .bind(&step.run_id)
             .bind(token)
@@ -191,11 +203,11 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() != 1 {
-            return Ok(false);
+            return Ok(Dispatch::LeaseLost);
         }
         upsert_step(&mut tx, step).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Dispatch::Marked)
     }
 
     /// A run, by id alone (workers).
@@ -672,6 +684,17 @@ async fn upsert_step(tx: &mut Transaction<'static, Any>, s: &StepRow) -> Result<
     // thirteen columns only, never writes it and so keeps it too).
     bind_step(q, s).bind(&s.deferred_handle).execute(&mut **tx).await?;
     Ok(())
+}
+
+/// What [`Store::mark_dispatching`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dispatch {
+    /// Marked: send.
+    Marked,
+    /// The claim's lease was lost (or the run cancelled): send nothing, write nothing.
+    LeaseLost,
+    /// The recipient opted out (this row): send nothing; the step ends `skipped`.
+    OptedOut(OptOutRow),
 }
 
 /// A query with binds so far.

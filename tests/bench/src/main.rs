@@ -201,7 +201,8 @@ impl Backend {
         actions.register(Billed);
         let engine = Arc::new(Engine::new(store.clone(), actions, Arc::new(SystemClock), EngineConfig::default()));
         let now = engine.clock().now();
-        let account = Account { id: "bench".into(), name: "bench".into(), plan: "enterprise".into(), timezone: "UTC".into(), created_at: now };
+        let account =
+            Account { id: "bench".into(), name: "bench".into(), plan: "enterprise".into(), timezone: "UTC".into(), created_at: now, contact_rules: None };
         store.create_account(&account, "bench-key", "bench-key-hash").await?;
         let probe = BenchProbe::connect(url).await?;
         Ok(Self { name, url: url.to_string(), engine, vault, probe })

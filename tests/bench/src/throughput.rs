@@ -82,7 +82,8 @@ pub(super) async fn drain_with_workers(b: &Backend, poll: Duration) -> anyhow::R
 pub(super) async fn usage_latency(b: &Backend, rows: i64) -> anyhow::Result<[(f64, f64); 2]> {
     let store = b.store();
     let now = b.now();
-    let account = Account { id: "ledger".into(), name: "ledger".into(), plan: "enterprise".into(), timezone: "UTC".into(), created_at: now };
+    let account =
+        Account { id: "ledger".into(), name: "ledger".into(), plan: "enterprise".into(), timezone: "UTC".into(), created_at: now, contact_rules: None };
     let key = random_secret("sk_");
     store.create_account(&account, &switchboard_runtime::engine::new_id(), &switchboard_api::auth::hash_key(&key)).await?;
     store.fill_ledger_for_bench("ledger", rows, &switchboard_runtime::metering::local_day(now, "UTC"), now).await?;

@@ -33,7 +33,7 @@ fn stripe(server: &MockServer) -> StripeClient {
 /// Accounts `acc` (with a Stripe customer) and `other` (without).
 async fn seed(store: &Store) {
     for id in ["acc", "other"] {
-        let account = Account { id: id.into(), name: id.into(), plan: "starter".into(), timezone: "UTC".into(), created_at: T0 };
+        let account = Account { id: id.into(), name: id.into(), plan: "starter".into(), timezone: "UTC".into(), created_at: T0, contact_rules: None };
         store.create_account(&account, &format!("key-{id}"), &format!("hash-{id}")).await.unwrap();
     }
     assert!(store.set_stripe_customer("acc", Some(CUSTOMER)).await.unwrap());

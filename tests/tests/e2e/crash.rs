@@ -41,11 +41,16 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Creates an account through the server's API (admin token); returns its API key.
+    /// Creates an account through the server's API (admin token); returns its API key. Its
+    /// quiet hours are off: these tests run on the real clock, at any hour (the contact tests
+    /// set their own).
     pub(crate) async fn account_key(&self, http: &reqwest::Client, name: &str) -> String {
         let account: Value =
             http.post(format!("{}/v1/accounts", self.base)).bearer_auth(ADMIN).json(&json!({ "name": name })).send().await.unwrap().json().await.unwrap();
-        account["api_key"].as_str().unwrap_or_else(|| panic!("{account}")).to_string()
+        let key = account["api_key"].as_str().unwrap_or_else(|| panic!("{account}")).to_string();
+        let res = http.put(format!("{}/v1/contact-rules", self.base)).bearer_auth(&key).json(&json!({ "quiet_hours": null })).send().await.unwrap();
+        assert_eq!(res.status(), 200, "quiet hours off");
+        key
     }
 }
 

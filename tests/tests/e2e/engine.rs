@@ -303,7 +303,7 @@ async fn a_send_interrupted_by_a_crash_is_never_resent(db: TestDb) {
         rate_slot_key: None,
         deferred_handle: None,
     };
-    assert!(store.mark_dispatching("dead-worker", &row, app.now() + lease).await.unwrap());
+    assert_eq!(store.mark_dispatching("dead-worker", &row, app.now() + lease, None).await.unwrap(), switchboard_runtime::store::Dispatch::Marked);
     assert_eq!(app.drain().await, 0, "a leased step is not claimed again before its lease expires");
     assert_eq!(timeline(&app.run(&key, &run_id).await), ["send:running"]);
     app.advance(lease).await;

@@ -14,7 +14,7 @@ use switchboard_runtime::ratelimit::RateLimiter;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::crash::{ADMIN as CRASH_ADMIN, free_port, server_log, start_with};
+use crate::crash::{free_port, server_log, start_with};
 use crate::on_both_backends;
 use crate::support::{TempDir, TestApp, TestDb, actions_config, redis_url, timeline};
 
@@ -297,7 +297,7 @@ async fn a_crash_mid_send_never_resends_an_sms(db: TestDb) {
         let req = http.post(format!("{base}{path}")).bearer_auth(token).json(&body);
         async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
     };
-    let key = post("/v1/accounts", CRASH_ADMIN, json!({ "name": "crash" })).await["api_key"].as_str().unwrap().to_string();
+    let key = server.account_key(&http, "crash").await;
     post("/v1/connections", &key, json!({ "provider": "twilio", "name": "main", "credentials": { "account_sid": SID, "auth_token": TOKEN } })).await;
     // A short timeout keeps the lease short: the restarted process may take the step over
     // once the lease (timeout + grace + SWITCHBOARD_LEASE_SECS) has expired.
@@ -359,10 +359,7 @@ async fn secrets_stay_out_of_answers_timelines_and_logs(db: TestDb) {
     let http = reqwest::Client::new();
     let base = server.base.clone();
     let mut answers = String::new();
-    let key = {
-        let res = http.post(format!("{base}/v1/accounts")).bearer_auth(CRASH_ADMIN).json(&json!({ "name": "secrets" })).send().await.unwrap();
-        res.json::<Value>().await.unwrap()["api_key"].as_str().unwrap().to_string()
-    };
+    let key = server.account_key(&http, "secrets").await;
     for body in [
         json!({ "provider": "twilio", "name": "main", "credentials": { "account_sid": SID, "auth_token": TOKEN } }),
         json!({ "provider": "smtp", "name": "mail", "credentials": { "host": "127.0.0.1", "port": 1, "tls": "none", "username": "u", "password": TOKEN } }),

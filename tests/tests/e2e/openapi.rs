@@ -435,6 +435,7 @@ async fn unparsable_query_is_a_documented_400(db: TestDb) {
         "/v1/workflows?limit",
         "/v1/connections?limit",
         "/v1/schedules?limit",
+        "/v1/opt-outs?limit",
         "/v1/outbox?limit",
         "/v1/usage/events?after",
         "/v1/calls?limit",
@@ -584,6 +585,14 @@ async fn every_operation_answers_its_documented_schema(db: TestDb) {
     answers.call(&app, "PUT", "/v1/schedules/{name}", "/v1/schedules/spare", key, Some(weekend)).await;
     answers.call(&app, "DELETE", "/v1/schedules/{name}", "/v1/schedules/spare", key, None).await;
     answers.call(&app, "GET", "/v1/schedules", "/v1/schedules", key, None).await;
+
+    // Contact rules and opt-outs.
+    answers.call(&app, "GET", "/v1/contact-rules", "/v1/contact-rules", key, None).await;
+    let rules = json!({ "quiet_hours": { "start": "23:00", "end": "06:00" }, "applies_to": ["sms.send"] });
+    answers.call(&app, "PUT", "/v1/contact-rules", "/v1/contact-rules", key, Some(rules)).await;
+    answers.call(&app, "POST", "/v1/opt-outs", "/v1/opt-outs", key, Some(json!({ "number": "+15557770000", "channel": "sms" }))).await;
+    answers.call(&app, "GET", "/v1/opt-outs", "/v1/opt-outs?number=%2B15557770000", key, None).await;
+    answers.call(&app, "DELETE", "/v1/opt-outs/{number}", "/v1/opt-outs/%2B15557770000?channel=sms", key, None).await;
 
     // Templates: the catalogue, one template, and a workflow made from it.
     let templates = answers.call(&app, "GET", "/v1/templates", "/v1/templates", key, None).await;

@@ -9,7 +9,7 @@ use crate::{on_both_backends, on_postgres};
 const T0: i64 = 1_800_000_000_000;
 
 async fn seed(store: &Store) {
-    let account = Account { id: "acc".into(), name: "A".into(), plan: "trial".into(), timezone: "UTC".into(), created_at: T0 };
+    let account = Account { id: "acc".into(), name: "A".into(), plan: "trial".into(), timezone: "UTC".into(), created_at: T0, contact_rules: None };
     store.create_account(&account, "key", "hash").await.unwrap();
     let def = json!({ "name": "w", "trigger": { "manual": {} }, "steps": [{ "id": "a", "end": {} }] });
     store
