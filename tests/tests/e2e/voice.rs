@@ -466,6 +466,21 @@ async fn no_show_recovery_texts_calls_again_then_tasks(db: TestDb) {
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(kinds(answer["outbox"].as_array().unwrap()), ["sms.send", "voice.call"], "{answer}");
     assert_eq!(answer["run"]["usage"], json!([]));
+
+    // In the lead's timezone: a call missed at 05:00 in Tokyo (20:00 UTC) is followed by a text
+    // at 08:00 Tokyo time, not at 07:00 (quiet hours end at 08:00 where the lead is).
+    let day = 24 * HOUR;
+    app.advance((20 * HOUR - app.now().rem_euclid(day)).rem_euclid(day)).await;
+    let tokyo = json!({ "lead": { "id": "L2", "first_name": "Aiko", "last_name": "Sato", "phone": "+815012345678", "timezone": "Asia/Tokyo" },
+        "call": { "status": "no-answer" } });
+    let run = event(&app, &key, "call.completed", "c3", tokyo).await.remove(0);
+    app.drain().await;
+    app.advance(2 * HOUR).await;
+    assert!(outbox_of(&app, &key, &run).await.is_empty(), "not at 07:00 in Tokyo");
+    let text = step(&app.run(&key, &run).await, "missed_you_text").clone();
+    assert_eq!((text["output"]["deferred"].as_str(), text["output"]["timezone"].as_str()), (Some("quiet_hours"), Some("Asia/Tokyo")), "{text}");
+    app.advance(HOUR).await;
+    assert_eq!(kinds(&outbox_of(&app, &key, &run).await), ["sms.send"], "at 08:00 in Tokyo");
 }
 
 /// quote-follow-up in sandbox: no payment within a day → reminder email → 2 days → a call that
