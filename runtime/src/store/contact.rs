@@ -29,6 +29,12 @@ pub struct OptOutRow {
 
 const SELECT: &str = "SELECT number, channel, source, created_at FROM opt_outs";
 
+/// The query of the opt-out that stops a send to `number` on `channel` (its own, or `all`).
+fn stopping<'q>(account_id: &'q str, number: &'q str, channel: Channel) -> sqlx::query::QueryAs<'q, Any, OptOutRow, sqlx::any::AnyArguments> {
+    let sql = format!("{SELECT} WHERE account_id = $1 AND number = $2 AND (channel = $3 OR channel = 'all') ORDER BY created_at LIMIT 1");
+    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(account_id).bind(number).bind(channel.as_str())
+}
+
 /// The advisory-lock key of an (account, number) pair on PostgreSQL.
 fn lock_key(account_id: &str, number: &str) -> String {
     format!("opt_out:{account_id}:{number}")
@@ -52,14 +58,12 @@ impl Store {
     /// The opt-out that stops a send to `number` on `channel` (its own, or `all`), read inside
     /// a transaction.
     pub(super) async fn opt_out_in(tx: &mut Transaction<'static, Any>, account_id: &str, number: &str, channel: Channel) -> Result<Option<OptOutRow>> {
-        let sql = format!("{SELECT} WHERE account_id = $1 AND number = $2 AND (channel = $3 OR channel = 'all') ORDER BY created_at LIMIT 1");
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(account_id).bind(number).bind(channel.as_str()).fetch_optional(&mut **tx).await?)
+        Ok(stopping(account_id, number, channel).fetch_optional(&mut **tx).await?)
     }
 
     /// The opt-out that stops a send to `number` on `channel`, if there is one.
     pub async fn opted_out(&self, account_id: &str, number: &str, channel: Channel) -> Result<Option<OptOutRow>> {
-        let sql = format!("{SELECT} WHERE account_id = $1 AND number = $2 AND (channel = $3 OR channel = 'all') ORDER BY created_at LIMIT 1");
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(account_id).bind(number).bind(channel.as_str()).fetch_optional(&self.reader).await?)
+        Ok(stopping(account_id, number, channel).fetch_optional(&self.reader).await?)
     }
 
     /// Records an opt-out. Returns the row as stored and whether it is new (an existing one for
