@@ -12,7 +12,11 @@
 //! - [`email_send`]: `email.send` over SMTP with lettre (at most once).
 //! - [`slack_post_message`]: `slack.post_message`, a bot token's `chat.postMessage` or an
 //!   incoming webhook (at most once).
+//! - [`calendar_create_event`]: `calendar.create_event` through Google Calendar's
+//!   `events.insert` with an OAuth connection (idempotent by an event id derived from the step).
 //! - [`crm`]: `crm.create_task` and `crm.update_lead`, signed JSON to the host CRM (idempotent).
+//! - [`stripe`]: `stripe.create_customer`, `stripe.create_invoice_item` and
+//!   `stripe.create_payment_link` through Stripe's REST API (idempotent, `stripe_request` metered).
 //! - [`voice`]: `voice.call`, a scripted call through Twilio that the step waits on (at most
 //!   once, minutes metered when it ends), and the script engine Twilio's callbacks drive.
 //! - [`registry`]: every module, ready for the runtime; its one line per module is all a new
@@ -20,6 +24,7 @@
 //!   `switchboard_integrations::providers`, for a new vendor).
 //! - [`reference`]: the action reference of `docs/actions.md`, generated from the modules' types.
 
+pub mod calendar_create_event;
 pub mod crm;
 pub mod email_send;
 pub mod http_request;
@@ -27,23 +32,27 @@ pub mod log;
 pub mod reference;
 pub mod slack_post_message;
 pub mod sms_send;
+pub mod stripe;
 pub mod voice;
 
 use std::sync::Arc;
 
 use switchboard_integrations::HttpConfig;
 use switchboard_integrations::connections::Vault;
+use switchboard_integrations::oauth::{OAuthApps, TokenKeeper};
 use switchboard_integrations::providers::{self, ApiBases, Provider};
 use switchboard_runtime::action::{ActionRegistry, RegistryError};
 use switchboard_runtime::metering::PriceList;
 use switchboard_runtime::store::Store;
 
+pub use calendar_create_event::CalendarCreateEvent;
 pub use crm::{CrmCreateTask, CrmUpdateLead};
 pub use email_send::EmailSend;
 pub use http_request::HttpRequest;
 pub use log::Log;
 pub use slack_post_message::SlackPostMessage;
 pub use sms_send::SmsSend;
+pub use stripe::{StripeCreateCustomer, StripeCreateInvoiceItem, StripeCreatePaymentLink};
 pub use voice::VoiceCall;
 
 /// What the modules need from the operator's configuration.
@@ -61,8 +70,10 @@ pub struct ActionsConfig {
     /// The price table the engine bills with: every unit a module declares must be in it.
     pub prices: PriceList,
     /// The store, where calls keep their place; without one, `voice.call` can be checked and
-    /// simulated but not placed.
+    /// simulated but not placed, and OAuth tokens are used as stored, never refreshed.
     pub store: Option<Store>,
+    /// The OAuth clients (`SWITCHBOARD_GOOGLE_CLIENT_ID`, …) that refresh connections' tokens.
+    pub oauth: OAuthApps,
 }
 
 /// Why the modules could not be built.
@@ -89,6 +100,7 @@ impl ActionsConfig {
             public_url: "http://127.0.0.1:8080".into(),
             prices: PriceList::default(),
             store: None,
+            oauth: OAuthApps::default(),
         }
     }
 }
@@ -103,6 +115,12 @@ pub fn registry(config: &ActionsConfig) -> Result<ActionRegistry> {
     let vault = &config.vault;
     let base = |provider: &str| config.api_bases.get(provider).to_owned();
     let calls = calls(config)?;
+    let tokens = Arc::new(TokenKeeper::new(
+        config.store.clone(),
+        vault.clone(),
+        switchboard_integrations::client_without_redirects(&config.http)?,
+        config.oauth.clone(),
+    ));
     registry
         .register(HttpRequest::new(client.clone()))
         .register(Log)
@@ -111,6 +129,10 @@ pub fn registry(config: &ActionsConfig) -> Result<ActionRegistry> {
         .register(EmailSend::new(vault.clone()).allow_private(config.http.allow_private))
         .register(CrmCreateTask::new(client.clone(), vault.clone()))
         .register(CrmUpdateLead::new(client.clone(), vault.clone()))
+        .register(CalendarCreateEvent::new(client.clone(), tokens, base(providers::Google::NAME)))
+        .register(StripeCreateCustomer::new(client.clone(), vault.clone(), base(providers::Stripe::NAME)))
+        .register(StripeCreateInvoiceItem::new(client.clone(), vault.clone(), base(providers::Stripe::NAME)))
+        .register(StripeCreatePaymentLink::new(client.clone(), vault.clone(), base(providers::Stripe::NAME)))
         .register(VoiceCall::new(client, vault.clone(), base(providers::Twilio::NAME), config.public_url.clone(), calls.clone()))
         .register(voice::VoiceAnswer::new(config.public_url.clone(), calls));
     registry.check_prices(&config.prices)?;
@@ -140,6 +162,7 @@ mod tests {
         assert_eq!(
             registry.kinds().collect::<Vec<_>>(),
             [
+                CalendarCreateEvent::KIND,
                 CrmCreateTask::KIND,
                 CrmUpdateLead::KIND,
                 EmailSend::KIND,
@@ -147,6 +170,9 @@ mod tests {
                 Log::KIND,
                 SlackPostMessage::KIND,
                 SmsSend::KIND,
+                StripeCreateCustomer::KIND,
+                StripeCreateInvoiceItem::KIND,
+                StripeCreatePaymentLink::KIND,
                 voice::VoiceAnswer::KIND,
                 VoiceCall::KIND
             ]

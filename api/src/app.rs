@@ -38,6 +38,18 @@ pub struct AppState {
     pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
     /// Answers Twilio's callbacks of calls (TwiML turns, status events).
     pub calls: Option<Arc<switchboard_actions::voice::Calls>>,
+    /// The OAuth clients and the client their token requests go through.
+    pub oauth: Arc<OAuthSetup>,
+}
+
+/// The OAuth clients the operator configured, and an outbound client without redirects for
+/// their token requests.
+#[derive(Debug, Clone)]
+pub struct OAuthSetup {
+    /// By provider.
+    pub apps: switchboard_integrations::oauth::OAuthApps,
+    /// Sends code exchanges (redirects off).
+    pub http: reqwest::Client,
 }
 
 /// A per-webhook-URL rate limiter (GCRA, keyed by token).
@@ -61,7 +73,15 @@ impl AppState {
             hooks: Arc::default(),
             hook_limiter: None,
             shutdown: Arc::new(tokio::sync::watch::Sender::new(false)),
+            oauth: Arc::new(OAuthSetup { apps: Default::default(), http: reqwest::Client::new() }),
         }
+    }
+
+    /// Connects providers through OAuth with `apps`, token requests sent per `http` (its
+    /// address guard) with redirects off.
+    pub fn with_oauth(mut self, apps: switchboard_integrations::oauth::OAuthApps, http: &switchboard_integrations::HttpConfig) -> anyhow::Result<Self> {
+        self.oauth = Arc::new(OAuthSetup { apps, http: switchboard_integrations::client_without_redirects(http)? });
+        Ok(self)
     }
 
     /// Limits each webhook URL to `per_second` requests a second (bursts up to twice that);
@@ -92,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::accounts::router())
         .merge(routes::workflows::router())
         .merge(routes::connections::router())
+        .merge(routes::oauth::router())
         .merge(routes::numbers::router())
         .merge(routes::contact::router())
         .merge(routes::schedules::router())

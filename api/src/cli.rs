@@ -148,6 +148,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     if let Some(calls) = switchboard_actions::calls(&actions).context("building the call handler")? {
         state = state.with_calls(calls);
     }
+    state = state.with_oauth(actions.oauth.clone(), &actions.http).context("building the OAuth client")?;
     let listener = TcpListener::bind(&settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
     tracing::info!(listen = %settings.listen, database = %redact(&settings.database_url()), "switchboard serving");
     println!("Switchboard listening on http://{}", listener.local_addr()?);

@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use switchboard_actions::ActionsConfig;
 use switchboard_integrations::connections::Vault;
+use switchboard_integrations::oauth::{OAuthApp, OAuthApps};
 use switchboard_integrations::providers::{self, ApiBases};
 use switchboard_runtime::engine::EngineConfig;
 use switchboard_runtime::store::StoreConfig;
@@ -68,6 +69,24 @@ pub struct Settings {
     /// `switchboard.toml`); units not named keep the default prices (docs/metering.md). A change applies to new
     /// ledger rows only: each row keeps the price it was charged at.
     pub prices: std::collections::HashMap<String, switchboard_runtime::metering::Price>,
+    /// Google's OAuth client id (`SWITCHBOARD_GOOGLE_CLIENT_ID`): connecting Google Calendar.
+    pub google_client_id: Option<String>,
+    /// Google's OAuth client secret (`SWITCHBOARD_GOOGLE_CLIENT_SECRET`).
+    #[serde(skip_serializing)]
+    pub google_client_secret: Option<SecretString>,
+    /// Google's authorization endpoint (`SWITCHBOARD_GOOGLE_AUTHORIZE_URL`), default Google's.
+    pub google_authorize_url: Option<String>,
+    /// Google's token endpoint (`SWITCHBOARD_GOOGLE_TOKEN_URL`), default Google's.
+    pub google_token_url: Option<String>,
+    /// Slack's OAuth client id (`SWITCHBOARD_SLACK_CLIENT_ID`): installing the Slack app.
+    pub slack_client_id: Option<String>,
+    /// Slack's OAuth client secret (`SWITCHBOARD_SLACK_CLIENT_SECRET`).
+    #[serde(skip_serializing)]
+    pub slack_client_secret: Option<SecretString>,
+    /// Slack's authorization endpoint (`SWITCHBOARD_SLACK_AUTHORIZE_URL`), default Slack's.
+    pub slack_authorize_url: Option<String>,
+    /// Slack's token endpoint (`SWITCHBOARD_SLACK_TOKEN_URL`), default `oauth.v2.access`.
+    pub slack_token_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -90,6 +109,14 @@ impl Default for Settings {
             stripe_meter_event_name: crate::billing_sync::DEFAULT_EVENT_NAME.into(),
             stripe_sync_interval_secs: 60,
             prices: Default::default(),
+            google_client_id: None,
+            google_client_secret: None,
+            google_authorize_url: None,
+            google_token_url: None,
+            slack_client_id: None,
+            slack_client_secret: None,
+            slack_authorize_url: None,
+            slack_token_url: None,
         }
     }
 }
@@ -188,7 +215,30 @@ impl Settings {
             public_url: self.public_url(),
             prices: self.engine().prices,
             store: None,
+            oauth: self.oauth(),
         })
+    }
+
+    /// The OAuth clients with both an id and a secret set, endpoints overridden where set.
+    pub fn oauth(&self) -> OAuthApps {
+        let mut apps = OAuthApps::default();
+        type Make = fn(String, String) -> OAuthApp;
+        let pairs: [(_, _, _, _, Make); 2] = [
+            (&self.google_client_id, &self.google_client_secret, &self.google_authorize_url, &self.google_token_url, |i, s| OAuthApp::google(i, s)),
+            (&self.slack_client_id, &self.slack_client_secret, &self.slack_authorize_url, &self.slack_token_url, |i, s| OAuthApp::slack(i, s)),
+        ];
+        for (id, secret, authorize, token, make) in pairs {
+            let (Some(id), Some(secret)) = (id, secret) else { continue };
+            let mut app = make(id.clone(), secret.expose_secret().to_owned());
+            if let Some(url) = authorize {
+                app.authorize_url = url.clone();
+            }
+            if let Some(url) = token {
+                app.token_url = url.clone();
+            }
+            apps.insert(app);
+        }
+        apps
     }
 }
 

@@ -33,6 +33,13 @@ impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into(), details: Vec::new(), retry_after: None, extra: None }
     }
+    /// A 500 `internal`: `message` is logged, never answered.
+    pub fn internal(message: impl Into<String>) -> Self {
+        let message: String = message.into();
+        tracing::error!(error = %message, "internal error");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+    }
+
     /// 400: the body could not be parsed.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)

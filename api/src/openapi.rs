@@ -94,6 +94,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         .merge(routes::accounts::documented())
         .merge(routes::workflows::documented())
         .merge(routes::connections::documented())
+        .merge(routes::oauth::documented())
         .merge(routes::numbers::documented())
         .merge(routes::contact::documented())
         .merge(routes::schedules::documented())

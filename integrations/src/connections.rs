@@ -148,12 +148,30 @@ pub enum SlackCredentials {
     },
 }
 
-/// Stripe: a secret key.
+/// Stripe: a secret key, and the signing secret of the webhook endpoint that sends this
+/// account's events to `/callbacks/stripe/{account}`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StripeCredentials {
     /// `sk_…`.
     pub secret_key: SecretString,
+    /// `whsec_…`: checks `Stripe-Signature` on webhook deliveries.
+    #[serde(default)]
+    pub webhook_secret: Option<SecretString>,
+}
+
+/// Google: OAuth tokens, stored by `GET /oauth/callback` and refreshed by
+/// [`crate::oauth::TokenKeeper`].
+#[derive(Debug, Clone, Deserialize)]
+pub struct GoogleCredentials {
+    /// The bearer token of Calendar calls.
+    pub access_token: SecretString,
+    /// Exchanged for a new access token before this one expires.
+    #[serde(default)]
+    pub refresh_token: Option<SecretString>,
+    /// When `access_token` expires (ms); never, when absent.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
 }
 
 /// The host CRM: its API base URL and the key requests are signed with.

@@ -11,6 +11,8 @@
 //!   provider's credentials type.
 //! - [`providers`]: the provider registry: each vendor's name, credentials type and check, and
 //!   API base URL; adding a provider is its type and one line there.
+//! - [`oauth`]: OAuth2 connections (Google, Slack): authorization code + PKCE, the code
+//!   exchange, and tokens refreshed before expiry, one refresh per connection at a time.
 //! - [`live_events`]: live run events shared by every process through Redis pub/sub, with an
 //!   in-process fallback.
 //! - [`rate_limit`]: vendor rate limits shared through Redis, with an in-process fallback.
@@ -22,10 +24,11 @@ pub mod connections;
 pub mod error;
 pub mod http;
 pub mod live_events;
+pub mod oauth;
 pub mod providers;
 pub mod rate_limit;
 pub mod stripe;
 pub mod twilio;
 
 pub use error::{Error, Result};
-pub use http::{HttpConfig, classify_response, classify_send_error, client};
+pub use http::{HttpConfig, classify_response, classify_send_error, client, client_without_redirects};

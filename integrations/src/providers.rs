@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::connections::{CrmCredentials, SlackCredentials, SmtpCredentials, StripeCredentials, TwilioCredentials};
+use crate::connections::{CrmCredentials, GoogleCredentials, SlackCredentials, SmtpCredentials, StripeCredentials, TwilioCredentials};
 
 /// Problems with credentials, as `(path, message)` with paths under `credentials`; never quoting
 /// a credential's value.
@@ -72,7 +72,7 @@ fn check_as<P: Provider>(credentials: &Value) -> Problems {
 /// Every provider, in the order the API lists them. Adding a provider: its type and
 /// [`Provider`] impl, and one line here.
 pub const PROVIDERS: &[ProviderSpec] =
-    &[ProviderSpec::of::<Twilio>(), ProviderSpec::of::<Smtp>(), ProviderSpec::of::<Slack>(), ProviderSpec::of::<Stripe>(), ProviderSpec::of::<Crm>()];
+    &[ProviderSpec::of::<Twilio>(), ProviderSpec::of::<Smtp>(), ProviderSpec::of::<Slack>(), ProviderSpec::of::<Stripe>(), ProviderSpec::of::<Crm>(), ProviderSpec::of::<Google>()];
 
 /// The provider named `name`.
 pub fn provider(name: &str) -> Option<&'static ProviderSpec> {
@@ -192,23 +192,42 @@ impl Provider for Slack {
     }
 }
 
-/// Stripe (usage sync).
+/// Stripe (usage sync, `stripe.*` actions, webhooks as a trigger).
 #[derive(Debug)]
 pub struct Stripe;
 
 impl Provider for Stripe {
     const NAME: &'static str = "stripe";
-    const SHAPE: &'static str = "{secret_key}";
+    const SHAPE: &'static str = "{secret_key, webhook_secret?}";
     const API_BASE: Option<&'static str> = Some(crate::stripe::DEFAULT_API_BASE);
     type Credentials = StripeCredentials;
 
     fn check(c: &StripeCredentials) -> Problems {
         let key = c.secret_key.expose_secret();
-        if key.starts_with("sk_") || key.starts_with("rk_") {
-            vec![]
-        } else {
-            vec![("credentials.secret_key".into(), "a Stripe secret key starts with 'sk_' (or 'rk_')".into())]
+        let mut p = Problems::new();
+        if !(key.starts_with("sk_") || key.starts_with("rk_")) {
+            p.push(("credentials.secret_key".into(), "a Stripe secret key starts with 'sk_' (or 'rk_')".into()));
         }
+        if c.webhook_secret.as_ref().is_some_and(|s| !s.expose_secret().starts_with("whsec_")) {
+            p.push(("credentials.webhook_secret".into(), "a Stripe webhook signing secret starts with 'whsec_'".into()));
+        }
+        p
+    }
+}
+
+/// Google (`calendar.create_event`), connected through OAuth
+/// (`GET /v1/connections/google/authorize`).
+#[derive(Debug)]
+pub struct Google;
+
+impl Provider for Google {
+    const NAME: &'static str = "google";
+    const SHAPE: &'static str = "{access_token, refresh_token?, expires_at?}";
+    const API_BASE: Option<&'static str> = Some("https://www.googleapis.com");
+    type Credentials = GoogleCredentials;
+
+    fn check(c: &GoogleCredentials) -> Problems {
+        if c.access_token.expose_secret().is_empty() { vec![("credentials.access_token".into(), "must not be empty".into())] } else { vec![] }
     }
 }
 
@@ -236,7 +255,7 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_in_the_api_order() {
-        assert_eq!(names().collect::<Vec<_>>(), ["twilio", "smtp", "slack", "stripe", "crm"]);
+        assert_eq!(names().collect::<Vec<_>>(), ["twilio", "smtp", "slack", "stripe", "crm", "google"]);
     }
 
     #[test]

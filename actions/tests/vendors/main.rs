@@ -7,4 +7,5 @@ mod email_send;
 mod http_request;
 mod slack_post_message;
 mod sms_send;
+mod stripe;
 mod support;

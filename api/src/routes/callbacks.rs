@@ -2,6 +2,9 @@
 //! callbacks (the `StatusCallback` every `sms.send` asks for), and each call's
 //! `POST /callbacks/twilio/voice/{call_token}` (TwiML turns) and `…/status` (status events).
 //!
+//! `POST /callbacks/stripe/{account}` takes Stripe's webhook deliveries: each verified event
+//! starts the account's workflows triggered by its type (`trigger: {stripe: {events}}`).
+//!
 //! A callback carries no account key: it is trusted only when its `X-Twilio-Signature` verifies
 //! with the auth token of the connection named in its URL. A verified status becomes an app
 //! event `sms.status` in the connection's account (`{message_sid, status, to, from,
@@ -15,7 +18,8 @@ use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde_json::json;
 use switchboard_actions::voice::CallbackError;
-use switchboard_integrations::connections::TwilioCredentials;
+use switchboard_integrations::connections::{StripeCredentials, TwilioCredentials};
+use switchboard_integrations::stripe;
 use switchboard_integrations::twilio::{signature_is_valid, signature_is_valid_any_port};
 use switchboard_runtime::contact::{self, Channel, Keyword};
 use utoipa_axum::router::OpenApiRouter;
@@ -35,11 +39,70 @@ pub fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(twilio_voice_status))
         .routes(routes!(twilio_inbound_call))
         .routes(routes!(twilio_inbound_status))
+        .routes(routes!(stripe_webhook))
 }
 
 /// `/callbacks/…`.
 pub fn router() -> Router<AppState> {
     built_once!(documented)
+}
+
+/// Stripe's webhook deliveries
+///
+/// The endpoint to give Stripe (Developers → Webhooks → Add endpoint), shown as `callback_url`
+/// on the account's Stripe connection. Trusted only when `Stripe-Signature` verifies on the raw
+/// body with the `webhook_secret` of one of the account's Stripe connections (HMAC-SHA256 of
+/// `t.body`, any `v1`, `t` within 300 s of now). A verified event starts every enabled workflow
+/// of the account with `trigger: {stripe: {events: [...]}}` listing its type, with the event as
+/// `event`; a redelivery of the same event id starts nothing new.
+#[utoipa::path(
+    post,
+    path = "/callbacks/stripe/{account}",
+    tag = "callbacks",
+    operation_id = "stripe_webhook",
+    params(
+        ("account" = String, Path, description = "The account's id"),
+        ("Stripe-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256>[,v1=…]`"),
+    ),
+    request_body(content_type = "application/json", content = Object, description = "A Stripe event object: `id` and `type` are required"),
+    responses(
+        (status = 204, description = "Accepted (or a repeat of an accepted event)"),
+        (status = 400, description = "`bad_request`: no `Stripe-Signature`, or a body that is not an event with `id` and `type`", body = doc::ErrorBody),
+        (status = 403, description = "`invalid_signature`: no connection's `webhook_secret` verifies the signature, or it is older than 300 s", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account", body = doc::ErrorBody),
+    ),
+)]
+async fn stripe_webhook(State(state): State<AppState>, Path(account): Path<String>, headers: HeaderMap, Body(body): Body) -> ApiResult<StatusCode> {
+    let store = state.engine.store();
+    if store.account(&account).await?.is_none() {
+        return Err(ApiError::not_found("account"));
+    }
+    let Some(signature) = headers.get("stripe-signature").and_then(|v| v.to_str().ok()) else {
+        return Err(ApiError::bad_request("a Stripe webhook carries a Stripe-Signature header"));
+    };
+    let now = state.engine.clock().now() / 1000;
+    let mut refusal = stripe::WebhookError::Mismatch;
+    let mut verified = false;
+    for row in store.connections_for(&account, &["stripe"], None).await? {
+        let Ok(credentials) = state.vault.open::<StripeCredentials>(&row.into_ref()) else { continue };
+        let Some(secret) = credentials.webhook_secret else { continue };
+        match stripe::verify_webhook(secret.expose_secret(), Some(signature), &body, now, stripe::WEBHOOK_TOLERANCE_SECS) {
+            Ok(_) => {
+                verified = true;
+                break;
+            }
+            Err(e) => refusal = e,
+        }
+    }
+    if !verified {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "invalid_signature", format!("Stripe-Signature refused: {refusal}")));
+    }
+    let event: serde_json::Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    if !(event.get("id").is_some_and(|v| v.is_string()) && event.get("type").is_some_and(|v| v.is_string())) {
+        return Err(ApiError::bad_request("a Stripe event has a string id and type"));
+    }
+    state.engine.accept_stripe_event(&account, event).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Twilio's message status callback

@@ -86,10 +86,20 @@ pub struct Connection {
     /// RFC 3339.
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// Stripe connections: the URL to give Stripe as the webhook endpoint
+    /// (`{public_url}/callbacks/stripe/{account}`), whose deliveries are checked with the
+    /// connection's `webhook_secret`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    /// `ok`, or `broken`: its OAuth provider refused to refresh its tokens (`invalid_grant`:
+    /// consent revoked or expired); steps using it fail `connection_revoked` until it is
+    /// authorized again (`GET /v1/connections/{provider}/authorize`).
+    pub status: String,
 }
 
-impl From<&ConnectionRow> for Connection {
-    fn from(c: &ConnectionRow) -> Self {
+impl Connection {
+    /// The connection as shown, `public_url` being this service's.
+    pub fn of(c: &ConnectionRow, public_url: &str) -> Self {
         Connection {
             id: c.id.clone(),
             provider: c.provider.clone(),
@@ -97,6 +107,8 @@ impl From<&ConnectionRow> for Connection {
             sandbox: c.sandbox == 1,
             settings: serde_json::from_str(&c.settings).unwrap_or_else(|_| json!({})),
             created_at: to_rfc3339(c.created_at),
+            status: c.status.clone(),
+            callback_url: (c.provider == "stripe").then(|| format!("{public_url}/callbacks/stripe/{}", c.account_id)),
         }
     }
 }
@@ -229,11 +241,12 @@ async fn create(
         sandbox: new.sandbox as i64,
         created_at: state.engine.clock().now(),
         settings: settings.to_string(),
+        status: "ok".into(),
     };
     if !state.engine.store().create_connection(&row).await? {
         return Err(ApiError::new(StatusCode::CONFLICT, "connection_exists", format!("this account already has a connection named '{}'", row.name)));
     }
-    Ok((StatusCode::CREATED, Json(Connection::from(&row))))
+    Ok((StatusCode::CREATED, Json(Connection::of(&row, &state.public_url))))
 }
 
 /// The account's connections
@@ -252,7 +265,7 @@ async fn create(
 )]
 async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<PageQuery>) -> ApiResult<Json<ConnectionList>> {
     let page = state.engine.store().list_connections(&account.id, q.cursor.as_deref(), q.limit()).await?;
-    Ok(Json(ConnectionList { connections: page.items.iter().map(Connection::from).collect(), next_cursor: page.next_cursor }))
+    Ok(Json(ConnectionList { connections: page.items.iter().map(|c| Connection::of(c, &state.public_url)).collect(), next_cursor: page.next_cursor }))
 }
 
 /// One connection
@@ -271,7 +284,7 @@ async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, 
 )]
 async fn read(State(state): State<AppState>, AccountAuth(account): AccountAuth, Path(id): Path<String>) -> ApiResult<Json<Connection>> {
     let row = state.engine.store().connection(&account.id, &id).await?.ok_or_else(|| ApiError::not_found("connection"))?;
-    Ok(Json(Connection::from(&row)))
+    Ok(Json(Connection::of(&row, &state.public_url)))
 }
 
 /// Changes a connection
@@ -314,7 +327,7 @@ async fn update(
     if !store.update_connection(&account.id, &id, &row.settings, row.sandbox).await? {
         return Err(ApiError::not_found("connection"));
     }
-    Ok(Json(Connection::from(&row)))
+    Ok(Json(Connection::of(&row, &state.public_url)))
 }
 
 /// Deletes a connection

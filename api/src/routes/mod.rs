@@ -10,6 +10,7 @@ pub mod health;
 pub mod hooks;
 pub mod live;
 pub mod numbers;
+pub mod oauth;
 pub mod outbox;
 pub mod runs;
 pub mod schedules;

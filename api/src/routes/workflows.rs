@@ -71,7 +71,7 @@ fn write_of(state: &AppState, account_id: &str, id: &str, w: &Workflow, enabled:
     let (event_type, webhook_token) = match &w.trigger {
         Trigger::Event { event_type, .. } => (Some(event_type.clone()), None),
         Trigger::Webhook { .. } => (None, Some(random_secret("wh_"))),
-        Trigger::Manual | Trigger::Schedule { .. } | Trigger::Call => (None, None),
+        Trigger::Manual | Trigger::Schedule { .. } | Trigger::Call | Trigger::Stripe { .. } => (None, None),
     };
     let mut definition = w.source.clone();
     super::hooks::seal_secret(&state.vault, id, &mut definition).map_err(|p| ApiError::invalid("invalid_workflow", "the workflow is invalid", vec![p]))?;

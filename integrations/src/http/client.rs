@@ -66,8 +66,17 @@ impl Default for HttpConfig {
 /// No request timeout is set here: callers set one per request from the step's timeout.
 /// A rustls crypto provider must be installed in the process before calling this.
 pub fn client(cfg: &HttpConfig) -> Result<reqwest::Client> {
-    let mut builder =
-        reqwest::Client::builder().user_agent(cfg.user_agent.clone()).connect_timeout(CONNECT_TIMEOUT).redirect(redirect_policy(cfg.allow_private)).no_proxy();
+    build(cfg, redirect_policy(cfg.allow_private))
+}
+
+/// The same client with redirects off, for requests that carry secrets a redirect must not
+/// take elsewhere (OAuth token requests: the code, the verifier, the client secret).
+pub fn client_without_redirects(cfg: &HttpConfig) -> Result<reqwest::Client> {
+    build(cfg, Policy::none())
+}
+
+fn build(cfg: &HttpConfig, policy: Policy) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder().user_agent(cfg.user_agent.clone()).connect_timeout(CONNECT_TIMEOUT).redirect(policy).no_proxy();
     if !cfg.allow_private {
         builder = builder.dns_resolver(GuardedResolver).proxy(literal_gate());
     }

@@ -15,4 +15,4 @@ mod client;
 pub use address::is_allowed;
 pub use body::read_limited;
 pub use classify::{classify_response, classify_send_error};
-pub use client::{HttpConfig, MAX_REDIRECTS, client};
+pub use client::{HttpConfig, MAX_REDIRECTS, client, client_without_redirects};

@@ -63,6 +63,11 @@ pub enum Trigger {
     /// A call to one of the account's phone numbers bound to this workflow (the first step is
     /// `voice.answer`, which answers it).
     Call,
+    /// A Stripe event delivered to the account's `/callbacks/stripe/{account}` endpoint.
+    Stripe {
+        /// The Stripe event types that start a run (e.g. `invoice.paid`); `*` for every one.
+        events: Vec<String>,
+    },
     /// An app event of a type, optionally filtered.
     Event {
         /// The event type, e.g. `lead.created`.
@@ -81,7 +86,13 @@ impl Trigger {
             Trigger::Event { .. } => "event",
             Trigger::Schedule { .. } => "schedule",
             Trigger::Call => "call",
+            Trigger::Stripe { .. } => "stripe",
         }
+    }
+
+    /// Whether this is a Stripe trigger listening for `event_type`.
+    pub fn wants_stripe(&self, event_type: &str) -> bool {
+        matches!(self, Trigger::Stripe { events } if events.iter().any(|e| e == "*" || e == event_type))
     }
 }
 

@@ -96,12 +96,32 @@ impl Checker<'_> {
             return None;
         };
         let map = self.object("trigger", value)?;
-        let kinds: Vec<&str> = ["event", "webhook", "schedule", "manual", "call"].into_iter().filter(|k| map.contains_key(*k)).collect();
+        let kinds: Vec<&str> = ["event", "webhook", "schedule", "manual", "call", "stripe"].into_iter().filter(|k| map.contains_key(*k)).collect();
         if kinds.len() != 1 {
-            self.problem("trigger", "must have exactly one of: event, webhook, schedule, manual, call");
+            self.problem("trigger", "must have exactly one of: event, webhook, schedule, manual, call, stripe");
             return None;
         }
         match kinds[0] {
+            "stripe" => {
+                self.only_keys("trigger", map, &["stripe"]);
+                let spec = self.object("trigger.stripe", &map["stripe"])?;
+                self.only_keys("trigger.stripe", spec, &["events"]);
+                let Some(list) = spec.get("events").and_then(Value::as_array).filter(|l| !l.is_empty()) else {
+                    self.problem("trigger.stripe.events", "is required: a list of Stripe event types, e.g. [payment_intent.succeeded, invoice.paid]");
+                    return None;
+                };
+                let mut events = Vec::new();
+                for (i, item) in list.iter().enumerate() {
+                    let path = format!("trigger.stripe.events[{i}]");
+                    let Some(name) = self.string(&path, item) else { continue };
+                    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'*') {
+                        self.problem(path, "must be a Stripe event type such as invoice.paid (lowercase, dots), or * for every event");
+                        continue;
+                    }
+                    events.push(name.to_string());
+                }
+                Some(Trigger::Stripe { events })
+            }
             "call" => {
                 self.only_keys("trigger", map, &["call"]);
                 if !matches!(&map["call"], Value::Null) && map["call"].as_object().is_none_or(|m| !m.is_empty()) {

@@ -238,6 +238,42 @@ impl Engine {
         self.record(event, runs, resumes, answer).await
     }
 
+    /// Accepts a verified Stripe event (the whole event object Stripe delivered): starts every
+    /// enabled workflow of the account whose `trigger.stripe.events` lists its `type` (or `*`),
+    /// with the event as `event`. Stripe redelivers until it gets a 2xx: the same event `id`
+    /// again answers the first answer and starts nothing. Waiting `wait_for` steps are not
+    /// resumed by Stripe events.
+    pub async fn accept_stripe_event(&self, account_id: &str, event: Value) -> Result<EventAccepted> {
+        let now = self.clock.now();
+        let event_type = event.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+        let dedupe_key = event.get("id").and_then(Value::as_str).map(|id| format!("stripe:{id}"));
+        if let Some(first) = self.repeat_answer(account_id, dedupe_key.as_deref(), None).await? {
+            return Ok(first);
+        }
+        let timezone = self.account(account_id).await?.timezone;
+        let mut runs = Vec::new();
+        for w in self.store.workflows_with_trigger(account_id, "stripe").await? {
+            let Some(compiled) = self.usable_workflow(&w.id, w.version).await? else { continue };
+            if compiled.trigger.wants_stripe(&event_type) {
+                runs.push(self.new_run(&w.id, w.version, &event, false, &timezone, now));
+            }
+        }
+        let event_id = new_id();
+        let answer = EventAccepted { event_id: event_id.clone(), run_ids: runs.iter().map(|r| r.id.clone()).collect() };
+        let event = NewEvent {
+            id: event_id,
+            account_id: account_id.to_string(),
+            event_type,
+            data: event.to_string(),
+            source: "stripe".into(),
+            dedupe_key,
+            dedupe_since: None,
+            response: serde_json::to_string(&answer)?,
+            now,
+        };
+        self.record(event, runs, vec![], answer).await
+    }
+
     /// Commits an event: through group commit when nothing can conflict (no dedupe key, no
     /// waits to resume), else in a transaction of its own that checks for repeats.
     async fn record<T: serde::de::DeserializeOwned>(&self, event: NewEvent, runs: Vec<NewRun>, resumes: Vec<Resume>, answer: T) -> Result<T> {

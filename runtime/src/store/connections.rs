@@ -1,9 +1,51 @@
 //! Connections: vendor credentials of an account, stored sealed.
 
-use super::{ConnectionRow, Page, Store};
+use sqlx::{Any, Transaction};
+
+use super::{ConnectionRow, Dialect, OAuthStateRow, Page, Store};
 use crate::Result;
 
-const SELECT: &str = "SELECT id, account_id, provider, name, sandbox, sealed, created_at, settings FROM connections";
+const SELECT: &str = "SELECT id, account_id, provider, name, sandbox, sealed, created_at, settings, status FROM connections";
+
+/// A connection's row held while its OAuth tokens are refreshed, so that one process at a time
+/// refreshes it: on PostgreSQL a transaction holding the row `FOR UPDATE` (other processes wait,
+/// then read the fresh tokens); on SQLite, the store of one process, nothing is held (the
+/// caller's per-connection mutex is the lock, and holding SQLite's one writer connection across
+/// an HTTP call would stall every write).
+#[derive(Debug)]
+pub struct ConnectionLock {
+    tx: Option<Transaction<'static, Any>>,
+    id: String,
+    /// The sealed credentials as they are now, hex.
+    pub sealed: String,
+    /// The status as it is now.
+    pub status: String,
+}
+
+impl ConnectionLock {
+    /// Stores new sealed credentials (hex) and the status, and releases the row.
+    pub async fn finish(mut self, store: &Store, sealed: &str, status: &str) -> Result<()> {
+        let sql = "UPDATE connections SET sealed = $2, status = $3 WHERE id = $1";
+        match self.tx.take() {
+            Some(mut tx) => {
+                sqlx::query(sql).bind(&self.id).bind(sealed).bind(status).execute(&mut *tx).await?;
+                tx.commit().await?;
+            }
+            None => {
+                sqlx::query(sql).bind(&self.id).bind(sealed).bind(status).execute(&store.writer).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases the row unchanged.
+    pub async fn release(mut self) -> Result<()> {
+        if let Some(tx) = self.tx.take() {
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}
 
 impl Store {
     /// Creates a connection. False when the account already has one of that name.
@@ -64,6 +106,64 @@ impl Store {
             .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Holds connection `id` for a token refresh (see [`ConnectionLock`]); `None` when it is gone.
+    pub async fn lock_connection(&self, id: &str) -> Result<Option<ConnectionLock>> {
+        match self.dialect {
+            Dialect::Postgres => {
+                let mut tx = self.writer.begin().await?;
+                let row: Option<(String, String)> =
+                    sqlx::query_as("SELECT sealed, status FROM connections WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(&mut *tx).await?;
+                Ok(row.map(|(sealed, status)| ConnectionLock { tx: Some(tx), id: id.to_owned(), sealed, status }))
+            }
+            Dialect::Sqlite => {
+                let row: Option<(String, String)> =
+                    sqlx::query_as("SELECT sealed, status FROM connections WHERE id = $1").bind(id).fetch_optional(&self.writer).await?;
+                Ok(row.map(|(sealed, status)| ConnectionLock { tx: None, id: id.to_owned(), sealed, status }))
+            }
+        }
+    }
+
+    /// Stores credentials authorized again (OAuth) on an existing connection, marking it `ok`.
+    pub async fn reauthorize_connection(&self, account_id: &str, id: &str, sealed: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE connections SET sealed = $3, status = 'ok' WHERE account_id = $1 AND id = $2")
+            .bind(account_id)
+            .bind(id)
+            .bind(sealed)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records an OAuth authorization request in flight; expired ones are swept on the way.
+    pub async fn create_oauth_state(&self, row: &OAuthStateRow) -> Result<()> {
+        sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1").bind(row.created_at).execute(&self.writer).await?;
+        sqlx::query(
+            "INSERT INTO oauth_states (state_hash, account_id, provider, name, verifier, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&row.state_hash)
+        .bind(&row.account_id)
+        .bind(&row.provider)
+        .bind(&row.name)
+        .bind(&row.verifier)
+        .bind(row.expires_at)
+        .bind(row.created_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes (deletes and answers) the authorization request of `state_hash`: each is used at
+    /// most once, however many callbacks race for it. The caller checks expiry and account.
+    pub async fn take_oauth_state(&self, state_hash: &str) -> Result<Option<OAuthStateRow>> {
+        Ok(sqlx::query_as(
+            "DELETE FROM oauth_states WHERE state_hash = $1 \
+             RETURNING state_hash, account_id, provider, name, verifier, expires_at, created_at",
+        )
+        .bind(state_hash)
+        .fetch_optional(&self.writer)
+        .await?)
     }
 
     /// Deletes a connection. False when the account has none with that id.

@@ -43,6 +43,7 @@ pub use analytics::{
 #[cfg(feature = "bench")]
 pub use bench::{BenchProbe, CopiedRows};
 pub use calls::{CallEnd, CallRow};
+pub use connections::ConnectionLock;
 pub use contact::OptOutRow;
 pub use dialect::Dialect;
 pub use hours::{BusinessHoursRow, HoursReplaced};

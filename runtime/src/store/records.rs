@@ -488,6 +488,8 @@ pub struct ConnectionRow {
     pub created_at: i64,
     /// Non-secret settings (a JSON object), e.g. a sandbox Twilio connection's `simulate`.
     pub settings: String,
+    /// `ok`, or `broken` once an OAuth provider refused to refresh its tokens.
+    pub status: String,
 }
 
 impl ConnectionRow {
@@ -503,6 +505,25 @@ impl ConnectionRow {
             provider: self.provider,
         }
     }
+}
+
+/// An OAuth authorization request in flight (`oauth_states`).
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct OAuthStateRow {
+    /// SHA-256 of the `state` parameter, hex.
+    pub state_hash: String,
+    /// The account that asked.
+    pub account_id: String,
+    /// `google` or `slack`.
+    pub provider: String,
+    /// The connection name to create (or authorize again).
+    pub name: String,
+    /// The PKCE verifier, sealed, hex.
+    pub verifier: String,
+    /// When it expires (ms).
+    pub expires_at: i64,
+    /// When it was created (ms).
+    pub created_at: i64,
 }
 
 /// An outbox message to record with a step's completion.

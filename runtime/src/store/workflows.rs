@@ -124,6 +124,13 @@ impl Store {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(account_id).bind(event_type).fetch_all(&self.reader).await?)
     }
 
+    /// The enabled workflows of an account whose trigger is of `kind` (e.g. `stripe`); the
+    /// caller matches each one's trigger.
+    pub async fn workflows_with_trigger(&self, account_id: &str, kind: &str) -> Result<Vec<WorkflowRow>> {
+        let sql = format!("{SELECT} WHERE w.account_id = $1 AND w.trigger_kind = $2 AND w.enabled = 1 AND w.deleted = 0");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(account_id).bind(kind).fetch_all(&self.reader).await?)
+    }
+
     /// One version's definition (JSON). Versions never change, so callers may cache it.
     pub async fn workflow_version(&self, workflow_id: &str, version: i64) -> Result<Option<String>> {
         let row: Option<(String,)> = sqlx::query_as("SELECT definition FROM workflow_versions WHERE workflow_id = $1 AND version = $2")

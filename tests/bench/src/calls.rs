@@ -68,6 +68,7 @@ pub(super) async fn measure(b: &Backend, args: &BenchArgs) -> anyhow::Result<Cal
         sealed,
         created_at: b.now(),
         settings: "{}".into(),
+        status: "ok".into(),
     };
     b.store().create_connection(&connection).await?;
     let ivr = json!({ "name": "line", "trigger": { "call": {} }, "steps": [

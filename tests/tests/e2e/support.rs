@@ -365,6 +365,7 @@ impl TestApp {
         if let Some(calls) = switchboard_actions::calls(&actions_config).unwrap() {
             state = state.with_calls(calls);
         }
+        let state = state.with_oauth(actions_config.oauth.clone(), &actions_config.http).unwrap();
         TestApp { _db: db, engine, clock, flaky, gate, later, state }
     }
 
