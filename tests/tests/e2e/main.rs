@@ -14,6 +14,7 @@ mod engine;
 mod hardening;
 mod hours;
 mod inbound;
+mod integrations;
 mod live;
 mod messaging;
 mod openapi;
