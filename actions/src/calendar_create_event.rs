@@ -234,9 +234,12 @@ impl Action for CalendarCreateEvent {
     fn sandbox(&self, ctx: &ActionContext, input: &EventInput) -> Result<Option<SandboxSend>, ActionError> {
         input.check()?;
         let id = event_id(&ctx.account_id, &ctx.idempotency_key);
+        // The preview leaves the id out: it is the step's, and a test run is another run.
+        let mut event = input.body(&id);
+        event.as_object_mut().expect("an object").remove("id");
         Ok(Some(SandboxSend {
             to: Some(input.calendar().to_owned()),
-            rendered: json!({ "calendar_id": input.calendar(), "event": input.body(&id) }),
+            rendered: json!({ "calendar_id": input.calendar(), "event": event }),
             output: json!({ "id": id, "calendar_id": input.calendar(), "status": "sandbox", "html_link": null, "already_existed": false }),
             usage: vec![UNIT.times(1)],
         }))
@@ -244,7 +247,8 @@ impl Action for CalendarCreateEvent {
 
     async fn execute(&self, ctx: &ActionContext, input: EventInput) -> Result<Done<EventOutput>, ActionError> {
         input.check()?;
-        let connection = ctx.connection.as_ref().ok_or_else(|| ActionError::permanent("missing_connection", "calendar.create_event needs a google connection"))?;
+        let connection =
+            ctx.connection.as_ref().ok_or_else(|| ActionError::permanent("missing_connection", "calendar.create_event needs a google connection"))?;
         let token = self.tokens.access_token(connection, ctx.now).await?;
         let id = event_id(&ctx.account_id, &ctx.idempotency_key);
         let calendar = input.calendar();

@@ -85,7 +85,8 @@ impl StripeApi {
         // The key makes asking again harmless: an unreadable answer is retried, and the retry
         // gets the object Stripe created the first time.
         let answer = answer.map_err(|e| classify_send_error(&e, Delivery::Idempotent))?;
-        serde_json::from_slice(&answer).map_err(|e| ActionError::retryable("invalid_response", format!("Stripe answered HTTP {status} with an unreadable object: {e}")))
+        serde_json::from_slice(&answer)
+            .map_err(|e| ActionError::retryable("invalid_response", format!("Stripe answered HTTP {status} with an unreadable object: {e}")))
     }
 }
 

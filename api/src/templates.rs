@@ -18,8 +18,9 @@ use switchboard_runtime::definition::{Problem, parse_duration};
 
 /// Every template file, by slug. A test checks that each file in `templates/` is listed here
 /// and validates against the action registry.
-pub const FILES: [(&str, &str); 9] = [
+pub const FILES: [(&str, &str); 10] = [
     ("lead-nurture", include_str!("../../templates/lead-nurture.yaml")),
+    ("appointment-confirmation", include_str!("../../templates/appointment-confirmation.yaml")),
     ("payment-follow-up", include_str!("../../templates/payment-follow-up.yaml")),
     ("negative-feedback-alert", include_str!("../../templates/negative-feedback-alert.yaml")),
     ("referral-request", include_str!("../../templates/referral-request.yaml")),

@@ -206,9 +206,7 @@ pub enum OAuthError {
 
 fn token_error(e: RequestTokenError<HttpError, StandardErrorResponse<BasicErrorResponseType>>) -> OAuthError {
     match e {
-        RequestTokenError::ServerResponse(r) if *r.error() == BasicErrorResponseType::InvalidGrant => {
-            OAuthError::InvalidGrant(r.error_description().cloned())
-        }
+        RequestTokenError::ServerResponse(r) if *r.error() == BasicErrorResponseType::InvalidGrant => OAuthError::InvalidGrant(r.error_description().cloned()),
         RequestTokenError::ServerResponse(r) => OAuthError::Refused(r.to_string()),
         RequestTokenError::Request(e) => OAuthError::Transport(e.to_string()),
         RequestTokenError::Parse(e, body) => {
@@ -344,7 +342,10 @@ impl TokenKeeper {
             row_lock.release().await.map_err(store_error)?;
             return Err(ActionError::permanent(
                 "token_expired",
-                format!("connection '{}' holds an expired access token and no way to refresh it (no refresh token, or no OAuth client configured)", connection.name),
+                format!(
+                    "connection '{}' holds an expired access token and no way to refresh it (no refresh token, or no OAuth client configured)",
+                    connection.name
+                ),
             ));
         };
         match app.refresh(&self.http, refresh_token.expose_secret(), now).await {

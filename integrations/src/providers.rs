@@ -71,8 +71,14 @@ fn check_as<P: Provider>(credentials: &Value) -> Problems {
 
 /// Every provider, in the order the API lists them. Adding a provider: its type and
 /// [`Provider`] impl, and one line here.
-pub const PROVIDERS: &[ProviderSpec] =
-    &[ProviderSpec::of::<Twilio>(), ProviderSpec::of::<Smtp>(), ProviderSpec::of::<Slack>(), ProviderSpec::of::<Stripe>(), ProviderSpec::of::<Crm>(), ProviderSpec::of::<Google>()];
+pub const PROVIDERS: &[ProviderSpec] = &[
+    ProviderSpec::of::<Twilio>(),
+    ProviderSpec::of::<Smtp>(),
+    ProviderSpec::of::<Slack>(),
+    ProviderSpec::of::<Stripe>(),
+    ProviderSpec::of::<Crm>(),
+    ProviderSpec::of::<Google>(),
+];
 
 /// The provider named `name`.
 pub fn provider(name: &str) -> Option<&'static ProviderSpec> {

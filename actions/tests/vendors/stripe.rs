@@ -56,8 +56,7 @@ async fn create_customer_sends_the_exact_form_with_the_step_key() {
         .expect(1)
         .mount(&server)
         .await;
-    let (output, usage) =
-        run("customer", &server, json!({"email": "ada@example.com", "name": "Ada Lovelace", "metadata": {"lead_id": "L-42"}})).await.unwrap();
+    let (output, usage) = run("customer", &server, json!({"email": "ada@example.com", "name": "Ada Lovelace", "metadata": {"lead_id": "L-42"}})).await.unwrap();
     assert_eq!(output, json!({"id": "cus_NffrFeUfNV2Hib", "email": "ada@example.com", "name": "Ada Lovelace", "livemode": false}));
     assert_eq!(usage, [("stripe_request".to_owned(), 1)]);
 }

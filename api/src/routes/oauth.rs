@@ -146,7 +146,11 @@ async fn callback(State(state): State<AppState>, headers: HeaderMap, Query(q): Q
     let store = state.engine.store();
     // Taken before anything else: whatever happens next, this state is spent.
     let Some(pending) = store.take_oauth_state(&hash_key(secret)).await? else {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_state", "unknown or already used state; start again from /v1/connections/{provider}/authorize"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_state",
+            "unknown or already used state; start again from /v1/connections/{provider}/authorize",
+        ));
     };
     let now = state.engine.clock().now();
     if pending.expires_at < now {

@@ -139,18 +139,16 @@ impl Store {
     /// Records an OAuth authorization request in flight; expired ones are swept on the way.
     pub async fn create_oauth_state(&self, row: &OAuthStateRow) -> Result<()> {
         sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1").bind(row.created_at).execute(&self.writer).await?;
-        sqlx::query(
-            "INSERT INTO oauth_states (state_hash, account_id, provider, name, verifier, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&row.state_hash)
-        .bind(&row.account_id)
-        .bind(&row.provider)
-        .bind(&row.name)
-        .bind(&row.verifier)
-        .bind(row.expires_at)
-        .bind(row.created_at)
-        .execute(&self.writer)
-        .await?;
+        sqlx::query("INSERT INTO oauth_states (state_hash, account_id, provider, name, verifier, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(&row.state_hash)
+            .bind(&row.account_id)
+            .bind(&row.provider)
+            .bind(&row.name)
+            .bind(&row.verifier)
+            .bind(row.expires_at)
+            .bind(row.created_at)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 

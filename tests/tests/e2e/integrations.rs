@@ -48,18 +48,28 @@ async fn stripe_webhooks_start_matching_workflows_once(db: TestDb) {
     let app = TestApp::new(db).await;
     let (account, key) = app.account("studio").await;
     let (status, conn) = app
-        .post_json("/v1/connections", &key, &json!({"provider": "stripe", "name": "stripe", "credentials": {"secret_key": "sk_test_1", "webhook_secret": WHSEC}}))
+        .post_json(
+            "/v1/connections",
+            &key,
+            &json!({"provider": "stripe", "name": "stripe", "credentials": {"secret_key": "sk_test_1", "webhook_secret": WHSEC}}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{conn}");
     assert_eq!(conn["callback_url"], format!("http://sb.test/callbacks/stripe/{account}"));
     assert!(!conn.to_string().contains(WHSEC));
     let paid = app
-        .workflow(&key, &json!({"name": "paid", "trigger": {"stripe": {"events": ["invoice.paid", "payment_intent.succeeded"]}},
-            "steps": [{"id": "note", "action": "log", "input": {"message": "paid {{ event.data.object.id }}"}}]}))
+        .workflow(
+            &key,
+            &json!({"name": "paid", "trigger": {"stripe": {"events": ["invoice.paid", "payment_intent.succeeded"]}},
+            "steps": [{"id": "note", "action": "log", "input": {"message": "paid {{ event.data.object.id }}"}}]}),
+        )
         .await;
     let other = app
-        .workflow(&key, &json!({"name": "refunds", "trigger": {"stripe": {"events": ["charge.refunded"]}},
-            "steps": [{"id": "note", "action": "log", "input": {"message": "refund"}}]}))
+        .workflow(
+            &key,
+            &json!({"name": "refunds", "trigger": {"stripe": {"events": ["charge.refunded"]}},
+            "steps": [{"id": "note", "action": "log", "input": {"message": "refund"}}]}),
+        )
         .await;
     let (status, bad) = app.post_json("/v1/workflows", &key, &json!({"name": "x", "trigger": {"stripe": {"events": []}}, "steps": []})).await;
     assert_eq!((status, bad["error"]["details"][0]["path"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("trigger.stripe.events")), "{bad}");
@@ -156,7 +166,9 @@ async fn fake_google(challenges: Challenges, refresh: ResponseTemplate) -> FakeG
 
 fn refreshed() -> ResponseTemplate {
     ResponseTemplate::new(200)
-        .set_body_json(json!({"access_token": "ya29.second", "expires_in": 3599, "scope": "https://www.googleapis.com/auth/calendar.events", "token_type": "Bearer"}))
+        .set_body_json(
+            json!({"access_token": "ya29.second", "expires_in": 3599, "scope": "https://www.googleapis.com/auth/calendar.events", "token_type": "Bearer"}),
+        )
         // Many steps wait on one refresh.
         .set_delay(std::time::Duration::from_millis(200))
 }
@@ -173,7 +185,8 @@ async fn google_app(db: TestDb, google: &MockServer) -> TestApp {
 
 /// `GET /v1/connections/google/authorize`: the Location's query.
 async fn authorize(app: &TestApp, key: &str, name: &str) -> HashMap<String, String> {
-    let req = Request::get(format!("/v1/connections/google/authorize?name={name}")).header("authorization", format!("Bearer {key}")).body(Body::empty()).unwrap();
+    let req =
+        Request::get(format!("/v1/connections/google/authorize?name={name}")).header("authorization", format!("Bearer {key}")).body(Body::empty()).unwrap();
     let res = tower::ServiceExt::oneshot(switchboard_api::router(app.state.clone()), req).await.unwrap();
     assert_eq!(res.status(), StatusCode::FOUND);
     let location = res.headers()["location"].to_str().unwrap().to_owned();
@@ -309,7 +322,8 @@ async fn calendar_events_use_fresh_tokens_and_refresh_once(db: TestDb) {
     // On PostgreSQL a second keeper stands for a second process: it shares only the store
     // (the row held FOR UPDATE). SQLite is one process's store: one keeper, its mutex.
     let processes = if store.dialect() == switchboard_runtime::store::Dialect::Postgres { 2 } else { 1 };
-    let keepers: Vec<_> = (0..processes).map(|_| Arc::new(TokenKeeper::new(Some(store.clone()), app.state.vault.clone(), http.clone(), apps.clone()))).collect();
+    let keepers: Vec<_> =
+        (0..processes).map(|_| Arc::new(TokenKeeper::new(Some(store.clone()), app.state.vault.clone(), http.clone(), apps.clone()))).collect();
     let now = app.now();
     let asks = (0..12).map(|i| {
         let (keeper, conn) = (keepers[i % processes].clone(), conn.clone());
@@ -349,7 +363,9 @@ async fn a_conflict_on_the_steps_event_id_is_success(db: TestDb) {
     Mock::given(method("GET"))
         .and(wiremock::matchers::path_regex(r"^/calendar/v3/calendars/primary/events/[0-9a-v]{52}$"))
         .and(header("authorization", "Bearer ya29.first"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "x", "status": "confirmed", "htmlLink": "https://www.google.com/calendar/event?eid=x"})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "x", "status": "confirmed", "htmlLink": "https://www.google.com/calendar/event?eid=x"})),
+        )
         .mount(&google.server)
         .await;
     let wf = app.workflow(&key, &calendar_workflow(0)).await;
@@ -368,7 +384,12 @@ async fn invalid_grant_marks_the_connection_broken(db: TestDb) {
     let app = google_app(db, &google.server).await;
     let (_, key) = app.account("studio").await;
     connect_google(&app, &key, &challenges).await;
-    Mock::given(method("POST")).and(path("/calendar/v3/calendars/primary/events")).respond_with(ResponseTemplate::new(500)).expect(0).mount(&google.server).await;
+    Mock::given(method("POST"))
+        .and(path("/calendar/v3/calendars/primary/events"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&google.server)
+        .await;
     app.clock.advance(60 * 60 * 1000);
     let wf = app.workflow(&key, &calendar_workflow(0)).await;
     let first = app.start(&key, wf["id"].as_str().unwrap(), &json!({"name": "Ada", "email": "ada@example.com"})).await;

@@ -247,6 +247,52 @@ async fn payment_follow_up_thanks_marks_customer_then_upsells(db: TestDb) {
     assert_eq!(run_status(&app, &key, &run_id).await, "succeeded");
 }
 
+/// appointment-confirmation: the confirmation text at once, the calendar event with the lead
+/// invited, then the email with the details.
+async fn appointment_confirmation_texts_books_and_emails(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let (_, key) = app.account("studio").await;
+    let (status, body) = app.post_json("/v1/templates/appointment-confirmation/enable", &key, &json!({ "params": {} })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        problem_paths(&body),
+        set(&["params.business_name", "params.sender", "params.from_email", "params.address", "connections.twilio", "connections.google", "connections.smtp"])
+    );
+    sandbox_connections(&app, &key, &["twilio", "google", "smtp"]).await;
+    let wf = enable(
+        &app,
+        &key,
+        "appointment-confirmation",
+        json!({ "business_name": BUSINESS, "sender": SENDER, "from_email": FROM_EMAIL, "address": "12 Loom Street" }),
+    )
+    .await;
+    assert_eq!(wf["trigger"]["event"], "appointment.booked");
+    let run_id = start_one(&app, &key, "appointment.booked", "appt-1", appointment()).await;
+    app.drain().await;
+    assert_eq!(run_status(&app, &key, &run_id).await, "succeeded");
+    let messages = outbox(&app, &key, &run_id).await;
+    assert_eq!(kinds(&messages), ["sms.send", "calendar.create_event", "email.send"]);
+    assert_eq!(messages[0]["to"], "+15557654321");
+    contains_all(text(&messages[0], "body"), &["Hi Ada", "Studio Ada", "2026-12-07T10:00:00", "America/New_York"]);
+    assert_eq!(
+        essence(&messages[1]),
+        json!({ "kind": "calendar.create_event", "to": "primary", "rendered": { "calendar_id": "primary", "event": {
+            "summary": "Studio Ada: Ada Lovelace", "description": "Booked through Switchboard. Lead L-ada, phone +15557654321.",
+            "location": "12 Loom Street", "attendees": [{ "email": "ada@example.com" }],
+            "start": { "dateTime": "2026-12-07T10:00:00", "timeZone": "America/New_York" },
+            "end": { "dateTime": "2026-12-07T10:45:00", "timeZone": "America/New_York" } } } })
+    );
+    let email = &messages[2];
+    assert_eq!((email["to"].as_str(), text(email, "subject")), (Some("ada@example.com"), "Your appointment with Studio Ada"));
+    contains_all(text(email, "text"), &["Hi Ada,", "2026-12-07T10:00:00 to 2026-12-07T10:45:00 (America/New_York)", "Where: 12 Loom Street"]);
+    let run = app.run(&key, &run_id).await;
+    assert!(run["steps"][1]["output"]["id"].as_str().unwrap().len() == 52, "the sandbox answers the step's event id: {run}");
+}
+
+fn appointment() -> Value {
+    json!({ "lead": ada(), "appointment": { "id": "A-1", "start": "2026-12-07T10:00:00", "end": "2026-12-07T10:45:00", "timezone": "America/New_York" } })
+}
+
 /// negative-feedback-alert: only a negative call starts it; Slack alert to the manager
 /// channel, urgent task, apology email, in that order.
 async fn negative_feedback_alerts_tasks_and_apologises(db: TestDb) {
@@ -471,6 +517,7 @@ async fn feedback_survey_routes_by_rating(db: TestDb) {
 }
 
 on_both_backends!(
+    appointment_confirmation_texts_books_and_emails,
     lead_nurture_texts_emails_then_tasks,
     payment_follow_up_thanks_marks_customer_then_upsells,
     negative_feedback_alerts_tasks_and_apologises,
@@ -511,6 +558,12 @@ fn cases() -> Vec<Case> {
             params: json!({ "business_name": BUSINESS, "sender": SENDER, "from_email": FROM_EMAIL, "first_wait": "1s", "second_wait": "1s" }),
             event_type: "lead.created",
             event: json!({ "lead": a }),
+        },
+        Case {
+            slug: "appointment-confirmation",
+            params: json!({ "business_name": BUSINESS, "sender": SENDER, "from_email": FROM_EMAIL, "address": "12 Loom Street" }),
+            event_type: "appointment.booked",
+            event: appointment(),
         },
         Case {
             slug: "payment-follow-up",
@@ -646,7 +699,7 @@ async fn six_templates_run_for_real_with_one_second_delays(db: TestDb) {
     let http = reqwest::Client::new();
     let key = server.account_key(&http, "studio").await;
     let c = Client { http, base: server.base.clone(), key };
-    for provider in ["twilio", "smtp", "slack", "crm"] {
+    for provider in ["twilio", "smtp", "slack", "crm", "google"] {
         let (status, body) = c.post("/v1/connections", &json!({ "provider": provider, "name": format!("{provider}-sandbox"), "sandbox": true })).await;
         assert_eq!(status, 201, "{body}");
     }
