@@ -412,10 +412,72 @@ async fn invalid_grant_marks_the_connection_broken(db: TestDb) {
     assert_eq!(connection(&app, &key, "cal").await["status"], "ok");
 }
 
+/// Slack through OAuth: the bot token from `oauth.v2.access` lands where `slack.post_message`
+/// reads it (beside pasted tokens).
+async fn slack_installs_through_oauth(db: TestDb) {
+    let slack = MockServer::start().await;
+    let challenge = Arc::new(std::sync::Mutex::new(String::new()));
+    let expected = challenge.clone();
+    Mock::given(method("POST"))
+        .and(path("/api/oauth.v2.access"))
+        .respond_with(move |req: &WireRequest| {
+            let f = form(req);
+            assert_eq!((f["client_id"].as_str(), f["client_secret"].as_str(), f["code"].as_str()), ("slack-client", "slack-secret", "slack-code"));
+            let verified = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(f["code_verifier"].as_bytes()));
+            assert_eq!(verified, *expected.lock().unwrap(), "PKCE verifier matches the challenge");
+            ResponseTemplate::new(200).set_body_json(json!({
+                "ok": true, "access_token": "xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy", "token_type": "bot",
+                "scope": "chat:write", "bot_user_id": "U0KRQLJ9H", "app_id": "A0KRD7HC3",
+                "team": {"name": "Studio Ada", "id": "T9TK3CUKW"}, "enterprise": null, "authed_user": {"id": "U1234"}
+            }))
+        })
+        .expect(1)
+        .mount(&slack)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat.postMessage"))
+        .and(header("authorization", "Bearer xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": true, "channel": "C0123", "ts": "1700000000.000100"})))
+        .expect(1)
+        .mount(&slack)
+        .await;
+    let mut config = actions_config();
+    let mut app = OAuthApp::slack("slack-client", "slack-secret");
+    app.authorize_url = format!("{}/oauth/v2/authorize", slack.uri());
+    app.token_url = format!("{}/api/oauth.v2.access", slack.uri());
+    config.oauth.insert(app);
+    config.api_bases.set("slack", slack.uri());
+    let app = TestApp::build(db, EngineConfig::default(), config, None, None).await;
+    let (_, key) = app.account("studio").await;
+    let req = Request::get("/v1/connections/slack/authorize?name=team").header("authorization", format!("Bearer {key}")).body(Body::empty()).unwrap();
+    let res = tower::ServiceExt::oneshot(switchboard_api::router(app.state.clone()), req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::FOUND);
+    let url = reqwest::Url::parse(res.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(url.path(), "/oauth/v2/authorize");
+    let q: HashMap<String, String> = url.query_pairs().into_owned().collect();
+    assert_eq!((q["scope"].as_str(), q["code_challenge_method"].as_str(), q["client_id"].as_str()), ("chat:write", "S256", "slack-client"));
+    *challenge.lock().unwrap() = q["code_challenge"].clone();
+    let (status, body) = callback(&app, &format!("code=slack-code&state={}", q["state"]), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(connection(&app, &key, "team").await["provider"], "slack");
+    let wf = app
+        .workflow(
+            &key,
+            &json!({"name": "ping", "trigger": {"manual": {}}, "steps": [{"id": "post", "action": "slack.post_message", "connection": "team",
+            "input": {"channel": "#general", "text": "Hello"}}]}),
+        )
+        .await;
+    let run_id = app.start(&key, wf["id"].as_str().unwrap(), &json!({})).await;
+    app.drain().await;
+    let run = app.run(&key, &run_id).await;
+    assert_eq!(timeline(&run), ["post:succeeded"], "{run}");
+}
+
 on_both_backends!(
     stripe_webhooks_start_matching_workflows_once,
     oauth_state_is_bound_single_use_and_expiring,
     calendar_events_use_fresh_tokens_and_refresh_once,
     a_conflict_on_the_steps_event_id_is_success,
     invalid_grant_marks_the_connection_broken,
+    slack_installs_through_oauth,
 );
