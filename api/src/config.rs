@@ -270,6 +270,28 @@ mod tests {
     }
 
     #[test]
+    fn oauth_clients_need_an_id_and_a_secret_and_take_endpoint_overrides() {
+        let dir = std::env::temp_dir().join(format!("sb-config-oauth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("switchboard.toml");
+        std::fs::write(
+            &file,
+            "google_client_id = \"g-id\"\ngoogle_client_secret = \"g-secret-hidden\"\ngoogle_token_url = \"http://127.0.0.1:9/token\"\n\
+             google_api_base = \"http://127.0.0.1:9/\"\nslack_client_id = \"s-id\"\n",
+        )
+        .unwrap();
+        let settings = Settings::load(Some(&file)).unwrap();
+        let apps = settings.oauth();
+        let google = apps.get("google").expect("google configured");
+        assert_eq!((google.client_id.as_str(), google.token_url.as_str()), ("g-id", "http://127.0.0.1:9/token"));
+        assert_eq!(google.authorize_url, "https://accounts.google.com/o/oauth2/v2/auth");
+        assert!(apps.get("slack").is_none(), "an id without a secret configures nothing");
+        assert_eq!(settings.api_bases.get("google"), "http://127.0.0.1:9");
+        assert!(!format!("{settings:?} {apps:?}").contains("g-secret-hidden"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn secrets_load_but_never_print() {
         let dir = std::env::temp_dir().join(format!("sb-config-secrets-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
