@@ -251,6 +251,12 @@ mod tests {
         assert!(check("slack", &json!({"webhook_url": "https://hooks.slack.com/services/T/B/x"})).is_ok());
         assert!(check("slack", &json!({"webhook_url": "not a url"})).is_err());
         assert!(check("crm", &json!({"base_url": "https://crm.example.com/api", "api_key": "k"})).is_ok());
+        assert!(check("stripe", &json!({"secret_key": "sk_test_1"})).is_ok());
+        assert!(check("stripe", &json!({"secret_key": "sk_test_1", "webhook_secret": "whsec_1"})).is_ok());
+        let p = check("stripe", &json!({"secret_key": "sk_test_1", "webhook_secret": "hunter2"})).unwrap_err();
+        assert_eq!(p[0].0, "credentials.webhook_secret");
+        assert!(!p[0].1.contains("hunter2"));
+        assert!(check("google", &json!({"access_token": "ya29.x", "refresh_token": "1//r", "expires_at": 1})).is_ok());
         assert_eq!(check("fax", &json!({})).unwrap_err()[0].0, "provider");
     }
 }

@@ -16,7 +16,8 @@
 //! - [`live_events`]: live run events shared by every process through Redis pub/sub, with an
 //!   in-process fallback.
 //! - [`rate_limit`]: vendor rate limits shared through Redis, with an in-process fallback.
-//! - [`stripe`]: a small Stripe API client (Billing meter events) with a configurable base URL.
+//! - [`stripe`]: a small Stripe API client (Billing meter events) with a configurable base URL,
+//!   and the check of `Stripe-Signature` on webhook deliveries (HMAC-SHA256).
 //! - [`twilio`]: the check of Twilio's `X-Twilio-Signature` on callbacks (HMAC-SHA1).
 //! - [`error`]: the crate's error type.
 

@@ -81,7 +81,7 @@ async fn stripe_webhook(State(state): State<AppState>, Path(account): Path<Strin
         return Err(ApiError::bad_request("a Stripe webhook carries a Stripe-Signature header"));
     };
     let now = state.engine.clock().now() / 1000;
-    let mut refusal = stripe::WebhookError::Mismatch;
+    let mut refusal = None;
     let mut verified = false;
     for row in store.connections_for(&account, &["stripe"], None).await? {
         let Ok(credentials) = state.vault.open::<StripeCredentials>(&row.into_ref()) else { continue };
@@ -91,11 +91,16 @@ async fn stripe_webhook(State(state): State<AppState>, Path(account): Path<Strin
                 verified = true;
                 break;
             }
-            Err(e) => refusal = e,
+            // A stale match says more than another secret's mismatch.
+            Err(e) => refusal = Some(refusal.filter(|r| matches!(r, stripe::WebhookError::Stale { .. })).unwrap_or(e)),
         }
     }
     if !verified {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "invalid_signature", format!("Stripe-Signature refused: {refusal}")));
+        let message = match refusal {
+            Some(e) => format!("Stripe-Signature refused: {e}"),
+            None => "no Stripe connection of this account holds a webhook_secret to check Stripe-Signature with".to_owned(),
+        };
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "invalid_signature", message));
     }
     let event: serde_json::Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
     if !(event.get("id").is_some_and(|v| v.is_string()) && event.get("type").is_some_and(|v| v.is_string())) {

@@ -64,6 +64,7 @@ struct AuthorizeQuery {
     params(("provider" = String, Path, description = "`google` or `slack`"), AuthorizeQuery),
     responses(
         (status = 302, description = "To the provider's consent page (`Location`)"),
+        (status = 400, description = "`bad_request`: a `name` that is empty, longer than 100 characters or not printable", body = doc::ErrorBody),
         (status = 404, description = "`not_found`: not a provider that connects through OAuth", body = doc::ErrorBody),
         (status = 409, description = "`oauth_not_configured`: the operator set no client id and secret for this provider", body = doc::ErrorBody),
         doc::Unauthorized,
@@ -85,7 +86,10 @@ async fn authorize(
             format!("no OAuth client is configured for {provider}: set SWITCHBOARD_{0}_CLIENT_ID and SWITCHBOARD_{0}_CLIENT_SECRET", provider.to_uppercase()),
         ));
     };
-    let name = q.name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).unwrap_or_else(|| provider.clone());
+    let name = q.name.map(|n| n.trim().to_owned()).unwrap_or_else(|| provider.clone());
+    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("name: a connection name of 1 to 100 printable characters"));
+    }
     let secret = random_secret("");
     let (url, verifier) = app.authorize_url(&redirect_uri(&state), &secret).map_err(|e| ApiError::internal(e.to_string()))?;
     let state_hash = hash_key(&secret);

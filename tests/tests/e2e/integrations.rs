@@ -94,6 +94,13 @@ async fn stripe_webhooks_start_matching_workflows_once(db: TestDb) {
     assert!(err["error"]["message"].as_str().unwrap().contains("300 s tolerance"), "{err}");
     let (status, _) = stripe_post(&app, "acc_nope", Some(format!("t={t},v1={}", sign(WHSEC, t, body))), body).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (other_account, other_key) = app.account("no secret").await;
+    let (status, _) =
+        app.post_json("/v1/connections", &other_key, &json!({"provider": "stripe", "name": "s", "credentials": {"secret_key": "sk_test_2"}})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, err) = stripe_post(&app, &other_account, Some(format!("t={t},v1={}", sign(WHSEC, t, body))), body).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "another account's secret does not open this account's endpoint");
+    assert!(err["error"]["message"].as_str().unwrap().contains("webhook_secret"), "{err}");
     assert!(runs_of(&app, &key, wf).await.is_empty(), "a refused delivery starts nothing");
 
     // Accepted with two v1 (a secret being rolled), then redelivered: one run.
