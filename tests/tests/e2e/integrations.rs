@@ -119,6 +119,56 @@ async fn stripe_webhooks_start_matching_workflows_once(db: TestDb) {
     assert_eq!(run["steps"][0]["input"]["message"], "paid in_1");
 }
 
+/// A Stripe step that fails with a 500 and is retried sends the same `Idempotency-Key`, so
+/// Stripe answers the retry with the object of the first request: one customer, billed once.
+async fn a_retried_stripe_step_reuses_its_idempotency_key(db: TestDb) {
+    let stripe = MockServer::start().await;
+    let keys = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = keys.clone();
+    Mock::given(method("POST"))
+        .and(path("/v1/customers"))
+        .and(header("authorization", "Bearer sk_test_e2e"))
+        .respond_with(move |req: &WireRequest| {
+            let mut keys = seen.lock().unwrap();
+            keys.push(req.headers["idempotency-key"].to_str().unwrap().to_owned());
+            assert_eq!(form(req)["email"], "ada@example.com");
+            if keys.len() == 1 {
+                ResponseTemplate::new(500).set_body_json(json!({"error": {"type": "api_error", "message": "An unknown error occurred"}}))
+            } else {
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"id": "cus_e2e", "object": "customer", "email": "ada@example.com", "name": "Ada", "livemode": false}))
+            }
+        })
+        .mount(&stripe)
+        .await;
+    let mut config = actions_config();
+    config.api_bases.set("stripe", stripe.uri());
+    let app = TestApp::build(db, EngineConfig::default(), config, None, None).await;
+    let (_, key) = app.account("studio").await;
+    let (status, _) =
+        app.post_json("/v1/connections", &key, &json!({"provider": "stripe", "name": "stripe", "credentials": {"secret_key": "sk_test_e2e"}})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let wf = app
+        .workflow(
+            &key,
+            &json!({"name": "bill", "trigger": {"manual": {}}, "steps": [{"id": "customer", "action": "stripe.create_customer",
+            "input": {"email": "{{ event.email }}", "name": "Ada", "metadata": {"lead_id": "L-1"}}}]}),
+        )
+        .await;
+    let run_id = app.start(&key, wf["id"].as_str().unwrap(), &json!({"email": "ada@example.com"})).await;
+    app.drain().await;
+    app.advance(60_000).await;
+    let run = app.run(&key, &run_id).await;
+    assert_eq!(timeline(&run), ["customer:succeeded"], "{run}");
+    assert_eq!((run["steps"][0]["attempts"].as_i64(), run["steps"][0]["output"]["id"].as_str()), (Some(2), Some("cus_e2e")));
+    assert_eq!(run["steps"][0]["usage"].as_array().unwrap().len(), 1, "billed once: {run}");
+    assert_eq!(run["steps"][0]["usage"][0]["unit"], "stripe_request");
+    let keys = keys.lock().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0], keys[1], "the retry sends the step's key again");
+    assert!(!keys[0].is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // OAuth + Google Calendar
 
@@ -482,6 +532,7 @@ async fn slack_installs_through_oauth(db: TestDb) {
 
 on_both_backends!(
     stripe_webhooks_start_matching_workflows_once,
+    a_retried_stripe_step_reuses_its_idempotency_key,
     oauth_state_is_bound_single_use_and_expiring,
     calendar_events_use_fresh_tokens_and_refresh_once,
     a_conflict_on_the_steps_event_id_is_success,
