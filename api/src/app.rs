@@ -48,8 +48,8 @@ pub struct AppState {
 pub struct OAuthSetup {
     /// By provider.
     pub apps: switchboard_integrations::oauth::OAuthApps,
-    /// Sends code exchanges (redirects off).
-    pub http: reqwest::Client,
+    /// Sends code exchanges (redirects off); `None` when it could not be built.
+    pub http: Option<reqwest::Client>,
 }
 
 /// A per-webhook-URL rate limiter (GCRA, keyed by token).
@@ -73,14 +73,17 @@ impl AppState {
             hooks: Arc::default(),
             hook_limiter: None,
             shutdown: Arc::new(tokio::sync::watch::Sender::new(false)),
-            oauth: Arc::new(OAuthSetup { apps: Default::default(), http: reqwest::Client::new() }),
+            oauth: Arc::new(OAuthSetup {
+                apps: Default::default(),
+                http: switchboard_integrations::client_without_redirects(&switchboard_integrations::HttpConfig::default()).ok(),
+            }),
         }
     }
 
     /// Connects providers through OAuth with `apps`, token requests sent per `http` (its
     /// address guard) with redirects off.
     pub fn with_oauth(mut self, apps: switchboard_integrations::oauth::OAuthApps, http: &switchboard_integrations::HttpConfig) -> anyhow::Result<Self> {
-        self.oauth = Arc::new(OAuthSetup { apps, http: switchboard_integrations::client_without_redirects(http)? });
+        self.oauth = Arc::new(OAuthSetup { apps, http: Some(switchboard_integrations::client_without_redirects(http)?) });
         Ok(self)
     }
 

@@ -180,8 +180,9 @@ async fn callback(State(state): State<AppState>, headers: HeaderMap, Query(q): Q
         .and_then(|sealed| state.vault.open_value(&pending.state_hash, &sealed).ok())
         .and_then(|v| v.as_str().map(str::to_owned))
         .ok_or_else(|| ApiError::internal("the stored PKCE verifier does not open"))?;
+    let http = state.oauth.http.as_ref().ok_or_else(|| ApiError::internal("the OAuth HTTP client could not be built"))?;
     let credentials = app
-        .exchange(&state.oauth.http, &redirect_uri(&state), &code, &verifier, now)
+        .exchange(http, &redirect_uri(&state), &code, &verifier, now)
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "oauth_exchange_failed", e.to_string()))?;
     let every: Vec<&str> = switchboard_integrations::providers::names().collect();
