@@ -46,7 +46,7 @@ use switchboard_runtime::metering::PriceList;
 use switchboard_runtime::store::Store;
 
 pub use calendar_create_event::CalendarCreateEvent;
-pub use crm::{CrmCreateTask, CrmUpdateLead};
+pub use crm::{CrmCreateTask, CrmFindLeads, CrmUpdateLead};
 pub use email_send::EmailSend;
 pub use http_request::HttpRequest;
 pub use log::Log;
@@ -129,6 +129,7 @@ pub fn registry(config: &ActionsConfig) -> Result<ActionRegistry> {
         .register(EmailSend::new(vault.clone()).allow_private(config.http.allow_private))
         .register(CrmCreateTask::new(client.clone(), vault.clone()))
         .register(CrmUpdateLead::new(client.clone(), vault.clone()))
+        .register(CrmFindLeads::new(client.clone(), vault.clone()))
         .register(CalendarCreateEvent::new(client.clone(), tokens, base(providers::Google::NAME)))
         .register(StripeCreateCustomer::new(client.clone(), vault.clone(), base(providers::Stripe::NAME)))
         .register(StripeCreateInvoiceItem::new(client.clone(), vault.clone(), base(providers::Stripe::NAME)))
@@ -164,6 +165,7 @@ mod tests {
             [
                 CalendarCreateEvent::KIND,
                 CrmCreateTask::KIND,
+                CrmFindLeads::KIND,
                 CrmUpdateLead::KIND,
                 EmailSend::KIND,
                 HttpRequest::KIND,

@@ -42,7 +42,7 @@ impl Engine {
     }
 
     /// A run's `workflow_run` charge.
-    fn start_charge(&self, run_id: &str, timezone: &str, now: i64) -> NewUsage {
+    pub(super) fn start_charge(&self, run_id: &str, timezone: &str, now: i64) -> NewUsage {
         let price = self.config.prices.charge("workflow_run", 1);
         NewUsage {
             id: format!("{run_id}:run"),

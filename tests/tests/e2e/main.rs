@@ -11,6 +11,7 @@ mod billing_sync;
 mod contact;
 mod crash;
 mod engine;
+mod fan_out;
 mod hardening;
 mod hours;
 mod inbound;
