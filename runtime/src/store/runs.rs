@@ -337,7 +337,8 @@ impl Store {
     pub async fn waiting_runs(&self, account_id: &str, event_type: &str) -> Result<Vec<(RunRow, i64)>> {
         let rows: Vec<WaitingRun> = sqlx::query_as(
             "SELECT r.id, r.account_id, r.workflow_id, r.version, r.status, r.event_id, r.event, r.context, r.error, \
-             r.is_test, r.step_index, r.step_seq, r.created_at, r.started_at, r.finished_at, w.step_seq AS wait_seq \
+             r.is_test, r.step_index, r.step_seq, r.created_at, r.started_at, r.finished_at, r.parent_run_id, r.parent_seq, \
+             r.item_index, w.step_seq AS wait_seq \
              FROM runs r JOIN waits w ON w.run_id = r.id WHERE w.account_id = $1 AND w.event_type = $2",
         )
         .bind(account_id)
