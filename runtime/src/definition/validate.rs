@@ -905,6 +905,21 @@ mod tests {
     }
 
     #[test]
+    fn stripe_triggers_name_event_types() {
+        let doc = |events: serde_json::Value| serde_json::json!({ "name": "w", "trigger": { "stripe": { "events": events } }, "steps": [{ "id": "d", "delay": "1s" }] });
+        let w = validate(&doc(serde_json::json!(["invoice.paid", "payment_intent.succeeded"])), &ActionRegistry::new(), &ExprEngine::new()).unwrap();
+        assert_eq!(w.trigger.kind(), "stripe");
+        assert!(w.trigger.wants_stripe("invoice.paid") && !w.trigger.wants_stripe("invoice.created"));
+        let every = validate(&doc(serde_json::json!(["*"])), &ActionRegistry::new(), &ExprEngine::new()).unwrap();
+        assert!(every.trigger.wants_stripe("charge.refunded"));
+        let problems = validate(&doc(serde_json::json!(["invoice.paid", "Invoice Paid", 3])), &ActionRegistry::new(), &ExprEngine::new()).unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["trigger.stripe.events[1]", "trigger.stripe.events[2]"], "{problems:?}");
+        let problems = validate(&doc(serde_json::json!([])), &ActionRegistry::new(), &ExprEngine::new()).unwrap_err();
+        assert_eq!(problems[0].path, "trigger.stripe.events");
+    }
+
+    #[test]
     fn a_broken_arm_still_reports_its_unknown_goto() {
         let doc = serde_json::json!({
             "name": "w", "trigger": { "manual": {} },
