@@ -314,6 +314,12 @@ async fn oauth_state_is_bound_single_use_and_expiring(db: TestDb) {
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_GATEWAY, Some("oauth_exchange_failed")), "{body}");
     let (_, list) = app.get("/v1/connections", &key).await;
     assert_eq!(list["connections"].as_array().unwrap().len(), 1, "only the completed flow made a connection: {list}");
+    // The person declined: refused, and the state is spent.
+    let q = authorize(&app, &key, "cal5").await;
+    let (status, body) = callback(&app, &format!("error=access_denied&state={}", q["state"]), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("authorization_denied")), "{body}");
+    let (status, body) = callback(&app, &format!("code=late&state={}", q["state"]), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_state")), "{body}");
     // Unknown provider, unconfigured provider.
     let (status, _) = app.get("/v1/connections/fax/authorize", &key).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
