@@ -409,6 +409,47 @@ async fn calendar_events_use_fresh_tokens_and_refresh_once(db: TestDb) {
     assert!(sent[1..].iter().all(|s| s["bearer"] == "Bearer ya29.second"), "{sent:?}");
 }
 
+/// Eight steps claimed at once by eight concurrent workers when the token is about to expire:
+/// one refresh, and every event sent with the new token.
+async fn concurrent_steps_at_expiry_refresh_once(db: TestDb) {
+    let challenges = Challenges::default();
+    let google = fake_google(challenges.clone(), refreshed()).await;
+    let app = google_app(db, &google.server).await;
+    let (_, key) = app.account("studio").await;
+    connect_google(&app, &key, &challenges).await;
+    let bearers = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = bearers.clone();
+    Mock::given(method("POST"))
+        .and(path("/calendar/v3/calendars/primary/events"))
+        .respond_with(move |req: &WireRequest| {
+            seen.lock().unwrap().push(req.headers["authorization"].to_str().unwrap().to_owned());
+            let body: Value = serde_json::from_slice(&req.body).unwrap();
+            ResponseTemplate::new(200).set_body_json(json!({"id": body["id"], "status": "confirmed"}))
+        })
+        .mount(&google.server)
+        .await;
+    let wf = app.workflow(&key, &calendar_workflow(0)).await;
+    app.clock.advance(58 * 60 * 1000);
+    let mut runs = Vec::new();
+    for n in 0..8 {
+        runs.push(app.start(&key, wf["id"].as_str().unwrap(), &json!({"name": format!("Lead {n}"), "email": "lead@example.com"})).await);
+    }
+    let workers = (0..8).map(|_| {
+        let engine = app.engine.clone();
+        tokio::spawn(async move { engine.process_due(1).await.unwrap() })
+    });
+    let claimed: usize = futures::future::join_all(workers).await.into_iter().map(Result::unwrap).sum();
+    assert_eq!(claimed, 8, "each worker took one step");
+    app.drain().await;
+    for run_id in &runs {
+        assert_eq!(timeline(&app.run(&key, run_id).await), ["book:succeeded"]);
+    }
+    assert_eq!(google.refreshes.load(Ordering::SeqCst), 1, "eight concurrent steps, one refresh");
+    let bearers = bearers.lock().unwrap();
+    assert_eq!(bearers.len(), 8);
+    assert!(bearers.iter().all(|b| b == "Bearer ya29.second"), "{bearers:?}");
+}
+
 async fn a_conflict_on_the_steps_event_id_is_success(db: TestDb) {
     let challenges = Challenges::default();
     let google = fake_google(challenges.clone(), refreshed()).await;
@@ -541,6 +582,7 @@ on_both_backends!(
     a_retried_stripe_step_reuses_its_idempotency_key,
     oauth_state_is_bound_single_use_and_expiring,
     calendar_events_use_fresh_tokens_and_refresh_once,
+    concurrent_steps_at_expiry_refresh_once,
     a_conflict_on_the_steps_event_id_is_success,
     invalid_grant_marks_the_connection_broken,
     slack_installs_through_oauth,
