@@ -8,19 +8,20 @@
 //! that carries an account key (a console finishing the flow in the account's session) must be
 //! that state's account.
 
-use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use axum::{Json, Router};
 use secrecy::ExposeSecret;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use switchboard_integrations::oauth::OAUTH_PROVIDERS;
 use switchboard_runtime::engine::new_id;
 use switchboard_runtime::store::{ConnectionRow, OAuthStateRow};
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::Query;
 use crate::app::AppState;
 use crate::auth::{AccountAuth, hash_key, random_secret};
 use crate::error::{ApiError, ApiResult};
@@ -47,6 +48,18 @@ struct AuthorizeQuery {
     /// uses for this provider replaces its tokens (and repairs a `broken` connection).
     #[serde(default)]
     name: Option<String>,
+    /// `false` answers `200 {authorize_url}` instead of the `302` (for a browser console, which
+    /// cannot read a redirect's `Location`, then sends the person there itself).
+    #[serde(default)]
+    redirect: Option<bool>,
+}
+
+/// Where to send the person authorizing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthorizeUrl {
+    /// The provider's consent page, with the client id, scope, `redirect_uri`, PKCE challenge
+    /// and `state` (valid ten minutes, once).
+    pub authorize_url: String,
 }
 
 /// Starts connecting Google or Slack
@@ -55,6 +68,7 @@ struct AuthorizeQuery {
 /// (`SWITCHBOARD_GOOGLE_CLIENT_ID`, `SWITCHBOARD_SLACK_CLIENT_ID`), the scope (Google Calendar
 /// events; Slack `chat:write`), `redirect_uri` `{public_url}/oauth/callback`, a PKCE
 /// `code_challenge` (S256) and a `state` bound to this account that expires in ten minutes.
+/// With `redirect=false`, answers `200 {authorize_url}` instead.
 #[utoipa::path(
     get,
     path = "/v1/connections/{provider}/authorize",
@@ -63,8 +77,9 @@ struct AuthorizeQuery {
     security(("account_key" = [])),
     params(("provider" = String, Path, description = "`google` or `slack`"), AuthorizeQuery),
     responses(
+        (status = 200, description = "With `redirect=false`: the consent page's URL", body = AuthorizeUrl),
         (status = 302, description = "To the provider's consent page (`Location`)"),
-        (status = 400, description = "`bad_request`: a `name` that is empty, longer than 100 characters or not printable", body = doc::ErrorBody),
+        (status = 400, description = "`bad_request`: a query string that does not parse (`redirect` not `true`/`false`), or a `name` that is empty, longer than 100 characters or not printable", body = doc::ErrorBody),
         (status = 404, description = "`not_found`: not a provider that connects through OAuth", body = doc::ErrorBody),
         (status = 409, description = "`oauth_not_configured`: the operator set no client id and secret for this provider", body = doc::ErrorBody),
         doc::Unauthorized,
@@ -104,6 +119,9 @@ async fn authorize(
         created_at: now,
     };
     state.engine.store().create_oauth_state(&row).await?;
+    if q.redirect == Some(false) {
+        return Ok(([(header::CACHE_CONTROL, "no-store")], Json(AuthorizeUrl { authorize_url: url })).into_response());
+    }
     Ok((StatusCode::FOUND, [(header::LOCATION, url), (header::CACHE_CONTROL, "no-store".to_owned())]).into_response())
 }
 
@@ -137,7 +155,7 @@ struct CallbackQuery {
     params(CallbackQuery),
     responses(
         (status = 200, description = "Connected: an HTML page saying so", content_type = "text/html", body = String),
-        (status = 400, description = "`invalid_state` (unknown, used or expired), `authorization_denied`, or `bad_request`", body = doc::ErrorBody),
+        (status = 400, description = "`invalid_state` (unknown, used or expired), `authorization_denied`, or `bad_request` (no `state` or `code`, a query string that does not parse)", body = doc::ErrorBody),
         (status = 403, description = "`state_account_mismatch`: the state was issued to another account", body = doc::ErrorBody),
         (status = 409, description = "`connection_exists`: the name is used by a connection of another provider", body = doc::ErrorBody),
         (status = 502, description = "`oauth_exchange_failed`: the provider refused the code or could not be reached", body = doc::ErrorBody),

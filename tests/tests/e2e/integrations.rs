@@ -320,6 +320,14 @@ async fn oauth_state_is_bound_single_use_and_expiring(db: TestDb) {
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("authorization_denied")), "{body}");
     let (status, body) = callback(&app, &format!("code=late&state={}", q["state"]), None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_state")), "{body}");
+    // For a browser console: the URL as JSON, with a state that works like the redirect's.
+    let (status, json_answer) = app.get("/v1/connections/google/authorize?name=cal6&redirect=false", &key).await;
+    assert_eq!(status, StatusCode::OK, "{json_answer}");
+    let url = reqwest::Url::parse(json_answer["authorize_url"].as_str().unwrap()).unwrap();
+    let q: HashMap<String, String> = url.query_pairs().into_owned().collect();
+    challenges.lock().unwrap().insert("code-6".into(), q["code_challenge"].clone());
+    let (status, body) = callback(&app, &format!("code=code-6&state={}", q["state"]), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     // Unknown provider, unconfigured provider.
     let (status, _) = app.get("/v1/connections/fax/authorize", &key).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

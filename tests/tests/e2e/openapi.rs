@@ -508,7 +508,11 @@ impl<'a> Answers<'a> {
 /// the served document; the list of operations comes from the document, so a new one fails here
 /// until this test exercises it.
 async fn every_operation_answers_its_documented_schema(db: TestDb) {
-    let app = TestApp::new(db).await;
+    let mut app = TestApp::new(db).await;
+    // A Google OAuth client, so that the authorize URL can be asked for (nothing is sent to it).
+    let mut google = switchboard_integrations::oauth::OAuthApps::default();
+    google.insert(switchboard_integrations::oauth::OAuthApp::google("client-id", "client-secret"));
+    app.state = app.state.clone().with_oauth(google, &switchboard_integrations::HttpConfig::default()).unwrap();
     let router = switchboard_api::router(app.state.clone());
     let doc = fetch_document(&router).await;
     let mut answers = Answers::new(&doc);
@@ -552,6 +556,9 @@ async fn every_operation_answers_its_documented_schema(db: TestDb) {
     answers.call(&app, "PATCH", "/v1/connections/{id}", &format!("/v1/connections/{spare}"), key, Some(json!({ "settings": { "note": "x" } }))).await;
     answers.call(&app, "DELETE", "/v1/connections/{id}", &format!("/v1/connections/{spare}"), key, None).await;
     answers.call(&app, "GET", "/v1/connections", "/v1/connections", key, None).await;
+    let authorize =
+        answers.call(&app, "GET", "/v1/connections/{provider}/authorize", "/v1/connections/google/authorize?name=calendar&redirect=false", key, None).await;
+    assert!(authorize["authorize_url"].as_str().unwrap().starts_with("https://accounts.google.com/o/oauth2/v2/auth?"), "{authorize}");
 
     // Numbers: a call workflow bound to a number, rebound, simulated, unbound.
     let answering = json!({ "name": "Line", "trigger": { "call": {} }, "steps": [
