@@ -1,0 +1,718 @@
+// The workflow editor: the definition as a graph of blocks, edited by drag and drop (pointer
+// events, so mouse, touch and WebDriver all work) or by keyboard (palette buttons add a block
+// after the selected one; Alt+↑/↓ move a block; Delete removes it), a properties panel built
+// from each action's input schema (GET /v1/actions), saving as a new version, the server's 422
+// problems shown on the block their path names (`steps[2].input.to` → block 3), and a YAML/JSON
+// text view that saves as it is written.
+
+import { api, describe } from './api.js';
+import { badge, clear, errorBox, field, h, heading, replace, svg, toast } from './dom.js';
+import { drawEdges, fallsThrough, kindOf, summary } from './graph.js';
+import { outboxList, timeline } from './runs.js';
+import { toYaml } from './yaml.js';
+
+const CONTROL_BLOCKS = [
+  { kind: 'delay', label: 'Delay', help: 'Wait for a while' },
+  { kind: 'branch', label: 'Branch', help: 'Go one way or another' },
+  { kind: 'wait_for', label: 'Wait for event', help: 'Wait for an event, with a timeout' },
+  { kind: 'set', label: 'Set', help: 'Remember values as vars' },
+  { kind: 'end', label: 'End', help: 'End the run' },
+];
+
+const LONG_TEXT = ['body', 'text', 'message', 'notes', 'html', 'prompt', 'description'];
+
+/** #/workflows/new or #/workflows/<id>. */
+export async function render(main, route) {
+  const id = route.parts[1] === 'new' ? null : route.parts[1];
+  const [{ actions }, { connections }, view] = await Promise.all([
+    api('GET', '/v1/actions'),
+    api('GET', '/v1/connections?limit=200'),
+    id ? api('GET', `/v1/workflows/${encodeURIComponent(id)}`) : Promise.resolve(null),
+  ]);
+  const ed = new Editor(main, actions, connections, view);
+  ed.mount();
+  return () => ed.destroy();
+}
+
+class Editor {
+  constructor(main, actions, connections, view) {
+    this.main = main;
+    this.actions = Object.fromEntries(actions.map((a) => [a.kind, a]));
+    this.actionList = actions;
+    this.connections = connections;
+    this.load(view);
+    this.selected = null; // a step index, or null for the workflow itself
+    this.problems = [];
+    this.drag = null;
+    this.onResize = () => this.drawEdges();
+  }
+
+  load(view) {
+    this.view = view;
+    this.doc = view
+      ? { name: view.name, trigger: view.trigger, steps: Array.isArray(view.steps) ? view.steps : [], ...(view.params ? { params: view.params } : {}) }
+      : { name: 'New workflow', trigger: { webhook: {} }, steps: [] };
+  }
+
+  destroy() {
+    window.removeEventListener('resize', this.onResize);
+  }
+
+  mount() {
+    this.status = h('div', { class: 'status-area', 'aria-live': 'polite' });
+    this.canvas = h('div', { class: 'canvas', role: 'list', 'aria-label': 'Steps, in order', id: 'canvas' });
+    this.layer = svg('svg', { class: 'edges', 'aria-hidden': 'true' });
+    this.canvasWrap = h('div', { class: 'canvas-wrap' }, this.layer, this.canvas);
+    this.props = h('aside', { class: 'props', 'aria-label': 'Properties', id: 'props' });
+    this.results = h('div', { class: 'test-results' });
+    this.textArea = h('textarea', { class: 'code', rows: 18, spellcheck: 'false', id: 'text-view', 'aria-label': 'Definition as text' });
+    this.format = h('select', { id: 'text-format', 'aria-label': 'Text format' }, h('option', { value: 'yaml' }, 'YAML'), h('option', { value: 'json' }, 'JSON'));
+    this.format.addEventListener('change', () => this.fillText());
+    this.head = h('div');
+    this.hook = h('div');
+
+    const palette = h(
+      'aside',
+      { class: 'palette', 'aria-label': 'Blocks' },
+      h('h2', {}, 'Blocks'),
+      h('p', { class: 'help' }, 'Drag a block onto the flow, or press it to add it after the selected step.'),
+      h('h3', {}, 'Actions'),
+      h('ul', {}, this.actionList.map((a) => h('li', {}, this.paletteItem(a.kind, a.kind, a.providers.length ? `via ${a.providers.join(', ')}` : '')))),
+      h('h3', {}, 'Flow'),
+      h('ul', {}, CONTROL_BLOCKS.map((b) => h('li', {}, this.paletteItem(b.kind, b.label, b.help)))),
+    );
+
+    const saveText = h('button', { type: 'button', id: 'save-text' }, 'Save text as a new version');
+    saveText.addEventListener('click', () => this.saveText());
+    const applyText = h('button', { type: 'button' }, 'Show JSON in the graph');
+    applyText.addEventListener('click', () => this.applyText());
+
+    replace(
+      this.main,
+      this.head,
+      this.status,
+      h('div', { class: 'editor' }, palette, h('section', { class: 'flow', 'aria-label': 'Flow' }, h('h2', { class: 'sr-only' }, 'Flow'), this.canvasWrap), this.props),
+      this.hook,
+      this.results,
+      h('section', { class: 'card text-view' }, h('h2', {}, 'As text'), h('div', { class: 'actions' }, this.format, applyText, saveText), this.textArea),
+    );
+    window.addEventListener('resize', this.onResize);
+    this.renderAll();
+  }
+
+  renderAll() {
+    this.renderHead();
+    this.renderCanvas();
+    this.renderProps();
+    this.renderHook();
+    this.fillText();
+  }
+
+  renderHead() {
+    const save = h('button', { type: 'button', class: 'primary', id: 'save-workflow' }, this.view ? 'Save new version' : 'Save');
+    save.addEventListener('click', () => this.save());
+    const test = h('button', { type: 'button', id: 'test-workflow', disabled: !this.view }, 'Test run');
+    test.addEventListener('click', () => this.testRun());
+    replace(
+      this.head,
+      heading(this.doc.name || 'Workflow', save, test, this.view ? h('a', { class: 'button', href: `#/runs?workflow_id=${encodeURIComponent(this.view.id)}` }, 'Runs') : null),
+      this.view ? h('p', { class: 'meta' }, `Version ${this.view.version} · `, badge(this.view.enabled ? 'enabled' : 'disabled')) : h('p', { class: 'meta' }, 'Not saved yet.'),
+    );
+  }
+
+  // ---- Palette and drag and drop ----------------------------------------------------------
+
+  paletteItem(kind, label, help) {
+    const button = h('button', { type: 'button', class: `palette-item kind-${kindClass(kind)}`, 'data-kind': kind, 'aria-label': `Add ${label}` }, h('span', { class: 'pi-label' }, label), help ? h('span', { class: 'pi-help' }, help) : null);
+    button.addEventListener('click', () => {
+      if (this.suppressClick) return;
+      const at = this.selected === null ? this.doc.steps.length : this.selected + 1;
+      this.insert(kind, at);
+    });
+    this.draggable(button, () => ({ type: 'new', kind, label }));
+    return button;
+  }
+
+  /** Pointer-driven dragging: a ghost follows the pointer; dropping on the flow inserts or moves. */
+  draggable(el, what) {
+    el.addEventListener('pointerdown', (e) => {
+      if (e.button !== 0) return;
+      const start = { x: e.clientX, y: e.clientY };
+      let dragging = false;
+      let ghost = null;
+      const move = (ev) => {
+        if (!dragging && Math.hypot(ev.clientX - start.x, ev.clientY - start.y) < 5) return;
+        if (!dragging) {
+          dragging = true;
+          const w = what();
+          this.drag = w;
+          ghost = h('div', { class: 'ghost', 'aria-hidden': 'true' }, w.label);
+          document.body.appendChild(ghost);
+          document.body.classList.add('dragging');
+        }
+        ghost.style.left = `${ev.clientX + 8}px`;
+        ghost.style.top = `${ev.clientY + 8}px`;
+        this.showDrop(this.dropIndex(ev.clientX, ev.clientY));
+        ev.preventDefault();
+      };
+      const up = (ev) => {
+        document.removeEventListener('pointermove', move);
+        document.removeEventListener('pointerup', up);
+        document.removeEventListener('pointercancel', up);
+        if (!dragging) return;
+        ghost.remove();
+        document.body.classList.remove('dragging');
+        const at = this.dropIndex(ev.clientX, ev.clientY);
+        this.showDrop(null);
+        const w = this.drag;
+        this.drag = null;
+        // The click that follows a drag must not add a second block.
+        this.suppressClick = true;
+        setTimeout(() => (this.suppressClick = false), 0);
+        if (at === null) return;
+        if (w.type === 'new') this.insert(w.kind, at);
+        else this.moveTo(w.index, at);
+      };
+      document.addEventListener('pointermove', move);
+      document.addEventListener('pointerup', up);
+      document.addEventListener('pointercancel', up);
+    });
+  }
+
+  /** Where a drop at (x, y) lands: an index in the steps, or null outside the flow. */
+  dropIndex(x, y) {
+    const box = this.canvasWrap.getBoundingClientRect();
+    if (x < box.left - 40 || x > box.right + 40 || y < box.top - 40 || y > box.bottom + 40) return null;
+    const blocks = [...this.canvas.querySelectorAll('.block')];
+    let at = 0;
+    for (const b of blocks) {
+      const r = b.getBoundingClientRect();
+      if (y > r.top + r.height / 2) at += 1;
+    }
+    return at;
+  }
+
+  showDrop(at) {
+    for (const z of this.canvas.querySelectorAll('.drop-zone')) z.classList.toggle('active', at !== null && Number(z.dataset.at) === at);
+  }
+
+  // ---- Changes ------------------------------------------------------------------------------
+
+  newStep(kind) {
+    const base = kind.replace(/[^a-z0-9]+/gi, '_').replace(/^_|_$/g, '').toLowerCase() || 'step';
+    let n = 1;
+    const ids = new Set(this.doc.steps.map((s) => s.id));
+    while (ids.has(`${base}_${n}`)) n += 1;
+    const id = `${base}_${n}`;
+    switch (kind) {
+      case 'delay':
+        return { id, delay: '1m' };
+      case 'branch':
+        return { id, branch: [{ when: 'true', goto: 'end' }] };
+      case 'wait_for':
+        return { id, wait_for: { event: 'lead.replied', timeout: '1d' } };
+      case 'set':
+        return { id, set: { value: '1' } };
+      case 'end':
+        return { id, end: {} };
+      default: {
+        const input = {};
+        const schema = this.actions[kind] && this.actions[kind].input_schema;
+        for (const name of (schema && schema.required) || []) input[name] = '';
+        return { id, action: kind, input };
+      }
+    }
+  }
+
+  insert(kind, at) {
+    const step = this.newStep(kind);
+    this.doc.steps.splice(at, 0, step);
+    this.shiftProblems();
+    this.select(at);
+    toast(`Added ${step.id}.`);
+  }
+
+  moveTo(from, at) {
+    const [step] = this.doc.steps.splice(from, 1);
+    const to = at > from ? at - 1 : at;
+    this.doc.steps.splice(to, 0, step);
+    this.shiftProblems();
+    this.select(to);
+  }
+
+  remove(index) {
+    const [step] = this.doc.steps.splice(index, 1);
+    this.shiftProblems();
+    this.selected = null;
+    this.changed();
+    this.renderProps();
+    toast(`Removed ${step.id}.`);
+  }
+
+  /** Problems were for the saved order; after a structural change they may point elsewhere. */
+  shiftProblems() {
+    this.problems = this.problems.filter((p) => !/^steps\[/.test(p.path || ''));
+  }
+
+  select(index) {
+    this.selected = index;
+    this.changed();
+    this.renderProps();
+    const el = index === null ? null : this.canvas.querySelector(`.block[data-index="${index}"]`);
+    if (el) el.focus();
+  }
+
+  /** The definition changed: redraw the flow and the text. */
+  changed() {
+    this.renderCanvas();
+    this.fillText();
+  }
+
+  // ---- The flow -------------------------------------------------------------------------------
+
+  renderCanvas() {
+    const steps = this.doc.steps;
+    const stepProblems = new Map();
+    for (const p of this.problems) {
+      const m = /^steps\[(\d+)\](.*)$/.exec(p.path || '');
+      if (!m) continue;
+      const i = Number(m[1]);
+      if (!stepProblems.has(i)) stepProblems.set(i, []);
+      stepProblems.get(i).push({ path: m[2].replace(/^\./, ''), message: p.message });
+    }
+    const items = [];
+    const trigger = h('button', { type: 'button', class: `trigger-node${this.selected === null ? ' selected' : ''}`, id: 'trigger-node' }, h('span', { class: 'kind' }, 'Trigger'), ' ', triggerLine(this.doc.trigger));
+    trigger.addEventListener('click', () => this.select(null));
+    items.push(trigger);
+    items.push(this.dropZone(0));
+    steps.forEach((step, i) => {
+      const kind = kindOf(step);
+      const problems = stepProblems.get(i) || [];
+      const label = kind === 'action' ? step.action : kind.replace('_', ' ');
+      const block = h(
+        'div',
+        {
+          class: `block kind-${kindClass(kind === 'action' ? step.action : kind)}${this.selected === i ? ' selected' : ''}${problems.length ? ' invalid' : ''}`,
+          role: 'listitem',
+          tabindex: '0',
+          'data-index': String(i),
+          'data-step': step.id,
+          'aria-label': `Step ${i + 1}: ${step.id}, ${label}${problems.length ? ', has problems' : ''}`,
+          'aria-current': this.selected === i ? 'true' : null,
+        },
+        h('div', { class: 'block-head' }, h('span', { class: 'kind' }, label), h('span', { class: 'step-id' }, step.id)),
+        h('ul', { class: 'block-lines' }, summary(step).map((line) => h('li', {}, line))),
+        problems.length ? h('ul', { class: 'block-errors', role: 'alert' }, problems.map((p) => h('li', {}, p.path ? h('code', {}, p.path) : null, p.path ? ': ' : '', p.message))) : null,
+      );
+      block.addEventListener('click', () => {
+        if (!this.suppressClick) this.select(i);
+      });
+      block.addEventListener('keydown', (e) => this.blockKey(e, i));
+      this.draggable(block, () => ({ type: 'move', index: i, label: step.id }));
+      items.push(block);
+      items.push(fallsThrough(step) ? this.dropZone(i + 1) : this.dropZone(i + 1, true));
+    });
+    items.push(h('div', { class: 'end-node', 'aria-hidden': 'true' }, 'End'));
+    replace(this.canvas, items);
+    requestAnimationFrame(() => this.drawEdges());
+  }
+
+  dropZone(at, noArrow = false) {
+    return h('div', { class: `drop-zone${noArrow ? ' no-arrow' : ''}`, 'data-at': String(at), 'aria-hidden': 'true' });
+  }
+
+  drawEdges() {
+    if (this.canvas.isConnected) drawEdges(this.canvas, this.layer, this.doc.steps);
+  }
+
+  blockKey(e, i) {
+    if (e.target !== e.currentTarget) return;
+    if (e.key === 'Enter' || e.key === ' ') {
+      e.preventDefault();
+      this.select(i);
+    } else if (e.altKey && e.key === 'ArrowUp' && i > 0) {
+      e.preventDefault();
+      this.moveTo(i, i - 1);
+    } else if (e.altKey && e.key === 'ArrowDown' && i < this.doc.steps.length - 1) {
+      e.preventDefault();
+      this.moveTo(i, i + 2);
+    } else if (e.key === 'Delete') {
+      e.preventDefault();
+      this.remove(i);
+    } else if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+      e.preventDefault();
+      const next = this.canvas.querySelector(`.block[data-index="${i + (e.key === 'ArrowDown' ? 1 : -1)}"]`);
+      if (next) next.focus();
+    }
+  }
+
+  // ---- Properties -------------------------------------------------------------------------------
+
+  renderProps() {
+    if (this.selected === null || !this.doc.steps[this.selected]) {
+      this.selected = null;
+      replace(this.props, h('h2', {}, 'Workflow'), this.workflowFields());
+      return;
+    }
+    const i = this.selected;
+    const step = this.doc.steps[i];
+    const kind = kindOf(step);
+    const up = h('button', { type: 'button', disabled: i === 0 }, 'Move up');
+    up.addEventListener('click', () => this.moveTo(i, i - 1));
+    const down = h('button', { type: 'button', disabled: i === this.doc.steps.length - 1 }, 'Move down');
+    down.addEventListener('click', () => this.moveTo(i, i + 2));
+    const del = h('button', { type: 'button', class: 'danger' }, 'Delete block');
+    del.addEventListener('click', () => this.remove(i));
+    const done = h('button', { type: 'button' }, 'Workflow settings');
+    done.addEventListener('click', () => this.select(null));
+    replace(
+      this.props,
+      h('h2', {}, `Step ${i + 1}`),
+      this.text('Step id', step.id, (v) => (step.id = v), 'Letters, digits and _; gotos name it.', { name: 'id' }),
+      this.kindFields(step, kind),
+      h('div', { class: 'actions' }, up, down, del, done),
+    );
+  }
+
+  /** A text field bound to a setter; the flow redraws as it is typed. */
+  text(label, value, set, help, { name, long = false, required = false } = {}) {
+    const control = long ? h('textarea', { rows: 4, name, spellcheck: 'false' }, value ?? '') : h('input', { type: 'text', name, value: value ?? '', spellcheck: 'false' });
+    control.addEventListener('input', () => {
+      set(control.value);
+      this.changed();
+    });
+    return field(label, control, help, { required });
+  }
+
+  /** A JSON field: applied when it parses, marked invalid when it does not. */
+  json(label, value, set, help, name) {
+    const control = h('textarea', { rows: 4, name, class: 'code', spellcheck: 'false' }, value === undefined ? '' : JSON.stringify(value, null, 2));
+    control.addEventListener('input', () => {
+      if (control.value.trim() === '') {
+        set(undefined);
+        control.removeAttribute('aria-invalid');
+        this.changed();
+        return;
+      }
+      try {
+        set(JSON.parse(control.value));
+        control.removeAttribute('aria-invalid');
+        this.changed();
+      } catch (_) {
+        control.setAttribute('aria-invalid', 'true');
+      }
+    });
+    return field(label, control, `${help ? help + ' ' : ''}(JSON)`);
+  }
+
+  kindFields(step, kind) {
+    switch (kind) {
+      case 'action':
+        return this.actionFields(step);
+      case 'delay':
+        return typeof step.delay === 'string' || step.delay === undefined
+          ? this.text('Wait for', step.delay, (v) => (step.delay = v), 'A duration: 30s, 15m, 2h, 1d.', { name: 'delay' })
+          : this.json('Delay', step.delay, (v) => (step.delay = v), '{for}, {until} or {at, timezone}.', 'delay');
+      case 'branch':
+        return this.branchFields(step);
+      case 'wait_for': {
+        const w = (step.wait_for = step.wait_for || {});
+        const opt = (k) => (v) => (v === '' ? delete w[k] : (w[k] = v));
+        return [
+          this.text('Event type', w.event, opt('event'), 'The event to wait for, e.g. lead.replied.', { name: 'event', required: true }),
+          this.text('Match', w.match, opt('match'), 'Optional condition on the awaited event (Rhai).', { name: 'match' }),
+          this.text('Timeout', w.timeout, opt('timeout'), 'How long to wait, e.g. 1d.', { name: 'timeout' }),
+          this.text('On timeout go to', w.on_timeout, opt('on_timeout'), 'A step id or end; default: the next step.', { name: 'on_timeout' }),
+        ];
+      }
+      case 'set':
+        return this.json('Values', step.set, (v) => (step.set = v), 'Names and Rhai expressions, read later as vars.<name>.', 'set');
+      case 'end':
+        return h('p', { class: 'help' }, 'Ends the run here.');
+      default:
+        return this.json('Step', step, () => {}, 'Edit it in the text view.', 'raw');
+    }
+  }
+
+  actionFields(step) {
+    const action = this.actions[step.action];
+    const out = [h('p', { class: 'meta' }, `Action ${step.action}`)];
+    if (!action) {
+      out.push(h('p', { class: 'warn' }, 'This server does not list this action kind.'));
+      out.push(this.json('Input', step.input, (v) => (step.input = v), '', 'input'));
+      return out;
+    }
+    if (action.providers.length) {
+      const mine = this.connections.filter((c) => action.providers.includes(c.provider));
+      const select = h(
+        'select',
+        { name: 'connection' },
+        h('option', { value: '' }, '— the account’s only one —'),
+        mine.map((c) => h('option', { value: c.name, selected: c.name === step.connection }, `${c.name} (${c.provider}${c.sandbox ? ', sandbox' : ''})`)),
+      );
+      select.addEventListener('change', () => {
+        if (select.value) step.connection = select.value;
+        else delete step.connection;
+        this.changed();
+      });
+      out.push(field('Connection', select, `Which ${action.providers.join('/')} connection it sends through.`));
+    }
+    const schema = action.input_schema || {};
+    const props = schema.properties || {};
+    const required = new Set(schema.required || []);
+    step.input = step.input && typeof step.input === 'object' ? step.input : {};
+    const input = step.input;
+    const fields = Object.entries(props).sort(([a], [b]) => Number(required.has(b)) - Number(required.has(a)));
+    for (const [name, prop] of fields) {
+      const types = typesOf(prop, schema);
+      const help = prop.description || '';
+      const unset = (v) => (v === '' || v === undefined ? delete input[name] : null);
+      if (types.length === 1 && types[0] === 'boolean') {
+        const box = h('input', { type: 'checkbox', name, checked: input[name] === true });
+        box.addEventListener('change', () => {
+          input[name] = box.checked;
+          this.changed();
+        });
+        out.push(h('div', { class: 'field' }, h('label', {}, box, ` ${name}`), help ? h('p', { class: 'help' }, help) : null));
+      } else if (types.every((t) => ['string', 'number', 'integer', 'null'].includes(t)) && types.length && (typeof input[name] !== 'object' || input[name] === null)) {
+        const numeric = types.includes('number') || types.includes('integer');
+        out.push(
+          this.text(
+            name,
+            input[name] === undefined || input[name] === null ? '' : String(input[name]),
+            (v) => {
+              if (unset(v) !== null) return;
+              input[name] = numeric && !types.includes('string') && v.trim() !== '' && !Number.isNaN(Number(v)) ? Number(v) : v;
+            },
+            help,
+            { name, long: LONG_TEXT.includes(name), required: required.has(name) },
+          ),
+        );
+      } else {
+        out.push(this.json(name, input[name], (v) => (v === undefined ? delete input[name] : (input[name] = v)), help, name));
+      }
+    }
+    const opt = (k) => (v) => (v === '' ? delete step[k] : (step[k] = v));
+    out.push(
+      h(
+        'details',
+        {},
+        h('summary', {}, 'Errors and timing'),
+        this.text('On error', typeof step.on_error === 'string' ? step.on_error : '', opt('on_error'), 'fail (default), continue, or goto <step id>.', { name: 'on_error' }),
+        this.text('Timeout', step.timeout, opt('timeout'), 'At most 10m, e.g. 20s.', { name: 'timeout' }),
+      ),
+    );
+    return out;
+  }
+
+  branchFields(step) {
+    step.branch = Array.isArray(step.branch) ? step.branch : [];
+    const arms = step.branch;
+    const rows = arms.map((arm, j) => {
+      const remove = h('button', { type: 'button', class: 'danger', 'aria-label': `Remove arm ${j + 1}` }, 'Remove');
+      remove.addEventListener('click', () => {
+        arms.splice(j, 1);
+        this.changed();
+        this.renderProps();
+      });
+      if (arm && arm.else !== undefined) {
+        return h('fieldset', { class: 'arm' }, h('legend', {}, 'Otherwise'), this.text('Go to', arm.else, (v) => (arm.else = v), 'A step id or end.', { name: `else-${j}` }), remove);
+      }
+      return h(
+        'fieldset',
+        { class: 'arm' },
+        h('legend', {}, `If ${j + 1}`),
+        this.text('When', arm.when, (v) => (arm.when = v), 'A condition (Rhai), e.g. event.score > 5.', { name: `when-${j}` }),
+        this.text('Go to', arm.goto, (v) => (arm.goto = v), 'A step id or end.', { name: `goto-${j}` }),
+        remove,
+      );
+    });
+    const add = h('button', { type: 'button' }, 'Add condition');
+    add.addEventListener('click', () => {
+      const at = arms.findIndex((a) => a && a.else !== undefined);
+      arms.splice(at < 0 ? arms.length : at, 0, { when: 'true', goto: 'end' });
+      this.changed();
+      this.renderProps();
+    });
+    const addElse = h('button', { type: 'button', disabled: arms.some((a) => a && a.else !== undefined) }, 'Add otherwise');
+    addElse.addEventListener('click', () => {
+      arms.push({ else: 'end' });
+      this.changed();
+      this.renderProps();
+    });
+    return [...rows, h('div', { class: 'actions' }, add, addElse)];
+  }
+
+  workflowFields() {
+    const doc = this.doc;
+    const trigger = doc.trigger && typeof doc.trigger === 'object' ? doc.trigger : {};
+    const type = ['webhook', 'event', 'schedule', 'manual', 'call'].find((t) => t in trigger) || 'manual';
+    const select = h('select', { name: 'trigger' }, ['webhook', 'event', 'schedule', 'manual', 'call'].map((t) => h('option', { value: t, selected: t === type }, t)));
+    select.addEventListener('change', () => {
+      const fresh = { webhook: { webhook: {} }, event: { event: 'lead.created' }, schedule: { schedule: { cron: '0 0 9 * * Mon-Fri' } }, manual: { manual: {} }, call: { call: {} } };
+      doc.trigger = fresh[select.value];
+      this.changed();
+      this.renderProps();
+    });
+    const parts = [
+      this.text(
+        'Name',
+        doc.name,
+        (v) => {
+          doc.name = v;
+          this.renderHead();
+        },
+        '',
+        { name: 'name', required: true },
+      ),
+      field('Trigger', select, 'What starts a run.'),
+    ];
+    if (type === 'event') {
+      parts.push(this.text('Event type', trigger.event, (v) => (trigger.event = v), 'e.g. lead.created', { name: 'event', required: true }));
+      parts.push(this.text('Only when', trigger.when, (v) => (v === '' ? delete trigger.when : (trigger.when = v)), 'Optional condition (Rhai).', { name: 'when' }));
+    }
+    if (type === 'schedule') {
+      const s = (trigger.schedule = trigger.schedule || {});
+      parts.push(this.text('Cron', s.cron, (v) => (s.cron = v), 'Seconds first: 0 0 9 * * Mon-Fri.', { name: 'cron', required: true }));
+      parts.push(this.text('Timezone', s.timezone, (v) => (v === '' ? delete s.timezone : (s.timezone = v)), 'IANA zone; the account’s by default.', { name: 'timezone' }));
+    }
+    if (this.problems.some((p) => !/^steps\[/.test(p.path || ''))) {
+      parts.push(errorBox('Problems with the workflow:', this.problems.filter((p) => !/^steps\[/.test(p.path || ''))));
+    }
+    return parts;
+  }
+
+  // ---- Webhook, test run, text ------------------------------------------------------------------
+
+  renderHook() {
+    clear(this.hook);
+    if (!this.view || !this.view.webhook_url) return;
+    const url = this.view.webhook_url;
+    const body = h('textarea', { rows: 3, class: 'code', id: 'webhook-body', spellcheck: 'false' }, '{"name": "Ada"}');
+    const fire = h('button', { type: 'button', id: 'fire-webhook' }, 'Fire webhook');
+    const status = h('div', { 'aria-live': 'polite' });
+    fire.addEventListener('click', async () => {
+      try {
+        // Same origin: the URL's path on this server (no key: the token in the URL is the secret).
+        const path = new URL(url, location.href).pathname;
+        const res = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: body.value });
+        const answer = await res.json().catch(() => ({}));
+        if (!res.ok) throw Object.assign(new Error((answer.error && answer.error.message) || res.statusText), { details: (answer.error && answer.error.details) || [] });
+        toast('Webhook accepted: watching the run.');
+        location.hash = `#/runs/${encodeURIComponent(answer.run_id)}`;
+      } catch (e) {
+        replace(status, errorBox(`The webhook was refused: ${e.message}`, e.details || []));
+      }
+    });
+    replace(this.hook, h('section', { class: 'card' }, h('h2', {}, 'Webhook'), h('p', {}, 'POST JSON to ', h('code', { id: 'webhook-url' }, url)), field('Body', body), fire, status));
+  }
+
+  async testRun() {
+    if (!this.view) return;
+    let event = {};
+    const bodyEl = document.getElementById('webhook-body');
+    if (bodyEl) {
+      try {
+        event = JSON.parse(bodyEl.value);
+      } catch (_) {
+        event = {};
+      }
+    }
+    replace(this.status, h('p', { class: 'muted' }, 'Running a test…'));
+    try {
+      const result = await api('POST', `/v1/workflows/${encodeURIComponent(this.view.id)}/test`, { event });
+      replace(this.status, h('p', { class: 'ok' }, `Test run ${result.run.status}.`));
+      replace(this.results, h('div', { class: 'two-col' }, h('section', {}, h('h3', {}, 'Timeline'), timeline(result.run)), h('section', {}, h('h3', {}, `Outbox preview (${result.outbox.length})`), outboxList(result.outbox))));
+    } catch (e) {
+      replace(this.status, errorBox(describe(e), e.details));
+    }
+  }
+
+  definition() {
+    const doc = { name: this.doc.name, trigger: this.doc.trigger, steps: this.doc.steps };
+    if (this.doc.params) doc.params = this.doc.params;
+    return doc;
+  }
+
+  fillText() {
+    if (document.activeElement === this.textArea) return;
+    const doc = this.definition();
+    this.textArea.value = this.format.value === 'json' ? JSON.stringify(doc, null, 2) : toYaml(doc);
+  }
+
+  applyText() {
+    if (this.format.value !== 'json') {
+      replace(this.status, errorBox('YAML is read by the server: save the text, or switch to JSON to show it in the graph first.'));
+      return;
+    }
+    try {
+      const doc = JSON.parse(this.textArea.value);
+      this.doc = { name: doc.name, trigger: doc.trigger, steps: Array.isArray(doc.steps) ? doc.steps : [], ...(doc.params ? { params: doc.params } : {}) };
+      this.problems = [];
+      this.selected = null;
+      this.renderAll();
+    } catch (e) {
+      replace(this.status, errorBox(`The text is not valid JSON: ${e.message}`));
+    }
+  }
+
+  async save() {
+    await this.send(this.definition(), 'application/json');
+  }
+
+  async saveText() {
+    const yaml = this.format.value === 'yaml';
+    await this.send(this.textArea.value, yaml ? 'application/yaml' : 'application/json');
+  }
+
+  async send(body, contentType) {
+    replace(this.status, h('p', { class: 'muted' }, 'Saving…'));
+    try {
+      const saved = this.view
+        ? await api('PUT', `/v1/workflows/${encodeURIComponent(this.view.id)}`, body, { contentType })
+        : await api('POST', '/v1/workflows', body, { contentType });
+      const created = !this.view;
+      this.problems = [];
+      this.load(saved);
+      replace(this.status, h('p', { class: 'ok', id: 'saved' }, `Saved: version ${saved.version}.`));
+      toast(`Saved ${saved.name}, version ${saved.version}.`);
+      if (created) history.replaceState(null, '', `#/workflows/${encodeURIComponent(saved.id)}`);
+      this.textArea.blur();
+      this.renderAll();
+    } catch (e) {
+      this.problems = e.details || [];
+      const onSteps = this.problems.filter((p) => /^steps\[/.test(p.path || '')).length;
+      replace(this.status, errorBox(`${describe(e)}${onSteps ? ` — ${onSteps} on the blocks marked below` : ''}`, this.problems));
+      this.renderCanvas();
+      this.renderProps();
+    }
+  }
+}
+
+/** The JSON types a schema property accepts (following a local $ref and anyOf/oneOf). */
+function typesOf(prop, root) {
+  if (!prop || typeof prop !== 'object') return [];
+  if (prop.$ref) {
+    const name = prop.$ref.split('/').pop();
+    const defs = root.$defs || root.definitions || {};
+    return defs[name] ? typesOf(defs[name], root) : [];
+  }
+  if (Array.isArray(prop.type)) return prop.type;
+  if (typeof prop.type === 'string') return [prop.type];
+  if (prop.enum) return ['string'];
+  for (const k of ['anyOf', 'oneOf']) if (Array.isArray(prop[k])) return [...new Set(prop[k].flatMap((p) => typesOf(p, root)))];
+  return [];
+}
+
+function kindClass(kind) {
+  return String(kind).replace(/[^a-z0-9]+/gi, '-');
+}
+
+function triggerLine(trigger) {
+  if (!trigger || typeof trigger !== 'object') return 'manual';
+  if (trigger.event) return `event ${trigger.event}`;
+  if (trigger.webhook) return 'webhook';
+  if (trigger.schedule) return `schedule ${trigger.schedule.cron || ''}`;
+  if (trigger.call) return 'phone call';
+  return 'manual';
+}
