@@ -493,10 +493,12 @@ class Editor {
       }
     }
     const opt = (k) => (v) => (v === '' ? delete step[k] : (step[k] = v));
+    const i = this.doc.steps.indexOf(step);
+    const flagged = this.problems.some((p) => new RegExp(`^steps\\[${i}\\]\\.(on_error|timeout)`).test(p.path || ''));
     out.push(
       h(
         'details',
-        {},
+        { open: flagged || Boolean(step.on_error || step.timeout) },
         h('summary', {}, 'Errors and timing'),
         this.text('On error', typeof step.on_error === 'string' ? step.on_error : '', opt('on_error'), 'fail (default), continue, or goto <step id>.', { name: 'on_error' }),
         this.text('Timeout', step.timeout, opt('timeout'), 'At most 10m, e.g. 20s.', { name: 'timeout' }),

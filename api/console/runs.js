@@ -171,7 +171,7 @@ export function timeline(run) {
     run.steps.map((s) =>
       h(
         'li',
-        { class: `step status-${s.status}`, 'data-step': s.id },
+        { class: `step step-${s.status}`, 'data-step': s.id },
         h('div', { class: 'step-head' }, h('strong', {}, s.id), ' ', badge(s.status), s.attempts > 1 ? h('span', { class: 'meta' }, ` attempt ${s.attempts}`) : null),
         explain(s),
         s.error ? h('p', { class: 'step-error' }, `${s.error.class === 'retryable' && !['failed'].includes(s.status) ? 'Will retry after: ' : 'Error: '}${s.error.message} (${s.error.code})`) : null,

@@ -156,6 +156,7 @@ async function renderForm(main, slug) {
         h('h2', {}, 'Test run'),
         h('div', { class: 'two-col' }, h('section', { 'aria-label': 'Timeline' }, h('h3', {}, 'Timeline'), timeline(result.run)), h('section', { 'aria-label': 'Outbox preview' }, h('h3', {}, `Outbox preview (${result.outbox.length})`), outboxList(result.outbox))),
       );
+      results.scrollIntoView({ block: 'start' });
     } catch (err) {
       showProblem(err);
     }

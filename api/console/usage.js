@@ -55,14 +55,14 @@ export function chart(rows) {
   const height = 240;
   const pad = { left: 40, bottom: 40, top: 10, right: 10 };
   const band = (width - pad.left - pad.right) / days.length;
-  const bar = Math.max(2, (band * 0.8) / units.length);
+  const bar = Math.min(48, Math.max(2, (band * 0.8) / units.length));
   const y = (q) => height - pad.bottom - (q / max) * (height - pad.top - pad.bottom);
   const shapes = [];
   shapes.push(svg('line', { x1: pad.left, y1: height - pad.bottom, x2: width - pad.right, y2: height - pad.bottom, class: 'axis' }));
   shapes.push(svg('text', { x: pad.left - 4, y: pad.top + 10, 'text-anchor': 'end', class: 'tick' }, String(max)));
   shapes.push(svg('text', { x: pad.left - 4, y: height - pad.bottom, 'text-anchor': 'end', class: 'tick' }, '0'));
   days.forEach((day, i) => {
-    const x0 = pad.left + i * band + band * 0.1;
+    const x0 = pad.left + i * band + (band - bar * units.length) / 2;
     units.forEach((unit, j) => {
       const row = rows.find((r) => (r.day || r.key) === day && r.unit === unit);
       if (!row) return;
@@ -88,7 +88,7 @@ export function chart(rows) {
   return h(
     'figure',
     { class: 'chart card' },
-    svg('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': `Usage by day: ${units.join(', ')}`, id: 'usage-chart', preserveAspectRatio: 'xMidYMid meet' }, shapes),
+    svg('svg', { viewBox: `0 0 ${width} ${height}`, class: 'plot', role: 'img', 'aria-label': `Usage by day: ${units.join(', ')}`, id: 'usage-chart', preserveAspectRatio: 'xMidYMid meet' }, shapes),
     legend,
     h('details', {}, h('summary', {}, 'As a table'), table),
   );

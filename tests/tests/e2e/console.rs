@@ -256,7 +256,7 @@ async fn console_in_a_real_browser() {
     browser.find("#run-timeline").await;
     browser.shot("06-run-live").await;
     browser.until("the run finished live", "const s = document.querySelector('#run-status'); return !!s && s.innerText.trim() === 'succeeded'").await;
-    browser.until("both steps in the timeline", "return document.querySelectorAll('#run-timeline .step.status-succeeded').length === 2").await;
+    browser.until("both steps in the timeline", "return document.querySelectorAll('#run-timeline .step.step-succeeded').length === 2").await;
     browser.shot("07-run-finished").await;
 
     // Runs, outbox, connections, usage with its chart.
@@ -294,9 +294,52 @@ async fn console_in_a_real_browser() {
     let flow_id = flow["id"].as_str().unwrap();
     browser.goto(&base, &format!("#/workflows/{flow_id}")).await;
     browser.find("#canvas .block").await;
+    browser.until("the editor to fit 390 px", "return document.documentElement.scrollWidth <= window.innerWidth + 1").await;
     browser.shot("16-narrow-editor").await;
 
     assert!(!server_log(&data).contains("panicked"), "{}", server_log(&data));
     browser.client.close().await.unwrap();
     drop(server);
 }
+
+/// Without a browser: the page and every file are served from the binary with the strict
+/// policy and their media types, an unknown file is a 404 in the API's format, `/` redirects,
+/// and no file assigns `innerHTML` or carries an inline script or style.
+async fn console_files_are_served_with_a_strict_policy(db: TestDb) {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    let app = crate::support::TestApp::new(db).await;
+    let get = |path: String| {
+        let router = switchboard_api::router(app.state.clone());
+        async move {
+            let res = router.oneshot(Request::get(&path).body(Body::empty()).unwrap()).await.unwrap();
+            let status = res.status();
+            let headers = res.headers().clone();
+            let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+            (status, headers, String::from_utf8(body.to_vec()).unwrap())
+        }
+    };
+    let (status, headers, _) = get("/".into()).await;
+    assert_eq!((status, headers["location"].to_str().unwrap()), (StatusCode::TEMPORARY_REDIRECT, "/console"));
+    let (status, headers, page) = get("/console".into()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(headers["content-security-policy"], switchboard_api::console::CONTENT_SECURITY_POLICY);
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert!(!page.contains("<script>") && !page.contains("style=") && page.contains(r#"<script type="module" src="/console/app.js"></script>"#), "{page}");
+    for file in switchboard_api::console::files() {
+        let (status, headers, text) = get(format!("/console/{file}")).await;
+        assert_eq!(status, StatusCode::OK, "{file}");
+        let expected = if file.ends_with(".css") { "text/css; charset=utf-8" } else { "text/javascript; charset=utf-8" };
+        assert_eq!(headers["content-type"], expected, "{file}");
+        assert_eq!(headers["content-security-policy"], switchboard_api::console::CONTENT_SECURITY_POLICY, "{file}");
+        assert!(!text.contains("innerHTML =") && !text.contains("outerHTML") && !text.contains("insertAdjacentHTML") && !text.contains("eval("), "{file} builds markup from strings");
+    }
+    let (status, _, body) = get("/console/nope.js".into()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("\"not_found\""), "{body}");
+}
+
+crate::on_both_backends!(console_files_are_served_with_a_strict_policy);
