@@ -118,4 +118,3 @@ async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
 pub fn files() -> impl Iterator<Item = &'static str> {
     ASSETS.iter().map(|(name, _, _)| *name)
 }
-

@@ -55,7 +55,13 @@ impl Browser {
             return None;
         };
         let port = free_port();
-        let driver = Command::new(driver).arg(format!("--port={port}")).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).kill_on_drop(true).spawn().expect("start chromedriver");
+        let driver = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chromedriver");
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -71,7 +77,8 @@ impl Browser {
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900", "--force-device-scale-factor=1"],
             }),
         );
-        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new()).capabilities(caps).connect(&url).await.expect("a WebDriver session");
+        let client =
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new()).capabilities(caps).connect(&url).await.expect("a WebDriver session");
         let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
         let shots = target.join("console-screenshots");
         std::fs::create_dir_all(&shots).unwrap();
@@ -236,7 +243,12 @@ async fn console_in_a_real_browser() {
     browser.find("#props details summary").await.click().await.unwrap();
     browser.fill("#props input[name=on_error]", "goto nowhere").await;
     browser.find("#save-workflow").await.click().await.unwrap();
-    browser.until("the error on the block", "const e = document.querySelector(\"#canvas .block[data-index='0'] .block-errors\"); return !!e && e.innerText.includes('nowhere')").await;
+    browser
+        .until(
+            "the error on the block",
+            "const e = document.querySelector(\"#canvas .block[data-index='0'] .block-errors\"); return !!e && e.innerText.includes('nowhere')",
+        )
+        .await;
     assert!(browser.client.find_all(Locator::Css("#canvas .block[data-index='1'] .block-errors")).await.unwrap().is_empty(), "only the broken block shows it");
     browser.shot("05-editor-error").await;
     browser.find("#canvas .block[data-index='0']").await.click().await.unwrap();
@@ -249,7 +261,9 @@ async fn console_in_a_real_browser() {
     browser.find("#props input[name=on_error]").await.send_keys("x").await.unwrap();
     browser.find("#props input[name=on_error]").await.send_keys(&Key::Backspace.to_string()).await.unwrap();
     browser.find("#save-workflow").await.click().await.unwrap();
-    browser.until("the mended workflow saved", "return !!document.querySelector('#saved') && document.querySelector('#saved').innerText.includes('version 2')").await;
+    browser
+        .until("the mended workflow saved", "return !!document.querySelector('#saved') && document.querySelector('#saved').innerText.includes('version 2')")
+        .await;
 
     // Its webhook, fired from the console; the run's timeline finishes live.
     browser.find("#fire-webhook").await.click().await.unwrap();
@@ -278,7 +292,9 @@ async fn console_in_a_real_browser() {
     // Markup in a name is text: no <img> in the page, no alert.
     browser.goto(&base, "#/workflows").await;
     browser.find(".workflow-name").await;
-    browser.until("the workflow list", "return [...document.querySelectorAll('.workflow-name')].some(a => a.textContent === '<img src=x onerror=alert(1)>')").await;
+    browser
+        .until("the workflow list", "return [...document.querySelectorAll('.workflow-name')].some(a => a.textContent === '<img src=x onerror=alert(1)>')")
+        .await;
     assert!(browser.client.find_all(Locator::Css("main img")).await.unwrap().is_empty(), "a name became markup");
     assert!(browser.client.get_alert_text().await.is_err(), "an alert opened");
     browser.shot("12-workflows").await;
@@ -335,7 +351,10 @@ async fn console_files_are_served_with_a_strict_policy(db: TestDb) {
         let expected = if file.ends_with(".css") { "text/css; charset=utf-8" } else { "text/javascript; charset=utf-8" };
         assert_eq!(headers["content-type"], expected, "{file}");
         assert_eq!(headers["content-security-policy"], switchboard_api::console::CONTENT_SECURITY_POLICY, "{file}");
-        assert!(!text.contains("innerHTML =") && !text.contains("outerHTML") && !text.contains("insertAdjacentHTML") && !text.contains("eval("), "{file} builds markup from strings");
+        assert!(
+            !text.contains("innerHTML =") && !text.contains("outerHTML") && !text.contains("insertAdjacentHTML") && !text.contains("eval("),
+            "{file} builds markup from strings"
+        );
     }
     let (status, _, body) = get("/console/nope.js".into()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
