@@ -5,7 +5,7 @@
 //! ## Layout
 //! - [`config`]: layered settings (defaults → `switchboard.toml` → `SWITCHBOARD_…` env).
 //! - [`app`]: the shared state and the router merged from each resource's own router.
-//! - [`routes`]: one module per resource (accounts, workflows, runs, events, hooks, connections,
+//! - [`routes`]: one module per resource (accounts, workflows, action kinds, runs, events, hooks, connections,
 //!   outbox, templates, vendor callbacks, health).
 //! - [`templates`]: the template catalogue compiled from `templates/*.yaml`, and enabling one.
 //! - [`error`]: `ApiError`, the one error format (`{error: {code, message, details}}`).
