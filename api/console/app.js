@@ -72,6 +72,13 @@ async function route() {
     const result = await page.render(main, r);
     if (typeof result === 'function') cleanup = result;
   } catch (e) {
+    if (e && e.status === 401) {
+      // The key was revoked or mistyped: ask for one again.
+      forgetKey();
+      document.body.classList.add('signed-out');
+      renderKey(describe(e));
+      return;
+    }
     replace(main, heading('Something went wrong'), errorBox(describe(e), e.details || []));
   }
   main.focus({ preventScroll: true });

@@ -209,7 +209,7 @@ export function outboxList(items) {
           'dl',
           { class: 'facts' },
           Object.entries(m.rendered && typeof m.rendered === 'object' ? m.rendered : { value: m.rendered })
-            .filter(([k]) => k !== 'to')
+            .filter(([k, v]) => k !== 'to' && v !== null && v !== undefined && v !== '')
             .map(([k, v]) => [h('dt', {}, k), h('dd', { class: 'pre' }, show(v))]),
         ),
         h('p', { class: 'meta' }, `Step ${m.step_id} · ${when(m.created_at)}`),

@@ -113,7 +113,11 @@ async function renderForm(main, slug) {
       if (m && controls[m[1]]) controls[m[1]].control.setAttribute('aria-invalid', 'true');
     }
     if (e.code === 'already_enabled' && e.extra && e.extra.workflow_id) {
-      replace(status, errorBox(describe(e)), h('p', {}, h('a', { href: `#/workflows/${encodeURIComponent(e.extra.workflow_id)}` }, 'Open the workflow you already have')));
+      replace(
+        status,
+        errorBox(describe(e)),
+        h('p', {}, h('a', { href: `#/workflows/${encodeURIComponent(e.extra.workflow_id)}` }, 'Open the workflow you already have'), ', or give this copy a name of its own under “More options”.'),
+      );
     } else {
       replace(status, errorBox(describe(e), e.details));
     }

@@ -180,7 +180,10 @@ async fn console_in_a_real_browser() {
     browser.client.goto(&format!("{base}/")).await.unwrap();
     assert_eq!(browser.client.current_url().await.unwrap().path(), "/console");
 
-    // The key.
+    // The key: a wrong one is refused in words, the right one opens the console.
+    browser.fill("input[name=api-key]", "sk_wrong").await;
+    browser.find("#key-form button[type=submit]").await.click().await.unwrap();
+    browser.until("the refusal", "const e = document.querySelector('#key-form [role=alert]'); return !!e && e.innerText.includes('unknown API key')").await;
     browser.shot("01-key").await;
     browser.fill("input[name=api-key]", &key).await;
     browser.find("#key-form button[type=submit]").await.click().await.unwrap();
@@ -226,7 +229,7 @@ async fn console_in_a_real_browser() {
     browser.find("#canvas .block[data-index='0']").await.click().await.unwrap();
     browser.fill("#props [name=message]", "lead {{ event.name }}").await;
     browser.find("#canvas .block[data-index='1']").await.click().await.unwrap();
-    browser.fill("#props input[name=delay]", "2s").await;
+    browser.fill("#props input[name=delay]", "3s").await;
     browser.find("#trigger-node").await.click().await.unwrap();
     browser.fill("#props input[name=name]", "Console flow").await;
     browser.find("#save-workflow").await.click().await.unwrap();
@@ -235,7 +238,7 @@ async fn console_in_a_real_browser() {
     let saved = api(&http, reqwest::Method::GET, format!("{base}/v1/workflows"), &key, None).await;
     let flow = saved["workflows"].as_array().unwrap().iter().find(|w| w["name"] == "Console flow").expect("the built workflow").clone();
     assert_eq!(flow["steps"][0]["action"], "log", "{flow}");
-    assert_eq!(flow["steps"][1]["delay"], "2s", "{flow}");
+    assert_eq!(flow["steps"][1]["delay"], "3s", "{flow}");
     assert_eq!(flow["trigger"], json!({ "webhook": {} }), "{flow}");
 
     // Broken: an unknown goto, shown on the block it belongs to; then mended.
@@ -267,7 +270,14 @@ async fn console_in_a_real_browser() {
 
     // Its webhook, fired from the console; the run's timeline finishes live.
     browser.find("#fire-webhook").await.click().await.unwrap();
-    browser.find("#run-timeline").await;
+    // The page reads the run once, then only listens: "waiting" turning into "succeeded" is
+    // the event stream at work.
+    browser
+        .until(
+            "the run waiting in its delay",
+            "const s = document.querySelector(\"#run-timeline [data-step='delay_1']\"); return !!s && s.innerText.includes('Waiting until')",
+        )
+        .await;
     browser.shot("06-run-live").await;
     browser.until("the run finished live", "const s = document.querySelector('#run-status'); return !!s && s.innerText.trim() === 'succeeded'").await;
     browser.until("both steps in the timeline", "return document.querySelectorAll('#run-timeline .step.step-succeeded').length === 2").await;
