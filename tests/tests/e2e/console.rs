@@ -299,6 +299,26 @@ async fn console_in_a_real_browser() {
     browser.find("#usage-chart rect.bar").await;
     browser.shot("11-usage").await;
 
+    // A template's workflow as a graph (set, wait_for with a timeout, a branch, a call), and
+    // its YAML text saved back as written: the same steps, one version more.
+    let quote = json!({ "params": { "business_name": "Studio Ada", "caller_id": "+15550001111", "from_email": "hello@studio.example" } });
+    let quote = api(&http, reqwest::Method::POST, format!("{base}/v1/templates/quote-follow-up/enable"), &key, Some(quote)).await;
+    let quote_id = quote["id"].as_str().unwrap();
+    browser.goto(&base, &format!("#/workflows/{quote_id}")).await;
+    browser.find("#canvas .block.kind-branch").await;
+    browser.find("#canvas .block.kind-wait-for").await;
+    browser.until("goto arrows", "return document.querySelectorAll('svg.edges path.edge').length >= 2").await;
+    browser.shot("12-editor-template-graph").await;
+    let yaml = browser.client.execute("return document.querySelector('#text-view').value", vec![]).await.unwrap();
+    assert!(yaml.as_str().unwrap().contains("wait_for:\n"), "{yaml}");
+    browser.find("#save-text").await.click().await.unwrap();
+    browser.until("the YAML saved", "const s = document.querySelector('#saved'); return !!s && s.innerText.includes('version 2')").await;
+    let again = api(&http, reqwest::Method::GET, format!("{base}/v1/workflows/{quote_id}"), &key, None).await;
+    assert_eq!(
+        (again["steps"].clone(), again["trigger"].clone(), again["params"].clone()),
+        (quote["steps"].clone(), quote["trigger"].clone(), quote["params"].clone())
+    );
+
     // Markup in a name is text: no <img> in the page, no alert.
     browser.goto(&base, "#/workflows").await;
     browser.find(".workflow-name").await;
@@ -307,11 +327,11 @@ async fn console_in_a_real_browser() {
         .await;
     assert!(browser.client.find_all(Locator::Css("main img")).await.unwrap().is_empty(), "a name became markup");
     assert!(browser.client.get_alert_text().await.is_err(), "an alert opened");
-    browser.shot("12-workflows").await;
+    browser.shot("13-workflows").await;
 
     // 390 px wide: nothing wider than the screen.
     browser.client.set_window_size(390, 844).await.unwrap();
-    for (hash, name) in [("#/templates", "13-narrow-templates"), ("#/workflows", "14-narrow-workflows"), ("#/usage", "15-narrow-usage")] {
+    for (hash, name) in [("#/templates", "14-narrow-templates"), ("#/workflows", "15-narrow-workflows"), ("#/usage", "16-narrow-usage")] {
         browser.goto(&base, hash).await;
         browser.find("main h1").await;
         browser.until(&format!("{hash} to fit 390 px"), "return document.documentElement.scrollWidth <= window.innerWidth + 1").await;
@@ -321,7 +341,7 @@ async fn console_in_a_real_browser() {
     browser.goto(&base, &format!("#/workflows/{flow_id}")).await;
     browser.find("#canvas .block").await;
     browser.until("the editor to fit 390 px", "return document.documentElement.scrollWidth <= window.innerWidth + 1").await;
-    browser.shot("16-narrow-editor").await;
+    browser.shot("17-narrow-editor").await;
 
     assert!(!server_log(&data).contains("panicked"), "{}", server_log(&data));
     browser.client.close().await.unwrap();
