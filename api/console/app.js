@@ -11,6 +11,7 @@ import * as runs from './runs.js';
 import * as outbox from './outbox.js';
 import * as connections from './connections.js';
 import * as usage from './usage.js';
+import * as calls from './calls.js';
 
 const main = document.getElementById('main');
 let cleanup = null;
@@ -30,6 +31,8 @@ function pageOf(parts) {
       return connections;
     case 'usage':
       return usage;
+    case 'calls':
+      return calls;
     default:
       return null;
   }

@@ -13,10 +13,8 @@ export async function render(main, route) {
   if (route.parts[1]) return renderRun(main, route.parts[1]);
   const status = route.query.get('status') || '';
   const workflowId = route.query.get('workflow_id') || '';
-  const [{ workflows }, list] = await Promise.all([
-    api('GET', '/v1/workflows?limit=200'),
-    api('GET', `/v1/runs?limit=100${status ? '&status=' + encodeURIComponent(status) : ''}${workflowId ? '&workflow_id=' + encodeURIComponent(workflowId) : ''}`),
-  ]);
+  const query = `${status ? '&status=' + encodeURIComponent(status) : ''}${workflowId ? '&workflow_id=' + encodeURIComponent(workflowId) : ''}`;
+  const { workflows } = await api('GET', '/v1/workflows?limit=200');
   const names = Object.fromEntries(workflows.map((w) => [w.id, w.name]));
   const statusSelect = h('select', { name: 'status' }, h('option', { value: '' }, 'Any status'), STATUSES.map((s) => h('option', { value: s, selected: s === status }, s)));
   const workflowSelect = h('select', { name: 'workflow_id' }, h('option', { value: '' }, 'Any workflow'), workflows.map((w) => h('option', { value: w.id, selected: w.id === workflowId }, w.name)));
@@ -36,33 +34,77 @@ export async function render(main, route) {
     field('Workflow', workflowSelect),
     h('button', { type: 'submit' }, 'Filter'),
   );
-  replace(
-    main,
-    heading('Runs'),
-    filter,
-    list.runs.length
-      ? h(
-          'table',
-          { class: 'table' },
-          h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Run'), h('th', { scope: 'col' }, 'Workflow'), h('th', { scope: 'col' }, 'Status'), h('th', { scope: 'col' }, 'Started'), h('th', { scope: 'col' }, 'Finished'))),
-          h(
-            'tbody',
-            {},
-            list.runs.map((r) =>
-              h(
-                'tr',
-                {},
-                h('td', {}, h('a', { href: `#/runs/${encodeURIComponent(r.id)}` }, r.id.slice(-8)), r.test ? h('span', { class: 'tag' }, 'test') : null),
-                h('td', { 'data-label': 'Workflow' }, names[r.workflow_id] || r.workflow_id),
-                h('td', { 'data-label': 'Status' }, badge(r.status)),
-                h('td', { 'data-label': 'Started' }, when(r.started_at || r.created_at)),
-                h('td', { 'data-label': 'Finished' }, when(r.finished_at)),
-              ),
-            ),
-          ),
-        )
-      : h('p', { class: 'muted' }, 'No runs match.'),
+  const tbody = h('tbody');
+  const table = h(
+    'table',
+    { class: 'table' },
+    h('thead', {}, h('tr', {}, ['Run', 'Workflow', 'Status', 'Started', 'Finished'].map((t) => h('th', { scope: 'col' }, t)))),
+    tbody,
   );
+  const empty = h('p', { class: 'muted' }, 'No runs match.');
+  const more = h('button', { type: 'button', id: 'more-runs' }, 'Load more');
+  const live = h('span', { class: 'live' }, '');
+  const problem = h('div', { 'aria-live': 'polite' });
+  let cursor = null;
+  let pages = 0;
+  const row = (r) =>
+    h(
+      'tr',
+      {},
+      h('td', {}, h('a', { href: `#/runs/${encodeURIComponent(r.id)}` }, r.id.slice(-8)), r.test ? h('span', { class: 'tag' }, 'test') : null),
+      h('td', { 'data-label': 'Workflow' }, names[r.workflow_id] || r.workflow_id),
+      h('td', { 'data-label': 'Status' }, badge(r.status)),
+      h('td', { 'data-label': 'Started' }, when(r.started_at || r.created_at)),
+      h('td', { 'data-label': 'Finished' }, when(r.finished_at)),
+    );
+  const load = async (fresh) => {
+    const page = await api('GET', `/v1/runs?limit=50${query}${!fresh && cursor ? '&cursor=' + encodeURIComponent(cursor) : ''}`);
+    if (fresh) {
+      replace(tbody);
+      pages = 0;
+    }
+    pages += 1;
+    for (const r of page.runs) tbody.appendChild(row(r));
+    cursor = page.next_cursor;
+    more.hidden = !cursor;
+    table.hidden = tbody.childNodes.length === 0;
+    empty.hidden = !table.hidden;
+  };
+  more.addEventListener('click', async () => {
+    try {
+      await load(false);
+    } catch (e) {
+      replace(problem, errorBox(describe(e)));
+    }
+  });
+  replace(main, heading('Runs', live), filter, problem, table, empty, more);
+  await load(true);
+
+  // Live: while only the first page is shown, any change of the account's runs reloads it
+  // (at most once a second).
+  const controller = new AbortController();
+  let pending = null;
+  const refresh = () => {
+    if (pending || pages > 1) return;
+    pending = setTimeout(async () => {
+      pending = null;
+      try {
+        await load(true);
+      } catch (e) {
+        replace(problem, errorBox(describe(e)));
+      }
+    }, 1000);
+  };
+  live.textContent = 'live';
+  live.className = 'live on';
+  streamEvents(`/v1/events/stream${workflowId ? '?workflow_id=' + encodeURIComponent(workflowId) : ''}`, refresh, controller.signal).catch(() => {
+    live.textContent = '';
+    live.className = 'live';
+  });
+  return () => {
+    clearTimeout(pending);
+    controller.abort();
+  };
 }
 
 async function renderRun(main, id) {

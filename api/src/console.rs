@@ -27,7 +27,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
 const INDEX: &str = include_str!("../console/index.html");
 
 /// Every other file, by name: (name, media type, contents). Flat: modules import `./x.js`.
-const ASSETS: [(&str, &str, &str); 13] = [
+const ASSETS: [(&str, &str, &str); 14] = [
     ("style.css", "text/css; charset=utf-8", include_str!("../console/style.css")),
     ("app.js", JS, include_str!("../console/app.js")),
     ("api.js", JS, include_str!("../console/api.js")),
@@ -40,6 +40,7 @@ const ASSETS: [(&str, &str, &str); 13] = [
     ("outbox.js", JS, include_str!("../console/outbox.js")),
     ("connections.js", JS, include_str!("../console/connections.js")),
     ("usage.js", JS, include_str!("../console/usage.js")),
+    ("calls.js", JS, include_str!("../console/calls.js")),
     ("yaml.js", JS, include_str!("../console/yaml.js")),
 ];
 

@@ -295,9 +295,12 @@ async fn console_in_a_real_browser() {
     let page = browser.client.execute("return document.querySelector('main').innerText", vec![]).await.unwrap();
     assert!(page.as_str().unwrap().contains("twilio-sandbox"), "{page}");
     browser.shot("10-connections").await;
+    browser.goto(&base, "#/calls").await;
+    browser.find("#dashboard .stat").await;
+    browser.shot("11-calls").await;
     browser.goto(&base, "#/usage").await;
     browser.find("#usage-chart rect.bar").await;
-    browser.shot("11-usage").await;
+    browser.shot("11-usage-chart").await;
 
     // A template's workflow as a graph (set, wait_for with a timeout, a branch, a call), and
     // its YAML text saved back as written: the same steps, one version more.
