@@ -60,7 +60,8 @@ class Editor {
 
   mount() {
     this.status = h('div', { class: 'status-area', 'aria-live': 'polite' });
-    this.canvas = h('div', { class: 'canvas', role: 'list', 'aria-label': 'Steps, in order', id: 'canvas' });
+    this.canvas = h('div', { class: 'canvas', role: 'group', 'aria-label': 'Steps, in order', 'aria-describedby': 'canvas-keys', id: 'canvas' });
+    this.keys = h('p', { class: 'help', id: 'canvas-keys' }, 'On a step: Enter selects it, Alt+↑ and Alt+↓ move it, Delete removes it, ↑ and ↓ go to the step above or below.');
     this.layer = svg('svg', { class: 'edges', 'aria-hidden': 'true' });
     this.canvasWrap = h('div', { class: 'canvas-wrap' }, this.layer, this.canvas);
     this.props = h('aside', { class: 'props', 'aria-label': 'Properties', id: 'props' });
@@ -91,7 +92,7 @@ class Editor {
       this.main,
       this.head,
       this.status,
-      h('div', { class: 'editor' }, palette, h('section', { class: 'flow', 'aria-label': 'Flow' }, h('h2', { class: 'sr-only' }, 'Flow'), this.canvasWrap), this.props),
+      h('div', { class: 'editor' }, palette, h('section', { class: 'flow', 'aria-label': 'Flow' }, h('h2', { class: 'sr-only' }, 'Flow'), this.canvasWrap, this.keys), this.props),
       this.hook,
       this.results,
       h('section', { class: 'card text-view' }, h('h2', {}, 'As text'), h('div', { class: 'actions' }, this.format, applyText, saveText), this.textArea),
@@ -137,6 +138,8 @@ class Editor {
   draggable(el, what) {
     el.addEventListener('pointerdown', (e) => {
       if (e.button !== 0) return;
+      // On touch screens a block is dragged by its grip only, so the flow still scrolls.
+      if (e.pointerType === 'touch' && el.classList.contains('block') && !e.target.closest('.grip')) return;
       const start = { x: e.clientX, y: e.clientY };
       let dragging = false;
       let ghost = null;
@@ -162,7 +165,8 @@ class Editor {
         if (!dragging) return;
         ghost.remove();
         document.body.classList.remove('dragging');
-        const at = this.dropIndex(ev.clientX, ev.clientY);
+        // A cancelled pointer (the browser took the gesture) drops nothing.
+        const at = ev.type === 'pointercancel' ? null : this.dropIndex(ev.clientX, ev.clientY);
         this.showDrop(null);
         const w = this.drag;
         this.drag = null;
@@ -293,14 +297,14 @@ class Editor {
         'div',
         {
           class: `block kind-${kindClass(kind === 'action' ? step.action : kind)}${this.selected === i ? ' selected' : ''}${problems.length ? ' invalid' : ''}`,
-          role: 'listitem',
+          role: 'button',
           tabindex: '0',
+          'aria-pressed': this.selected === i ? 'true' : 'false',
           'data-index': String(i),
           'data-step': step.id,
           'aria-label': `Step ${i + 1}: ${step.id}, ${label}${problems.length ? ', has problems' : ''}`,
-          'aria-current': this.selected === i ? 'true' : null,
         },
-        h('div', { class: 'block-head' }, h('span', { class: 'kind' }, label), h('span', { class: 'step-id' }, step.id)),
+        h('div', { class: 'block-head' }, h('span', { class: 'grip', 'aria-hidden': 'true', title: 'Drag to move' }, '⠿'), h('span', { class: 'kind' }, label), h('span', { class: 'step-id' }, step.id)),
         h('ul', { class: 'block-lines' }, summary(step).map((line) => h('li', {}, line))),
         problems.length ? h('ul', { class: 'block-errors', role: 'alert' }, problems.map((p) => h('li', {}, p.path ? h('code', {}, p.path) : null, p.path ? ': ' : '', p.message))) : null,
       );
