@@ -179,6 +179,13 @@ async fn console_in_a_real_browser() {
     assert!(csp.contains("default-src 'self'") && csp.contains("script-src 'self'") && !csp.contains("unsafe"), "{csp}");
     browser.client.goto(&format!("{base}/")).await.unwrap();
     assert_eq!(browser.client.current_url().await.unwrap().path(), "/console");
+    // Every later page is the same document (hash navigation): collect any policy violation,
+    // script error or unhandled rejection from here to the end.
+    let watch = "window.__problems = []; \
+        document.addEventListener('securitypolicyviolation', e => window.__problems.push('CSP ' + e.violatedDirective + ' ' + e.blockedURI)); \
+        window.addEventListener('error', e => window.__problems.push('error ' + e.message)); \
+        window.addEventListener('unhandledrejection', e => window.__problems.push('rejection ' + (e.reason && e.reason.message || e.reason)));";
+    browser.client.execute(watch, vec![]).await.unwrap();
 
     // The key: a wrong one is refused in words, the right one opens the console.
     browser.fill("input[name=api-key]", "sk_wrong").await;
@@ -332,6 +339,9 @@ async fn console_in_a_real_browser() {
     assert!(browser.client.get_alert_text().await.is_err(), "an alert opened");
     browser.shot("13-workflows").await;
 
+    let problems = browser.client.execute("return window.__problems", vec![]).await.unwrap();
+    assert_eq!(problems, json!([]), "the page reloaded, or something went wrong in it");
+
     // 390 px wide: nothing wider than the screen.
     browser.client.set_window_size(390, 844).await.unwrap();
     for (hash, name) in [("#/templates", "14-narrow-templates"), ("#/workflows", "15-narrow-workflows"), ("#/usage", "16-narrow-usage")] {
@@ -346,6 +356,8 @@ async fn console_in_a_real_browser() {
     browser.until("the editor to fit 390 px", "return document.documentElement.scrollWidth <= window.innerWidth + 1").await;
     browser.shot("17-narrow-editor").await;
 
+    let problems = browser.client.execute("return window.__problems", vec![]).await.unwrap();
+    assert_eq!(problems, json!([]), "the page reloaded, or something went wrong in it");
     assert!(!server_log(&data).contains("panicked"), "{}", server_log(&data));
     browser.client.close().await.unwrap();
     drop(server);
