@@ -132,9 +132,9 @@ async function renderRun(main, id) {
     replace(body, timeline(run));
   };
   const drawHead = (run) => {
-    const cancel = h('button', { type: 'button', disabled: FINAL.includes(run.status) }, 'Cancel run');
+    const cancel = h('button', { type: 'button', id: 'cancel-run', disabled: FINAL.includes(run.status) }, 'Cancel run');
     cancel.addEventListener('click', () => act('cancel'));
-    const retry = h('button', { type: 'button', disabled: !['failed', 'cancelled'].includes(run.status) && !run.steps.some((s) => s.status === 'outcome_unknown') }, 'Retry run');
+    const retry = h('button', { type: 'button', id: 'retry-run', disabled: !['failed', 'cancelled'].includes(run.status) && !run.steps.some((s) => s.status === 'outcome_unknown') }, 'Retry run');
     retry.addEventListener('click', () => act('retry'));
     replace(
       head,

@@ -290,10 +290,27 @@ async fn console_in_a_real_browser() {
     browser.until("both steps in the timeline", "return document.querySelectorAll('#run-timeline .step.step-succeeded').length === 2").await;
     browser.shot("07-run-finished").await;
 
-    // Runs, outbox, connections, usage with its chart.
-    browser.goto(&base, "#/runs").await;
+    // Runs: filtered by status; a waiting run cancelled from its page.
+    let slow = json!({ "name": "Slow", "trigger": { "manual": {} }, "steps": [{ "id": "later", "delay": "1h" }] });
+    let slow = api(&http, reqwest::Method::POST, format!("{base}/v1/workflows"), &key, Some(slow)).await;
+    let started = api(&http, reqwest::Method::POST, format!("{base}/v1/workflows/{}/runs", slow["id"].as_str().unwrap()), &key, Some(json!({}))).await;
+    let slow_run = started["run_id"].as_str().unwrap();
+    browser.goto(&base, "#/runs?status=succeeded").await;
     browser.find(".table tbody tr").await;
+    browser
+        .until(
+            "only succeeded runs",
+            "const b = [...document.querySelectorAll('.table tbody .badge')]; return b.length > 0 && b.every(x => x.textContent === 'succeeded')",
+        )
+        .await;
     browser.shot("08-runs").await;
+    browser.goto(&base, &format!("#/runs/{slow_run}")).await;
+    browser.until("the run waiting", "const s = document.querySelector('#run-status'); return !!s && s.innerText.trim() === 'waiting'").await;
+    browser.find("#cancel-run").await.click().await.unwrap();
+    browser.until("the run cancelled", "const s = document.querySelector('#run-status'); return !!s && s.innerText.trim() === 'cancelled'").await;
+    assert_eq!(api(&http, reqwest::Method::GET, format!("{base}/v1/runs/{slow_run}"), &key, None).await["status"], "cancelled");
+
+    // Outbox, connections (one created here), calls, usage with its chart.
     browser.goto(&base, "#/outbox").await;
     browser.find(".outbox-item").await;
     browser.shot("09-outbox").await;
@@ -301,6 +318,10 @@ async fn console_in_a_real_browser() {
     browser.find("#new-connection").await;
     let page = browser.client.execute("return document.querySelector('main').innerText", vec![]).await.unwrap();
     assert!(page.as_str().unwrap().contains("twilio-sandbox"), "{page}");
+    browser.fill("#new-connection input[name=provider]", "slack").await;
+    browser.fill("#new-connection input[name=name]", "team-slack").await;
+    browser.find("#new-connection button[type=submit]").await.click().await.unwrap();
+    browser.until("the new connection listed", "return [...document.querySelectorAll('.table td')].some(td => td.textContent === 'team-slack')").await;
     browser.shot("10-connections").await;
     browser.goto(&base, "#/calls").await;
     browser.find("#dashboard .stat").await;
@@ -329,7 +350,7 @@ async fn console_in_a_real_browser() {
         (quote["steps"].clone(), quote["trigger"].clone(), quote["params"].clone())
     );
 
-    // Markup in a name is text: no <img> in the page, no alert.
+    // Markup in a name is text: no <img> in the page, no alert. Its toggle turns it off.
     browser.goto(&base, "#/workflows").await;
     browser.find(".workflow-name").await;
     browser
@@ -338,6 +359,21 @@ async fn console_in_a_real_browser() {
     assert!(browser.client.find_all(Locator::Css("main img")).await.unwrap().is_empty(), "a name became markup");
     assert!(browser.client.get_alert_text().await.is_err(), "an alert opened");
     browser.shot("13-workflows").await;
+    let hostile_id = api(&http, reqwest::Method::GET, format!("{base}/v1/workflows"), &key, None).await["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == markup)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    browser.find(&format!("tr[data-workflow='{hostile_id}'] input[role=switch]")).await.click().await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while api(&http, reqwest::Method::GET, format!("{base}/v1/workflows/{hostile_id}"), &key, None).await["enabled"] != false {
+        assert!(Instant::now() < deadline, "the toggle did not disable the workflow");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let problems = browser.client.execute("return window.__problems", vec![]).await.unwrap();
     assert_eq!(problems, json!([]), "the page reloaded, or something went wrong in it");
