@@ -236,7 +236,7 @@ async fn console_in_a_real_browser() {
     browser.find("#canvas .block[data-index='0']").await.click().await.unwrap();
     browser.fill("#props [name=message]", "lead {{ event.name }}").await;
     browser.find("#canvas .block[data-index='1']").await.click().await.unwrap();
-    browser.fill("#props input[name=delay]", "3s").await;
+    browser.fill("#props input[name=delay]", "6s").await;
     browser.find("#trigger-node").await.click().await.unwrap();
     browser.fill("#props input[name=name]", "Console flow").await;
     browser.find("#save-workflow").await.click().await.unwrap();
@@ -245,7 +245,7 @@ async fn console_in_a_real_browser() {
     let saved = api(&http, reqwest::Method::GET, format!("{base}/v1/workflows"), &key, None).await;
     let flow = saved["workflows"].as_array().unwrap().iter().find(|w| w["name"] == "Console flow").expect("the built workflow").clone();
     assert_eq!(flow["steps"][0]["action"], "log", "{flow}");
-    assert_eq!(flow["steps"][1]["delay"], "3s", "{flow}");
+    assert_eq!(flow["steps"][1]["delay"], "6s", "{flow}");
     assert_eq!(flow["trigger"], json!({ "webhook": {} }), "{flow}");
 
     // Broken: an unknown goto, shown on the block it belongs to; then mended.
