@@ -105,6 +105,19 @@ impl Browser {
         }
     }
 
+    /// Clicks the element matching `css`, finding it again if a redraw replaced it between
+    /// finding and clicking (pages redraw as live events arrive).
+    async fn click(&self, css: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.find(css).await.click().await {
+                Ok(()) => return,
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => panic!("could not click {css}: {e}"),
+            }
+        }
+    }
+
     /// The text of the element matching `css`.
     async fn text(&self, css: &str) -> String {
         self.find(css).await.text().await.unwrap()
@@ -112,9 +125,20 @@ impl Browser {
 
     /// Types into the field matching `css`, replacing what it held.
     async fn fill(&self, css: &str, value: &str) {
-        let field = self.find(css).await;
-        field.clear().await.unwrap();
-        field.send_keys(value).await.unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let field = self.find(css).await;
+            match async {
+                field.clear().await?;
+                field.send_keys(value).await
+            }
+            .await
+            {
+                Ok(()) => return,
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => panic!("could not fill {css}: {e}"),
+            }
+        }
     }
 
     /// Saves a screenshot as `<name>.png`.
@@ -189,20 +213,20 @@ async fn console_in_a_real_browser() {
 
     // The key: a wrong one is refused in words, the right one opens the console.
     browser.fill("input[name=api-key]", "sk_wrong").await;
-    browser.find("#key-form button[type=submit]").await.click().await.unwrap();
+    browser.click("#key-form button[type=submit]").await;
     browser.until("the refusal", "const e = document.querySelector('#key-form [role=alert]'); return !!e && e.innerText.includes('unknown API key')").await;
     browser.shot("01-key").await;
     browser.fill("input[name=api-key]", &key).await;
-    browser.find("#key-form button[type=submit]").await.click().await.unwrap();
+    browser.click("#key-form button[type=submit]").await;
 
     // The gallery, lead-nurture's form, a test run with three outbox items, then turning it on.
     browser.find(".template-card[data-slug=lead-nurture]").await;
     browser.shot("02-templates").await;
-    browser.find(".template-card[data-slug=lead-nurture] a.button").await.click().await.unwrap();
+    browser.click(".template-card[data-slug=lead-nurture] a.button").await;
     browser.fill("#template-form input[name=business_name]", "Studio Ada").await;
     browser.fill("#template-form input[name=sender]", "+15550001111").await;
     browser.fill("#template-form input[name=from_email]", "hello@studio.example").await;
-    browser.find("#test-run").await.click().await.unwrap();
+    browser.click("#test-run").await;
     browser.until("three outbox items", "return document.querySelectorAll('.outbox-item').length === 3").await;
     let kinds: Vec<String> = {
         let mut out = Vec::new();
@@ -213,7 +237,7 @@ async fn console_in_a_real_browser() {
     };
     assert_eq!(kinds, ["sms.send", "email.send", "crm.create_task"]);
     browser.shot("03-template-test-run").await;
-    browser.find("#turn-on").await.click().await.unwrap();
+    browser.click("#turn-on").await;
     browser.until("the template on", "return document.querySelector('#template-form').innerText.includes('is on')").await;
     let workflows = api(&http, reqwest::Method::GET, format!("{base}/v1/workflows"), &key, None).await;
     let nurture = workflows["workflows"].as_array().unwrap().iter().find(|w| w["name"] == "Lead nurture").expect("lead-nurture enabled");
@@ -233,13 +257,13 @@ async fn console_in_a_real_browser() {
     browser.until("the block removed by keyboard", "return document.querySelectorAll('#canvas .block').length === 2").await;
     assert_eq!(browser.text("#canvas .block[data-index='0'] .kind").await, "log");
     assert_eq!(browser.text("#canvas .block[data-index='1'] .kind").await, "delay");
-    browser.find("#canvas .block[data-index='0']").await.click().await.unwrap();
+    browser.click("#canvas .block[data-index='0']").await;
     browser.fill("#props [name=message]", "lead {{ event.name }}").await;
-    browser.find("#canvas .block[data-index='1']").await.click().await.unwrap();
+    browser.click("#canvas .block[data-index='1']").await;
     browser.fill("#props input[name=delay]", "6s").await;
-    browser.find("#trigger-node").await.click().await.unwrap();
+    browser.click("#trigger-node").await;
     browser.fill("#props input[name=name]", "Console flow").await;
-    browser.find("#save-workflow").await.click().await.unwrap();
+    browser.click("#save-workflow").await;
     browser.until("the saved workflow", "return !!document.querySelector('#saved')").await;
     browser.shot("04-editor").await;
     let saved = api(&http, reqwest::Method::GET, format!("{base}/v1/workflows"), &key, None).await;
@@ -249,10 +273,10 @@ async fn console_in_a_real_browser() {
     assert_eq!(flow["trigger"], json!({ "webhook": {} }), "{flow}");
 
     // Broken: an unknown goto, shown on the block it belongs to; then mended.
-    browser.find("#canvas .block[data-index='0']").await.click().await.unwrap();
-    browser.find("#props details summary").await.click().await.unwrap();
+    browser.click("#canvas .block[data-index='0']").await;
+    browser.click("#props details summary").await;
     browser.fill("#props input[name=on_error]", "goto nowhere").await;
-    browser.find("#save-workflow").await.click().await.unwrap();
+    browser.click("#save-workflow").await;
     browser
         .until(
             "the error on the block",
@@ -261,22 +285,22 @@ async fn console_in_a_real_browser() {
         .await;
     assert!(browser.client.find_all(Locator::Css("#canvas .block[data-index='1'] .block-errors")).await.unwrap().is_empty(), "only the broken block shows it");
     browser.shot("05-editor-error").await;
-    browser.find("#canvas .block[data-index='0']").await.click().await.unwrap();
+    browser.click("#canvas .block[data-index='0']").await;
     let details = browser.find("#props details").await;
     if details.attr("open").await.unwrap().is_none() {
-        browser.find("#props details summary").await.click().await.unwrap();
+        browser.click("#props details summary").await;
     }
     browser.find("#props input[name=on_error]").await.clear().await.unwrap();
     // clear() fires no input event: an edit that does.
     browser.find("#props input[name=on_error]").await.send_keys("x").await.unwrap();
     browser.find("#props input[name=on_error]").await.send_keys(&Key::Backspace.to_string()).await.unwrap();
-    browser.find("#save-workflow").await.click().await.unwrap();
+    browser.click("#save-workflow").await;
     browser
         .until("the mended workflow saved", "return !!document.querySelector('#saved') && document.querySelector('#saved').innerText.includes('version 2')")
         .await;
 
     // Its webhook, fired from the console; the run's timeline finishes live.
-    browser.find("#fire-webhook").await.click().await.unwrap();
+    browser.click("#fire-webhook").await;
     // The page reads the run once, then only listens: "waiting" turning into "succeeded" is
     // the event stream at work.
     browser
@@ -306,7 +330,7 @@ async fn console_in_a_real_browser() {
     browser.shot("08-runs").await;
     browser.goto(&base, &format!("#/runs/{slow_run}")).await;
     browser.until("the run waiting", "const s = document.querySelector('#run-status'); return !!s && s.innerText.trim() === 'waiting'").await;
-    browser.find("#cancel-run").await.click().await.unwrap();
+    browser.click("#cancel-run").await;
     browser.until("the run cancelled", "const s = document.querySelector('#run-status'); return !!s && s.innerText.trim() === 'cancelled'").await;
     assert_eq!(api(&http, reqwest::Method::GET, format!("{base}/v1/runs/{slow_run}"), &key, None).await["status"], "cancelled");
 
@@ -320,7 +344,7 @@ async fn console_in_a_real_browser() {
     assert!(page.as_str().unwrap().contains("twilio-sandbox"), "{page}");
     browser.fill("#new-connection input[name=provider]", "slack").await;
     browser.fill("#new-connection input[name=name]", "team-slack").await;
-    browser.find("#new-connection button[type=submit]").await.click().await.unwrap();
+    browser.click("#new-connection button[type=submit]").await;
     browser.until("the new connection listed", "return [...document.querySelectorAll('.table td')].some(td => td.textContent === 'team-slack')").await;
     browser.shot("10-connections").await;
     browser.goto(&base, "#/calls").await;
@@ -342,7 +366,7 @@ async fn console_in_a_real_browser() {
     browser.shot("12-editor-template-graph").await;
     let yaml = browser.client.execute("return document.querySelector('#text-view').value", vec![]).await.unwrap();
     assert!(yaml.as_str().unwrap().contains("wait_for:\n"), "{yaml}");
-    browser.find("#save-text").await.click().await.unwrap();
+    browser.click("#save-text").await;
     browser.until("the YAML saved", "const s = document.querySelector('#saved'); return !!s && s.innerText.includes('version 2')").await;
     let again = api(&http, reqwest::Method::GET, format!("{base}/v1/workflows/{quote_id}"), &key, None).await;
     assert_eq!(
@@ -368,7 +392,7 @@ async fn console_in_a_real_browser() {
         .as_str()
         .unwrap()
         .to_string();
-    browser.find(&format!("tr[data-workflow='{hostile_id}'] input[role=switch]")).await.click().await.unwrap();
+    browser.click(&format!("tr[data-workflow='{hostile_id}'] input[role=switch]")).await;
     let deadline = Instant::now() + PATIENCE;
     while api(&http, reqwest::Method::GET, format!("{base}/v1/workflows/{hostile_id}"), &key, None).await["enabled"] != false {
         assert!(Instant::now() < deadline, "the toggle did not disable the workflow");
