@@ -7,7 +7,7 @@
 
 import { api, describe } from './api.js';
 import { badge, clear, errorBox, field, h, heading, replace, svg, toast } from './dom.js';
-import { drawEdges, fallsThrough, kindOf, summary } from './graph.js';
+import { drawEdges, fallsThrough, kindOf, scriptLines, summary } from './graph.js';
 import { outboxList, timeline } from './runs.js';
 import { toYaml } from './yaml.js';
 
@@ -306,6 +306,9 @@ class Editor {
         },
         h('div', { class: 'block-head' }, h('span', { class: 'grip', 'aria-hidden': 'true', title: 'Drag to move' }, '⠿'), h('span', { class: 'kind' }, label), h('span', { class: 'step-id' }, step.id)),
         h('ul', { class: 'block-lines' }, summary(step).map((line) => h('li', {}, line))),
+        kind === 'action' && step.input && Array.isArray(step.input.script)
+          ? h('ol', { class: 'script', 'aria-label': 'Call script' }, scriptLines(step.input.script).map((line) => h('li', {}, line)))
+          : null,
         problems.length ? h('ul', { class: 'block-errors', role: 'alert' }, problems.map((p) => h('li', {}, p.path ? h('code', {}, p.path) : null, p.path ? ': ' : '', p.message))) : null,
       );
       block.addEventListener('click', () => {

@@ -114,3 +114,31 @@ export function drawEdges(canvas, layer, steps) {
     }
   });
 }
+
+const SCRIPT_KINDS = ['say', 'play', 'pause', 'gather', 'menu', 'branch', 'hours', 'record', 'dial', 'request', 'set', 'hangup'];
+
+/**
+ * A call script (`voice.call`/`voice.answer` input `script`) as lines: each node's id and kind,
+ * what it says, and where a menu's keys lead.
+ */
+export function scriptLines(script) {
+  if (!Array.isArray(script)) return [];
+  return script.map((node, i) => {
+    if (!node || typeof node !== 'object') return `#${i + 1} ?`;
+    const kind = SCRIPT_KINDS.find((k) => k in node) || 'node';
+    const body = node[kind];
+    const name = node.id ? node.id : `#${i + 1}`;
+    let what = '';
+    if (typeof body === 'string') what = body.length > 90 ? body.slice(0, 87) + '…' : body;
+    else if (body && typeof body === 'object') {
+      what = String(body.prompt || body.say || body.text || body.url || body.number || '');
+      if (what.length > 90) what = what.slice(0, 87) + '…';
+      if (body.options && typeof body.options === 'object') {
+        what += ` [${Object.entries(body.options)
+          .map(([key, to]) => `${key} → ${typeof to === 'string' ? to : JSON.stringify(to)}`)
+          .join(', ')}]`;
+      }
+    }
+    return `${name} · ${kind}${what ? ': ' + what : ''}`;
+  });
+}

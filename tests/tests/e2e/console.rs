@@ -362,6 +362,8 @@ async fn console_in_a_real_browser() {
     browser.goto(&base, &format!("#/workflows/{quote_id}")).await;
     browser.find("#canvas .block.kind-branch").await;
     browser.find("#canvas .block.kind-wait-for").await;
+    let script = browser.text("#canvas .block.kind-voice-call .script").await;
+    assert!(script.contains("offer · menu") && script.contains("1 → accept"), "{script}");
     browser.until("goto arrows", "return document.querySelectorAll('svg.edges path.edge').length >= 2").await;
     browser.shot("12-editor-template-graph").await;
     let yaml = browser.client.execute("return document.querySelector('#text-view').value", vec![]).await.unwrap();
