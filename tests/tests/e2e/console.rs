@@ -257,6 +257,19 @@ async fn console_in_a_real_browser() {
     browser.until("the block removed by keyboard", "return document.querySelectorAll('#canvas .block').length === 2").await;
     assert_eq!(browser.text("#canvas .block[data-index='0'] .kind").await, "log");
     assert_eq!(browser.text("#canvas .block[data-index='1'] .kind").await, "delay");
+    // Alt+↑ moves a block up, Alt+↓ back down (modifiers stay pressed until Key::Null).
+    let alt = |arrow: Key| format!("{}{}{}", Key::Alt, arrow, Key::Null);
+    browser.find("#canvas .block[data-index='1']").await.send_keys(&alt(Key::Up)).await.unwrap();
+    browser
+        .until(
+            "delay moved up by keyboard",
+            "const k = document.querySelector(\"#canvas .block[data-index='0'] .kind\"); return !!k && k.textContent === 'delay'",
+        )
+        .await;
+    browser.find("#canvas .block[data-index='0']").await.send_keys(&alt(Key::Down)).await.unwrap();
+    browser
+        .until("delay moved back down", "const k = document.querySelector(\"#canvas .block[data-index='1'] .kind\"); return !!k && k.textContent === 'delay'")
+        .await;
     browser.click("#canvas .block[data-index='0']").await;
     browser.fill("#props [name=message]", "lead {{ event.name }}").await;
     browser.click("#canvas .block[data-index='1']").await;
