@@ -34,8 +34,41 @@ fn which(name: &str) -> Option<PathBuf> {
 /// Headless Chromium under a chromedriver of its own; dropped, both stop.
 struct Browser {
     client: Client,
-    _driver: Child,
+    driver: Child,
+    /// chromedriver's port and the session, to end it on drop.
+    port: u16,
+    session: Option<String>,
     shots: PathBuf,
+}
+
+impl Drop for Browser {
+    /// Ends the WebDriver session, which quits Chromium, before chromedriver is killed: a test
+    /// that fails half-way would otherwise leave the browser running without its driver.
+    fn drop(&mut self) {
+        self.end_session();
+        let _ = self.driver.start_kill();
+    }
+}
+
+impl Browser {
+    /// Ends the session (Chromium quits); dropping then only stops chromedriver.
+    async fn quit(mut self) {
+        self.client.clone().close().await.unwrap();
+        self.session = None;
+    }
+
+    /// `DELETE /session/{id}` to chromedriver, blocking (this runs in `Drop`).
+    fn end_session(&self) {
+        use std::io::Read;
+        let Some(session) = &self.session else { return };
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let request = format!("DELETE /session/{session} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.port);
+        // The answer comes once the session (and Chromium) has ended; its first bytes suffice.
+        if stream.write_all(request.as_bytes()).is_ok() {
+            let _ = stream.read(&mut [0; 512]);
+        }
+    }
 }
 
 impl Browser {
@@ -82,7 +115,8 @@ impl Browser {
         let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
         let shots = target.join("console-screenshots");
         std::fs::create_dir_all(&shots).unwrap();
-        Some(Browser { client, _driver: driver, shots })
+        let session = client.session_id().await.ok().flatten();
+        Some(Browser { client, driver, port, session, shots })
     }
 
     /// The first element matching `css`, waiting for it.
@@ -434,7 +468,7 @@ async fn console_in_a_real_browser() {
     let problems = browser.client.execute("return window.__problems", vec![]).await.unwrap();
     assert_eq!(problems, json!([]), "the page reloaded, or something went wrong in it");
     assert!(!server_log(&data).contains("panicked"), "{}", server_log(&data));
-    browser.client.close().await.unwrap();
+    browser.quit().await;
     drop(server);
 }
 
