@@ -114,9 +114,22 @@ class Editor {
     save.addEventListener('click', () => this.save());
     const test = h('button', { type: 'button', id: 'test-workflow', disabled: !this.view }, 'Test run');
     test.addEventListener('click', () => this.testRun());
+    const del = this.view ? h('button', { type: 'button', class: 'danger', id: 'delete-workflow' }, 'Delete') : null;
+    if (del) {
+      del.addEventListener('click', async () => {
+        if (!window.confirm(`Delete the workflow “${this.view.name}”? Its runs are kept.`)) return;
+        try {
+          await api('DELETE', `/v1/workflows/${encodeURIComponent(this.view.id)}`);
+          toast(`Deleted ${this.view.name}.`);
+          location.hash = '#/workflows';
+        } catch (e) {
+          replace(this.status, errorBox(describe(e), e.details));
+        }
+      });
+    }
     replace(
       this.head,
-      heading(this.doc.name || 'Workflow', save, test, this.view ? h('a', { class: 'button', href: `#/runs?workflow_id=${encodeURIComponent(this.view.id)}` }, 'Runs') : null),
+      heading(this.doc.name || 'Workflow', save, test, this.view ? h('a', { class: 'button', href: `#/runs?workflow_id=${encodeURIComponent(this.view.id)}` }, 'Runs') : null, del),
       this.view ? h('p', { class: 'meta' }, `Version ${this.view.version} · `, badge(this.view.enabled ? 'enabled' : 'disabled')) : h('p', { class: 'meta' }, 'Not saved yet.'),
     );
   }

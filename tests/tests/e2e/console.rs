@@ -448,6 +448,15 @@ async fn console_in_a_real_browser() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // A workflow deleted from the editor, after a confirmation.
+    let slow_id = slow["id"].as_str().unwrap();
+    browser.goto(&base, &format!("#/workflows/{slow_id}")).await;
+    browser.click("#delete-workflow").await;
+    browser.client.accept_alert().await.unwrap();
+    browser.until("back on the list", "return location.hash === '#/workflows' && !!document.querySelector('.workflow-name')").await;
+    let gone = http.get(format!("{base}/v1/workflows/{slow_id}")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(gone.status(), 404);
+
     let problems = browser.client.execute("return window.__problems", vec![]).await.unwrap();
     assert_eq!(problems, json!([]), "the page reloaded, or something went wrong in it");
 
