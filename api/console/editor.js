@@ -8,6 +8,7 @@
 import { api, describe } from './api.js';
 import { badge, clear, errorBox, field, h, heading, replace, svg, toast } from './dom.js';
 import { drawEdges, fallsThrough, kindOf, scriptLines, summary } from './graph.js';
+import { renderProps } from './props.js';
 import { outboxList, timeline } from './runs.js';
 import { toYaml } from './yaml.js';
 
@@ -18,8 +19,6 @@ const CONTROL_BLOCKS = [
   { kind: 'set', label: 'Set', help: 'Remember values as vars' },
   { kind: 'end', label: 'End', help: 'End the run' },
 ];
-
-const LONG_TEXT = ['body', 'text', 'message', 'notes', 'html', 'prompt', 'description'];
 
 /** #/workflows/new or #/workflows/<id>. */
 export async function render(main, route) {
@@ -99,6 +98,10 @@ class Editor {
     );
     window.addEventListener('resize', this.onResize);
     this.renderAll();
+  }
+
+  renderProps() {
+    renderProps(this);
   }
 
   renderAll() {
@@ -366,244 +369,6 @@ class Editor {
     }
   }
 
-  // ---- Properties -------------------------------------------------------------------------------
-
-  renderProps() {
-    if (this.selected === null || !this.doc.steps[this.selected]) {
-      this.selected = null;
-      replace(this.props, h('h2', {}, 'Workflow'), this.workflowFields());
-      return;
-    }
-    const i = this.selected;
-    const step = this.doc.steps[i];
-    const kind = kindOf(step);
-    const up = h('button', { type: 'button', disabled: i === 0 }, 'Move up');
-    up.addEventListener('click', () => this.moveTo(i, i - 1));
-    const down = h('button', { type: 'button', disabled: i === this.doc.steps.length - 1 }, 'Move down');
-    down.addEventListener('click', () => this.moveTo(i, i + 2));
-    const del = h('button', { type: 'button', class: 'danger' }, 'Delete block');
-    del.addEventListener('click', () => this.remove(i));
-    const done = h('button', { type: 'button' }, 'Workflow settings');
-    done.addEventListener('click', () => this.select(null));
-    replace(
-      this.props,
-      h('h2', {}, `Step ${i + 1}`),
-      this.text('Step id', step.id, (v) => (step.id = v), 'Letters, digits and _; gotos name it.', { name: 'id' }),
-      this.kindFields(step, kind),
-      h('div', { class: 'actions' }, up, down, del, done),
-    );
-  }
-
-  /** A text field bound to a setter; the flow redraws as it is typed. */
-  text(label, value, set, help, { name, long = false, required = false } = {}) {
-    const control = long ? h('textarea', { rows: 4, name, spellcheck: 'false' }, value ?? '') : h('input', { type: 'text', name, value: value ?? '', spellcheck: 'false' });
-    control.addEventListener('input', () => {
-      set(control.value);
-      this.changed();
-    });
-    return field(label, control, help, { required });
-  }
-
-  /** A JSON field: applied when it parses, marked invalid when it does not. */
-  json(label, value, set, help, name) {
-    const control = h('textarea', { rows: 4, name, class: 'code', spellcheck: 'false' }, value === undefined ? '' : JSON.stringify(value, null, 2));
-    control.addEventListener('input', () => {
-      if (control.value.trim() === '') {
-        set(undefined);
-        control.removeAttribute('aria-invalid');
-        this.changed();
-        return;
-      }
-      try {
-        set(JSON.parse(control.value));
-        control.removeAttribute('aria-invalid');
-        this.changed();
-      } catch (_) {
-        control.setAttribute('aria-invalid', 'true');
-      }
-    });
-    return field(label, control, `${help ? help + ' ' : ''}(JSON)`);
-  }
-
-  kindFields(step, kind) {
-    switch (kind) {
-      case 'action':
-        return this.actionFields(step);
-      case 'delay':
-        return typeof step.delay === 'string' || step.delay === undefined
-          ? this.text('Wait for', step.delay, (v) => (step.delay = v), 'A duration: 30s, 15m, 2h, 1d.', { name: 'delay' })
-          : this.json('Delay', step.delay, (v) => (step.delay = v), '{for}, {until} or {at, timezone}.', 'delay');
-      case 'branch':
-        return this.branchFields(step);
-      case 'wait_for': {
-        const w = (step.wait_for = step.wait_for || {});
-        const opt = (k) => (v) => (v === '' ? delete w[k] : (w[k] = v));
-        return [
-          this.text('Event type', w.event, opt('event'), 'The event to wait for, e.g. lead.replied.', { name: 'event', required: true }),
-          this.text('Match', w.match, opt('match'), 'Optional condition on the awaited event (Rhai).', { name: 'match' }),
-          this.text('Timeout', w.timeout, opt('timeout'), 'How long to wait, e.g. 1d.', { name: 'timeout' }),
-          this.text('On timeout go to', w.on_timeout, opt('on_timeout'), 'A step id or end; default: the next step.', { name: 'on_timeout' }),
-        ];
-      }
-      case 'set':
-        return this.json('Values', step.set, (v) => (step.set = v), 'Names and Rhai expressions, read later as vars.<name>.', 'set');
-      case 'end':
-        return h('p', { class: 'help' }, 'Ends the run here.');
-      default:
-        return this.json('Step', step, () => {}, 'Edit it in the text view.', 'raw');
-    }
-  }
-
-  actionFields(step) {
-    const action = this.actions[step.action];
-    const out = [h('p', { class: 'meta' }, `Action ${step.action}`)];
-    if (!action) {
-      out.push(h('p', { class: 'warn' }, 'This server does not list this action kind.'));
-      out.push(this.json('Input', step.input, (v) => (step.input = v), '', 'input'));
-      return out;
-    }
-    if (action.providers.length) {
-      const mine = this.connections.filter((c) => action.providers.includes(c.provider));
-      const select = h(
-        'select',
-        { name: 'connection' },
-        h('option', { value: '' }, '— the account’s only one —'),
-        mine.map((c) => h('option', { value: c.name, selected: c.name === step.connection }, `${c.name} (${c.provider}${c.sandbox ? ', sandbox' : ''})`)),
-      );
-      select.addEventListener('change', () => {
-        if (select.value) step.connection = select.value;
-        else delete step.connection;
-        this.changed();
-      });
-      out.push(field('Connection', select, `Which ${action.providers.join('/')} connection it sends through.`));
-    }
-    const schema = action.input_schema || {};
-    const props = schema.properties || {};
-    const required = new Set(schema.required || []);
-    step.input = step.input && typeof step.input === 'object' ? step.input : {};
-    const input = step.input;
-    const fields = Object.entries(props).sort(([a], [b]) => Number(required.has(b)) - Number(required.has(a)));
-    for (const [name, prop] of fields) {
-      const types = typesOf(prop, schema);
-      const help = prop.description || '';
-      const unset = (v) => (v === '' || v === undefined ? delete input[name] : null);
-      if (types.length === 1 && types[0] === 'boolean') {
-        const box = h('input', { type: 'checkbox', name, checked: input[name] === true });
-        box.addEventListener('change', () => {
-          input[name] = box.checked;
-          this.changed();
-        });
-        out.push(h('div', { class: 'field' }, h('label', {}, box, ` ${name}`), help ? h('p', { class: 'help' }, help) : null));
-      } else if (types.every((t) => ['string', 'number', 'integer', 'null'].includes(t)) && types.length && (typeof input[name] !== 'object' || input[name] === null)) {
-        const numeric = types.includes('number') || types.includes('integer');
-        out.push(
-          this.text(
-            name,
-            input[name] === undefined || input[name] === null ? '' : String(input[name]),
-            (v) => {
-              if (unset(v) !== null) return;
-              input[name] = numeric && !types.includes('string') && v.trim() !== '' && !Number.isNaN(Number(v)) ? Number(v) : v;
-            },
-            help,
-            { name, long: LONG_TEXT.includes(name), required: required.has(name) },
-          ),
-        );
-      } else {
-        out.push(this.json(name, input[name], (v) => (v === undefined ? delete input[name] : (input[name] = v)), help, name));
-      }
-    }
-    const opt = (k) => (v) => (v === '' ? delete step[k] : (step[k] = v));
-    const i = this.doc.steps.indexOf(step);
-    const flagged = this.problems.some((p) => new RegExp(`^steps\\[${i}\\]\\.(on_error|timeout)`).test(p.path || ''));
-    out.push(
-      h(
-        'details',
-        { open: flagged || Boolean(step.on_error || step.timeout) },
-        h('summary', {}, 'Errors and timing'),
-        this.text('On error', typeof step.on_error === 'string' ? step.on_error : '', opt('on_error'), 'fail (default), continue, or goto <step id>.', { name: 'on_error' }),
-        this.text('Timeout', step.timeout, opt('timeout'), 'At most 10m, e.g. 20s.', { name: 'timeout' }),
-      ),
-    );
-    return out;
-  }
-
-  branchFields(step) {
-    step.branch = Array.isArray(step.branch) ? step.branch : [];
-    const arms = step.branch;
-    const rows = arms.map((arm, j) => {
-      const remove = h('button', { type: 'button', class: 'danger', 'aria-label': `Remove arm ${j + 1}` }, 'Remove');
-      remove.addEventListener('click', () => {
-        arms.splice(j, 1);
-        this.changed();
-        this.renderProps();
-      });
-      if (arm && arm.else !== undefined) {
-        return h('fieldset', { class: 'arm' }, h('legend', {}, 'Otherwise'), this.text('Go to', arm.else, (v) => (arm.else = v), 'A step id or end.', { name: `else-${j}` }), remove);
-      }
-      return h(
-        'fieldset',
-        { class: 'arm' },
-        h('legend', {}, `If ${j + 1}`),
-        this.text('When', arm.when, (v) => (arm.when = v), 'A condition (Rhai), e.g. event.score > 5.', { name: `when-${j}` }),
-        this.text('Go to', arm.goto, (v) => (arm.goto = v), 'A step id or end.', { name: `goto-${j}` }),
-        remove,
-      );
-    });
-    const add = h('button', { type: 'button' }, 'Add condition');
-    add.addEventListener('click', () => {
-      const at = arms.findIndex((a) => a && a.else !== undefined);
-      arms.splice(at < 0 ? arms.length : at, 0, { when: 'true', goto: 'end' });
-      this.changed();
-      this.renderProps();
-    });
-    const addElse = h('button', { type: 'button', disabled: arms.some((a) => a && a.else !== undefined) }, 'Add otherwise');
-    addElse.addEventListener('click', () => {
-      arms.push({ else: 'end' });
-      this.changed();
-      this.renderProps();
-    });
-    return [...rows, h('div', { class: 'actions' }, add, addElse)];
-  }
-
-  workflowFields() {
-    const doc = this.doc;
-    const trigger = doc.trigger && typeof doc.trigger === 'object' ? doc.trigger : {};
-    const type = ['webhook', 'event', 'schedule', 'manual', 'call'].find((t) => t in trigger) || 'manual';
-    const select = h('select', { name: 'trigger' }, ['webhook', 'event', 'schedule', 'manual', 'call'].map((t) => h('option', { value: t, selected: t === type }, t)));
-    select.addEventListener('change', () => {
-      const fresh = { webhook: { webhook: {} }, event: { event: 'lead.created' }, schedule: { schedule: { cron: '0 0 9 * * Mon-Fri' } }, manual: { manual: {} }, call: { call: {} } };
-      doc.trigger = fresh[select.value];
-      this.changed();
-      this.renderProps();
-    });
-    const parts = [
-      this.text(
-        'Name',
-        doc.name,
-        (v) => {
-          doc.name = v;
-          this.renderHead();
-        },
-        '',
-        { name: 'name', required: true },
-      ),
-      field('Trigger', select, 'What starts a run.'),
-    ];
-    if (type === 'event') {
-      parts.push(this.text('Event type', trigger.event, (v) => (trigger.event = v), 'e.g. lead.created', { name: 'event', required: true }));
-      parts.push(this.text('Only when', trigger.when, (v) => (v === '' ? delete trigger.when : (trigger.when = v)), 'Optional condition (Rhai).', { name: 'when' }));
-    }
-    if (type === 'schedule') {
-      const s = (trigger.schedule = trigger.schedule || {});
-      parts.push(this.text('Cron', s.cron, (v) => (s.cron = v), 'Seconds first: 0 0 9 * * Mon-Fri.', { name: 'cron', required: true }));
-      parts.push(this.text('Timezone', s.timezone, (v) => (v === '' ? delete s.timezone : (s.timezone = v)), 'IANA zone; the account’s by default.', { name: 'timezone' }));
-    }
-    if (this.problems.some((p) => !/^steps\[/.test(p.path || ''))) {
-      parts.push(errorBox('Problems with the workflow:', this.problems.filter((p) => !/^steps\[/.test(p.path || ''))));
-    }
-    return parts;
-  }
-
   // ---- Webhook, test run, text ------------------------------------------------------------------
 
   renderHook() {
@@ -711,20 +476,6 @@ class Editor {
   }
 }
 
-/** The JSON types a schema property accepts (following a local $ref and anyOf/oneOf). */
-function typesOf(prop, root) {
-  if (!prop || typeof prop !== 'object') return [];
-  if (prop.$ref) {
-    const name = prop.$ref.split('/').pop();
-    const defs = root.$defs || root.definitions || {};
-    return defs[name] ? typesOf(defs[name], root) : [];
-  }
-  if (Array.isArray(prop.type)) return prop.type;
-  if (typeof prop.type === 'string') return [prop.type];
-  if (prop.enum) return ['string'];
-  for (const k of ['anyOf', 'oneOf']) if (Array.isArray(prop[k])) return [...new Set(prop[k].flatMap((p) => typesOf(p, root)))];
-  return [];
-}
 
 function kindClass(kind) {
   return String(kind).replace(/[^a-z0-9]+/gi, '-');

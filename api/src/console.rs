@@ -27,7 +27,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
 const INDEX: &str = include_str!("../console/index.html");
 
 /// Every other file, by name: (name, media type, contents). Flat: modules import `./x.js`.
-const ASSETS: [(&str, &str, &str); 14] = [
+const ASSETS: [(&str, &str, &str); 15] = [
     ("style.css", "text/css; charset=utf-8", include_str!("../console/style.css")),
     ("app.js", JS, include_str!("../console/app.js")),
     ("api.js", JS, include_str!("../console/api.js")),
@@ -36,6 +36,7 @@ const ASSETS: [(&str, &str, &str); 14] = [
     ("workflows.js", JS, include_str!("../console/workflows.js")),
     ("editor.js", JS, include_str!("../console/editor.js")),
     ("graph.js", JS, include_str!("../console/graph.js")),
+    ("props.js", JS, include_str!("../console/props.js")),
     ("runs.js", JS, include_str!("../console/runs.js")),
     ("outbox.js", JS, include_str!("../console/outbox.js")),
     ("connections.js", JS, include_str!("../console/connections.js")),

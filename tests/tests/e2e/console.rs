@@ -399,6 +399,10 @@ async fn console_in_a_real_browser() {
     browser.shot("11-calls").await;
     browser.goto(&base, "#/usage").await;
     browser.find("#usage-chart rect.bar").await;
+    // The CSV is fetched with the key and handed to the browser as a blob: no error shown.
+    browser.click("#usage-csv").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(browser.client.find_all(Locator::Css("main .error")).await.unwrap().is_empty(), "the CSV download failed");
     browser.shot("11-usage-chart").await;
 
     // A template's workflow as a graph (set, wait_for with a timeout, a branch, a call), and
