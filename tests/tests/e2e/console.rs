@@ -523,6 +523,13 @@ async fn console_files_are_served_with_a_strict_policy(db: TestDb) {
             "{file} builds markup from strings"
         );
     }
+    // Every file in api/console/ is served: one left out of `ASSETS` would 404 in the browser.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../api/console");
+    let served: Vec<&str> = switchboard_api::console::files().collect();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(name == "index.html" || served.contains(&name.as_str()), "api/console/{name} is not in console::ASSETS");
+    }
     let (status, _, body) = get("/console/nope.js".into()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body.contains("\"not_found\""), "{body}");
