@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | `crm.create_task` | `POST {base_url}/tasks` | `{title, lead_id?, due_at?, assignee?, priority?, notes?}` |
 //! | `crm.update_lead` | `PATCH {base_url}/leads/{lead_id}` | `{fields: {name: value, …}}` |
+//! | `crm.find_leads` | `POST {base_url}/leads/search` | `{filter: {birthday_today?, stage?, tag?, …}, limit, cursor}` |
 //!
 //! - `lead_id` in the path is one percent-encoded path segment (`a/b c` → `a%2Fb%20c`).
 //! - In a task, absent fields are omitted (never `null`); `lead_id` is a string; `due_at` is
@@ -38,6 +39,14 @@
 //!   `{task_id, status}` with the HTTP status (`201` or `200`).
 //! - `crm.update_lead`: any `2xx`, ideally with the lead as JSON. The step's output is
 //!   `{lead_id, updated: [field names], response: <the JSON answer, or null>}`.
+//! - `crm.find_leads`: `200` with `{"leads": [{…}, …], "next_cursor": "<opaque>" | null}`: one
+//!   page of at most `limit` leads matching every field of `filter` (`birthday_today: true` is
+//!   the leads whose birthday is today in their own timezone, else the account's; `stage` and
+//!   `tag` match exactly; other fields are the CRM's to define). Switchboard asks for the next
+//!   page with `cursor` set to `next_cursor` until it has `limit` leads or `next_cursor` is
+//!   `null`. A lead is a JSON object; the birthday campaign reads `id`, `first_name`, `phone` and
+//!   `timezone`. The step's output is `{leads: [...], count}`. The search changes nothing, and
+//!   each page's request carries the step's `Idempotency-Key` with `:<page>` appended.
 //! - `408`, `429` and `5xx` are retried later, honouring `Retry-After` (seconds or an HTTP
 //!   date); any other status fails the step at once and its body (the first 300 characters) is
 //!   shown to the user, so put a human-readable reason there (`404` for an unknown lead).
@@ -128,6 +137,126 @@ impl CrmUpdateLead {
     pub fn new(client: reqwest::Client, vault: Arc<Vault>) -> Self {
         Self { client, vault }
     }
+}
+
+/// The `crm.find_leads` action module.
+#[derive(Debug, Clone)]
+pub struct CrmFindLeads {
+    client: reqwest::Client,
+    vault: Arc<Vault>,
+}
+
+impl CrmFindLeads {
+    /// Sends with `client` (from [`switchboard_integrations::client`], so the operator's address
+    /// policy applies) through the connections `vault` opens.
+    pub fn new(client: reqwest::Client, vault: Arc<Vault>) -> Self {
+        Self { client, vault }
+    }
+}
+
+/// The most leads one `crm.find_leads` step gathers.
+pub const MAX_FOUND: u32 = 100_000;
+
+/// The leads a CRM page holds at most, as asked.
+const PAGE_SIZE: u32 = 500;
+
+/// The input of `crm.find_leads`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FindLeadsInput {
+    /// What the leads match: `birthday_today`, `stage`, `tag`, or fields the CRM defines.
+    #[serde(default)]
+    pub filter: Map<String, Value>,
+    /// At most this many leads (default 1,000, at most 100,000).
+    pub limit: Option<u32>,
+}
+
+/// The output of `crm.find_leads`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FindLeadsOutput {
+    /// The leads, as the CRM gave them.
+    pub leads: Vec<Value>,
+    /// How many.
+    pub count: usize,
+}
+
+#[async_trait]
+impl Action for CrmFindLeads {
+    const KIND: &'static str = "crm.find_leads";
+    const DELIVERY: Delivery = Delivery::Idempotent;
+    const PROVIDERS: &'static [&'static str] = &[providers::Crm::NAME];
+    type Input = FindLeadsInput;
+    type Output = FindLeadsOutput;
+
+    fn validate(&self, input: &Map<String, Value>) -> Vec<(String, String)> {
+        match input.get("limit") {
+            Some(Value::Number(n)) if !n.as_u64().is_some_and(|n| (1..=u64::from(MAX_FOUND)).contains(&n)) => {
+                vec![("limit".to_owned(), format!("must be a whole number from 1 to {MAX_FOUND}"))]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// A sandbox search answers the connection's `settings.sample_leads` (a list), or three
+    /// sample leads: what a test run fans out over.
+    fn sandbox(&self, ctx: &ActionContext, input: &FindLeadsInput) -> Result<Option<SandboxSend>, ActionError> {
+        let limit = limit_of(input)? as usize;
+        let sample = ctx.connection.as_ref().and_then(|c| c.settings.get("sample_leads")).and_then(Value::as_array).cloned().unwrap_or_else(sample_leads);
+        let leads: Vec<Value> = sample.into_iter().take(limit).collect();
+        let request = CrmRequest {
+            method: Method::POST,
+            segments: vec!["leads".into(), "search".into()],
+            body: json!({ "filter": input.filter, "limit": limit.min(PAGE_SIZE as usize), "cursor": null }),
+        };
+        Ok(Some(SandboxSend {
+            to: None,
+            rendered: request.rendered(),
+            output: json!({ "count": leads.len(), "leads": leads, "sandbox": true }),
+            usage: vec![],
+        }))
+    }
+
+    async fn execute(&self, ctx: &ActionContext, input: FindLeadsInput) -> Result<Done<FindLeadsOutput>, ActionError> {
+        let limit = limit_of(&input)? as usize;
+        let mut leads = Vec::new();
+        let mut cursor = Value::Null;
+        for page in 0.. {
+            let want = (limit - leads.len()).min(PAGE_SIZE as usize);
+            let request = CrmRequest {
+                method: Method::POST,
+                segments: vec!["leads".into(), "search".into()],
+                body: json!({ "filter": input.filter, "limit": want, "cursor": cursor }),
+            };
+            let page_ctx = ActionContext { idempotency_key: format!("{}:{page}", ctx.idempotency_key), ..ctx.clone() };
+            let (_, answer) = request.send(&self.client, &self.vault, &page_ctx, Self::DELIVERY).await?;
+            let Some(found) = answer.get("leads").and_then(Value::as_array) else {
+                return Err(ActionError::permanent("invalid_answer", "the CRM's search answer has no \"leads\" list"));
+            };
+            leads.extend(found.iter().take(limit - leads.len()).cloned());
+            cursor = answer.get("next_cursor").cloned().unwrap_or(Value::Null);
+            if leads.len() >= limit || cursor.is_null() || found.is_empty() {
+                break;
+            }
+        }
+        Ok(Done { output: FindLeadsOutput { count: leads.len(), leads }, usage: vec![] })
+    }
+}
+
+fn limit_of(input: &FindLeadsInput) -> Result<u32, ActionError> {
+    match input.limit {
+        None => Ok(1_000),
+        Some(n) if (1..=MAX_FOUND).contains(&n) => Ok(n),
+        Some(_) => Err(invalid("limit", format!("must be a whole number from 1 to {MAX_FOUND}"))),
+    }
+}
+
+/// What a sandbox search finds without `sample_leads`.
+fn sample_leads() -> Vec<Value> {
+    vec![
+        json!({ "id": "sample-1", "first_name": "Ada", "last_name": "Lovelace", "phone": "+15550100001", "timezone": "Europe/London" }),
+        json!({ "id": "sample-2", "first_name": "Grace", "last_name": "Hopper", "phone": "+15550100002", "timezone": "America/New_York" }),
+        json!({ "id": "sample-3", "first_name": "Alan", "last_name": "Turing", "phone": "+15550100003", "timezone": "America/Los_Angeles" }),
+    ]
 }
 
 /// A lead id: a string on the wire, whatever type the trigger carried (a number is written as

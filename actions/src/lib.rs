@@ -38,7 +38,7 @@ use switchboard_runtime::action::{ActionRegistry, RegistryError};
 use switchboard_runtime::metering::PriceList;
 use switchboard_runtime::store::Store;
 
-pub use crm::{CrmCreateTask, CrmUpdateLead};
+pub use crm::{CrmCreateTask, CrmFindLeads, CrmUpdateLead};
 pub use email_send::EmailSend;
 pub use http_request::HttpRequest;
 pub use log::Log;
@@ -111,6 +111,7 @@ pub fn registry(config: &ActionsConfig) -> Result<ActionRegistry> {
         .register(EmailSend::new(vault.clone()).allow_private(config.http.allow_private))
         .register(CrmCreateTask::new(client.clone(), vault.clone()))
         .register(CrmUpdateLead::new(client.clone(), vault.clone()))
+        .register(CrmFindLeads::new(client.clone(), vault.clone()))
         .register(VoiceCall::new(client, vault.clone(), base(providers::Twilio::NAME), config.public_url.clone(), calls.clone()))
         .register(voice::VoiceAnswer::new(config.public_url.clone(), calls));
     registry.check_prices(&config.prices)?;
@@ -141,6 +142,7 @@ mod tests {
             registry.kinds().collect::<Vec<_>>(),
             [
                 CrmCreateTask::KIND,
+                CrmFindLeads::KIND,
                 CrmUpdateLead::KIND,
                 EmailSend::KIND,
                 HttpRequest::KIND,

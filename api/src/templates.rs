@@ -18,7 +18,7 @@ use switchboard_runtime::definition::{Problem, parse_duration};
 
 /// Every template file, by slug. A test checks that each file in `templates/` is listed here
 /// and validates against the action registry.
-pub const FILES: [(&str, &str); 9] = [
+pub const FILES: [(&str, &str); 10] = [
     ("lead-nurture", include_str!("../../templates/lead-nurture.yaml")),
     ("payment-follow-up", include_str!("../../templates/payment-follow-up.yaml")),
     ("negative-feedback-alert", include_str!("../../templates/negative-feedback-alert.yaml")),
@@ -28,6 +28,7 @@ pub const FILES: [(&str, &str); 9] = [
     ("no-show-recovery", include_str!("../../templates/no-show-recovery.yaml")),
     ("quote-follow-up", include_str!("../../templates/quote-follow-up.yaml")),
     ("support-line", include_str!("../../templates/support-line.yaml")),
+    ("birthday-campaign", include_str!("../../templates/birthday-campaign.yaml")),
 ];
 
 /// The parsed catalogue, in [`FILES`] order. A file that does not parse panics on first use
@@ -139,18 +140,26 @@ impl Template {
     pub fn instantiate(&self, values: &Map<String, Value>, connections: &BTreeMap<String, String>, providers_of: impl Fn(&str) -> Vec<String>) -> Value {
         let mut doc = self.workflow.clone();
         substitute(&mut doc, values);
-        if let Some(steps) = doc.get_mut("steps").and_then(Value::as_array_mut) {
-            for step in steps {
-                let Some(kind) = step.get("action").and_then(Value::as_str).map(str::to_string) else { continue };
-                if let Some(name) = providers_of(&kind).iter().find_map(|p| connections.get(p)) {
-                    step["connection"] = json!(name);
-                }
-            }
-        }
+        pin_connections(doc.get_mut("steps"), connections, &providers_of);
         let params: Map<String, Value> =
             self.params.iter().filter_map(|p| values.get(&p.name).map(|v| (p.name.clone(), json!({ "type": param_kind(p.ty), "value": v })))).collect();
         doc["params"] = Value::Object(params);
         doc
+    }
+}
+
+/// Names the chosen connection on every action step, those inside a `for_each` too.
+fn pin_connections(steps: Option<&mut Value>, connections: &BTreeMap<String, String>, providers_of: &impl Fn(&str) -> Vec<String>) {
+    let Some(steps) = steps.and_then(Value::as_array_mut) else { return };
+    for step in steps {
+        if let Some(body) = step.get_mut("for_each") {
+            pin_connections(body.get_mut("steps"), connections, providers_of);
+            continue;
+        }
+        let Some(kind) = step.get("action").and_then(Value::as_str).map(str::to_string) else { continue };
+        if let Some(name) = providers_of(&kind).iter().find_map(|p| connections.get(p)) {
+            step["connection"] = json!(name);
+        }
     }
 }
 
@@ -288,11 +297,17 @@ mod tests {
             let doc = t.instantiate(&values, &connections, providers_of);
             let workflow = switchboard_runtime::definition::validate(&doc, &registry, &expr).unwrap_or_else(|p| panic!("{}: {p:#?}", t.slug));
             // Every provider a step sends through is declared, and every declared one is used.
+            use switchboard_runtime::definition::StepKind;
+            let bodies = workflow.steps.iter().filter_map(|s| match &s.kind {
+                StepKind::ForEach(f) => Some(f.body.steps.iter()),
+                _ => None,
+            });
             let mut used: Vec<&str> = workflow
                 .steps
                 .iter()
+                .chain(bodies.flatten())
                 .filter_map(|s| match &s.kind {
-                    switchboard_runtime::definition::StepKind::Action { kind, .. } => registry.get(kind).map(|a| a.providers()),
+                    StepKind::Action { kind, .. } => registry.get(kind).map(|a| a.providers()),
                     _ => None,
                 })
                 .flatten()

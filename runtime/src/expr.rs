@@ -46,7 +46,23 @@ pub struct ScopeData {
     /// Voice scripts only: whether each of the account's business-hour schedules is open, by
     /// name (`hours("office")` reads it).
     pub hours: Value,
+    /// In a `for_each` child run: its item, read by the `as` name, and `item_index`.
+    pub item: Option<Item>,
 }
+
+/// A `for_each` child run's item as its scripts read it.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// The `as` name.
+    pub name: String,
+    /// The item.
+    pub value: Value,
+    /// Its position in the list (from 0).
+    pub index: i64,
+}
+
+/// The name a `for_each` child's scripts read its item's position by.
+pub const ITEM_INDEX: &str = "item_index";
 
 /// A compile error with its place in the script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,11 +103,13 @@ impl CompiledScript {
 pub type Script = Arc<CompiledScript>;
 
 /// The shared, sandboxed engine. Build one and share it (`Arc`): `Engine` is `Send + Sync`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ExprEngine {
-    engine: Engine,
+    engine: Arc<Engine>,
     /// Whether scripts may read [`VOICE_NAMES`] (and `call` is rewritten to `voice_call`).
     voice: bool,
+    /// A `for_each` body's item name (and then `item_index` too), compiled as known variables.
+    item: Option<String>,
 }
 
 impl Default for ExprEngine {
@@ -123,12 +141,18 @@ impl ExprEngine {
         engine.disable_symbol("eval");
         engine.disable_symbol("print");
         engine.disable_symbol("debug");
-        Self { engine, voice: false }
+        Self { engine: Arc::new(engine), voice: false, item: None }
     }
 
     /// The sandbox for voice scripts: scripts and `{{ … }}` may also read `inputs` and `call`.
     pub fn for_voice() -> Self {
         Self { voice: true, ..Self::new() }
+    }
+
+    /// The same engine for the steps of a `for_each`, whose scripts also read the item by its
+    /// `as` name and its position as `item_index` (shares the sandbox; cheap).
+    pub fn with_item(&self, name: &str) -> Self {
+        Self { item: Some(name.to_string()), ..self.clone() }
     }
 
     fn compile_scope(&self) -> Scope<'static> {
@@ -142,6 +166,10 @@ impl ExprEngine {
             }
         } else {
             scope.push(HOURS_NAME, Dynamic::UNIT);
+        }
+        if let Some(item) = &self.item {
+            scope.push(item.clone(), Dynamic::UNIT);
+            scope.push(ITEM_INDEX, Dynamic::UNIT);
         }
         scope
     }
@@ -186,9 +214,15 @@ impl ExprEngine {
         let voice: Vec<(&&str, &Value)> =
             if self.voice { VOICE_NAMES.iter().zip([&data.inputs, &data.call, &data.value, &data.hours]).collect() } else { vec![(&HOURS_NAME, &data.hours)] };
         for (name, value) in SCOPE_NAMES.iter().zip(values).chain(voice) {
-            let dynamic = rhai::serde::to_dynamic(value).map_err(|e| e.to_string())?;
+            // Only what the script names is converted (a `for_each` child's event may hold the
+            // whole list it came from); strict variables made sure it reads nothing else.
+            let dynamic = if script.source.contains(*name) { rhai::serde::to_dynamic(value).map_err(|e| e.to_string())? } else { Dynamic::UNIT };
             // `push`, not `push_constant`: constants are folded into the AST by the optimizer.
             scope.push(*name, dynamic);
+        }
+        if let Some(item) = &data.item {
+            scope.push(item.name.clone(), rhai::serde::to_dynamic(&item.value).map_err(|e| e.to_string())?);
+            scope.push(ITEM_INDEX, item.index);
         }
         let out: Dynamic = self.engine.eval_ast_with_scope(&mut scope, &script.ast).map_err(|e| {
             let message = eval_error(e, &script.source);

@@ -107,6 +107,14 @@ pub struct Run {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub error: Option<Failure>,
+    /// A `for_each` child's parent run; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub parent_run_id: Option<String>,
+    /// A `for_each` child's position in its parent's list (from 0); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub item_index: Option<i64>,
 }
 
 impl From<&RunRow> for Run {
@@ -122,6 +130,8 @@ impl From<&RunRow> for Run {
             started_at: r.started_at.map(to_rfc3339),
             finished_at: r.finished_at.map(to_rfc3339),
             error: Failure::parse(r.error.as_deref()),
+            parent_run_id: r.parent_run_id.clone(),
+            item_index: r.item_index,
         }
     }
 }
@@ -315,12 +325,14 @@ pub struct RunChange {
     pub status: String,
 }
 
-/// `?workflow_id=&status=&cursor=&limit=`.
+/// `?workflow_id=&status=&parent_run_id=&cursor=&limit=`.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct RunQuery {
     /// Only this workflow's runs.
     workflow_id: Option<String>,
+    /// Only the `for_each` children of this run.
+    parent_run_id: Option<String>,
     /// Only runs in this status (`queued`, `running`, `waiting`, `succeeded`, `failed`, `cancelled`).
     status: Option<String>,
     /// Where the previous page ended.
@@ -344,7 +356,13 @@ struct RunQuery {
     ),
 )]
 async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<RunQuery>) -> ApiResult<Json<RunList>> {
-    let filter = RunFilter { workflow_id: q.workflow_id, status: q.status, cursor: q.cursor, limit: q.limit.unwrap_or(50).clamp(1, 200) };
+    let filter = RunFilter {
+        workflow_id: q.workflow_id,
+        parent_run_id: q.parent_run_id,
+        status: q.status,
+        cursor: q.cursor,
+        limit: q.limit.unwrap_or(50).clamp(1, 200),
+    };
     let page = state.engine.store().list_runs(&account.id, &filter).await?;
     Ok(Json(RunList { runs: page.items.iter().map(Run::from).collect(), next_cursor: page.next_cursor }))
 }
@@ -384,7 +402,7 @@ pub(crate) async fn run_detail(state: &AppState, account_id: &str, id: &str) -> 
     // The step the run is about to execute has no row until it finishes: show it as pending.
     if !run.status.is_final()
         && !steps.iter().any(|s| s.seq == run.step_seq)
-        && let Ok(workflow) = state.engine.workflow(&run.workflow_id, run.version).await
+        && let Ok(workflow) = state.engine.run_workflow(&run).await
         && let Some(step) = workflow.steps.get(run.step_index as usize)
     {
         timeline.push(Step::pending(&step.id, run.step_seq));

@@ -191,9 +191,36 @@ pub enum StepKind {
     },
     /// Compute named values (`vars.<name>`).
     Set(Vec<(String, Script)>),
+    /// Run steps once per item of a list, each item in a child run.
+    ForEach(Box<ForEach>),
     /// End the run, succeeded.
     End,
 }
+
+/// A `for_each` step: one child run per item of `items`, at most `concurrency` active at once;
+/// the step waits until every child has ended.
+#[derive(Debug, Clone)]
+pub struct ForEach {
+    /// The list (rendered when the step starts; it must be a JSON list).
+    pub items: ValueTemplate,
+    /// The name the children's scripts read their item by (and `item_index` its position).
+    pub as_name: String,
+    /// The steps each child runs, compiled as a workflow of their own.
+    pub body: SharedWorkflow,
+    /// At most this many children active at once.
+    pub concurrency: u32,
+    /// A list longer than this fails the step.
+    pub max_items: u32,
+}
+
+/// `for_each.concurrency` when not given.
+pub const DEFAULT_CONCURRENCY: u32 = 10;
+/// The highest `for_each.concurrency`.
+pub const MAX_CONCURRENCY: u32 = 100;
+/// `for_each.max_items` when not given.
+pub const DEFAULT_MAX_ITEMS: u32 = 10_000;
+/// The highest `for_each.max_items`.
+pub const MAX_ITEMS: u32 = 100_000;
 
 /// One step of a workflow.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::{Arm, Delay, MAX_NESTING, MAX_STEPS, OnError, Problem, Step, StepKind, Target, Trigger, WebhookSecret, Workflow, parse_duration};
+use super::{Arm, Delay, ForEach, MAX_NESTING, MAX_STEPS, OnError, Problem, Step, StepKind, Target, Trigger, WebhookSecret, Workflow, parse_duration};
 use crate::action::ActionRegistry;
 use crate::expr::{CompileError, ExprEngine, Script, Template, ValueTemplate};
 use crate::retry::RetryPolicy;
@@ -18,6 +18,10 @@ struct Checker<'a> {
     engine: &'a ExprEngine,
     registry: &'a ActionRegistry,
     problems: Vec<Problem>,
+    /// The document's `params`, as written (a `for_each` body is checked with them).
+    params_source: Option<Value>,
+    /// Checking a `for_each` body: another `for_each` is refused there.
+    in_body: bool,
 }
 
 /// A `goto` before step ids are resolved.
@@ -316,7 +320,11 @@ fn valid_id(id: &str) -> bool {
 
 /// Validates and compiles a workflow document. Every problem is reported, each at its path.
 pub fn validate(doc: &Value, registry: &ActionRegistry, engine: &ExprEngine) -> Result<Workflow, Vec<Problem>> {
-    let mut c = Checker { engine, registry, problems: Vec::new() };
+    check(doc, registry, engine, false)
+}
+
+fn check(doc: &Value, registry: &ActionRegistry, engine: &ExprEngine, in_body: bool) -> Result<Workflow, Vec<Problem>> {
+    let mut c = Checker { engine, registry, problems: Vec::new(), params_source: doc.get("params").cloned(), in_body };
     let Some(top) = doc.as_object() else {
         return Err(vec![Problem { path: "".into(), message: "a workflow must be an object".into() }]);
     };
@@ -462,9 +470,9 @@ fn raw_step(c: &mut Checker<'_>, i: usize, step: &Value) -> RawStep {
             String::new()
         }
     };
-    let kinds: Vec<&str> = ["action", "delay", "branch", "wait_for", "set", "end"].into_iter().filter(|k| map.contains_key(*k)).collect();
+    let kinds: Vec<&str> = ["action", "delay", "branch", "wait_for", "set", "for_each", "end"].into_iter().filter(|k| map.contains_key(*k)).collect();
     if kinds.len() != 1 {
-        c.problem(&path, "must have exactly one of: action, delay, branch, wait_for, set, end");
+        c.problem(&path, "must have exactly one of: action, delay, branch, wait_for, set, for_each, end");
         return RawStep { id, kind: None };
     }
     let kind = match kinds[0] {
@@ -653,6 +661,13 @@ fn raw_step(c: &mut Checker<'_>, i: usize, step: &Value) -> RawStep {
             });
             RawKind::WaitFor { kind: StepKind::WaitFor { event_type, matcher, timeout, on_timeout: None }, on_timeout }
         }
+        "for_each" => {
+            c.only_keys(&path, map, &["id", "for_each"]);
+            match for_each(c, &format!("{path}.for_each"), &map["for_each"]) {
+                Some(f) => RawKind::Ready(StepKind::ForEach(Box::new(f))),
+                None => return RawStep { id, kind: None },
+            }
+        }
         "set" => {
             c.only_keys(&path, map, &["id", "set"]);
             let spath = format!("{path}.set");
@@ -703,9 +718,87 @@ fn successors(steps: &[Step], i: usize) -> Vec<usize> {
             out.extend(next);
             out.extend(on_timeout.as_ref().and_then(step));
         }
-        StepKind::Delay(_) | StepKind::Set(_) => out.extend(next),
+        StepKind::Delay(_) | StepKind::Set(_) | StepKind::ForEach(_) => out.extend(next),
     }
     out
+}
+
+/// Names a `for_each` item may not take: the scope's own.
+const RESERVED_NAMES: [&str; 12] = ["event", "steps", "vars", "params", "run", "account", "inputs", "call", "value", "item_index", "hours", "voice_hours"];
+
+/// Checks a `for_each` step: `{items, as, steps, concurrency?, max_items?}`. Its steps are
+/// checked as a workflow of their own (with the document's `params`, and the item's name known
+/// to their scripts), and their problems reported under `<path>.steps[…]`.
+fn for_each(c: &mut Checker<'_>, path: &str, value: &Value) -> Option<ForEach> {
+    let f = c.object(path, value)?;
+    c.only_keys(path, f, &["items", "as", "steps", "concurrency", "max_items"]);
+    if c.in_body {
+        c.problem(path, "a for_each cannot be inside another for_each's steps");
+        return None;
+    }
+    let mut errors = Vec::new();
+    let items = match f.get("items") {
+        Some(v @ (Value::String(_) | Value::Array(_))) => Some(ValueTemplate::compile(c.engine, v, &format!("{path}.items"), &mut errors)),
+        _ => {
+            c.problem(format!("{path}.items"), "is required: a list, or a {{ … }} expression giving one (e.g. \"{{ steps.find.output.leads }}\")");
+            None
+        }
+    };
+    for (p, e) in errors {
+        c.compile_problem(&p, e);
+    }
+    let as_name = match f.get("as") {
+        Some(Value::String(s)) if valid_id(s) && !RESERVED_NAMES.contains(&s.as_str()) => Some(s.clone()),
+        Some(Value::String(s)) => {
+            c.problem(format!("{path}.as"), format!("'{s}' cannot name the item (letters, digits and _, not one of {})", RESERVED_NAMES.join(", ")));
+            None
+        }
+        _ => {
+            c.problem(format!("{path}.as"), "is required: the name the steps read each item by, e.g. lead");
+            None
+        }
+    };
+    let mut bound = |field: &str, default: u32, max: u32| match f.get(field) {
+        None => default,
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=u64::from(max)).contains(&n) => n as u32,
+            _ => {
+                c.problem(format!("{path}.{field}"), format!("must be a whole number from 1 to {max}"));
+                default
+            }
+        },
+    };
+    let concurrency = bound("concurrency", super::DEFAULT_CONCURRENCY, super::MAX_CONCURRENCY);
+    let max_items = bound("max_items", super::DEFAULT_MAX_ITEMS, super::MAX_ITEMS);
+    let spath = format!("{path}.steps");
+    let body = match (f.get("steps"), &as_name) {
+        (Some(Value::Array(steps)), Some(name)) if !steps.is_empty() => {
+            let mut doc = serde_json::json!({ "name": "for_each", "trigger": { "manual": {} }, "steps": steps });
+            if let Some(params) = &c.params_source {
+                doc["params"] = params.clone();
+            }
+            match check(&doc, c.registry, &c.engine.with_item(name), true) {
+                Ok(w) => Some(std::sync::Arc::new(w)),
+                Err(problems) => {
+                    // The document's own problems (its params) are reported once, at the top.
+                    let before = c.problems.len();
+                    for p in problems.into_iter().filter(|p| p.path.starts_with("steps")) {
+                        c.problem(format!("{path}.{}", p.path), p.message);
+                    }
+                    if c.problems.len() == before {
+                        c.problem(path, "its steps cannot be checked until the workflow's params are valid");
+                    }
+                    None
+                }
+            }
+        }
+        (Some(Value::Array(steps)), _) if !steps.is_empty() => None,
+        _ => {
+            c.problem(&spath, "is required: the steps each item runs, a non-empty list");
+            None
+        }
+    };
+    Some(ForEach { items: items?, as_name: as_name?, body: body?, concurrency, max_items })
 }
 
 /// The index of a step on a cycle, if the step graph has one. Iterative (an explicit stack), so

@@ -23,6 +23,7 @@ fn record_metrics(workflow: &Workflow, claim: &Claim, c: &Completion) {
         StepKind::Branch(_) => "branch".into(),
         StepKind::WaitFor { .. } => "wait_for".into(),
         StepKind::Set(_) => "set".into(),
+        StepKind::ForEach(_) => "for_each".into(),
         StepKind::End => "end".into(),
     };
     metrics::counter!("switchboard_steps_total", "kind" => kind.clone(), "status" => c.step.status.as_str()).increment(1);
@@ -95,6 +96,8 @@ pub(super) async fn commit(
         side_effect: is_action,
         quota,
         outbox: t.outbox,
+        spawn: t.spawn,
+        parent: state.parent(),
         now,
     };
     record_metrics(workflow, claim, &completion);
@@ -183,6 +186,8 @@ pub(super) async fn finish_failed(
         side_effect: false,
         quota: state.reservation.take().map(|r| QuotaSettle { release: Some(r), spend: None }),
         outbox: None,
+        spawn: None,
+        parent: state.parent(),
         now,
     };
     if engine.store.complete(&completion).await? {

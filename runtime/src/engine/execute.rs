@@ -17,7 +17,7 @@ use crate::contact::{self, Channel, ContactRules};
 use crate::definition::{Delay, OnError, StepKind, Workflow};
 use crate::metering;
 use crate::status::StepStatus;
-use crate::store::{Claim, Dispatch, NewOutbox, NewWait, OptOutRow, Reservation, StepRow};
+use crate::store::{Claim, Dispatch, FanOutSummary, NewChild, NewOutbox, NewWait, OptOutRow, Reservation, Spawn, StepRow};
 
 /// Slack on top of an action's own timeout before the runtime gives up on it.
 pub(super) const ACTION_GRACE: Duration = Duration::from_secs(2);
@@ -311,8 +311,89 @@ pub(super) async fn execute(engine: &Engine, token: &str, state: &mut RunState, 
                 Outcome::Waiting { until: crate::clock::after(now, *timeout), wait: Some(NewWait { event_type: event_type.clone() }), output: None }
             }
         }
+        StepKind::ForEach(f) => {
+            if claim.attempt > 0 {
+                // Woken by its last child's end, or at its re-check time.
+                let summary = engine.store.fan_out_summary(&claim.run_id, claim.step_seq).await?;
+                if summary.active > 0 {
+                    Outcome::Children { until: crate::clock::after(now, FAN_OUT_RECHECK), spawn: None, output: fan_out_output(&summary) }
+                } else {
+                    Outcome::Succeeded { output: fan_out_output(&summary), usage: vec![], next, input: None }
+                }
+            } else {
+                let invalid = |message: String| Outcome::Failed { error: ActionError::permanent("invalid_items", message), then: Err(()), input: None };
+                let items = match f.items.render(&engine.expr, &state.scope(workflow)) {
+                    Ok(Value::Array(items)) => items,
+                    Ok(other) => return Ok(invalid(format!("items must be a list, and it is {}", json_type(&other)))),
+                    Err(e) => return Ok(invalid(format!("rendering the items failed: {e}"))),
+                };
+                if items.len() > f.max_items as usize {
+                    let error = ActionError::permanent(
+                        "too_many_items",
+                        format!("the list has {} items and this for_each takes at most {} (max_items); nothing was started", items.len(), f.max_items),
+                    );
+                    return Ok(Outcome::Failed { error, then: Err(()), input: None });
+                }
+                if items.is_empty() {
+                    return Ok(Outcome::Succeeded { output: fan_out_output(&FanOutSummary::default()), usage: vec![], next, input: None });
+                }
+                let is_test = state.run.is_test == 1;
+                let total = items.len();
+                let children = items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, item)| {
+                        let id = super::new_id();
+                        let usage = (!is_test).then(|| engine.start_charge(&id, &state.account.timezone, now));
+                        let context = json!({ "each": { "as": f.as_name, "item": item, "step": claim.step_index } }).to_string();
+                        NewChild { id, item_index: i as i64, context, usage }
+                    })
+                    .collect();
+                let spawn = Spawn {
+                    parent_seq: claim.step_seq,
+                    event_id: state.run.event_id.clone(),
+                    event: state.run.event.clone(),
+                    version: state.run.version,
+                    is_test,
+                    admit: f.concurrency as usize,
+                    children,
+                };
+                let output = json!({ "total": total, "concurrency": f.concurrency, "waiting_for_children": true });
+                Outcome::Children { until: crate::clock::after(now, FAN_OUT_RECHECK), spawn: Some(spawn), output }
+            }
+        }
         StepKind::End => Outcome::Succeeded { output: json!({}), usage: vec![], next: None, input: None },
     })
+}
+
+/// How long a `for_each` waits before it looks at its children again if nothing woke it (the
+/// last child's end wakes it at once; this only bounds a wake-up that was missed).
+const FAN_OUT_RECHECK: Duration = Duration::from_secs(3600);
+
+/// A fan-out's output: `{total, succeeded, failed, cancelled, children}` (the first 1,000 child
+/// run ids; `children_truncated` past that: `GET /v1/runs?parent_run_id=` lists them all).
+fn fan_out_output(s: &FanOutSummary) -> Value {
+    let mut out = json!({ "total": s.total, "succeeded": s.succeeded, "failed": s.failed, "cancelled": s.cancelled, "children": s.children });
+    if s.active > 0 {
+        out["active"] = json!(s.active);
+        out["waiting_for_children"] = json!(true);
+    }
+    if s.total > s.children.len() as i64 {
+        out["children_truncated"] = json!(true);
+    }
+    out
+}
+
+/// A JSON value's type, for messages.
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// The source of an opt-out the vendor told us about by refusing a send.

@@ -42,7 +42,7 @@ impl Engine {
     }
 
     /// A run's `workflow_run` charge.
-    fn start_charge(&self, run_id: &str, timezone: &str, now: i64) -> NewUsage {
+    pub(super) fn start_charge(&self, run_id: &str, timezone: &str, now: i64) -> NewUsage {
         let price = self.config.prices.charge("workflow_run", 1);
         NewUsage {
             id: format!("{run_id}:run"),
@@ -296,21 +296,19 @@ impl Engine {
     /// A workflow version, or `None` (logged) when the stored version no longer validates, so one
     /// broken workflow cannot block an account's events.
     async fn usable_workflow(&self, workflow_id: &str, version: i64) -> Result<Option<crate::definition::SharedWorkflow>> {
-        match self.workflow(workflow_id, version).await {
-            Ok(w) => Ok(Some(w)),
-            Err(crate::Error::Invalid(problems)) => {
-                tracing::warn!(%workflow_id, version, ?problems, "stored workflow version no longer validates; skipped");
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+        usable(self.workflow(workflow_id, version).await, workflow_id, version)
+    }
+
+    /// [`Engine::usable_workflow`] of the steps a run executes (a `for_each` child's are its body).
+    async fn usable_run_workflow(&self, run: &crate::store::RunRow) -> Result<Option<crate::definition::SharedWorkflow>> {
+        usable(self.run_workflow(run).await, &run.workflow_id, run.version)
     }
 
     /// The waiting `wait_for` steps of the account this event resumes.
     async fn matching_waits(&self, account_id: &str, event_type: &str, event_id: &str, data: &Value) -> Result<Vec<Resume>> {
         let mut resumes = Vec::new();
         for (run, wait_seq) in self.store.waiting_runs(account_id, event_type).await? {
-            let Some(workflow) = self.usable_workflow(&run.workflow_id, run.version).await? else { continue };
+            let Some(workflow) = self.usable_run_workflow(&run).await? else { continue };
             let Some(step) = workflow.steps.get(run.step_index as usize) else { continue };
             let StepKind::WaitFor { matcher, .. } = &step.kind else { continue };
             let mut state = super::step::RunState::load(self, run).await?;
@@ -339,6 +337,18 @@ impl Engine {
             });
         }
         Ok(resumes)
+    }
+}
+
+/// A compiled workflow, or `None` (logged) when its stored version no longer validates.
+fn usable(found: Result<crate::definition::SharedWorkflow>, workflow_id: &str, version: i64) -> Result<Option<crate::definition::SharedWorkflow>> {
+    match found {
+        Ok(w) => Ok(Some(w)),
+        Err(crate::Error::Invalid(problems)) => {
+            tracing::warn!(%workflow_id, version, ?problems, "stored workflow version no longer validates; skipped");
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 

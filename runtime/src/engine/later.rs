@@ -64,7 +64,7 @@ impl Engine {
                 let _ = self.store.release(run_id, &token, self.clock.now()).await;
             };
             let Some(run) = self.store.run_by_id(run_id).await? else { return Ok(LaterCompletion::NotWaiting) };
-            let (workflow, mut state) = match self.workflow(&run.workflow_id, run.version).await {
+            let (workflow, mut state) = match self.run_workflow(&run).await {
                 Ok(w) => match RunState::load(self, run).await {
                     Ok(state) => (w, state),
                     Err(e) => {

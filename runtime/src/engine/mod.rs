@@ -37,7 +37,7 @@ use crate::events::{EventBus, LocalEventBus};
 use crate::expr::ExprEngine;
 use crate::metering::PriceList;
 use crate::ratelimit::{LocalRateLimiter, RateLimiter};
-use crate::store::{Account, Claim, Store};
+use crate::store::{Account, Claim, RunRow, Store};
 use crate::{Error, Result};
 
 /// How long an account (timezone, plan) may be served from memory; a plan change made by
@@ -180,6 +180,24 @@ impl Engine {
         Ok(compiled)
     }
 
+    /// The steps a run executes: its workflow version's, or for a `for_each` child, the steps
+    /// of its parent's `for_each` (`context.each.step` names which).
+    pub async fn run_workflow(&self, run: &RunRow) -> Result<SharedWorkflow> {
+        let workflow = self.workflow(&run.workflow_id, run.version).await?;
+        if run.parent_run_id.is_none() {
+            return Ok(workflow);
+        }
+        let context: Value = serde_json::from_str(&run.context)?;
+        let index = context.pointer("/each/step").and_then(Value::as_u64).unwrap_or(u64::MAX) as usize;
+        match workflow.steps.get(index).map(|s| &s.kind) {
+            Some(crate::definition::StepKind::ForEach(f)) => Ok(f.body.clone()),
+            _ => Err(Error::Invalid(vec![Problem {
+                path: format!("steps[{index}]"),
+                message: "this child run's for_each step is not in its workflow version".into(),
+            }])),
+        }
+    }
+
     async fn account(&self, id: &str) -> Result<Account> {
         if let Some((a, at)) = self.accounts.lock().expect("cache lock").get(id)
             && at.elapsed() < ACCOUNT_TTL
@@ -238,6 +256,13 @@ impl Engine {
         loop {
             let token = new_token();
             let now = self.clock.now();
+            // A fan-out's children first: the run waits for them.
+            for child in self.store.queued_children(run_id).await? {
+                let token = new_token();
+                if let Some(claim) = self.store.claim_run(&token, &child, now, crate::clock::after(now, self.config.lease)).await? {
+                    self.process(&token, claim).await?;
+                }
+            }
             if let Some(claim) = self.store.claim_run(&token, run_id, now, crate::clock::after(now, self.config.lease)).await? {
                 self.process(&token, claim).await?;
                 continue;

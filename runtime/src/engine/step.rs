@@ -12,7 +12,7 @@ use super::later;
 use super::transition::Outcome;
 use crate::action::ActionError;
 use crate::definition::Workflow;
-use crate::expr::ScopeData;
+use crate::expr::{Item, ScopeData};
 use crate::store::{Account, Claim, RunRow};
 use crate::{Error, Result};
 
@@ -41,9 +41,25 @@ impl RunState {
         Ok(Self { run, event, context, account, reservation: None })
     }
 
+    /// A `for_each` child's parent: (run, step execution).
+    pub(crate) fn parent(&self) -> Option<(String, i64)> {
+        Some((self.run.parent_run_id.clone()?, self.run.parent_seq?))
+    }
+
+    /// A `for_each` child's item (`context.each`), as its scripts read it.
+    fn item(&self) -> Option<Item> {
+        let each = self.context.get("each")?;
+        Some(Item {
+            name: each.get("as")?.as_str()?.to_string(),
+            value: each.get("item").cloned().unwrap_or_default(),
+            index: self.run.item_index.unwrap_or(0),
+        })
+    }
+
     /// What scripts see.
     pub(crate) fn scope(&self, workflow: &Workflow) -> ScopeData {
         ScopeData {
+            item: self.item(),
             event: self.event.clone(),
             steps: self.context.get("steps").cloned().unwrap_or_else(|| json!({})),
             vars: self.context.get("vars").cloned().unwrap_or_else(|| json!({})),
@@ -56,7 +72,9 @@ impl RunState {
 
     /// The lead's timezone as the event gives it (`event.lead.timezone`), for the contact rules.
     pub(crate) fn lead_timezone(&self) -> Option<&str> {
-        self.event.pointer("/lead/timezone").and_then(Value::as_str)
+        // A `for_each` child reaches its item: the item's timezone first.
+        let item = self.context.pointer("/each/item/timezone").and_then(Value::as_str);
+        item.or_else(|| self.event.pointer("/lead/timezone").and_then(Value::as_str))
     }
 
     /// What the contact rules did to a step execution (`context.contact["<seq>"]`, shown in
@@ -83,7 +101,7 @@ impl RunState {
 
 pub(super) async fn process(engine: &Engine, token: &str, mut claim: Claim) -> Result<()> {
     let Some(run) = engine.store.run_by_id(&claim.run_id).await? else { return Ok(()) };
-    let workflow = engine.workflow(&run.workflow_id, run.version).await;
+    let workflow = engine.run_workflow(&run).await;
     let mut state = RunState::load(engine, run).await?;
     // A claim taken over after a crash may hold the reservation its first worker made; load it
     // before anything can end the step, so it is always released.

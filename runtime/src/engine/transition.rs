@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::action::{ActionError, FailureClass};
 use crate::metering::Usage;
 use crate::status::{RunStatus, StepStatus};
-use crate::store::{NewOutbox, NewWait, Next, StepRow};
+use crate::store::{NewOutbox, NewWait, Next, Spawn, StepRow};
 
 /// Where the run goes after a step failed for good: `Ok(Some(i))` on to step `i`, `Ok(None)` the
 /// run succeeds (an `on_error: continue` at the end), `Err(())` the run fails.
@@ -46,6 +46,10 @@ pub(crate) enum Outcome {
     /// Due inside the quiet hours of the person it reaches: wait until `until`, the first
     /// minute they allow (no attempt spent; a test run goes on at once). `output` says so.
     QuietHours { until: i64, output: Value, input: Value },
+    /// A `for_each` waits for its children (started now when `spawn` is given) until they have
+    /// all ended, or until `until`, when it looks again. Never fast-forwarded: the children's
+    /// end wakes it.
+    Children { until: i64, spawn: Option<Spawn>, output: Value },
     /// Not sent on purpose (the recipient opted out): the step ends `skipped` with `output`,
     /// unbilled, and the run goes on at `next`.
     Skipped { output: Value, next: Option<usize>, input: Value },
@@ -98,6 +102,8 @@ pub(crate) struct Transition {
     pub(crate) usage: Vec<Usage>,
     /// What a sandbox send would have sent.
     pub(crate) outbox: Option<NewOutbox>,
+    /// The child runs a `for_each` starts.
+    pub(crate) spawn: Option<Spawn>,
 }
 
 /// The failure envelope as stored: the error and the step it happened at.
@@ -135,6 +141,7 @@ pub(crate) fn transition(at: &Position, outcome: Outcome) -> Option<Transition> 
         visible_output: None,
         usage: Vec::new(),
         outbox: None,
+        spawn: None,
     };
     // Go on with step `index` at once, under the same lease.
     let continue_at =
@@ -190,6 +197,14 @@ pub(crate) fn transition(at: &Position, outcome: Outcome) -> Option<Transition> 
             t.step.output = Some(output.to_string());
             t.step.input = Some(input.to_string());
             (again(at.attempt, until, at.fast_forward), RunStatus::Waiting)
+        }
+        Outcome::Children { until, spawn, output } => {
+            let until = until.max(now);
+            t.step.status = StepStatus::Waiting;
+            t.step.due_at = Some(until);
+            t.step.output = Some(output.to_string());
+            t.spawn = spawn;
+            (again(1, until, false), RunStatus::Waiting)
         }
         Outcome::Skipped { output, next, input } => {
             t.step.status = StepStatus::Skipped;
@@ -335,6 +350,7 @@ mod tests {
             (0..10_000_000u64).prop_map(|ms| Outcome::Deferred { handle: json!({"call_sid": "CA1"}), check_after: Duration::from_millis(ms), input: None }),
             any::<i64>().prop_map(|until| Outcome::QuietHours { until, output: json!({"deferred": "quiet_hours"}), input: json!({}) }),
             next().prop_map(|next| Outcome::Skipped { output: json!({"skipped": "opted_out"}), next, input: json!({}) }),
+            any::<i64>().prop_map(|until| Outcome::Children { until, spawn: None, output: json!({"total": 3}) }),
         ]
     }
 

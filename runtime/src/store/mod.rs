@@ -19,6 +19,7 @@ mod calls;
 mod connections;
 mod contact;
 pub mod dialect;
+mod fan_out;
 mod hours;
 mod numbers;
 mod outbox;

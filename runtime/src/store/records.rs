@@ -154,6 +154,12 @@ pub struct RunRow {
     pub started_at: Option<i64>,
     /// When it ended (ms).
     pub finished_at: Option<i64>,
+    /// A `for_each` child's parent run.
+    pub parent_run_id: Option<String>,
+    /// A `for_each` child's parent step execution (`seq`).
+    pub parent_seq: Option<i64>,
+    /// A `for_each` child's position in the list (from 0).
+    pub item_index: Option<i64>,
 }
 
 /// One execution of a step.
@@ -264,6 +270,56 @@ pub struct NewUsage {
     pub cost_micros: i64,
     /// The local date (account timezone) it is counted on.
     pub day: String,
+}
+
+/// The child runs of a `for_each` step execution, written in the transaction that makes the
+/// step wait for them.
+#[derive(Debug, Clone)]
+pub struct Spawn {
+    /// The parent's step execution.
+    pub parent_seq: i64,
+    /// The event that started the parent (children share it).
+    pub event_id: String,
+    /// The parent's event (JSON), copied to each child.
+    pub event: String,
+    /// The workflow version the children run (the body of the parent's step).
+    pub version: i64,
+    /// Whether they are test runs.
+    pub is_test: bool,
+    /// How many to admit at once (the step's concurrency).
+    pub admit: usize,
+    /// The children, in item order.
+    pub children: Vec<NewChild>,
+}
+
+/// One child run of a `for_each`.
+#[derive(Debug, Clone)]
+pub struct NewChild {
+    /// Its id.
+    pub id: String,
+    /// Its position in the list.
+    pub item_index: i64,
+    /// Its initial context (JSON): the item and where its steps are.
+    pub context: String,
+    /// Its `workflow_run` charge, none when not billed.
+    pub usage: Option<NewUsage>,
+}
+
+/// How a fan-out's children stand.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FanOutSummary {
+    /// Children started.
+    pub total: i64,
+    /// Ended well.
+    pub succeeded: i64,
+    /// Ended failed.
+    pub failed: i64,
+    /// Cancelled.
+    pub cancelled: i64,
+    /// Not ended yet.
+    pub active: i64,
+    /// The first children's run ids, in item order.
+    pub children: Vec<String>,
 }
 
 /// An event to record.
@@ -443,6 +499,10 @@ pub struct Completion {
     pub quota: Option<QuotaSettle>,
     /// What a sandbox send would have sent, for the outbox.
     pub outbox: Option<NewOutbox>,
+    /// The child runs a `for_each` step starts (with the step's waiting transition).
+    pub spawn: Option<Spawn>,
+    /// For a `for_each` child: its parent (run, step seq), told when the child ends.
+    pub parent: Option<(String, i64)>,
     /// Now (ms).
     pub now: i64,
 }
@@ -461,6 +521,8 @@ pub struct Page<T> {
 pub struct RunFilter {
     /// Only this workflow's runs.
     pub workflow_id: Option<String>,
+    /// Only the `for_each` children of this run.
+    pub parent_run_id: Option<String>,
     /// Only runs in this status.
     pub status: Option<String>,
     /// Runs with ids below this.

@@ -9,7 +9,7 @@ use crate::status::{RunStatus, StepStatus};
 use crate::{Error, Result};
 
 const RUN_COLUMNS: &str = "id, account_id, workflow_id, version, status, event_id, event, context, error, is_test, \
-     step_index, step_seq, created_at, started_at, finished_at";
+     step_index, step_seq, created_at, started_at, finished_at, parent_run_id, parent_seq, item_index";
 const STEP_COLUMNS: &str = "run_id, seq, step_id, status, attempts, input, output, error, started_at, finished_at, due_at, rate_slot_at, rate_slot_key, \
      deferred_handle";
 pub(super) const USAGE_COLUMNS: &str = "seq, id, account_id, workflow_id, run_id, step_id, unit, quantity, tokens_milli, cost_micros, created_at, day";
@@ -227,6 +227,8 @@ impl Store {
             && c.quota.is_none()
             && c.outbox.is_none()
             && c.step.deferred_handle.is_none()
+            && c.spawn.is_none()
+            && c.parent.is_none()
             && self.complete_in_one(c).await?
         {
             return Ok(true);
@@ -304,6 +306,12 @@ impl Store {
             } else if c.clear_wait {
                 sqlx::query("DELETE FROM waits WHERE run_id = $1").bind(&c.run_id).execute(&mut *tx).await?;
             }
+            if let Some(spawn) = &c.spawn {
+                super::fan_out::spawn(&mut tx, c, spawn).await?;
+            }
+            if let (true, Some((parent, parent_seq))) = (c.run_status.is_final(), &c.parent) {
+                super::fan_out::child_ended(&mut tx, parent, *parent_seq, true, c.now).await?;
+            }
         }
         let mut inserted_tokens = 0;
         if !c.usage.is_empty() {
@@ -329,7 +337,8 @@ impl Store {
     pub async fn waiting_runs(&self, account_id: &str, event_type: &str) -> Result<Vec<(RunRow, i64)>> {
         let rows: Vec<WaitingRun> = sqlx::query_as(
             "SELECT r.id, r.account_id, r.workflow_id, r.version, r.status, r.event_id, r.event, r.context, r.error, \
-             r.is_test, r.step_index, r.step_seq, r.created_at, r.started_at, r.finished_at, w.step_seq AS wait_seq \
+             r.is_test, r.step_index, r.step_seq, r.created_at, r.started_at, r.finished_at, r.parent_run_id, r.parent_seq, \
+             r.item_index, w.step_seq AS wait_seq \
              FROM runs r JOIN waits w ON w.run_id = r.id WHERE w.account_id = $1 AND w.event_type = $2",
         )
         .bind(account_id)
@@ -369,11 +378,20 @@ impl Store {
             drop(tx);
             return Ok(self.run_exists(account_id, run_id).await?.then_some(false));
         }
+        let had_slot = held.is_some();
         if let Some((reserved, Some(period))) = held.filter(|h| h.0 > 0) {
             let release = super::QuotaSettle { release: Some((period, reserved)), spend: None };
             super::quota::settle(&mut tx, account_id, &release).await?;
         }
         sqlx::query("DELETE FROM waits WHERE run_id = $1").bind(run_id).execute(&mut *tx).await?;
+        // A fan-out's children are cancelled with it; a child cancelled alone frees its slot
+        // (if it held one) and counts as ended for its parent.
+        super::fan_out::cancel_children(&mut tx, run_id, now).await?;
+        let parent: Option<(Option<String>, Option<i64>)> =
+            sqlx::query_as("SELECT parent_run_id, parent_seq FROM runs WHERE id = $1").bind(run_id).fetch_optional(&mut *tx).await?;
+        if let Some((Some(parent), Some(parent_seq))) = parent {
+            super::fan_out::child_ended(&mut tx, &parent, parent_seq, had_slot, now).await?;
+        }
         // The executions that would go on (`StepStatus::after_cancel`): a retry, a wait, a slot,
         // an action that finishes later (a callback after this finds no queue row: it writes nothing).
         sqlx::query(
@@ -466,7 +484,7 @@ impl Store {
     pub async fn list_runs(&self, account_id: &str, f: &RunFilter) -> Result<Page<RunRow>> {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE account_id = $1 AND ($2 IS NULL OR workflow_id = $2) \
-             AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
+             AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR id < $4) AND ($6 IS NULL OR parent_run_id = $6) ORDER BY id DESC LIMIT $5"
         );
         let items: Vec<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(account_id)
@@ -474,6 +492,7 @@ impl Store {
             .bind(&f.status)
             .bind(&f.cursor)
             .bind(f.limit + 1)
+            .bind(&f.parent_run_id)
             .fetch_all(&self.reader)
             .await?;
         Ok(page(items, f.limit, |r| r.id.clone()))
@@ -718,12 +737,12 @@ pub(super) fn bind_step<'q>(q: AnyQuery<'q>, s: &'q StepRow) -> AnyQuery<'q> {
 }
 
 /// A ledger row to insert: `(account, workflow, run, usage, now)`.
-type UsageInsert<'a> = (&'a str, &'a str, &'a str, &'a NewUsage, i64);
+pub(super) type UsageInsert<'a> = (&'a str, &'a str, &'a str, &'a NewUsage, i64);
 
 /// Inserts ledger rows; returns the tokens (thousandths) of the rows actually inserted. Their ids
 /// are deterministic per (run, step execution, unit) and unique: a replayed completion cannot
 /// charge twice.
-async fn insert_usage(tx: &mut Transaction<'static, Any>, rows: &[UsageInsert<'_>]) -> Result<i64> {
+pub(super) async fn insert_usage(tx: &mut Transaction<'static, Any>, rows: &[UsageInsert<'_>]) -> Result<i64> {
     let mut inserted = 0;
     for chunk in rows.chunks(CHUNK) {
         let sql = format!(

@@ -21,12 +21,15 @@
 //! - [`statements`]: SQL statements and commits per step (`statements`).
 //! - [`procs`]: steps/s with 1, 2 and 4 real `switchboard worker` processes (`procs`,
 //!   PostgreSQL only).
+//! - [`fan_out`]: children started per second by one `for_each` over many items, workers
+//!   running (`fan_out`).
 //! - [`calls`]: the latency of Twilio's inbound-call requests (the first TwiML, a gather's
 //!   result) under concurrent calls, with the workers running (`calls`).
 //! - [`memory`]: a worker's resident memory with an empty queue and with 1,000,000 pending
 //!   delays (`memory`, PostgreSQL only).
 
 mod calls;
+mod fan_out;
 mod latency;
 mod memory;
 mod procs;
@@ -49,7 +52,7 @@ use switchboard_runtime::metering::Unit;
 use switchboard_runtime::store::{Account, BenchProbe, Store, StoreConfig, WorkflowRow, WorkflowWrite, dialect};
 
 /// Every measurement, in the order they run on a backend.
-const MEASUREMENTS: [&str; 9] = ["ingest", "steps", "billed", "statements", "procs", "timers", "usage", "calls", "memory"];
+const MEASUREMENTS: [&str; 10] = ["ingest", "steps", "billed", "statements", "procs", "timers", "usage", "calls", "fan_out", "memory"];
 
 /// Measurements that need PostgreSQL (several processes on one database; bulk SQL).
 const POSTGRES_ONLY: [&str; 2] = ["procs", "memory"];
@@ -66,7 +69,7 @@ struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
     backends: Vec<String>,
     /// Measurements to run, comma-separated: ingest, steps, billed, statements, procs, timers,
-    /// usage, calls, memory (procs and memory on PostgreSQL only), or all.
+    /// usage, calls, fan_out, memory (procs and memory on PostgreSQL only), or all.
     #[arg(long, value_delimiter = ',', default_value = "all")]
     only: Vec<String>,
     /// Webhook requests sent in the ingest measurement.
@@ -103,6 +106,12 @@ struct BenchArgs {
     /// Inbound calls in the calls measurement.
     #[arg(long, default_value_t = 1_000)]
     calls: usize,
+    /// Items of the fan-out measurement's for_each.
+    #[arg(long, default_value_t = 10_000)]
+    fan_out_items: usize,
+    /// Children active at once in the fan-out measurement.
+    #[arg(long, default_value_t = 10)]
+    fan_out_concurrency: u32,
     /// Calls in flight at once in the calls measurement.
     #[arg(long, default_value_t = 50)]
     call_concurrency: usize,
@@ -288,6 +297,7 @@ struct Figures {
     usage_ms: Option<[(f64, f64); 2]>,
     memory: Option<memory::Memory>,
     calls: Option<calls::CallLatency>,
+    fan_out: Option<fan_out::FanOut>,
 }
 
 /// Runs the selected measurements on SQLite and on PostgreSQL (if reachable), then prints them.
@@ -342,6 +352,7 @@ async fn measure(b: Backend, args: &BenchArgs, selected: &[&str], server: Option
         usage_ms: None,
         memory: None,
         calls: None,
+        fan_out: None,
     };
     for m in selected {
         eprintln!("[{:>5.0} s] {} {m}", elapsed_secs(), b.name);
@@ -353,6 +364,7 @@ async fn measure(b: Backend, args: &BenchArgs, selected: &[&str], server: Option
             "procs" if b.is_postgres() => f.procs = procs::measure(&b, args).await?,
             "timers" => f.latency = Some(latency::measure(&b, args).await?),
             "calls" => f.calls = Some(calls::measure(&b, args).await?),
+            "fan_out" => f.fan_out = Some(fan_out::measure(&b, args).await?),
             "usage" if args.ledger_rows > 0 => f.usage_ms = Some(throughput::usage_latency(&b, args.ledger_rows).await?),
             "memory" => {
                 if let Some(server) = server {
@@ -378,5 +390,6 @@ fn print(figures: &[Figures], args: &BenchArgs) {
     procs::print(figures, args);
     latency::print(figures, args);
     calls::print(figures, args);
+    fan_out::print(figures, args);
     memory::print(figures, args);
 }

@@ -328,6 +328,8 @@ async fn a_send_interrupted_by_a_crash_is_never_resent(db: TestDb) {
         side_effect: true,
         quota: None,
         outbox: None,
+        spawn: None,
+        parent: None,
         now: app.now(),
     };
     assert!(!store.complete(&late).await.unwrap());

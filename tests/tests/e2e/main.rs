@@ -12,6 +12,7 @@ mod console;
 mod contact;
 mod crash;
 mod engine;
+mod fan_out;
 mod hardening;
 mod hours;
 mod inbound;

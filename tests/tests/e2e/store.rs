@@ -199,6 +199,8 @@ async fn a_replayed_completion_bills_once(db: TestDb) {
         side_effect: true,
         quota: None,
         outbox: None,
+        spawn: None,
+        parent: None,
         now: T0,
     };
     assert!(store.complete(&completion).await.unwrap());
