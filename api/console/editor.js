@@ -17,6 +17,7 @@ const CONTROL_BLOCKS = [
   { kind: 'branch', label: 'Branch', help: 'Go one way or another' },
   { kind: 'wait_for', label: 'Wait for event', help: 'Wait for an event, with a timeout' },
   { kind: 'set', label: 'Set', help: 'Remember values as vars' },
+  { kind: 'for_each', label: 'For each', help: 'Steps for each item, in child runs' },
   { kind: 'end', label: 'End', help: 'End the run' },
 ];
 
@@ -235,6 +236,8 @@ class Editor {
         return { id, set: { value: '1' } };
       case 'end':
         return { id, end: {} };
+      case 'for_each':
+        return { id, for_each: { items: '{{ event.items }}', as: 'item', steps: [{ id: `${id}_log`, action: 'log', input: { message: '{{ item }}' } }] } };
       default: {
         const input = {};
         const schema = this.actions[kind] && this.actions[kind].input_schema;

@@ -4,9 +4,9 @@
 
 import { svg, clear } from './dom.js';
 
-/** The kind of a step: action, delay, branch, wait_for, set, end (or unknown). */
+/** The kind of a step: action, delay, branch, wait_for, set, end, for_each (or unknown). */
 export function kindOf(step) {
-  for (const k of ['action', 'delay', 'branch', 'wait_for', 'set', 'end']) if (step && Object.prototype.hasOwnProperty.call(step, k)) return k;
+  for (const k of ['action', 'delay', 'branch', 'wait_for', 'set', 'end', 'for_each']) if (step && Object.prototype.hasOwnProperty.call(step, k)) return k;
   return 'unknown';
 }
 
@@ -42,6 +42,14 @@ export function summary(step) {
       return Object.entries(step.set || {}).map(([k, v]) => `${k} = ${text(v)}`);
     case 'end':
       return ['end the run'];
+    case 'for_each': {
+      const f = step.for_each || {};
+      const inner = Array.isArray(f.steps) ? f.steps : [];
+      return [
+        `for each ${f.as || 'item'} in ${text(f.items)}${f.concurrency ? ` (${f.concurrency} at once)` : ''}: one child run each`,
+        ...inner.map((s) => `  ↳ ${s && s.id} · ${kindOf(s) === 'action' ? s.action : kindOf(s)}`),
+      ];
+    }
     default:
       return ['(not a step kind the console knows)'];
   }

@@ -89,6 +89,17 @@ function kindFields(ed, step, kind) {
       return json(ed, 'Values', step.set, (v) => (step.set = v), 'Names and Rhai expressions, read later as vars.<name>.', 'set');
     case 'end':
       return h('p', { class: 'help' }, 'Ends the run here.');
+    case 'for_each': {
+      const f = (step.for_each = step.for_each || {});
+      const opt = (k, number = false) => (v) => (v === '' ? delete f[k] : (f[k] = number && !Number.isNaN(Number(v)) ? Number(v) : v));
+      return [
+        text(ed, 'Items', typeof f.items === 'string' ? f.items : JSON.stringify(f.items ?? ''), opt('items'), 'A list, usually {{ steps.<id>.output.… }}.', { name: 'items', required: true }),
+        text(ed, 'Each item as', f.as, opt('as'), 'The name the inner steps read it by, e.g. lead.', { name: 'as', required: true }),
+        text(ed, 'At once', f.concurrency === undefined ? '' : String(f.concurrency), opt('concurrency', true), 'Children active at once (default 10, at most 100).', { name: 'concurrency' }),
+        text(ed, 'At most', f.max_items === undefined ? '' : String(f.max_items), opt('max_items', true), 'A longer list fails the step (default 10,000).', { name: 'max_items' }),
+        json(ed, 'Steps for each item', f.steps, (v) => (f.steps = v), 'Run in a child run per item; they read the item by its name.', 'for_each_steps'),
+      ];
+    }
     default:
       return json(ed, 'Step', step, () => {}, 'Edit it in the text view.', 'raw');
   }

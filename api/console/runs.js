@@ -13,7 +13,8 @@ export async function render(main, route) {
   if (route.parts[1]) return renderRun(main, route.parts[1]);
   const status = route.query.get('status') || '';
   const workflowId = route.query.get('workflow_id') || '';
-  const query = `${status ? '&status=' + encodeURIComponent(status) : ''}${workflowId ? '&workflow_id=' + encodeURIComponent(workflowId) : ''}`;
+  const parent = route.query.get('parent_run_id') || '';
+  const query = `${status ? '&status=' + encodeURIComponent(status) : ''}${workflowId ? '&workflow_id=' + encodeURIComponent(workflowId) : ''}${parent ? '&parent_run_id=' + encodeURIComponent(parent) : ''}`;
   const { workflows } = await api('GET', '/v1/workflows?limit=200');
   const names = Object.fromEntries(workflows.map((w) => [w.id, w.name]));
   const statusSelect = h('select', { name: 'status' }, h('option', { value: '' }, 'Any status'), STATUSES.map((s) => h('option', { value: s, selected: s === status }, s)));
@@ -51,7 +52,13 @@ export async function render(main, route) {
     h(
       'tr',
       {},
-      h('td', {}, h('a', { href: `#/runs/${encodeURIComponent(r.id)}` }, r.id.slice(-8)), r.test ? h('span', { class: 'tag' }, 'test') : null),
+      h(
+        'td',
+        {},
+        h('a', { href: `#/runs/${encodeURIComponent(r.id)}` }, r.id.slice(-8)),
+        r.test ? h('span', { class: 'tag' }, 'test') : null,
+        r.parent_run_id ? h('span', { class: 'tag' }, `item ${r.item_index}`) : null,
+      ),
       h('td', { 'data-label': 'Workflow' }, names[r.workflow_id] || r.workflow_id),
       h('td', { 'data-label': 'Status' }, badge(r.status)),
       h('td', { 'data-label': 'Started' }, when(r.started_at || r.created_at)),
@@ -77,7 +84,8 @@ export async function render(main, route) {
       replace(problem, errorBox(describe(e)));
     }
   });
-  replace(main, heading('Runs', live), filter, problem, table, empty, more);
+  const children = parent ? h('p', {}, 'The child runs of ', h('a', { href: `#/runs/${encodeURIComponent(parent)}` }, `run ${parent.slice(-8)}`), ' (one per item of its for_each).') : null;
+  replace(main, heading('Runs', live), filter, children, problem, table, empty, more);
   await load(true);
 
   // Live: while only the first page is shown, any change of the account's runs reloads it
@@ -150,6 +158,10 @@ async function renderRun(main, id) {
         h('dd', {}, when(run.started_at || run.created_at)),
         h('dt', {}, 'Finished'),
         h('dd', {}, when(run.finished_at)),
+        run.parent_run_id ? [h('dt', {}, 'Parent run'), h('dd', {}, h('a', { href: `#/runs/${encodeURIComponent(run.parent_run_id)}` }, run.parent_run_id.slice(-8)), ` (item ${run.item_index})`)] : null,
+        run.steps.some((s) => s.output && Array.isArray(s.output.children))
+          ? [h('dt', {}, 'Child runs'), h('dd', {}, h('a', { href: `#/runs?parent_run_id=${encodeURIComponent(run.id)}` }, 'One per item of its for_each'))]
+          : null,
         h('dt', {}, 'Live'),
         h('dd', {}, live),
       ),
@@ -225,7 +237,8 @@ export function timeline(run) {
 
 function explain(s) {
   const lines = [];
-  if (s.status === 'waiting' && s.due_at) lines.push(`Waiting until ${when(s.due_at)}.`);
+  if (s.status === 'waiting' && s.output && s.output.waiting_for_children) lines.push(`Waiting for its ${s.output.total} child runs.`);
+  else if (s.status === 'waiting' && s.due_at) lines.push(`Waiting until ${when(s.due_at)}.`);
   if (s.status === 'pending' && s.due_at) lines.push(`Due again at ${when(s.due_at)}.`);
   if (s.status === 'outcome_unknown') lines.push('Interrupted while sending: it may or may not have reached the recipient. It is not resent by itself; check, then retry the run if it was not sent.');
   if (s.status === 'skipped') lines.push(`Not sent: ${s.output && s.output.skipped === 'opted_out' ? 'the recipient opted out' : 'skipped'}. The run went on.`);

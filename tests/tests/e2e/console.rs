@@ -381,6 +381,25 @@ async fn console_in_a_real_browser() {
     browser.until("the run cancelled", "const s = document.querySelector('#run-status'); return !!s && s.innerText.trim() === 'cancelled'").await;
     assert_eq!(api(&http, reqwest::Method::GET, format!("{base}/v1/runs/{slow_run}"), &key, None).await["status"], "cancelled");
 
+    // A for_each: the parent run links to its child runs, one per item.
+    let fan = json!({ "name": "Fan", "trigger": { "manual": {} }, "steps": [
+        { "id": "each", "for_each": { "items": [1, 2], "as": "n", "steps": [{ "id": "note", "action": "log", "input": { "message": "{{ n }}" } }] } }
+    ] });
+    let fan = api(&http, reqwest::Method::POST, format!("{base}/v1/workflows"), &key, Some(fan)).await;
+    let fan_id = fan["id"].as_str().unwrap();
+    let fan_run = api(&http, reqwest::Method::POST, format!("{base}/v1/workflows/{fan_id}/runs"), &key, Some(json!({}))).await;
+    browser.goto(&base, &format!("#/runs/{}", fan_run["run_id"].as_str().unwrap())).await;
+    browser.until("the parent run finished", "const s = document.querySelector('#run-status'); return !!s && s.innerText.trim() === 'succeeded'").await;
+    browser.click("a[href^='#/runs?parent_run_id=']").await;
+    browser
+        .until(
+            "two child runs",
+            "return document.querySelectorAll('.table tbody tr').length === 2 && document.querySelector('main').innerText.includes('item 1')",
+        )
+        .await;
+    browser.goto(&base, &format!("#/workflows/{fan_id}")).await;
+    browser.find("#canvas .block.kind-for-each").await;
+
     // Outbox, connections (one created here), calls, usage with its chart.
     browser.goto(&base, "#/outbox").await;
     browser.find(".outbox-item").await;
