@@ -39,7 +39,7 @@ function block(v, indent) {
       if (item && typeof item === 'object' && !isEmpty(item)) {
         return `${pad}${key(k)}:\n${block(item, Array.isArray(item) ? indent + 2 : indent + 2)}`;
       }
-      if (typeof item === 'string' && item.includes('\n') && !/^\s/.test(item) && !/[ \t]$/m.test(item)) {
+      if (typeof item === 'string' && item.includes('\n') && !item.endsWith('\n') && !/^\s/.test(item) && !/[ \t]$/m.test(item) && !/[\u0000-\u0008\u000b-\u001f\u007f]/.test(item)) {
         const lines = item.split('\n').map((l) => (l ? `${pad}  ${l}` : ''));
         return `${pad}${key(k)}: |-\n${lines.join('\n')}`;
       }
