@@ -426,20 +426,24 @@ async fn console_in_a_real_browser() {
 
     // The text view's YAML writer against the server's YAML reader: awkward strings and keys
     // come back as they were.
-    let awkward = json!({ "name": "YAML: awkward # values", "trigger": { "manual": {} }, "steps": [{ "id": "note", "action": "log", "input": { "message": {
+    let awkward = json!({ "name": "YAML: awkward # values", "trigger": { "manual": {} }, "steps": [{ "id": "note", "action": "http.request", "input": { "method": "POST", "url": "https://example.com/hook", "body": {
         "no": "no", "yes": "Yes", "null": "null", "num": "10%", "plus": "+15550001111", "colon": "a: b", "hash": "a #b", "quote": "say \"hi\"",
         "lines": "one\ntwo", "trailing": "one\n", "indented": "  x\ny", "empty": "", "tab": "a\tb", "unicode": "é ✓", "1": [[1, 2], {}, []],
         "expr": "{{ event.name }}", "dash": "- item", "star": "*ref", "bool": true, "n": 3.5
     } } }] });
     let yaml = browser
         .client
-        .execute_async("const done = arguments[arguments.length - 1]; import('/console/yaml.js').then(m => done(m.toYaml(arguments[0])), e => done('ERROR ' + e));", vec![awkward.clone()])
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; import('/console/yaml.js').then(m => done(m.toYaml(arguments[0])), e => done('ERROR ' + e));",
+            vec![awkward.clone()],
+        )
         .await
         .unwrap();
     let yaml = yaml.as_str().unwrap().to_string();
     let res = http.post(format!("{base}/v1/workflows")).bearer_auth(&key).header("Content-Type", "application/yaml").body(yaml.clone()).send().await.unwrap();
-    assert_eq!(res.status(), 201, "{yaml}");
+    let status = res.status();
     let parsed: Value = res.json().await.unwrap();
+    assert_eq!(status, 201, "{yaml}\n{parsed}");
     assert_eq!((&parsed["name"], &parsed["steps"]), (&awkward["name"], &awkward["steps"]), "{yaml}");
 
     // A template's workflow as a graph (set, wait_for with a timeout, a branch, a call), and
