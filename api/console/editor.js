@@ -85,7 +85,7 @@ class Editor {
 
     const saveText = h('button', { type: 'button', id: 'save-text' }, 'Save text as a new version');
     saveText.addEventListener('click', () => this.saveText());
-    const applyText = h('button', { type: 'button' }, 'Show JSON in the graph');
+    const applyText = h('button', { type: 'button' }, 'Load the JSON into the graph');
     applyText.addEventListener('click', () => this.applyText());
 
     replace(
