@@ -32,6 +32,35 @@ export function renderProps(ed) {
     kindFields(ed, step, kind),
     h('div', { class: 'actions' }, up, down, del, done),
   );
+  markProblems(ed, i);
+}
+
+/** The control a problem's path (inside step `i`) belongs to, by its name in the panel. */
+function controlName(sub) {
+  let m;
+  if ((m = /^input\.([^.[]+)/.exec(sub))) return m[1];
+  if ((m = /^branch\[(\d+)\]\.(when|goto|else)/.exec(sub))) return `${m[2]}-${m[1]}`;
+  if ((m = /^wait_for\.(\w+)/.exec(sub))) return m[1];
+  if ((m = /^for_each\.(\w+)/.exec(sub))) return m[1] === 'steps' ? 'for_each_steps' : m[1];
+  if ((m = /^(on_error|timeout|delay|id|connection|set|input)\b/.exec(sub))) return m[1];
+  return null;
+}
+
+/** The server's problems on step `i`, shown on the fields they name. */
+function markProblems(ed, i) {
+  const prefix = `steps[${i}]`;
+  for (const p of ed.problems) {
+    if (!(p.path || '').startsWith(prefix)) continue;
+    const name = controlName(p.path.slice(prefix.length).replace(/^\./, ''));
+    const control = name && ed.props.querySelector(`[name="${CSS.escape(name)}"]`);
+    if (!control) continue;
+    control.setAttribute('aria-invalid', 'true');
+    const details = control.closest('details');
+    if (details) details.open = true;
+    const note = h('p', { class: 'field-error', id: `${control.id}-error` }, p.message);
+    control.insertAdjacentElement('afterend', note);
+    control.setAttribute('aria-describedby', `${control.getAttribute('aria-describedby') || ''} ${note.id}`.trim());
+  }
 }
 
 /** A text field bound to a setter; the flow redraws as it is typed. */

@@ -331,6 +331,9 @@ async fn console_in_a_real_browser() {
         )
         .await;
     assert!(browser.client.find_all(Locator::Css("#canvas .block[data-index='1'] .block-errors")).await.unwrap().is_empty(), "only the broken block shows it");
+    // …and on its field in the properties panel.
+    assert!(browser.text("#props .field-error").await.contains("nowhere"));
+    browser.find("#props input[name=on_error][aria-invalid=true]").await;
     browser.shot("05-editor-error").await;
     browser.click("#canvas .block[data-index='0']").await;
     let details = browser.find("#props details").await;
