@@ -66,6 +66,7 @@ use crate::routes;
         (name = "analytics", description = "Call history (JSON and CSV), a workflow's figures, the account's day"),
         (name = "callbacks", description = "Vendor callbacks, trusted by their signature"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
+        (name = "console", description = "The browser console (HTML, scripts and styles built into the binary); it speaks only this API"),
     ),
 )]
 struct Root;
@@ -93,6 +94,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let documented = OpenApiRouter::<AppState>::new()
         .merge(routes::accounts::documented())
         .merge(routes::workflows::documented())
+        .merge(routes::actions::documented())
         .merge(routes::connections::documented())
         .merge(routes::oauth::documented())
         .merge(routes::numbers::documented())
@@ -108,6 +110,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         .merge(routes::events::documented())
         .merge(routes::hooks::documented())
         .merge(routes::health::documented())
+        .merge(crate::console::documented())
         .merge(documented());
     doc.merge(documented.into_openapi());
     doc

@@ -1,6 +1,7 @@
 //! One module per resource, each with its own `router()`.
 
 pub mod accounts;
+pub mod actions;
 pub mod analytics;
 pub mod callbacks;
 pub mod connections;

@@ -8,6 +8,7 @@ mod admin;
 mod analytics;
 mod api;
 mod billing_sync;
+mod console;
 mod contact;
 mod crash;
 mod engine;

@@ -601,6 +601,12 @@ async fn every_operation_answers_its_documented_schema(db: TestDb) {
     answers.call(&app, "GET", "/v1/opt-outs", "/v1/opt-outs?number=%2B15557770000", key, None).await;
     answers.call(&app, "DELETE", "/v1/opt-outs/{number}", "/v1/opt-outs/%2B15557770000?channel=sms", key, None).await;
 
+    // Action kinds, with their input schemas (the console's palette).
+    let kinds = answers.call(&app, "GET", "/v1/actions", "/v1/actions", key, None).await;
+    let sms = kinds["actions"].as_array().unwrap().iter().find(|a| a["kind"] == "sms.send").unwrap_or_else(|| panic!("{kinds}"));
+    assert_eq!(sms["providers"], json!(["twilio"]), "{sms}");
+    assert!(sms["input_schema"]["properties"]["to"].is_object(), "{sms}");
+
     // Templates: the catalogue, one template, and a workflow made from it.
     let templates = answers.call(&app, "GET", "/v1/templates", "/v1/templates", key, None).await;
     assert!(
