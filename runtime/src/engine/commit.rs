@@ -106,6 +106,12 @@ pub(super) async fn commit(
         return Ok(None);
     }
     after_commit(engine, &completion);
+    // Children just queued (a fan-out started, or a child ended and the next was admitted, or
+    // the last one woke its parent) are due now: wake this process's idle workers rather than
+    // leave them to their poll interval.
+    if completion.spawn.is_some() || (completion.parent.is_some() && completion.run_status.is_final()) {
+        engine.notify();
+    }
     state.run.status = t.run_status;
     state.run.started_at.get_or_insert(now);
     match t.next {
