@@ -19,7 +19,7 @@ struct Checker<'a> {
     registry: &'a ActionRegistry,
     problems: Vec<Problem>,
     /// The document's `params`, as written (a `for_each` body is checked with them).
-    params_source: Option<Value>,
+    params_source: Option<&'a Value>,
     /// Checking a `for_each` body: another `for_each` is refused there.
     in_body: bool,
 }
@@ -344,7 +344,7 @@ pub fn validate(doc: &Value, registry: &ActionRegistry, engine: &ExprEngine) -> 
 }
 
 fn check(doc: &Value, registry: &ActionRegistry, engine: &ExprEngine, in_body: bool) -> Result<Workflow, Vec<Problem>> {
-    let mut c = Checker { engine, registry, problems: Vec::new(), params_source: doc.get("params").cloned(), in_body };
+    let mut c = Checker { engine, registry, problems: Vec::new(), params_source: doc.get("params"), in_body };
     let Some(top) = doc.as_object() else {
         return Err(vec![Problem { path: "".into(), message: "a workflow must be an object".into() }]);
     };
@@ -794,7 +794,7 @@ fn for_each(c: &mut Checker<'_>, path: &str, value: &Value) -> Option<ForEach> {
     let body = match (f.get("steps"), &as_name) {
         (Some(Value::Array(steps)), Some(name)) if !steps.is_empty() => {
             let mut doc = serde_json::json!({ "name": "for_each", "trigger": { "manual": {} }, "steps": steps });
-            if let Some(params) = &c.params_source {
+            if let Some(params) = c.params_source {
                 doc["params"] = params.clone();
             }
             match check(&doc, c.registry, &c.engine.with_item(name), true) {
