@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use switchboard_actions::sms_send::is_e164;
 use switchboard_runtime::clock::to_rfc3339;
 use switchboard_runtime::contact::{Channel, ContactRules};
 use switchboard_runtime::definition::Problem;
@@ -134,10 +135,6 @@ fn rules_doc(rules: &ContactRules) -> ContactRulesDoc {
     serde_json::from_value(rules.to_json()).expect("the rules' JSON has the documented shape")
 }
 
-fn is_e164(s: &str) -> bool {
-    switchboard_actions::sms_send::is_e164(s)
-}
-
 fn channel(text: Option<&str>, path: &str) -> Result<Channel, Problem> {
     match text {
         None => Ok(Channel::All),
@@ -225,7 +222,7 @@ async fn replace_rules(State(state): State<AppState>, AccountAuth(account): Acco
     ),
 )]
 async fn list_opt_outs(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<OptOutQuery>) -> ApiResult<Json<OptOutList>> {
-    let limit = q.limit.unwrap_or(50).clamp(1, 200);
+    let limit = super::page_limit(q.limit);
     let number = q.number.as_deref().map(str::trim);
     let page = state.engine.store().list_opt_outs(&account.id, number, q.cursor.as_deref(), limit).await?;
     Ok(Json(OptOutList { opt_outs: page.items.iter().map(OptOut::from).collect(), next_cursor: page.next_cursor }))

@@ -158,6 +158,11 @@ pub struct PageQuery {
 impl PageQuery {
     /// The limit, clamped.
     pub fn limit(&self) -> i64 {
-        self.limit.unwrap_or(50).clamp(1, 200)
+        page_limit(self.limit)
     }
+}
+
+/// A list's `limit` as asked, clamped: 50 when not given, 1 to 200.
+pub(crate) fn page_limit(asked: Option<i64>) -> i64 {
+    asked.unwrap_or(50).clamp(1, 200)
 }

@@ -110,7 +110,7 @@ pub struct OutboxList {
     ),
 )]
 async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<OutboxQuery>) -> ApiResult<Json<OutboxList>> {
-    let limit = q.limit.unwrap_or(50).clamp(1, 200);
+    let limit = super::page_limit(q.limit);
     let page = state.engine.store().outbox(&account.id, q.run_id.as_deref(), q.cursor.as_deref(), limit).await?;
     Ok(Json(OutboxList { messages: page.items.iter().map(OutboxMessage::from).collect(), next_cursor: page.next_cursor }))
 }

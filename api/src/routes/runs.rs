@@ -356,13 +356,8 @@ struct RunQuery {
     ),
 )]
 async fn list(State(state): State<AppState>, AccountAuth(account): AccountAuth, Query(q): Query<RunQuery>) -> ApiResult<Json<RunList>> {
-    let filter = RunFilter {
-        workflow_id: q.workflow_id,
-        parent_run_id: q.parent_run_id,
-        status: q.status,
-        cursor: q.cursor,
-        limit: q.limit.unwrap_or(50).clamp(1, 200),
-    };
+    let filter =
+        RunFilter { workflow_id: q.workflow_id, parent_run_id: q.parent_run_id, status: q.status, cursor: q.cursor, limit: super::page_limit(q.limit) };
     let page = state.engine.store().list_runs(&account.id, &filter).await?;
     Ok(Json(RunList { runs: page.items.iter().map(Run::from).collect(), next_cursor: page.next_cursor }))
 }
