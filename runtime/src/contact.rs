@@ -197,14 +197,10 @@ fn quiet_hours(q: &Map<String, Value>, problems: &mut Vec<(String, String)>) -> 
     (problems.len() == before).then_some(QuietHours { start, end, days_off })
 }
 
-/// `HH:MM` (00:00 to 23:59) as minutes after midnight.
+/// `HH:MM` (00:00 to 23:59) as minutes after midnight: business hours' reading, without
+/// their `24:00`.
 pub fn minutes(text: &str) -> Option<u16> {
-    let b = text.as_bytes();
-    if b.len() != 5 || b[2] != b':' || ![b[0], b[1], b[3], b[4]].iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let (h, m) = (u16::from(b[0] - b'0') * 10 + u16::from(b[1] - b'0'), u16::from(b[3] - b'0') * 10 + u16::from(b[4] - b'0'));
-    (h < 24 && m < 60).then_some(h * 60 + m)
+    crate::hours::minutes(text).filter(|m| *m < DAY_MINUTES as u16)
 }
 
 /// Minutes after midnight as `HH:MM`.

@@ -69,7 +69,7 @@ impl TimeRange {
 }
 
 /// `HH:MM` as minutes after midnight, 0 to 1440 (`24:00`).
-fn minutes(text: &str) -> Option<u16> {
+pub(crate) fn minutes(text: &str) -> Option<u16> {
     let b = text.as_bytes();
     if b.len() != 5 || b[2] != b':' || ![b[0], b[1], b[3], b[4]].iter().all(u8::is_ascii_digit) {
         return None;
