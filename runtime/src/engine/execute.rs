@@ -13,7 +13,7 @@ use super::step::RunState;
 use super::transition::{Outcome, Then};
 use crate::Result;
 use crate::action::{ActionContext, ActionError, Delivery, Recipient, Started};
-use crate::contact::{self, Channel, ContactRules};
+use crate::contact::{self, Channel};
 use crate::definition::{Delay, OnError, StepKind, Workflow};
 use crate::metering;
 use crate::status::StepStatus;
@@ -415,12 +415,11 @@ fn skipped(recipient: &Recipient, opt_out: &OptOutRow, next: Option<usize>, inpu
 /// decides, else the account's. What happened is noted for the run's timeline. A test run is
 /// fast-forwarded past them: its second look at the same attempt goes on.
 fn quiet_hours(state: &mut RunState, kind: &str, ignore: bool, claim: &Claim, now: i64, input: &Value) -> Option<Outcome> {
-    let rules = ContactRules::from_stored(state.account.contact_rules.as_deref());
-    if !rules.applies_to(kind) {
+    if !state.contact_rules().applies_to(kind) {
         return None;
     }
     let (tz, _) = contact::zone(state.lead_timezone(), &state.account.timezone);
-    let until = rules.deferral(tz, now)?;
+    let until = state.contact_rules().deferral(tz, now)?;
     let until_text = crate::clock::to_rfc3339(until);
     if ignore {
         state.set_contact_note(claim.step_seq, json!({ "quiet_hours": "ignored", "timezone": tz.name(), "would_wait_until": until_text }));

@@ -11,6 +11,7 @@ use super::execute::execute;
 use super::later;
 use super::transition::Outcome;
 use crate::action::ActionError;
+use crate::contact::ContactRules;
 use crate::definition::Workflow;
 use crate::expr::{Item, ScopeData};
 use crate::store::{Account, Claim, RunRow};
@@ -28,6 +29,8 @@ pub(crate) struct RunState {
     pub(crate) account: Account,
     /// The quota reservation the current step holds: (period, tokens in thousandths).
     pub(crate) reservation: Option<(String, i64)>,
+    /// The account's contact rules, parsed when a step first asks for them.
+    contact_rules: Option<ContactRules>,
 }
 
 impl RunState {
@@ -38,7 +41,12 @@ impl RunState {
             context = json!({});
         }
         let account = engine.account(&run.account_id).await?;
-        Ok(Self { run, event, context, account, reservation: None })
+        Ok(Self { run, event, context, account, reservation: None, contact_rules: None })
+    }
+
+    /// The account's contact rules (parsed once per claim, not once per step).
+    pub(crate) fn contact_rules(&mut self) -> &ContactRules {
+        self.contact_rules.get_or_insert_with(|| ContactRules::from_stored(self.account.contact_rules.as_deref()))
     }
 
     /// A `for_each` child's parent: (run, step execution).
