@@ -1,80 +1,82 @@
-//! Group commit for accepted events. Concurrent requests hand their rows to a few writer tasks;
-//! each writer takes whatever is waiting (up to a batch) and commits it in one transaction with
-//! multi-row inserts, then answers every request. Durability is unchanged — nobody is answered
-//! before the commit — but fsyncs and round trips are shared.
+//! Group commit. Concurrent callers hand their writes to a few writer tasks; each writer takes
+//! whatever is waiting (up to a batch) and commits it in one transaction, then answers every
+//! caller. Durability is unchanged — nobody is answered before the commit — but fsyncs, round
+//! trips and (on SQLite) the one writer connection's turns are shared.
+//!
+//! Two queues use it: accepted events ([`Engine::record_accepted`](super::Engine)) and step
+//! completions ([`Engine::complete`](super::Engine)). On SQLite each has one writer task, and
+//! both take turns on the store's single writer connection, whose waiters are served in order:
+//! a flood of webhooks cannot starve the steps (due timers among them) of commits, nor the
+//! reverse — each side gets a turn per batch, and a batch takes everything that is waiting.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::store::{Dialect, NewEvent, NewRun, Store};
-use crate::{Error, Result};
-
-const MAX_BATCH: usize = 256;
-
-struct Pending {
-    event: NewEvent,
-    runs: Vec<NewRun>,
-    /// `Err((database unreachable, message))` when the batch failed.
-    reply: oneshot::Sender<Result<(), (bool, String)>>,
+/// A queue in front of writer tasks that commit items in batches.
+pub(crate) struct GroupCommit<T, R> {
+    tx: mpsc::Sender<(T, oneshot::Sender<R>)>,
 }
 
-/// The queue in front of the writers.
-#[derive(Debug, Clone)]
-pub(crate) struct Batcher {
-    tx: mpsc::Sender<Pending>,
+impl<T, R> std::fmt::Debug for GroupCommit<T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit").field("waiting", &(self.tx.max_capacity() - self.tx.capacity())).finish()
+    }
 }
 
-impl Batcher {
-    /// Starts the writer tasks (on the current tokio runtime).
-    pub(crate) fn start(store: Store) -> Self {
-        let (tx, rx) = mpsc::channel::<Pending>(4 * MAX_BATCH);
+impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
+    /// Starts `writers` tasks (on the current tokio runtime). `write` commits a batch of at most
+    /// `max_batch` items and answers one result per item, in order.
+    pub(crate) fn start<F, Fut>(writers: usize, max_batch: usize, write: F) -> Self
+    where
+        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<R>> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(4 * max_batch);
         let rx = Arc::new(Mutex::new(rx));
-        // SQLite has one writer connection; PostgreSQL overlaps a few commits.
-        let writers = match store.dialect() {
-            Dialect::Sqlite => 1,
-            Dialect::Postgres => 4,
-        };
+        let write = Arc::new(write);
         for _ in 0..writers {
-            tokio::spawn(write_loop(store.clone(), rx.clone()));
+            tokio::spawn(write_loop(rx.clone(), max_batch, write.clone()));
         }
         Self { tx }
     }
 
-    /// Records an event and its runs; returns once they are committed.
-    pub(crate) async fn record(&self, event: NewEvent, runs: Vec<NewRun>) -> Result<()> {
+    /// Hands `item` to a writer and waits for its result; `None` if the writers stopped (their
+    /// runtime shut down) before answering.
+    pub(crate) async fn submit(&self, item: T) -> Option<R> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send(Pending { event, runs, reply }).await.map_err(|_| Error::Batch("the writer stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| Error::Batch("the writer stopped".into()))?
-            .map_err(|(unavailable, message)| if unavailable { Error::Unavailable(message) } else { Error::Batch(message) })
+        self.tx.send((item, reply)).await.ok()?;
+        answer.await.ok()
     }
 }
 
-async fn write_loop(store: Store, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
+async fn write_loop<T, R, F, Fut>(rx: Arc<Mutex<mpsc::Receiver<(T, oneshot::Sender<R>)>>>, max_batch: usize, write: Arc<F>)
+where
+    F: Fn(Vec<T>) -> Fut,
+    Fut: Future<Output = Vec<R>>,
+{
     loop {
-        let mut batch = Vec::new();
+        let mut items = Vec::new();
+        let mut replies = Vec::new();
         {
             let mut rx = rx.lock().await;
-            match rx.recv().await {
-                Some(p) => batch.push(p),
-                None => return,
-            }
-            while batch.len() < MAX_BATCH {
+            let Some((item, reply)) = rx.recv().await else { return };
+            items.push(item);
+            replies.push(reply);
+            while items.len() < max_batch {
                 match rx.try_recv() {
-                    Ok(p) => batch.push(p),
+                    Ok((item, reply)) => {
+                        items.push(item);
+                        replies.push(reply);
+                    }
                     Err(_) => break,
                 }
             }
         }
-        let items: Vec<(NewEvent, Vec<NewRun>)> = batch.iter_mut().map(|p| (p.event.clone(), std::mem::take(&mut p.runs))).collect();
-        let result = store.record_batch(&items).await.map_err(|e| (e.is_unavailable(), e.to_string()));
-        if let Err(e) = &result {
-            tracing::error!(error = %e.1, events = items.len(), "group commit failed");
-        }
-        for p in batch {
-            let _ = p.reply.send(result.clone());
+        let results = write(items).await;
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result);
         }
     }
 }

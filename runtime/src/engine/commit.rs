@@ -2,6 +2,8 @@
 //! next, priced usage, quota settlement, one fenced write through the store, then metrics, logs
 //! and live events.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::Engine;
@@ -80,7 +82,7 @@ pub(super) async fn commit(
     let spend = (no_overage && spent > 0).then(|| (metering::month_of(now, &state.account.timezone).0, spent));
     let release = state.reservation.take();
     let quota = (release.is_some() || spend.is_some()).then_some(QuotaSettle { release, spend });
-    let completion = Completion {
+    let completion = Arc::new(Completion {
         run_id: claim.run_id.clone(),
         account_id: state.run.account_id.clone(),
         workflow_id: state.run.workflow_id.clone(),
@@ -99,9 +101,9 @@ pub(super) async fn commit(
         spawn: t.spawn,
         parent: state.parent(),
         now,
-    };
+    });
     record_metrics(workflow, claim, &completion);
-    if !engine.store.complete(&completion).await? {
+    if !engine.complete(completion.clone()).await? {
         tracing::info!(run_id = %claim.run_id, "stopping: the run was cancelled or another worker owns it now");
         return Ok(None);
     }
@@ -161,7 +163,7 @@ pub(super) async fn finish_failed(
     now: i64,
 ) -> Result<()> {
     let err = error_json(&error, step_id);
-    let completion = Completion {
+    let completion = Arc::new(Completion {
         run_id: claim.run_id.clone(),
         account_id: state.run.account_id.clone(),
         workflow_id: state.run.workflow_id.clone(),
@@ -195,8 +197,8 @@ pub(super) async fn finish_failed(
         spawn: None,
         parent: state.parent(),
         now,
-    };
-    if engine.store.complete(&completion).await? {
+    });
+    if engine.complete(completion.clone()).await? {
         after_commit(engine, &completion);
     }
     Ok(())

@@ -281,7 +281,7 @@ impl Engine {
         let created: Vec<(String, String)> = runs.iter().map(|r| (r.id.clone(), r.workflow_id.clone())).collect();
         let (account_id, now) = (event.account_id.clone(), event.now);
         if event.dedupe_key.is_none() && resumes.is_empty() && quota.is_none() {
-            self.batcher().record(event, runs).await?;
+            self.record_accepted(event, runs).await?;
             self.notify();
             self.publish_created(&account_id, created, false, now).await;
             return Ok(answer);

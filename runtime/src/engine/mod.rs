@@ -37,7 +37,8 @@ use crate::events::{EventBus, LocalEventBus};
 use crate::expr::ExprEngine;
 use crate::metering::PriceList;
 use crate::ratelimit::{LocalRateLimiter, RateLimiter};
-use crate::store::{Account, Claim, RunRow, Store};
+use crate::store::{Account, Claim, Completion, Dialect, NewEvent, NewRun, RunRow, Store};
+use batch::GroupCommit;
 use crate::{Error, Result};
 
 /// How long an account (timezone, plan) may be served from memory; a plan change made by
@@ -47,6 +48,18 @@ const ACCOUNT_TTL: Duration = Duration::from_secs(5);
 /// The most compiled workflow versions, and accounts, kept in memory. Past it an arbitrary entry
 /// makes room: the caches only save reads, so what they hold is bounded, not chosen.
 const CACHE_ENTRIES: usize = 2_048;
+
+/// The most items one group commit takes.
+const MAX_GROUP: usize = 256;
+
+/// Writer tasks per group-commit queue: SQLite has one writer connection; PostgreSQL overlaps a
+/// few commits.
+fn group_writers(dialect: Dialect) -> usize {
+    match dialect {
+        Dialect::Sqlite => 1,
+        Dialect::Postgres => 4,
+    }
+}
 
 /// Inserts into a bounded cache, evicting an arbitrary entry when it is full.
 fn insert_bounded<K: std::hash::Hash + Eq + Clone, V>(map: &mut HashMap<K, V>, key: K, value: V) {
@@ -95,7 +108,9 @@ pub struct Engine {
     /// Wakes idle workers when work is committed in this process.
     wake: Notify,
     /// Group commit of accepted events, started on first use.
-    batcher: std::sync::OnceLock<batch::Batcher>,
+    accepts: std::sync::OnceLock<GroupCommit<(NewEvent, Vec<NewRun>), std::result::Result<(), (bool, String)>>>,
+    /// Group commit of step completions, started on first use.
+    completions: std::sync::OnceLock<GroupCommit<Arc<Completion>, Result<bool>>>,
     /// Vendor rate limits (in this process unless a shared limiter is set).
     limiter: Arc<dyn RateLimiter>,
     /// Live run events (in this process unless a shared bus is set).
@@ -114,7 +129,8 @@ impl Engine {
             workflows: Mutex::default(),
             accounts: Mutex::default(),
             wake: Notify::new(),
-            batcher: std::sync::OnceLock::new(),
+            accepts: std::sync::OnceLock::new(),
+            completions: std::sync::OnceLock::new(),
             limiter: Arc::new(LocalRateLimiter::new()),
             events: Arc::new(LocalEventBus::new()),
         }
@@ -214,8 +230,58 @@ impl Engine {
         self.accounts.lock().expect("cache lock").remove(id);
     }
 
-    fn batcher(&self) -> &batch::Batcher {
-        self.batcher.get_or_init(|| batch::Batcher::start(self.store.clone()))
+    /// Records an accepted event and its runs through the group commit; returns once they are
+    /// committed.
+    pub(crate) async fn record_accepted(&self, event: NewEvent, runs: Vec<NewRun>) -> Result<()> {
+        let accepts = self.accepts.get_or_init(|| {
+            let store = self.store.clone();
+            GroupCommit::start(group_writers(store.dialect()), MAX_GROUP, move |items: Vec<(NewEvent, Vec<NewRun>)>| {
+                let store = store.clone();
+                async move {
+                    let result = store.record_batch(&items).await.map_err(|e| (e.is_unavailable(), e.to_string()));
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e.1, events = items.len(), "group commit failed");
+                    }
+                    vec![result; items.len()]
+                }
+            })
+        });
+        match accepts.submit((event, runs)).await {
+            Some(result) => result.map_err(|(unavailable, message)| if unavailable { Error::Unavailable(message) } else { Error::Batch(message) }),
+            None => Err(Error::Batch("the writer stopped".into())),
+        }
+    }
+
+    /// Commits a step's completion through the group commit ([`Store::complete_batch`]):
+    /// returns once it is committed, with [`Store::complete`]'s answer.
+    pub(crate) async fn complete(&self, completion: Arc<Completion>) -> Result<bool> {
+        let completions = self.completions.get_or_init(|| {
+            let store = self.store.clone();
+            GroupCommit::start(group_writers(store.dialect()), MAX_GROUP, move |batch: Vec<Arc<Completion>>| {
+                let store = store.clone();
+                async move {
+                    let refs: Vec<&Completion> = batch.iter().map(|c| &**c).collect();
+                    match store.complete_batch(&refs).await {
+                        Ok(done) => done.into_iter().map(Ok).collect(),
+                        Err(e) if batch.len() == 1 => vec![Err(e)],
+                        Err(e) => {
+                            // One bad completion must not fail the others: each alone.
+                            tracing::warn!(error = %e, completions = batch.len(), "group commit of completions failed; committing each alone");
+                            let mut done = Vec::with_capacity(batch.len());
+                            for c in &refs {
+                                done.push(store.complete(c).await);
+                            }
+                            done
+                        }
+                    }
+                }
+            })
+        });
+        match completions.submit(completion.clone()).await {
+            Some(result) => result,
+            // The writers' runtime is gone (a shutdown): commit directly.
+            None => self.store.complete(&completion).await,
+        }
     }
 
     /// Tells idle workers in this process that work was committed.

@@ -221,116 +221,38 @@ impl Store {
     /// (nothing written), or the run was cancelled meanwhile — then an action's outcome and usage
     /// are still recorded (it did run), but nothing after it is scheduled.
     pub async fn complete(&self, c: &Completion) -> Result<bool> {
-        // The one-statement path covers the common case; quota settlement (plans without
-        // overage) takes the general transaction.
-        if self.dialect == super::Dialect::Postgres
-            && c.quota.is_none()
-            && c.outbox.is_none()
-            && c.step.deferred_handle.is_none()
-            && c.spawn.is_none()
-            && c.parent.is_none()
-            && self.complete_in_one(c).await?
-        {
-            return Ok(true);
+        Ok(self.complete_batch(&[c]).await?.first().copied().unwrap_or(false))
+    }
+
+    /// Group commit: the completions of many runs (at most one each) in one transaction, each
+    /// fenced by its own lease token exactly as [`Store::complete`] fences one: a completion
+    /// whose lease was lost writes nothing and does not hold the others back. Answers
+    /// [`Store::complete`]'s flag for each, in order. On PostgreSQL the common shape is one
+    /// statement for the whole batch (`postgres.rs`); SQLite runs each completion's statements
+    /// in one transaction of its single writer, so the batch shares one commit.
+    ///
+    /// An error fails the whole batch and writes nothing; the caller may then complete each
+    /// alone, so that one bad completion fails only itself.
+    pub async fn complete_batch(&self, batch: &[&Completion]) -> Result<Vec<bool>> {
+        if self.dialect == super::Dialect::Postgres {
+            return self.complete_batch_postgres(batch).await;
         }
         let mut tx = self.writer.begin().await?;
-        let fenced = match &c.next {
-            Next::Continue { step_index, step_seq, attempt, due_at, keep_lease } => {
-                sqlx::query(
-                    "UPDATE run_queue SET step_index = $3, step_seq = $4, attempt = $5, dispatching = 0, \
-                     due_at = $6, lease_token = CASE WHEN $7 = 1 THEN lease_token ELSE NULL END, \
-                     reserved_milli = 0, reserved_period = NULL WHERE run_id = $1 AND lease_token = $2",
-                )
-                .bind(&c.run_id)
-                .bind(&c.token)
-                .bind(step_index)
-                .bind(step_seq)
-                .bind(attempt)
-                .bind(keep_lease.unwrap_or(*due_at))
-                .bind(keep_lease.is_some() as i64)
-                .execute(&mut *tx)
-                .await?
-            }
-            Next::Finish => {
-                sqlx::query("DELETE FROM run_queue WHERE run_id = $1 AND lease_token = $2").bind(&c.run_id).bind(&c.token).execute(&mut *tx).await?
-            }
-        };
-        let cancelled = if fenced.rows_affected() == 1 {
-            false
-        } else {
-            let status: Option<(RunStatus,)> = sqlx::query_as("SELECT status FROM runs WHERE id = $1").bind(&c.run_id).fetch_optional(&mut *tx).await?;
-            if !c.side_effect || status.map(|s| s.0) != Some(RunStatus::Cancelled) {
-                return Ok(false);
-            }
-            true
-        };
-        if cancelled {
-            // Cancel wins: a retry or a wait that will not happen ends with the run.
-            upsert_step(&mut tx, &c.step.after_cancel(c.now)).await?;
-        } else {
-            upsert_step(&mut tx, &c.step).await?;
-        }
-        if !cancelled {
-            let (step_index, step_seq) = match &c.next {
-                Next::Continue { step_index, step_seq, .. } => (*step_index, *step_seq),
-                Next::Finish => (-1, c.step.seq),
-            };
-            let finished = c.run_status.is_final().then_some(c.now);
-            sqlx::query(
-                "UPDATE runs SET status = $2, context = COALESCE($3, context), error = $4, \
-                 step_index = CASE WHEN $5 < 0 THEN step_index ELSE $5 END, step_seq = $6, \
-                 started_at = COALESCE(started_at, $7), finished_at = $8 WHERE id = $1",
-            )
-            .bind(&c.run_id)
-            .bind(c.run_status)
-            .bind(&c.context)
-            .bind(&c.run_error)
-            .bind(step_index)
-            .bind(step_seq)
-            .bind(c.step.started_at.unwrap_or(c.now))
-            .bind(finished)
-            .execute(&mut *tx)
-            .await?;
-            if let Some(wait) = &c.wait {
-                sqlx::query(
-                    "INSERT INTO waits (run_id, account_id, event_type, step_seq, created_at) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (run_id) DO UPDATE SET event_type = $3, step_seq = $4, created_at = $5",
-                )
-                .bind(&c.run_id)
-                .bind(&c.account_id)
-                .bind(&wait.event_type)
-                .bind(c.step.seq)
-                .bind(c.now)
-                .execute(&mut *tx)
-                .await?;
-            } else if c.clear_wait {
-                sqlx::query("DELETE FROM waits WHERE run_id = $1").bind(&c.run_id).execute(&mut *tx).await?;
-            }
-            if let Some(spawn) = &c.spawn {
-                super::fan_out::spawn(&mut tx, c, spawn).await?;
-            }
-            if let (true, Some((parent, parent_seq))) = (c.run_status.is_final(), &c.parent) {
-                super::fan_out::child_ended(&mut tx, parent, *parent_seq, true, c.now).await?;
-            }
-        }
-        let mut inserted_tokens = 0;
-        if !c.usage.is_empty() {
-            let rows: Vec<UsageInsert<'_>> = c.usage.iter().map(|u| (c.account_id.as_str(), c.workflow_id.as_str(), c.run_id.as_str(), u, c.now)).collect();
-            inserted_tokens = insert_usage(&mut tx, &rows).await?;
-        }
-        if let Some(o) = &c.outbox {
-            super::outbox::insert(&mut tx, c, o).await?;
-        }
-        if let Some(q) = &c.quota {
-            // A cancel already released the reservation with the queue row; and only rows this
-            // completion really inserted count as spent (a replay inserts none).
-            let release = if cancelled { None } else { q.release.clone() };
-            let spend = q.spend.clone().map(|(period, _)| (period, inserted_tokens)).filter(|s| s.1 > 0);
-            super::quota::settle(&mut tx, &c.account_id, &super::QuotaSettle { release, spend }).await?;
+        let mut done = Vec::with_capacity(batch.len());
+        for c in batch {
+            done.push(complete_in(&mut tx, c).await?);
         }
         tx.commit().await?;
-        // After a cancel the step is recorded, but the caller must not go on.
-        Ok(!cancelled)
+        Ok(done)
+    }
+
+    /// One completion in a transaction of its own (the general path: quota, outbox, fan-out,
+    /// and telling a lost lease from a cancel).
+    pub(super) async fn complete_alone(&self, c: &Completion) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let done = complete_in(&mut tx, c).await?;
+        tx.commit().await?;
+        Ok(done)
     }
 
     /// Runs of an account waiting for an event type: `(run, waiting step seq)`.
@@ -689,6 +611,107 @@ async fn resume_wait(tx: &mut Transaction<'static, Any>, r: &Resume, now: i64) -
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// One completion's writes inside `tx` (see [`Store::complete`]): the fence first, then the
+/// step row, the run, waits, fan-out, usage, outbox and quota. A lost lease writes nothing.
+async fn complete_in(tx: &mut Transaction<'static, Any>, c: &Completion) -> Result<bool> {
+    let fenced = match &c.next {
+        Next::Continue { step_index, step_seq, attempt, due_at, keep_lease } => {
+            sqlx::query(
+                "UPDATE run_queue SET step_index = $3, step_seq = $4, attempt = $5, dispatching = 0, \
+                 due_at = $6, lease_token = CASE WHEN $7 = 1 THEN lease_token ELSE NULL END, \
+                 reserved_milli = 0, reserved_period = NULL WHERE run_id = $1 AND lease_token = $2",
+            )
+            .bind(&c.run_id)
+            .bind(&c.token)
+            .bind(step_index)
+            .bind(step_seq)
+            .bind(attempt)
+            .bind(keep_lease.unwrap_or(*due_at))
+            .bind(keep_lease.is_some() as i64)
+            .execute(&mut **tx)
+            .await?
+        }
+        Next::Finish => {
+            sqlx::query("DELETE FROM run_queue WHERE run_id = $1 AND lease_token = $2").bind(&c.run_id).bind(&c.token).execute(&mut **tx).await?
+        }
+    };
+    let cancelled = if fenced.rows_affected() == 1 {
+        false
+    } else {
+        let status: Option<(RunStatus,)> = sqlx::query_as("SELECT status FROM runs WHERE id = $1").bind(&c.run_id).fetch_optional(&mut **tx).await?;
+        if !c.side_effect || status.map(|s| s.0) != Some(RunStatus::Cancelled) {
+            return Ok(false);
+        }
+        true
+    };
+    if cancelled {
+        // Cancel wins: a retry or a wait that will not happen ends with the run.
+        upsert_step(tx, &c.step.after_cancel(c.now)).await?;
+    } else {
+        upsert_step(tx, &c.step).await?;
+    }
+    if !cancelled {
+        let (step_index, step_seq) = match &c.next {
+            Next::Continue { step_index, step_seq, .. } => (*step_index, *step_seq),
+            Next::Finish => (-1, c.step.seq),
+        };
+        let finished = c.run_status.is_final().then_some(c.now);
+        sqlx::query(
+            "UPDATE runs SET status = $2, context = COALESCE($3, context), error = $4, \
+             step_index = CASE WHEN $5 < 0 THEN step_index ELSE $5 END, step_seq = $6, \
+             started_at = COALESCE(started_at, $7), finished_at = $8 WHERE id = $1",
+        )
+        .bind(&c.run_id)
+        .bind(c.run_status)
+        .bind(&c.context)
+        .bind(&c.run_error)
+        .bind(step_index)
+        .bind(step_seq)
+        .bind(c.step.started_at.unwrap_or(c.now))
+        .bind(finished)
+        .execute(&mut **tx)
+        .await?;
+        if let Some(wait) = &c.wait {
+            sqlx::query(
+                "INSERT INTO waits (run_id, account_id, event_type, step_seq, created_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (run_id) DO UPDATE SET event_type = $3, step_seq = $4, created_at = $5",
+            )
+            .bind(&c.run_id)
+            .bind(&c.account_id)
+            .bind(&wait.event_type)
+            .bind(c.step.seq)
+            .bind(c.now)
+            .execute(&mut **tx)
+            .await?;
+        } else if c.clear_wait {
+            sqlx::query("DELETE FROM waits WHERE run_id = $1").bind(&c.run_id).execute(&mut **tx).await?;
+        }
+        if let Some(spawn) = &c.spawn {
+            super::fan_out::spawn(tx, c, spawn).await?;
+        }
+        if let (true, Some((parent, parent_seq))) = (c.run_status.is_final(), &c.parent) {
+            super::fan_out::child_ended(tx, parent, *parent_seq, true, c.now).await?;
+        }
+    }
+    let mut inserted_tokens = 0;
+    if !c.usage.is_empty() {
+        let rows: Vec<UsageInsert<'_>> = c.usage.iter().map(|u| (c.account_id.as_str(), c.workflow_id.as_str(), c.run_id.as_str(), u, c.now)).collect();
+        inserted_tokens = insert_usage(tx, &rows).await?;
+    }
+    if let Some(o) = &c.outbox {
+        super::outbox::insert(tx, c, o).await?;
+    }
+    if let Some(q) = &c.quota {
+        // A cancel already released the reservation with the queue row; and only rows this
+        // completion really inserted count as spent (a replay inserts none).
+        let release = if cancelled { None } else { q.release.clone() };
+        let spend = q.spend.clone().map(|(period, _)| (period, inserted_tokens)).filter(|s| s.1 > 0);
+        super::quota::settle(tx, &c.account_id, &super::QuotaSettle { release, spend }).await?;
+    }
+    // After a cancel the step is recorded, but the caller must not go on.
+    Ok(!cancelled)
 }
 
 async fn upsert_step(tx: &mut Transaction<'static, Any>, s: &StepRow) -> Result<()> {
