@@ -14,9 +14,12 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+/// An item waiting for its batch, with where its result goes.
+type Waiting<T, R> = (T, oneshot::Sender<R>);
+
 /// A queue in front of writer tasks that commit items in batches.
 pub(crate) struct GroupCommit<T, R> {
-    tx: mpsc::Sender<(T, oneshot::Sender<R>)>,
+    tx: mpsc::Sender<Waiting<T, R>>,
 }
 
 impl<T, R> std::fmt::Debug for GroupCommit<T, R> {
@@ -51,7 +54,7 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
     }
 }
 
-async fn write_loop<T, R, F, Fut>(rx: Arc<Mutex<mpsc::Receiver<(T, oneshot::Sender<R>)>>>, max_batch: usize, write: Arc<F>)
+async fn write_loop<T, R, F, Fut>(rx: Arc<Mutex<mpsc::Receiver<Waiting<T, R>>>>, max_batch: usize, write: Arc<F>)
 where
     F: Fn(Vec<T>) -> Fut,
     Fut: Future<Output = Vec<R>>,

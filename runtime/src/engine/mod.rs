@@ -49,6 +49,10 @@ const ACCOUNT_TTL: Duration = Duration::from_secs(5);
 /// makes room: the caches only save reads, so what they hold is bounded, not chosen.
 const CACHE_ENTRIES: usize = 2_048;
 
+/// What a group commit of accepted events answers each request: `Err((database unreachable,
+/// message))` when the batch failed.
+type AcceptResult = std::result::Result<(), (bool, String)>;
+
 /// The most items one group commit takes.
 const MAX_GROUP: usize = 256;
 
@@ -108,7 +112,7 @@ pub struct Engine {
     /// Wakes idle workers when work is committed in this process.
     wake: Notify,
     /// Group commit of accepted events, started on first use.
-    accepts: std::sync::OnceLock<GroupCommit<(NewEvent, Vec<NewRun>), std::result::Result<(), (bool, String)>>>,
+    accepts: std::sync::OnceLock<GroupCommit<(NewEvent, Vec<NewRun>), AcceptResult>>,
     /// Group commit of step completions, started on first use.
     completions: std::sync::OnceLock<GroupCommit<Arc<Completion>, Result<bool>>>,
     /// Vendor rate limits (in this process unless a shared limiter is set).
