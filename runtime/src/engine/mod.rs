@@ -38,8 +38,8 @@ use crate::expr::ExprEngine;
 use crate::metering::PriceList;
 use crate::ratelimit::{LocalRateLimiter, RateLimiter};
 use crate::store::{Account, Claim, Completion, Dialect, NewEvent, NewRun, RunRow, Store};
-use batch::GroupCommit;
 use crate::{Error, Result};
+use batch::GroupCommit;
 
 /// How long an account (timezone, plan) may be served from memory; a plan change made by
 /// another process is seen within this time.

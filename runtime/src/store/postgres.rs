@@ -114,11 +114,8 @@ impl Store {
                     })
                 })
                 .collect();
-            let held: Vec<(String, String)> = sqlx::query_as(COMPLETE_BATCH_SQL)
-                .bind(Value::Array(rows).to_string())
-                .bind(Value::Array(usage).to_string())
-                .fetch_all(&self.writer)
-                .await?;
+            let held: Vec<(String, String)> =
+                sqlx::query_as(COMPLETE_BATCH_SQL).bind(Value::Array(rows).to_string()).bind(Value::Array(usage).to_string()).fetch_all(&self.writer).await?;
             fenced.extend(held);
         }
         let rest = batch.iter().enumerate().filter(|(_, c)| !fenced.contains(&(c.run_id.clone(), c.token.clone())));

@@ -633,9 +633,7 @@ async fn complete_in(tx: &mut Transaction<'static, Any>, c: &Completion) -> Resu
             .execute(&mut **tx)
             .await?
         }
-        Next::Finish => {
-            sqlx::query("DELETE FROM run_queue WHERE run_id = $1 AND lease_token = $2").bind(&c.run_id).bind(&c.token).execute(&mut **tx).await?
-        }
+        Next::Finish => sqlx::query("DELETE FROM run_queue WHERE run_id = $1 AND lease_token = $2").bind(&c.run_id).bind(&c.token).execute(&mut **tx).await?,
     };
     let cancelled = if fenced.rows_affected() == 1 {
         false

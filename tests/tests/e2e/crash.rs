@@ -287,6 +287,142 @@ async fn three_processes_one_killed_every_step_once(db: TestDb) {
     assert!(succeeded >= LOAD - 5, "nearly every run succeeds ({succeeded}/{LOAD})");
 }
 
+/// A `serve` is SIGKILLed while completions of many runs are being committed together (group
+/// commit): 200 runs of eight steps — `log` steps and at-most-once `http.request`s to a fast
+/// local vendor — run concurrently, and the kill lands mid-stream. After a restart every run
+/// ends; no request was sent twice; a run that succeeded sent each of its requests exactly
+/// once; a request cut off by the kill ended `outcome_unknown` (the run failed `interrupted`)
+/// and was never resent; and the ledger is exact — one `workflow_run` row per run and one
+/// `http_request` row per request step that succeeded, none for the others.
+async fn sigkill_while_a_batch_of_completions_is_in_flight(db: TestDb) {
+    const LOAD: usize = 200;
+    const CALLS: [&str; 4] = ["c1", "c2", "c3", "c4"];
+    let hits: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target_url = format!("http://{}/hit", listener.local_addr().unwrap());
+    let counted = hits.clone();
+    let app = axum::Router::new().route(
+        "/hit",
+        axum::routing::post(move |Json(body): Json<Value>| {
+            let counted = counted.clone();
+            async move {
+                let key = format!("{}/{}", body["run"].as_str().unwrap_or_default(), body["step"].as_str().unwrap_or_default());
+                *counted.lock().unwrap().entry(key).or_default() += 1;
+                StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let data = TempDir::new();
+    let port = free_port();
+    let mut server = start(&db.url, &data, port).await;
+    let http = reqwest::Client::new();
+    let key = server.account_key(&http, "batch").await;
+    // 200 runs of four requests each are more than the trial plan's tokens.
+    let account: Value = http.get(format!("{}/v1/account", server.base)).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    let plan = http
+        .put(format!("{}/v1/admin/accounts/{}/plan", server.base, account["id"].as_str().unwrap()))
+        .bearer_auth(ADMIN)
+        .json(&json!({ "plan": "enterprise" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plan.status(), 200);
+    let mut steps = Vec::new();
+    for (i, call) in CALLS.iter().enumerate() {
+        steps.push(json!({ "id": format!("log{i}"), "action": "log", "input": { "message": "{{ run.id }}" } }));
+        steps.push(json!({ "id": call, "action": "http.request", "timeout": "5s",
+            "input": { "method": "POST", "url": target_url, "body": { "run": "{{ run.id }}", "step": call } } }));
+    }
+    let workflow: Value = http
+        .post(format!("{}/v1/workflows", server.base))
+        .bearer_auth(&key)
+        .json(&json!({ "name": "batch", "trigger": { "webhook": {} }, "steps": steps }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hook = workflow["webhook_url"].as_str().unwrap_or_else(|| panic!("{workflow}")).to_string();
+    let posts = (0..LOAD).map(|i| {
+        let req = http.post(&hook).json(&json!({ "n": i }));
+        async move {
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), 202);
+            res.json::<Value>().await.unwrap()["run_id"].as_str().unwrap().to_string()
+        }
+    });
+    let run_ids: Vec<String> = futures::future::join_all(posts).await;
+    // Kill once a fair share of the requests went out: steps of many runs are completing then.
+    let total = LOAD * CALLS.len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sent: u32 = hits.lock().unwrap().values().sum();
+        if sent as usize >= total / 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "requests did not start: {}", server_log(&data));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    server.child.start_kill().unwrap(); // SIGKILL
+    server.child.wait().await.unwrap();
+    let sent_at_kill: u32 = hits.lock().unwrap().values().sum();
+    assert!((sent_at_kill as usize) < total, "the kill came before the work was done ({sent_at_kill}/{total})");
+
+    let mut server = start(&db.url, &data, port).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut succeeded, mut interrupted) = (0, 0);
+    for id in &run_ids {
+        let run = loop {
+            let run: Value = http.get(format!("{}/v1/runs/{id}", server.base)).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+            if ["succeeded", "failed", "cancelled"].contains(&run["status"].as_str().unwrap_or_default()) {
+                break run;
+            }
+            assert!(Instant::now() < deadline, "run {id} did not finish after the restart: {run}\n{}", server_log(&data));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let usage = run["usage"].as_array().unwrap();
+        let rows = |unit: &str| usage.iter().filter(|u| u["unit"] == unit).count();
+        assert_eq!(rows("workflow_run"), 1, "one workflow_run row: {run}");
+        let hits = hits.lock().unwrap();
+        let count = |step: &str| hits.get(&format!("{id}/{step}")).copied().unwrap_or(0);
+        let succeeded_calls: Vec<&str> = run["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["status"] == "succeeded" && CALLS.contains(&s["id"].as_str().unwrap_or_default()))
+            .map(|s| s["id"].as_str().unwrap())
+            .collect();
+        for call in CALLS {
+            assert!(count(call) <= 1, "{call} of {id} was sent {} times: {run}", count(call));
+        }
+        for call in &succeeded_calls {
+            assert_eq!(count(call), 1, "{call} succeeded, so it was sent once: {run}");
+        }
+        assert_eq!(rows("http_request"), succeeded_calls.len(), "one ledger row per request step that succeeded: {run}");
+        match run["status"].as_str().unwrap() {
+            "succeeded" => {
+                succeeded += 1;
+                assert_eq!(succeeded_calls.len(), CALLS.len(), "{run}");
+            }
+            "failed" => {
+                interrupted += 1;
+                assert_eq!(run["error"]["code"], "interrupted", "only a send cut off by the kill fails: {run}");
+            }
+            other => panic!("unexpected status {other}: {run}"),
+        }
+    }
+    server.child.start_kill().unwrap();
+    let _ = server.child.wait().await;
+    assert_eq!(succeeded + interrupted, LOAD);
+    eprintln!("requests sent before the kill: {sent_at_kill}/{total}; runs interrupted: {interrupted}");
+    // At most the sends in flight at the kill are cut off (the worker runs 64 steps at once).
+    assert!(interrupted <= 64, "{interrupted} runs interrupted");
+}
+
 on_both_backends!(sigkill_mid_delays_and_backoff_loses_nothing);
+on_both_backends!(sigkill_while_a_batch_of_completions_is_in_flight);
 // Many processes share one PostgreSQL; SQLite is the single-process default.
 on_postgres!(three_processes_one_killed_every_step_once);
