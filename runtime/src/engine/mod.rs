@@ -350,9 +350,15 @@ impl Engine {
 
     /// Executes a claimed step (and the steps after it that are due at once).
     pub async fn process(&self, token: &str, claim: Claim) -> Result<()> {
+        self.process_run(token, claim, None).await
+    }
+
+    /// [`Engine::process`] with the run's row when the caller read it already (a worker reads
+    /// the rows of a claimed batch at once).
+    pub(crate) async fn process_run(&self, token: &str, claim: Claim, run: Option<RunRow>) -> Result<()> {
         use tracing::Instrument;
         let span = tracing::info_span!("run", run_id = %claim.run_id);
-        step::process(self, token, claim).instrument(span).await
+        step::process(self, token, claim, run).instrument(span).await
     }
 }
 

@@ -107,8 +107,14 @@ impl RunState {
     }
 }
 
-pub(super) async fn process(engine: &Engine, token: &str, mut claim: Claim) -> Result<()> {
-    let Some(run) = engine.store.run_by_id(&claim.run_id).await? else { return Ok(()) };
+pub(super) async fn process(engine: &Engine, token: &str, mut claim: Claim, run: Option<RunRow>) -> Result<()> {
+    let run = match run {
+        Some(run) => run,
+        None => match engine.store.run_by_id(&claim.run_id).await? {
+            Some(run) => run,
+            None => return Ok(()),
+        },
+    };
     let workflow = engine.run_workflow(&run).await;
     let mut state = RunState::load(engine, run).await?;
     // A claim taken over after a crash may hold the reservation its first worker made; load it

@@ -4,7 +4,7 @@
 //! holds is a leased queue row, and if the process dies the lease expires and the row is due
 //! again for any worker.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use apalis::prelude::{BackendBuilder, BoxDynError, Data, Task, TaskBuilder, Task
 use futures::{FutureExt, SinkExt, StreamExt};
 
 use super::{Engine, new_token};
-use crate::store::Claim;
+use crate::store::{Claim, RunRow};
 
 /// One claimed step: what an apalis task carries (ids, not models).
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct StepJob {
     pub claim: Claim,
     /// The claim's lease token.
     pub token: String,
+    /// The run's row, read with the rest of the claimed batch (`None`: read it when processing).
+    pub run: Option<RunRow>,
 }
 
 /// Claimed steps not yet handed to apalis; given back on drop so a shutdown does not leave them
@@ -66,7 +68,19 @@ async fn next_job(mut buffer: Buffer) -> (StepJob, Buffer) {
         let lease_until = crate::clock::after(now, engine.config.lease);
         match engine.store.claim(&token, now, lease_until, engine.config.batch).await {
             Ok(claims) if !claims.is_empty() => {
-                buffer.jobs.extend(claims.into_iter().map(|claim| StepJob { claim, token: token.clone() }));
+                // The batch's runs in one read rather than one each.
+                let ids: Vec<&str> = claims.iter().map(|c| c.run_id.as_str()).collect();
+                let mut runs: HashMap<String, RunRow> = match engine.store.runs_by_ids(&ids).await {
+                    Ok(runs) => runs.into_iter().map(|r| (r.id.clone(), r)).collect(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading a claimed batch's runs failed; reading each");
+                        HashMap::new()
+                    }
+                };
+                buffer.jobs.extend(claims.into_iter().map(|claim| {
+                    let run = runs.remove(&claim.run_id);
+                    StepJob { claim, token: token.clone(), run }
+                }));
                 continue;
             }
             Ok(_) => {}
@@ -89,7 +103,7 @@ async fn handle(job: StepJob, engine: Data<Arc<Engine>>) -> Result<(), BoxDynErr
     let engine = Arc::clone(&engine);
     // Each step runs on its own tokio task, so steps use every core while the apalis worker
     // only schedules them.
-    let outcome = tokio::spawn(async move { engine.process(&job.token, job.claim).await }).await?;
+    let outcome = tokio::spawn(async move { engine.process_run(&job.token, job.claim, job.run).await }).await?;
     outcome.map_err(|e| {
         tracing::error!(%run_id, error = %e, "step failed to process; it will be retried when its lease expires");
         Box::new(e) as BoxDynError

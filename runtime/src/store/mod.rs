@@ -16,6 +16,7 @@ mod analytics;
 mod bench;
 mod billing;
 mod calls;
+mod complete;
 mod connections;
 mod contact;
 pub mod dialect;

@@ -210,6 +210,19 @@ impl Store {
         Ok(Dispatch::Marked)
     }
 
+    /// Runs by id (a worker's claimed batch: one read for all of them).
+    pub async fn runs_by_ids(&self, ids: &[&str]) -> Result<Vec<RunRow>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({})", values("?", ids.len()));
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            q = q.bind(*id);
+        }
+        Ok(q.fetch_all(&self.reader).await?)
+    }
+
     /// A run, by id alone (workers).
     pub async fn run_by_id(&self, run_id: &str) -> Result<Option<RunRow>> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1");
@@ -227,9 +240,9 @@ impl Store {
     /// Group commit: the completions of many runs (at most one each) in one transaction, each
     /// fenced by its own lease token exactly as [`Store::complete`] fences one: a completion
     /// whose lease was lost writes nothing and does not hold the others back. Answers
-    /// [`Store::complete`]'s flag for each, in order. On PostgreSQL the common shape is one
-    /// statement for the whole batch (`postgres.rs`); SQLite runs each completion's statements
-    /// in one transaction of its single writer, so the batch shares one commit.
+    /// [`Store::complete`]'s flag for each, in order. The common shape takes a handful of
+    /// statements for the whole batch: one on PostgreSQL, one transaction of a few on SQLite
+    /// (`complete.rs`).
     ///
     /// An error fails the whole batch and writes nothing; the caller may then complete each
     /// alone, so that one bad completion fails only itself.
@@ -238,10 +251,7 @@ impl Store {
             return self.complete_batch_postgres(batch).await;
         }
         let mut tx = self.writer.begin().await?;
-        let mut done = Vec::with_capacity(batch.len());
-        for c in batch {
-            done.push(complete_in(&mut tx, c).await?);
-        }
+        let done = super::complete::complete_batch_sqlite(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(done)
     }
@@ -615,7 +625,7 @@ async fn resume_wait(tx: &mut Transaction<'static, Any>, r: &Resume, now: i64) -
 
 /// One completion's writes inside `tx` (see [`Store::complete`]): the fence first, then the
 /// step row, the run, waits, fan-out, usage, outbox and quota. A lost lease writes nothing.
-async fn complete_in(tx: &mut Transaction<'static, Any>, c: &Completion) -> Result<bool> {
+pub(super) async fn complete_in(tx: &mut Transaction<'static, Any>, c: &Completion) -> Result<bool> {
     let fenced = match &c.next {
         Next::Continue { step_index, step_seq, attempt, due_at, keep_lease } => {
             sqlx::query(
@@ -741,7 +751,7 @@ pub enum Dispatch {
 pub(super) type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>;
 
 /// Binds a step row's thirteen columns, in `step_runs` column order.
-pub(super) fn bind_step<'q>(q: AnyQuery<'q>, s: &'q StepRow) -> AnyQuery<'q> {
+fn bind_step<'q>(q: AnyQuery<'q>, s: &'q StepRow) -> AnyQuery<'q> {
     q.bind(&s.run_id)
         .bind(s.seq)
         .bind(&s.step_id)

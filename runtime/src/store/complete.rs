@@ -1,0 +1,294 @@
+//! Group commit of step completions: the completions of many runs written with a handful of
+//! statements, whatever the batch's size.
+//!
+//! The batch travels as one JSON parameter — a row per completion, the columns of [`COLUMNS`] —
+//! that the database reads back as rows (`json_to_recordset` on PostgreSQL, `json_each` on
+//! SQLite), so each statement's text, and its prepared plan, is the same for any batch. Each
+//! run's queue row is fenced by its own lease token, exactly as a lone completion is: a
+//! completion whose lease was lost writes nothing and does not hold the others back.
+//!
+//! - PostgreSQL: one statement (data-modifying CTEs: fence, step rows, run rows, waits, ledger
+//!   rows), which is its own transaction.
+//! - SQLite: one transaction of its single writer: the fences (`UPDATE … FROM`, `DELETE`, both
+//!   `RETURNING` the runs that held), then one statement each for the step rows, the run rows,
+//!   the waits and the ledger rows of the completions that held.
+//!
+//! Completions of other shapes (quota settlement, the outbox, a deferred handle, fan-out), and
+//! those whose fence did not hold (a lost lease, or a cancel, which the general path tells apart
+//! and records), take the general path, [`super::runs::complete_in`].
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use serde_json::{Value, json};
+use sqlx::{Any, Transaction};
+
+use super::runs::{UsageInsert, complete_in, insert_usage};
+use super::{Completion, Next, Store};
+use crate::Result;
+
+/// A batch row's columns and their PostgreSQL types. `q_*`: the queue row's next state (`fin`:
+/// the run ends and the row goes); the step row's columns; `r_*`: the run row's.
+const COLUMNS: [(&str, &str); 32] = [
+    ("run_id", "text"),
+    ("token", "text"),
+    ("fin", "bigint"),
+    ("q_step_index", "bigint"),
+    ("q_step_seq", "bigint"),
+    ("q_attempt", "bigint"),
+    ("q_due_at", "bigint"),
+    ("keep", "bigint"),
+    ("seq", "bigint"),
+    ("step_id", "text"),
+    ("status", "text"),
+    ("attempts", "bigint"),
+    ("input", "text"),
+    ("output", "text"),
+    ("error", "text"),
+    ("started_at", "bigint"),
+    ("finished_at", "bigint"),
+    ("due_at", "bigint"),
+    ("rate_slot_at", "bigint"),
+    ("rate_slot_key", "text"),
+    ("run_status", "text"),
+    ("context", "text"),
+    ("run_error", "text"),
+    ("r_step_index", "bigint"),
+    ("r_step_seq", "bigint"),
+    ("r_started_at", "bigint"),
+    ("r_finished_at", "bigint"),
+    ("account_id", "text"),
+    ("workflow_id", "text"),
+    ("wait_event", "text"),
+    ("clear_wait", "bigint"),
+    ("now", "bigint"),
+];
+
+/// A batch's ledger rows (joined to their completion by run and token).
+const USAGE_COLUMNS: [(&str, &str); 9] = [
+    ("run_id", "text"),
+    ("token", "text"),
+    ("id", "text"),
+    ("step_id", "text"),
+    ("unit", "text"),
+    ("quantity", "bigint"),
+    ("tokens_milli", "bigint"),
+    ("cost_micros", "bigint"),
+    ("day", "text"),
+];
+
+/// `$param` as rows of `columns` (PostgreSQL).
+fn pg_rows(param: &str, columns: &[(&str, &str)]) -> String {
+    let spec: Vec<String> = columns.iter().map(|(name, ty)| format!("{name} {ty}")).collect();
+    format!("json_to_recordset({param}::json) AS x({})", spec.join(", "))
+}
+
+/// `$1` as rows of [`COLUMNS`] (SQLite), to use as `FROM {rows} AS j`.
+fn sqlite_rows() -> String {
+    let select: Vec<String> = COLUMNS.iter().map(|(name, _)| format!("value ->> '{name}' AS {name}")).collect();
+    format!("(SELECT {} FROM json_each($1))", select.join(", "))
+}
+
+/// The step row's columns, and their upsert (`EXCLUDED` is the row proposed for insertion).
+const STEP_COLUMNS: &str = "run_id, seq, step_id, status, attempts, input, output, error, started_at, finished_at, due_at, rate_slot_at, rate_slot_key";
+const STEP_UPSERT: &str = "ON CONFLICT (run_id, seq) DO UPDATE SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, \
+     input = COALESCE(EXCLUDED.input, step_runs.input), output = EXCLUDED.output, error = EXCLUDED.error, \
+     started_at = COALESCE(step_runs.started_at, EXCLUDED.started_at), finished_at = EXCLUDED.finished_at, \
+     due_at = EXCLUDED.due_at, rate_slot_at = EXCLUDED.rate_slot_at, rate_slot_key = EXCLUDED.rate_slot_key";
+/// The run row's new state, from a batch row `j`.
+const RUN_SET: &str = "status = j.run_status, context = COALESCE(j.context, runs.context), error = j.run_error, \
+     step_index = CASE WHEN j.r_step_index < 0 THEN runs.step_index ELSE j.r_step_index END, step_seq = j.r_step_seq, \
+     started_at = COALESCE(runs.started_at, j.r_started_at), finished_at = j.r_finished_at";
+/// The queue row's next state, from a batch row `j` (the lease is kept when the next step runs
+/// at once under it).
+const QUEUE_SET: &str = "step_index = j.q_step_index, step_seq = j.q_step_seq, attempt = j.q_attempt, dispatching = 0, \
+     due_at = j.q_due_at, lease_token = CASE WHEN j.keep = 1 THEN run_queue.lease_token ELSE NULL END, \
+     reserved_milli = 0, reserved_period = NULL";
+const WAIT_UPSERT: &str = "ON CONFLICT (run_id) DO UPDATE SET event_type = EXCLUDED.event_type, step_seq = EXCLUDED.step_seq, \
+     created_at = EXCLUDED.created_at";
+
+/// The whole batch as one PostgreSQL statement; answers the (run, token) pairs whose fence held.
+static PG_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH j AS (SELECT * FROM {rows}), \
+         q1 AS (UPDATE run_queue SET {QUEUE_SET} FROM j \
+            WHERE j.fin = 0 AND run_queue.run_id = j.run_id AND run_queue.lease_token = j.token RETURNING j.run_id, j.token), \
+         q2 AS (DELETE FROM run_queue USING j WHERE j.fin = 1 AND run_queue.run_id = j.run_id \
+            AND run_queue.lease_token = j.token RETURNING j.run_id, j.token), \
+         q AS (SELECT run_id, token FROM q1 UNION ALL SELECT run_id, token FROM q2), \
+         ok AS (SELECT j.* FROM j JOIN q ON q.run_id = j.run_id AND q.token = j.token), \
+         s AS (INSERT INTO step_runs ({STEP_COLUMNS}) SELECT {STEP_COLUMNS} FROM ok {STEP_UPSERT}), \
+         r AS (UPDATE runs SET {RUN_SET} FROM ok AS j WHERE runs.id = j.run_id), \
+         w AS (INSERT INTO waits (run_id, account_id, event_type, step_seq, created_at) \
+            SELECT run_id, account_id, wait_event, seq, now FROM ok WHERE wait_event IS NOT NULL {WAIT_UPSERT}), \
+         wd AS (DELETE FROM waits USING ok WHERE waits.run_id = ok.run_id AND ok.wait_event IS NULL AND ok.clear_wait = 1), \
+         u AS (INSERT INTO usage_ledger (id, account_id, workflow_id, run_id, step_id, unit, quantity, tokens_milli, \
+            cost_micros, created_at, day) \
+            SELECT v.id, ok.account_id, ok.workflow_id, ok.run_id, v.step_id, v.unit, v.quantity, v.tokens_milli, \
+            v.cost_micros, ok.now, v.day FROM {usage} JOIN ok ON ok.run_id = v.run_id AND ok.token = v.token \
+            ON CONFLICT (id) DO NOTHING) \
+         SELECT run_id, token FROM q",
+        rows = pg_rows("$1", &COLUMNS),
+        usage = pg_rows("$2", &USAGE_COLUMNS).replacen("AS x(", "AS v(", 1),
+    )
+});
+
+/// SQLite's statements, each over the batch rows in `$1`.
+struct SqliteSql {
+    /// Fences of completions whose run goes on; answers the runs that held.
+    fence_continue: String,
+    /// Fences of completions that end their run; answers the runs that held.
+    fence_finish: String,
+    steps: String,
+    runs: String,
+    waits: String,
+    clear_waits: String,
+}
+
+static SQLITE_SQL: LazyLock<SqliteSql> = LazyLock::new(|| {
+    let rows = sqlite_rows();
+    SqliteSql {
+        fence_continue: format!(
+            "UPDATE run_queue SET {QUEUE_SET} FROM {rows} AS j \
+             WHERE j.fin = 0 AND run_queue.run_id = j.run_id AND run_queue.lease_token = j.token RETURNING run_queue.run_id"
+        ),
+        fence_finish: format!("DELETE FROM run_queue WHERE (run_id, lease_token) IN (SELECT run_id, token FROM {rows} WHERE fin = 1) RETURNING run_id"),
+        // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT.
+        steps: format!("INSERT INTO step_runs ({STEP_COLUMNS}) SELECT {STEP_COLUMNS} FROM {rows} WHERE true {STEP_UPSERT}"),
+        runs: format!("UPDATE runs SET {RUN_SET} FROM {rows} AS j WHERE runs.id = j.run_id"),
+        waits: format!(
+            "INSERT INTO waits (run_id, account_id, event_type, step_seq, created_at) \
+             SELECT run_id, account_id, wait_event, seq, now FROM {rows} WHERE wait_event IS NOT NULL {WAIT_UPSERT}"
+        ),
+        clear_waits: format!("DELETE FROM waits WHERE run_id IN (SELECT run_id FROM {rows} WHERE wait_event IS NULL AND clear_wait = 1)"),
+    }
+});
+
+impl Completion {
+    /// Whether the batch statements cover this completion; quota settlement, the outbox, a
+    /// deferred handle and fan-out take the general path.
+    fn fits_batch(&self) -> bool {
+        self.quota.is_none() && self.outbox.is_none() && self.step.deferred_handle.is_none() && self.spawn.is_none() && self.parent.is_none()
+    }
+
+    /// This completion as a batch row ([`COLUMNS`]).
+    fn batch_row(&self) -> Value {
+        let (q_step_index, q_step_seq, q_attempt, q_due_at, keep, fin) = match &self.next {
+            Next::Continue { step_index, step_seq, attempt, due_at, keep_lease } => {
+                (*step_index, *step_seq, *attempt, keep_lease.unwrap_or(*due_at), keep_lease.is_some() as i64, 0)
+            }
+            Next::Finish => (0, 0, 0, 0, 0, 1),
+        };
+        // The run row keeps its step index when the run ends, and records the last step's seq.
+        let (r_step_index, r_step_seq) = match &self.next {
+            Next::Continue { step_index, step_seq, .. } => (*step_index, *step_seq),
+            Next::Finish => (-1, self.step.seq),
+        };
+        let s = &self.step;
+        json!({
+            "run_id": self.run_id, "token": self.token, "fin": fin, "q_step_index": q_step_index, "q_step_seq": q_step_seq,
+            "q_attempt": q_attempt, "q_due_at": q_due_at, "keep": keep,
+            "seq": s.seq, "step_id": s.step_id, "status": s.status.as_str(), "attempts": s.attempts, "input": s.input,
+            "output": s.output, "error": s.error, "started_at": s.started_at, "finished_at": s.finished_at, "due_at": s.due_at,
+            "rate_slot_at": s.rate_slot_at, "rate_slot_key": s.rate_slot_key,
+            "run_status": self.run_status.as_str(), "context": self.context, "run_error": self.run_error,
+            "r_step_index": r_step_index, "r_step_seq": r_step_seq, "r_started_at": s.started_at.unwrap_or(self.now),
+            "r_finished_at": self.run_status.is_final().then_some(self.now),
+            "account_id": self.account_id, "workflow_id": self.workflow_id,
+            "wait_event": self.wait.as_ref().map(|w| w.event_type.as_str()), "clear_wait": self.clear_wait as i64, "now": self.now,
+        })
+    }
+}
+
+/// Rows as one JSON array parameter.
+fn rows_param<'a>(batch: impl Iterator<Item = &'a &'a Completion>) -> String {
+    Value::Array(batch.map(|c| c.batch_row()).collect()).to_string()
+}
+
+impl Store {
+    /// [`Store::complete_batch`] on PostgreSQL: the completions that fit in one statement
+    /// ([`PG_SQL`]); the others, and those whose fence did not hold, each in a transaction of
+    /// its own.
+    pub(super) async fn complete_batch_postgres(&self, batch: &[&Completion]) -> Result<Vec<bool>> {
+        let simple: Vec<&Completion> = batch.iter().copied().filter(|c| c.fits_batch()).collect();
+        let mut held: HashSet<(String, String)> = HashSet::new();
+        if !simple.is_empty() {
+            let usage: Vec<Value> = simple
+                .iter()
+                .flat_map(|c| {
+                    c.usage.iter().map(|u| {
+                        json!({
+                            "run_id": c.run_id, "token": c.token, "id": u.id, "step_id": u.step_id, "unit": u.unit,
+                            "quantity": u.quantity, "tokens_milli": u.tokens_milli, "cost_micros": u.cost_micros, "day": u.day,
+                        })
+                    })
+                })
+                .collect();
+            let rows: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(PG_SQL.as_str()))
+                .bind(rows_param(simple.iter()))
+                .bind(Value::Array(usage).to_string())
+                .fetch_all(&self.writer)
+                .await?;
+            held.extend(rows);
+        }
+        let is_held = |c: &Completion| held.contains(&(c.run_id.clone(), c.token.clone()));
+        let mut done: Vec<bool> = batch.iter().map(|c| is_held(c)).collect();
+        let rest = batch.iter().enumerate().filter(|(_, c)| !is_held(c));
+        let alone = futures::future::join_all(rest.map(|(i, c)| async move { (i, self.complete_alone(c).await) })).await;
+        for (i, result) in alone {
+            done[i] = result?;
+        }
+        Ok(done)
+    }
+}
+
+/// [`Store::complete_batch`] on SQLite, inside `tx` (the single writer's transaction).
+pub(super) async fn complete_batch_sqlite(tx: &mut Transaction<'static, Any>, batch: &[&Completion]) -> Result<Vec<bool>> {
+    // The batch statements answer runs by id: a run twice in one batch (a lease taken over
+    // while its first holder was still committing) takes the general path after them.
+    let mut seen = HashSet::new();
+    let simple: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].fits_batch() && seen.insert(batch[i].run_id.as_str())).collect();
+    let mut done = vec![false; batch.len()];
+    let mut general: Vec<usize> = (0..batch.len()).filter(|i| !simple.contains(i)).collect();
+    if !simple.is_empty() {
+        let sql = &*SQLITE_SQL;
+        let rows = rows_param(simple.iter().map(|&i| &batch[i]));
+        let mut held: HashSet<String> = HashSet::new();
+        for fence in [&sql.fence_continue, &sql.fence_finish] {
+            let ids: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(fence.as_str())).bind(&rows).fetch_all(&mut **tx).await?;
+            held.extend(ids.into_iter().map(|r| r.0));
+        }
+        let ok: Vec<&&Completion> = simple.iter().map(|&i| &batch[i]).filter(|c| held.contains(&c.run_id)).collect();
+        for &i in &simple {
+            if held.contains(&batch[i].run_id) {
+                done[i] = true;
+            } else {
+                general.push(i);
+            }
+        }
+        if !ok.is_empty() {
+            let rows = rows_param(ok.iter().copied());
+            for statement in [&sql.steps, &sql.runs] {
+                sqlx::query(sqlx::AssertSqlSafe(statement.as_str())).bind(&rows).execute(&mut **tx).await?;
+            }
+            if ok.iter().any(|c| c.wait.is_some()) {
+                sqlx::query(sqlx::AssertSqlSafe(sql.waits.as_str())).bind(&rows).execute(&mut **tx).await?;
+            }
+            if ok.iter().any(|c| c.wait.is_none() && c.clear_wait) {
+                sqlx::query(sqlx::AssertSqlSafe(sql.clear_waits.as_str())).bind(&rows).execute(&mut **tx).await?;
+            }
+            let usage: Vec<UsageInsert<'_>> =
+                ok.iter().flat_map(|c| c.usage.iter().map(|u| (c.account_id.as_str(), c.workflow_id.as_str(), c.run_id.as_str(), u, c.now))).collect();
+            if !usage.is_empty() {
+                insert_usage(tx, &usage).await?;
+            }
+        }
+    }
+    // In batch order, after the batch statements: a fence that failed there fails here too
+    // (nothing changed it), and the general path then tells a cancel from a lost lease.
+    general.sort_unstable();
+    for i in general {
+        done[i] = complete_in(tx, batch[i]).await?;
+    }
+    Ok(done)
+}
