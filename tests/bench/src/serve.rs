@@ -133,7 +133,13 @@ impl Server {
     /// Creates an enterprise account (no plan limit in the way) with the admin token; returns
     /// its API key.
     async fn account(&self) -> anyhow::Result<String> {
-        let res = self.http.post(format!("{}/v1/accounts", self.base)).bearer_auth(&self.admin).json(&json!({ "name": "bench serve", "plan": "enterprise" })).send().await?;
+        let res = self
+            .http
+            .post(format!("{}/v1/accounts", self.base))
+            .bearer_auth(&self.admin)
+            .json(&json!({ "name": "bench serve", "plan": "enterprise" }))
+            .send()
+            .await?;
         let status = res.status();
         let body: Value = res.json().await?;
         anyhow::ensure!(status == 201, "POST /v1/accounts answered {status}: {body}");
@@ -330,17 +336,14 @@ fn parse_wrk(stdout: &str) -> anyhow::Result<Ingest> {
     let num = |key: &str| v[key].as_f64().with_context(|| format!("{key} in {line}"));
     let requests = num("requests")? as u64;
     let duration = num("duration_us")? / 1e6;
-    let rps = stdout
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
-        .and_then(|r| r.trim().parse().ok())
-        .unwrap_or(requests as f64 / duration);
+    let rps = stdout.lines().find_map(|l| l.trim().strip_prefix("Requests/sec:")).and_then(|r| r.trim().parse().ok()).unwrap_or(requests as f64 / duration);
     let non_2xx_3xx = stdout.lines().find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0);
     let mut socket_errors = [0; 4];
     for (i, n) in v["socket_errors"].as_array().context("socket_errors")?.iter().enumerate().take(4) {
         socket_errors[i] = n.as_u64().unwrap_or(0);
     }
-    let statuses = v["statuses"].as_object().context("statuses")?.iter().map(|(s, n)| Ok((s.parse()?, n.as_u64().unwrap_or(0)))).collect::<anyhow::Result<_>>()?;
+    let statuses =
+        v["statuses"].as_object().context("statuses")?.iter().map(|(s, n)| Ok((s.parse()?, n.as_u64().unwrap_or(0)))).collect::<anyhow::Result<_>>()?;
     Ok(Ingest {
         requests,
         rps,
@@ -501,7 +504,7 @@ async fn graphile(args: &BenchArgs) -> Result<Graphile, String> {
 
 /// `ratio` against `bar`, marked.
 fn against(ratio: f64, bar: f64) -> String {
-    format!("{ratio:.2}x (≥{bar}) {}", if ratio >= bar { "ok" } else { "BELOW" })
+    format!("{ratio:.2}x (≥{bar:.1}) {}", if ratio >= bar { "ok" } else { "BELOW" })
 }
 
 fn statuses(s: &BTreeMap<u16, u64>) -> String {
@@ -541,7 +544,14 @@ pub(super) fn print(figures: &[Figures], refs: Option<&References>, args: &Bench
                 } else {
                     format!("{} 5000/s", against(i.rps / SQLITE_INGEST_BAR, 1.0))
                 };
-                (format!("{:.0}", i.rps), format!("{:.2}", i.p50_ms), format!("{:.2}", i.p99_ms), i.not_202().to_string(), bar, format!("{:.1}", i.drain.as_secs_f64()))
+                (
+                    format!("{:.0}", i.rps),
+                    format!("{:.2}", i.p50_ms),
+                    format!("{:.2}", i.p99_ms),
+                    i.not_202().to_string(),
+                    bar,
+                    format!("{:.1}", i.drain.as_secs_f64()),
+                )
             }
             None => (dash(), dash(), dash(), dash(), "no wrk".into(), dash()),
         };
@@ -563,8 +573,8 @@ pub(super) fn print(figures: &[Figures], refs: Option<&References>, args: &Bench
     }
     match refs.map(|r| &r.graphile) {
         Some(Ok(g)) => println!(
-            "{:<9} {:>12}   graphile-worker {} jobs/s: {:.0} ({} no-op jobs queued in bulk, one worker at concurrency {}, drained in {:.2} s)",
-            "graphile", "", g.version, g.jobs_per_sec, g.jobs, g.concurrency, g.seconds
+            "{:<9} {:>12.0}   graphile-worker {} jobs/s ({} no-op jobs queued in bulk, one worker at concurrency {}, drained in {:.2} s)",
+            "graphile", g.jobs_per_sec, g.version, g.jobs, g.concurrency, g.seconds
         ),
         Some(Err(why)) => println!("graphile-worker: not measured: {why}"),
         None => {}
@@ -573,7 +583,7 @@ pub(super) fn print(figures: &[Figures], refs: Option<&References>, args: &Bench
         let Some(s) = &f.serve else { continue };
         if let Some(i) = &s.ingest {
             println!(
-                "({} ingest: wrk -t{} -c{} -d{}s, {} requests, answers {}{}, wrk's non-2xx/3xx {}; {} runs all finished {:.1} s after wrk ended)",
+                "({} ingest: wrk -t{} -c{} -d{}s, {} requests, answers {}{}, wrk's non-2xx/3xx {}; {} runs (with those of requests still in flight at wrk's end) all finished {:.1} s after wrk ended)",
                 f.backend,
                 args.serve_threads,
                 args.serve_connections,
@@ -591,7 +601,7 @@ pub(super) fn print(figures: &[Figures], refs: Option<&References>, args: &Bench
         }
         for st in [&s.multi, &s.single] {
             println!(
-                "({} steps: {} runs x {} log steps = {} steps in {:.2} s from the first post to the last run's end (posted in {:.2} s by {} clients; answers {}; {} runs succeeded) = {:.0} steps/s)",
+                "({} steps: {} runs x {} log step(s) = {} steps in {:.2} s from the first post to the last run's end (posted in {:.2} s by {} clients; answers {}; {} runs succeeded) = {:.0} steps/s)",
                 f.backend,
                 st.runs,
                 st.steps,
