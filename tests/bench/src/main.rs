@@ -7,8 +7,9 @@
 //! ```
 //!
 //! It drives the runtime and the API as libraries, in this process; only `procs` and `memory`
-//! start real `switchboard worker` processes, and `serve` a real `switchboard serve`, of the server binary built first (`--server-bin`,
-//! by default the `switchboard` next to this executable). Its own SQL (progress polls, result
+//! start real `switchboard worker` processes, and `serve` a real `switchboard serve`, of the
+//! server binary built first (`--server-bin`, by default the `switchboard` next to this
+//! executable). Its own SQL (progress polls, result
 //! reads, bulk copies, PostgreSQL statistics) is the store's, behind switchboard-runtime's
 //! `bench` feature, which only this crate enables.
 //!
@@ -160,8 +161,9 @@ struct BenchArgs {
     #[arg(long)]
     graphile_dir: Option<PathBuf>,
     /// The `switchboard` server binary whose `worker` command the procs and memory
-    /// measurements (and whose `serve` command the serve measurement) start (build it first: `cargo build --release`). Default: the `switchboard`
-    /// next to this executable, i.e. target/release/switchboard.
+    /// measurements start, and whose `serve` command the serve measurement starts (build it
+    /// first: `cargo build --release`). Default: the `switchboard` next to this executable,
+    /// i.e. target/release/switchboard.
     #[arg(long, env = "SWITCHBOARD_BENCH_SERVER_BIN")]
     server_bin: Option<PathBuf>,
 }

@@ -187,7 +187,13 @@ pub(super) async fn measure(b: &Backend, args: &BenchArgs) -> anyhow::Result<Ser
     if queued > 0 {
         eprintln!("  serve: {queued} runs already queued in the database (of earlier measurements); they are worked too");
     }
-    let mut server = Server::start(&exe, &b.url, &dir, args).await?;
+    let mut server = match Server::start(&exe, &b.url, &dir, args).await {
+        Ok(server) => server,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
     let result = measure_with(b, args, &mut server, &dir).await;
     if result.is_err() {
         let log = server.process.log();
