@@ -7,8 +7,9 @@
 //! ```
 //!
 //! It drives the runtime and the API as libraries, in this process; only `procs` and `memory`
-//! start real `switchboard worker` processes, of the server binary built first (`--server-bin`,
-//! by default the `switchboard` next to this executable). Its own SQL (progress polls, result
+//! start real `switchboard worker` processes, and `serve` a real `switchboard serve`, of the
+//! server binary built first (`--server-bin`, by default the `switchboard` next to this
+//! executable). Its own SQL (progress polls, result
 //! reads, bulk copies, PostgreSQL statistics) is the store's, behind switchboard-runtime's
 //! `bench` feature, which only this crate enables.
 //!
@@ -27,12 +28,17 @@
 //!   result) under concurrent calls, with the workers running (`calls`).
 //! - [`memory`]: a worker's resident memory with an empty queue and with 1,000,000 pending
 //!   delays (`memory`, PostgreSQL only).
+//! - [`serve`]: a real `switchboard serve` driven from outside over HTTP: webhook ingest with
+//!   `wrk` while its workers run, and steps/s of runs posted as webhooks (`serve`); beside
+//!   them the pgbench ceiling of one insert per transaction and graphile-worker's jobs/s
+//!   (`tests/bench/graphile`), measured once.
 
 mod calls;
 mod fan_out;
 mod latency;
 mod memory;
 mod procs;
+mod serve;
 mod statements;
 mod throughput;
 
@@ -52,7 +58,10 @@ use switchboard_runtime::metering::Unit;
 use switchboard_runtime::store::{Account, BenchProbe, Store, StoreConfig, WorkflowRow, WorkflowWrite, dialect};
 
 /// Every measurement, in the order they run on a backend.
-const MEASUREMENTS: [&str; 10] = ["ingest", "steps", "billed", "statements", "procs", "timers", "usage", "calls", "fan_out", "memory"];
+const MEASUREMENTS: [&str; 11] = ["ingest", "steps", "billed", "statements", "procs", "timers", "usage", "calls", "fan_out", "memory", "serve"];
+
+/// Measurements that start processes of the server binary (`--server-bin`).
+const SERVER_BIN: [&str; 3] = ["procs", "memory", "serve"];
 
 /// Measurements that need PostgreSQL (several processes on one database; bulk SQL).
 const POSTGRES_ONLY: [&str; 2] = ["procs", "memory"];
@@ -69,7 +78,7 @@ struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
     backends: Vec<String>,
     /// Measurements to run, comma-separated: ingest, steps, billed, statements, procs, timers,
-    /// usage, calls, fan_out, memory (procs and memory on PostgreSQL only), or all.
+    /// usage, calls, fan_out, memory, serve (procs and memory on PostgreSQL only), or all.
     #[arg(long, value_delimiter = ',', default_value = "all")]
     only: Vec<String>,
     /// Webhook requests sent in the ingest measurement.
@@ -118,9 +127,43 @@ struct BenchArgs {
     /// Seconds the worker polls before its memory is read, in each memory measurement.
     #[arg(long, default_value_t = 15)]
     memory_secs: u64,
+    /// Seconds wrk posts webhooks to the real server in the serve measurement.
+    #[arg(long, default_value_t = 20)]
+    serve_secs: u64,
+    /// wrk's connections in the serve measurement, and the concurrent clients posting its
+    /// steps/s runs (and pgbench's clients).
+    #[arg(long, default_value_t = 64)]
+    serve_connections: usize,
+    /// wrk's (and pgbench's) threads in the serve measurement.
+    #[arg(long, default_value_t = 2)]
+    serve_threads: usize,
+    /// Runs of the `--steps`-step workflow posted to the real server in the serve measurement.
+    #[arg(long, default_value_t = 1_000)]
+    serve_runs: usize,
+    /// Runs of the one-step workflow posted to the real server in the serve measurement.
+    #[arg(long, default_value_t = 10_000)]
+    serve_single_runs: usize,
+    /// The real server's webhook rate limit (requests/s per webhook URL), high enough not to
+    /// answer 429 to the load.
+    #[arg(long, default_value_t = 1_000_000)]
+    serve_rate_limit: u32,
+    /// Seconds of the pgbench reference (serve measurement).
+    #[arg(long, default_value_t = 15)]
+    pgbench_secs: u64,
+    /// No-op jobs graphile-worker drains in the reference of the serve measurement.
+    #[arg(long, default_value_t = 10_000)]
+    graphile_jobs: usize,
+    /// graphile-worker's concurrency in that reference.
+    #[arg(long, default_value_t = 24)]
+    graphile_concurrency: usize,
+    /// The graphile-worker project (package.json, drain.js); default tests/bench/graphile of
+    /// this source tree.
+    #[arg(long)]
+    graphile_dir: Option<PathBuf>,
     /// The `switchboard` server binary whose `worker` command the procs and memory
-    /// measurements start (build it first: `cargo build --release`). Default: the `switchboard`
-    /// next to this executable, i.e. target/release/switchboard.
+    /// measurements start, and whose `serve` command the serve measurement starts (build it
+    /// first: `cargo build --release`). Default: the `switchboard` next to this executable,
+    /// i.e. target/release/switchboard.
     #[arg(long, env = "SWITCHBOARD_BENCH_SERVER_BIN")]
     server_bin: Option<PathBuf>,
 }
@@ -147,7 +190,7 @@ impl BenchArgs {
         };
         anyhow::ensure!(
             path.is_file(),
-            "no server binary at {} (the procs and memory measurements start its `worker` command): \
+            "no server binary at {} (the procs, memory and serve measurements start its `worker` and `serve` commands): \
              build it with `cargo build --release`, or give its path with --server-bin",
             path.display()
         );
@@ -298,6 +341,7 @@ struct Figures {
     memory: Option<memory::Memory>,
     calls: Option<calls::CallLatency>,
     fan_out: Option<fan_out::FanOut>,
+    serve: Option<serve::Serve>,
 }
 
 /// Runs the selected measurements on SQLite and on PostgreSQL (if reachable), then prints them.
@@ -306,7 +350,8 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     elapsed_secs();
     let selected = args.selected()?;
     let wants = |b: &str| args.backends.iter().any(|x| x.trim() == b);
-    if wants("postgres") && args.postgres != "none" && selected.iter().any(|m| POSTGRES_ONLY.contains(m)) {
+    let postgres = wants("postgres") && args.postgres != "none";
+    if selected.iter().any(|m| SERVER_BIN.contains(m) && (postgres || !POSTGRES_ONLY.contains(m))) {
         // Before anything is measured, not after half an hour.
         args.server_bin()?;
     }
@@ -332,7 +377,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Err(e) => println!("PostgreSQL at {} unreachable ({e}); measured SQLite only", switchboard_api::cli::redact(&args.postgres)),
         }
     }
-    print(&figures, &args);
+    // The references of the serve measurement: once, with no server running.
+    let references = if selected.contains(&"serve") { Some(serve::references(&args).await) } else { None };
+    print(&figures, references.as_ref(), &args);
     println!();
     println!("bench took {:.0} s ({} cores)", started.elapsed().as_secs_f64(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
     Ok(())
@@ -353,6 +400,7 @@ async fn measure(b: Backend, args: &BenchArgs, selected: &[&str], server: Option
         memory: None,
         calls: None,
         fan_out: None,
+        serve: None,
     };
     for m in selected {
         eprintln!("[{:>5.0} s] {} {m}", elapsed_secs(), b.name);
@@ -365,6 +413,7 @@ async fn measure(b: Backend, args: &BenchArgs, selected: &[&str], server: Option
             "timers" => f.latency = Some(latency::measure(&b, args).await?),
             "calls" => f.calls = Some(calls::measure(&b, args).await?),
             "fan_out" => f.fan_out = Some(fan_out::measure(&b, args).await?),
+            "serve" => f.serve = Some(serve::measure(&b, args).await?),
             "usage" if args.ledger_rows > 0 => f.usage_ms = Some(throughput::usage_latency(&b, args.ledger_rows).await?),
             "memory" => {
                 if let Some(server) = server {
@@ -384,7 +433,7 @@ fn elapsed_secs() -> f64 {
     START.get_or_init(Instant::now).elapsed().as_secs_f64()
 }
 
-fn print(figures: &[Figures], args: &BenchArgs) {
+fn print(figures: &[Figures], references: Option<&serve::References>, args: &BenchArgs) {
     throughput::print(figures, args);
     statements::print(figures, args);
     procs::print(figures, args);
@@ -392,4 +441,5 @@ fn print(figures: &[Figures], args: &BenchArgs) {
     calls::print(figures, args);
     fan_out::print(figures, args);
     memory::print(figures, args);
+    serve::print(figures, references, args);
 }

@@ -38,6 +38,12 @@ impl WorkerProcess {
     /// logging to a file in `dir` with `log` as its filter (the filter in
     /// `SWITCHBOARD_BENCH_WORKER_LOG` instead, if set, to look into a figure).
     pub(super) fn spawn(exe: &Path, database_url: &str, dir: &Path, log: &str) -> anyhow::Result<Self> {
+        Self::spawn_command(exe, "worker", database_url, dir, log, &[])
+    }
+
+    /// Starts `<exe> <command>` (`worker`, `serve`) as [`spawn`](Self::spawn) does, with `env`
+    /// as further `SWITCHBOARD_…` settings.
+    pub(super) fn spawn_command(exe: &Path, command: &str, database_url: &str, dir: &Path, log: &str, env: &[(&str, String)]) -> anyhow::Result<Self> {
         let filter = std::env::var("SWITCHBOARD_BENCH_WORKER_LOG").unwrap_or_else(|_| log.to_string());
         std::fs::create_dir_all(dir)?;
         let mut cmd = tokio::process::Command::new(exe);
@@ -48,19 +54,20 @@ impl WorkerProcess {
                 cmd.env_remove(key);
             }
         }
-        let log = dir.join(format!("worker-{}.log", uuid::Uuid::new_v4()));
+        let log = dir.join(format!("{command}-{}.log", uuid::Uuid::new_v4()));
         let file = std::fs::File::create(&log)?;
-        cmd.arg("worker")
+        cmd.arg(command)
             .current_dir(dir)
             .env("SWITCHBOARD_DATABASE_URL", database_url)
             .env("SWITCHBOARD_DATA_DIR", dir)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)
             .kill_on_drop(true);
-        let child = cmd.spawn().with_context(|| format!("starting {} worker", exe.display()))?;
-        let pid = child.id().context("the worker's pid")?;
+        let child = cmd.spawn().with_context(|| format!("starting {} {command}", exe.display()))?;
+        let pid = child.id().with_context(|| format!("the {command} process's pid"))?;
         Ok(Self { child, pid, log })
     }
 
@@ -74,7 +81,7 @@ impl WorkerProcess {
         if let Some(status) = self.child.try_wait()? {
             let log = self.log();
             let tail: String = log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-            anyhow::bail!("switchboard worker {} exited ({status}):\n{tail}", self.pid);
+            anyhow::bail!("switchboard process {} exited ({status}):\n{tail}", self.pid);
         }
         Ok(())
     }
@@ -87,7 +94,7 @@ impl WorkerProcess {
     }
 
     /// CPU seconds (user + system, all threads) used so far.
-    fn cpu_secs(&self) -> Option<f64> {
+    pub(super) fn cpu_secs(&self) -> Option<f64> {
         cpu_secs(self.pid)
     }
 
@@ -100,7 +107,7 @@ impl WorkerProcess {
                 status?;
             }
             Err(_) => {
-                eprintln!("switchboard worker {} did not stop within 30 s of SIGTERM; killing it", self.pid);
+                eprintln!("switchboard process {} did not stop within 30 s of SIGTERM; killing it", self.pid);
                 self.child.kill().await?;
             }
         }

@@ -109,14 +109,19 @@ pub(super) async fn usage_latency(b: &Backend, rows: i64) -> anyhow::Result<[(f6
     Ok(out)
 }
 
-/// `requests` webhook POSTs of a ~0.5 KB body from `clients` keep-alive clients.
-async fn post_webhooks(url: &str, requests: usize, clients: usize) -> anyhow::Result<Ingest> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
-    let body = json!({
+/// The webhook body of the ingest measurements: a lead of ~0.5 KB of compact JSON.
+pub(super) fn lead_body() -> String {
+    json!({
         "lead": { "id": "lead_123", "first_name": "Ada", "last_name": "Lovelace", "phone": "+15550001111",
                   "email": "ada@example.com", "source": "website", "notes": "x".repeat(300) }
     })
-    .to_string();
+    .to_string()
+}
+
+/// `requests` webhook POSTs of a ~0.5 KB body from `clients` keep-alive clients.
+async fn post_webhooks(url: &str, requests: usize, clients: usize) -> anyhow::Result<Ingest> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
+    let body = lead_body();
     let remaining = Arc::new(AtomicUsize::new(requests));
     let started = Instant::now();
     let mut tasks = Vec::new();
