@@ -101,7 +101,7 @@ impl Default for Settings {
             secret_key: None,
             http_allow_private: false,
             lease_secs: 60,
-            worker_concurrency: 64,
+            worker_concurrency: 128,
             max_connections: 16,
             webhook_rate_limit: 200,
             api_bases: ApiBases::default(),

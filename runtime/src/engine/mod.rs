@@ -93,7 +93,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { lease: Duration::from_secs(60), batch: 32, concurrency: 64, poll_interval: Duration::from_secs(1), prices: PriceList::default() }
+        Self { lease: Duration::from_secs(60), batch: 64, concurrency: 128, poll_interval: Duration::from_secs(1), prices: PriceList::default() }
     }
 }
 

@@ -208,7 +208,7 @@ pub(super) fn print(figures: &[Figures], _args: &BenchArgs) {
     let p = &f.procs[0];
     println!(
         "(procs: {} runs x {} log steps queued through the engine with no worker running, then drained by N \
-         `switchboard worker` processes (concurrency 64 each), timed from their start; SQLite: not measured, one file \
+         `switchboard worker` processes (concurrency 128 each), timed from their start; SQLite: not measured, one file \
          has one writer)",
         p.runs, p.steps
     );
