@@ -90,7 +90,7 @@ pub(super) async fn commit(
         step: t.step,
         next: t.next.clone(),
         run_status: t.run_status,
-        context: Some(state.context.to_string()),
+        context: state.take_changed_context(),
         run_error: t.run_error,
         usage,
         wait: t.wait,

@@ -31,6 +31,9 @@ pub(crate) struct RunState {
     pub(crate) reservation: Option<(String, i64)>,
     /// The account's contact rules, parsed when a step first asks for them.
     contact_rules: Option<ContactRules>,
+    /// Whether `context` changed since it was loaded or last committed: a step that changed
+    /// nothing in it (a delay, a branch, a wait starting) does not rewrite the document.
+    context_changed: bool,
 }
 
 impl RunState {
@@ -41,7 +44,7 @@ impl RunState {
             context = json!({});
         }
         let account = engine.account(&run.account_id).await?;
-        Ok(Self { run, event, context, account, reservation: None, contact_rules: None })
+        Ok(Self { run, event, context, account, reservation: None, contact_rules: None, context_changed: false })
     }
 
     /// The account's contact rules (parsed once per claim, not once per step).
@@ -97,8 +100,15 @@ impl RunState {
     }
 
     pub(crate) fn section(&mut self, name: &str) -> &mut Map<String, Value> {
+        self.context_changed = true;
         let ctx = self.context.as_object_mut().expect("context is an object");
         ctx.entry(name).or_insert_with(|| json!({})).as_object_mut().expect("context section is an object")
+    }
+
+    /// The context document to commit with a step's outcome: `None` when the step left it as
+    /// it was (the stored one stays). Counts as committed from here on.
+    pub(crate) fn take_changed_context(&mut self) -> Option<String> {
+        std::mem::take(&mut self.context_changed).then(|| self.context.to_string())
     }
 
     /// Makes a step's output visible as `steps.<id>.output`.
