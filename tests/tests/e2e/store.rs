@@ -211,6 +211,112 @@ async fn a_replayed_completion_bills_once(db: TestDb) {
     assert_eq!(units, ["http_request", "workflow_run"], "the second write of the same charge is refused");
 }
 
+/// Group commit: a batch of completions of different runs, each fenced by its own lease. One
+/// whose lease was lost writes nothing, one whose run was cancelled records the action's step
+/// and usage but moves nothing on, a second completion of a run already in the batch (another
+/// token) is refused, and the others commit everything: step rows, run rows, queue rows, waits,
+/// usage.
+async fn a_batch_of_completions_fences_each_run_alone(db: TestDb) {
+    use switchboard_runtime::status::{RunStatus, StepStatus};
+    use switchboard_runtime::store::{Completion, NewWait, Next, StepRow};
+    let store = db.store().await;
+    seed(&store).await;
+    let runs: Vec<NewRun> = ["r1", "r2", "r3", "r4"].into_iter().map(run).collect();
+    store.record_event(&event("e", None), &runs, &[], None).await.unwrap();
+    assert_eq!(store.claim("w", T0, T0 + 60_000, 10).await.unwrap().len(), 4);
+    assert_eq!(store.cancel_run("acc", "r4", T0).await.unwrap(), Some(true));
+    let completion = |run_id: &str, token: &str, next: Next, run_status: RunStatus| Completion {
+        run_id: run_id.into(),
+        account_id: "acc".into(),
+        workflow_id: "wf".into(),
+        token: token.into(),
+        step: StepRow {
+            run_id: run_id.into(),
+            seq: 1,
+            step_id: "a".into(),
+            status: StepStatus::Succeeded,
+            attempts: 1,
+            input: Some("{\"to\":\"x\"}".into()),
+            output: Some(format!("{{\"run\":\"{run_id}\"}}")),
+            error: None,
+            started_at: Some(T0),
+            finished_at: Some(T0 + 5),
+            due_at: None,
+            rate_slot_at: None,
+            rate_slot_key: None,
+            deferred_handle: None,
+        },
+        next,
+        run_status,
+        context: Some(format!("{{\"steps\":{{\"a\":{{\"output\":\"{run_id}\"}}}}}}")),
+        run_error: None,
+        usage: vec![NewUsage {
+            id: format!("{run_id}:1:http_request"),
+            step_id: Some("a".into()),
+            unit: "http_request".into(),
+            quantity: 1,
+            tokens_milli: 100,
+            cost_micros: 1_000,
+            day: "2027-01-15".into(),
+        }],
+        wait: None,
+        clear_wait: false,
+        side_effect: true,
+        quota: None,
+        outbox: None,
+        spawn: None,
+        parent: None,
+        now: T0 + 5,
+    };
+    let next = Next::Continue { step_index: 1, step_seq: 2, attempt: 0, due_at: T0 + 1_000, keep_lease: None };
+    let mut waits = completion("r1", "w", next.clone(), RunStatus::Waiting);
+    waits.wait = Some(NewWait { event_type: "lead.replied".into() });
+    let lost = completion("r2", "stale", next.clone(), RunStatus::Running);
+    let ends = completion("r3", "w", Next::Finish, RunStatus::Succeeded);
+    let cancelled = completion("r4", "w", next.clone(), RunStatus::Running);
+    let twice = completion("r1", "other", Next::Finish, RunStatus::Failed);
+    let done = store.complete_batch(&[&waits, &lost, &ends, &cancelled, &twice]).await.unwrap();
+    assert_eq!(done, [true, false, true, false, false]);
+
+    let detail = |id: &'static str| {
+        let store = store.clone();
+        async move { store.run_detail("acc", id).await.unwrap().unwrap() }
+    };
+    let units = |usage: &[switchboard_runtime::store::UsageRow]| {
+        let mut units: Vec<String> = usage.iter().map(|u| u.unit.clone()).collect();
+        units.sort();
+        units
+    };
+    let (r1, steps, usage) = detail("r1").await;
+    assert_eq!((r1.status, r1.step_index, r1.step_seq, r1.finished_at), (RunStatus::Waiting, 1, 2, None));
+    assert_eq!(r1.context, "{\"steps\":{\"a\":{\"output\":\"r1\"}}}");
+    assert_eq!(steps.len(), 1);
+    assert_eq!((steps[0].status, steps[0].output.as_deref()), (StepStatus::Succeeded, Some("{\"run\":\"r1\"}")));
+    assert_eq!(units(&usage), ["http_request", "workflow_run"]);
+    let waiting = store.waiting_runs("acc", "lead.replied").await.unwrap();
+    assert_eq!(waiting.iter().map(|(r, seq)| (r.id.as_str(), *seq)).collect::<Vec<_>>(), [("r1", 1)]);
+
+    let (r2, steps, usage) = detail("r2").await;
+    assert_eq!((r2.status, r2.context.as_str()), (RunStatus::Queued, "{}"), "a lost lease writes nothing");
+    assert!(steps.is_empty());
+    assert_eq!(units(&usage), ["workflow_run"]);
+
+    let (r3, steps, usage) = detail("r3").await;
+    assert_eq!((r3.status, r3.finished_at, r3.step_seq), (RunStatus::Succeeded, Some(T0 + 5), 1));
+    assert_eq!(steps.len(), 1);
+    assert_eq!(units(&usage), ["http_request", "workflow_run"]);
+
+    let (r4, steps, usage) = detail("r4").await;
+    assert_eq!(r4.status, RunStatus::Cancelled, "the cancel stands");
+    assert_eq!(steps.iter().map(|s| s.status).collect::<Vec<_>>(), [StepStatus::Succeeded], "the action that ran is recorded");
+    assert_eq!(units(&usage), ["http_request", "workflow_run"], "and billed");
+
+    // r1 waits for its due time with no lease; r2 keeps its (stale-token) claim; r3 and r4 left.
+    assert_eq!(store.queue_depth().await.unwrap(), 2);
+    let due = store.claim("again", T0 + 1_000, T0 + 61_000, 10).await.unwrap();
+    assert_eq!(due.iter().map(|c| (c.run_id.as_str(), c.step_index, c.step_seq)).collect::<Vec<_>>(), [("r1", 1, 2)]);
+}
+
 async fn a_billing_reader_sees_every_row_once_while_8_writers_commit(db: TestDb) {
     let store = db.store().await;
     seed(&store).await;
@@ -292,3 +398,4 @@ async fn processes_follow_the_database_clock(db: TestDb) {
 }
 
 on_postgres!(processes_follow_the_database_clock);
+on_both_backends!(a_batch_of_completions_fences_each_run_alone);
