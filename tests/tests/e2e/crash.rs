@@ -45,8 +45,13 @@ impl Server {
     /// quiet hours are off: these tests run on the real clock, at any hour (the contact tests
     /// set their own).
     pub(crate) async fn account_key(&self, http: &reqwest::Client, name: &str) -> String {
-        let account: Value =
-            http.post(format!("{}/v1/accounts", self.base)).bearer_auth(ADMIN).json(&json!({ "name": name })).send().await.unwrap().json().await.unwrap();
+        self.account_key_on(http, name, "trial").await
+    }
+
+    /// [`Server::account_key`] on a plan of choice.
+    pub(crate) async fn account_key_on(&self, http: &reqwest::Client, name: &str, plan: &str) -> String {
+        let req = http.post(format!("{}/v1/accounts", self.base)).bearer_auth(ADMIN).json(&json!({ "name": name, "plan": plan }));
+        let account: Value = req.send().await.unwrap().json().await.unwrap();
         let key = account["api_key"].as_str().unwrap_or_else(|| panic!("{account}")).to_string();
         let res = http.put(format!("{}/v1/contact-rules", self.base)).bearer_auth(&key).json(&json!({ "quiet_hours": null })).send().await.unwrap();
         assert_eq!(res.status(), 200, "quiet hours off");
@@ -200,11 +205,13 @@ async fn sigkill_mid_delays_and_backoff_loses_nothing(db: TestDb) {
     assert!(succeeded >= RUNS - 3, "nearly every run succeeds ({succeeded}/{RUNS})");
 }
 
-/// Three processes on one PostgreSQL (one `serve`, two `worker`s); one worker is SIGKILLed
-/// mid-load. Every run completes, no step's request succeeds twice, the ledger is exact.
-async fn three_processes_one_killed_every_step_once(db: TestDb) {
-    const LOAD: usize = 60;
-    let hits: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+/// Requests counted by `"<run>/<step>"` (the request body's `run` and `step`).
+type Counted = Arc<Mutex<HashMap<String, u32>>>;
+
+/// A vendor that answers 200 to every POST to its `/hit` and counts them by run and step;
+/// returns the counts and its URL.
+async fn counting_vendor() -> (Counted, String) {
+    let hits: Counted = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target_url = format!("http://{}/hit", listener.local_addr().unwrap());
     let counted = hits.clone();
@@ -220,6 +227,14 @@ async fn three_processes_one_killed_every_step_once(db: TestDb) {
         }),
     );
     tokio::spawn(async move { axum::serve(listener, app).await });
+    (hits, target_url)
+}
+
+/// Three processes on one PostgreSQL (one `serve`, two `worker`s); one worker is SIGKILLed
+/// mid-load. Every run completes, no step's request succeeds twice, the ledger is exact.
+async fn three_processes_one_killed_every_step_once(db: TestDb) {
+    const LOAD: usize = 60;
+    let (hits, target_url) = counting_vendor().await;
 
     let data = TempDir::new();
     let mut server = start(&db.url, &data, free_port()).await;
@@ -297,38 +312,14 @@ async fn three_processes_one_killed_every_step_once(db: TestDb) {
 async fn sigkill_while_a_batch_of_completions_is_in_flight(db: TestDb) {
     const LOAD: usize = 200;
     const CALLS: [&str; 4] = ["c1", "c2", "c3", "c4"];
-    let hits: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let target_url = format!("http://{}/hit", listener.local_addr().unwrap());
-    let counted = hits.clone();
-    let app = axum::Router::new().route(
-        "/hit",
-        axum::routing::post(move |Json(body): Json<Value>| {
-            let counted = counted.clone();
-            async move {
-                let key = format!("{}/{}", body["run"].as_str().unwrap_or_default(), body["step"].as_str().unwrap_or_default());
-                *counted.lock().unwrap().entry(key).or_default() += 1;
-                StatusCode::OK
-            }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (hits, target_url) = counting_vendor().await;
 
     let data = TempDir::new();
     let port = free_port();
     let mut server = start(&db.url, &data, port).await;
     let http = reqwest::Client::new();
-    let key = server.account_key(&http, "batch").await;
     // 200 runs of four requests each are more than the trial plan's tokens.
-    let account: Value = http.get(format!("{}/v1/account", server.base)).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
-    let plan = http
-        .put(format!("{}/v1/admin/accounts/{}/plan", server.base, account["id"].as_str().unwrap()))
-        .bearer_auth(ADMIN)
-        .json(&json!({ "plan": "enterprise" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(plan.status(), 200);
+    let key = server.account_key_on(&http, "batch", "enterprise").await;
     let mut steps = Vec::new();
     for (i, call) in CALLS.iter().enumerate() {
         steps.push(json!({ "id": format!("log{i}"), "action": "log", "input": { "message": "{{ run.id }}" } }));

@@ -1,7 +1,8 @@
 //! Store conformance: the same behaviour asked of SQLite and PostgreSQL.
 
 use serde_json::json;
-use switchboard_runtime::store::{Account, NewEvent, NewRun, NewUsage, Recorded, Store, WorkflowWrite};
+use switchboard_runtime::status::{RunStatus, StepStatus};
+use switchboard_runtime::store::{Account, Completion, NewEvent, NewRun, NewUsage, NewWait, Next, Recorded, StepRow, Store, WorkflowWrite};
 
 use crate::support::TestDb;
 use crate::{on_both_backends, on_postgres};
@@ -153,79 +154,10 @@ async fn versions_are_kept_and_other_accounts_see_nothing(db: TestDb) {
     assert!(store.workflow("acc", "wf").await.unwrap().is_some());
 }
 
-async fn a_replayed_completion_bills_once(db: TestDb) {
-    use switchboard_runtime::store::{Completion, Next, StepRow};
-    let store = db.store().await;
-    seed(&store).await;
-    store.record_event(&event("e", None), &[run("r")], &[], None).await.unwrap();
-    let claims = store.claim("w", T0, T0 + 60_000, 1).await.unwrap();
-    let completion = Completion {
-        run_id: "r".into(),
-        account_id: "acc".into(),
-        workflow_id: "wf".into(),
-        token: "w".into(),
-        step: StepRow {
-            run_id: "r".into(),
-            seq: claims[0].step_seq,
-            step_id: "a".into(),
-            status: switchboard_runtime::status::StepStatus::Succeeded,
-            attempts: 1,
-            input: None,
-            output: Some("{}".into()),
-            error: None,
-            started_at: Some(T0),
-            finished_at: Some(T0),
-            due_at: None,
-            rate_slot_at: None,
-            rate_slot_key: None,
-            deferred_handle: None,
-        },
-        // Keeping the lease lets the same completion pass the fence twice.
-        next: Next::Continue { step_index: 0, step_seq: 2, attempt: 0, due_at: T0, keep_lease: Some(T0 + 60_000) },
-        run_status: switchboard_runtime::status::RunStatus::Running,
-        context: None,
-        run_error: None,
-        usage: vec![NewUsage {
-            id: "r:1:http_request".into(),
-            step_id: Some("a".into()),
-            unit: "http_request".into(),
-            quantity: 1,
-            tokens_milli: 100,
-            cost_micros: 1_000,
-            day: "2027-01-15".into(),
-        }],
-        wait: None,
-        clear_wait: false,
-        side_effect: true,
-        quota: None,
-        outbox: None,
-        spawn: None,
-        parent: None,
-        now: T0,
-    };
-    assert!(store.complete(&completion).await.unwrap());
-    assert!(store.complete(&completion).await.unwrap());
-    let rows = store.usage_after("acc", 0, 100).await.unwrap();
-    let mut units: Vec<&str> = rows.iter().map(|u| u.unit.as_str()).collect();
-    units.sort();
-    assert_eq!(units, ["http_request", "workflow_run"], "the second write of the same charge is refused");
-}
-
-/// Group commit: a batch of completions of different runs, each fenced by its own lease. One
-/// whose lease was lost writes nothing, one whose run was cancelled records the action's step
-/// and usage but moves nothing on, a second completion of a run already in the batch (another
-/// token) is refused, and the others commit everything: step rows, run rows, queue rows, waits,
-/// usage.
-async fn a_batch_of_completions_fences_each_run_alone(db: TestDb) {
-    use switchboard_runtime::status::{RunStatus, StepStatus};
-    use switchboard_runtime::store::{Completion, NewWait, Next, StepRow};
-    let store = db.store().await;
-    seed(&store).await;
-    let runs: Vec<NewRun> = ["r1", "r2", "r3", "r4"].into_iter().map(run).collect();
-    store.record_event(&event("e", None), &runs, &[], None).await.unwrap();
-    assert_eq!(store.claim("w", T0, T0 + 60_000, 10).await.unwrap().len(), 4);
-    assert_eq!(store.cancel_run("acc", "r4", T0).await.unwrap(), Some(true));
-    let completion = |run_id: &str, token: &str, next: Next, run_status: RunStatus| Completion {
+/// A succeeded action step's completion (seq 1, an `http_request` charge, a context naming the
+/// run), for the completion tests to vary.
+fn completion(run_id: &str, token: &str, next: Next, run_status: RunStatus) -> Completion {
+    Completion {
         run_id: run_id.into(),
         account_id: "acc".into(),
         workflow_id: "wf".into(),
@@ -267,7 +199,39 @@ async fn a_batch_of_completions_fences_each_run_alone(db: TestDb) {
         spawn: None,
         parent: None,
         now: T0 + 5,
-    };
+    }
+}
+
+async fn a_replayed_completion_bills_once(db: TestDb) {
+    let store = db.store().await;
+    seed(&store).await;
+    store.record_event(&event("e", None), &[run("r")], &[], None).await.unwrap();
+    let claims = store.claim("w", T0, T0 + 60_000, 1).await.unwrap();
+    // Keeping the lease lets the same completion pass the fence twice.
+    let next = Next::Continue { step_index: 0, step_seq: 2, attempt: 0, due_at: T0, keep_lease: Some(T0 + 60_000) };
+    let mut completion = completion("r", "w", next, RunStatus::Running);
+    completion.step.seq = claims[0].step_seq;
+    completion.context = None;
+    assert!(store.complete(&completion).await.unwrap());
+    assert!(store.complete(&completion).await.unwrap());
+    let rows = store.usage_after("acc", 0, 100).await.unwrap();
+    let mut units: Vec<&str> = rows.iter().map(|u| u.unit.as_str()).collect();
+    units.sort();
+    assert_eq!(units, ["http_request", "workflow_run"], "the second write of the same charge is refused");
+}
+
+/// Group commit: a batch of completions of different runs, each fenced by its own lease. One
+/// whose lease was lost writes nothing, one whose run was cancelled records the action's step
+/// and usage but moves nothing on, a second completion of a run already in the batch (another
+/// token) is refused, and the others commit everything: step rows, run rows, queue rows, waits,
+/// usage.
+async fn a_batch_of_completions_fences_each_run_alone(db: TestDb) {
+    let store = db.store().await;
+    seed(&store).await;
+    let runs: Vec<NewRun> = ["r1", "r2", "r3", "r4"].into_iter().map(run).collect();
+    store.record_event(&event("e", None), &runs, &[], None).await.unwrap();
+    assert_eq!(store.claim("w", T0, T0 + 60_000, 10).await.unwrap().len(), 4);
+    assert_eq!(store.cancel_run("acc", "r4", T0).await.unwrap(), Some(true));
     let next = Next::Continue { step_index: 1, step_seq: 2, attempt: 0, due_at: T0 + 1_000, keep_lease: None };
     let mut waits = completion("r1", "w", next.clone(), RunStatus::Waiting);
     waits.wait = Some(NewWait { event_type: "lead.replied".into() });
