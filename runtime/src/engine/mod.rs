@@ -266,7 +266,7 @@ impl Engine {
                 async move {
                     let refs: Vec<&Completion> = batch.iter().map(|c| &**c).collect();
                     match store.complete_batch(&refs).await {
-                        Ok(done) => done.into_iter().map(Ok).collect(),
+                        Ok(done) => done,
                         Err(e) if batch.len() == 1 => vec![Err(e)],
                         Err(e) => {
                             // One bad completion must not fail the others: each alone.

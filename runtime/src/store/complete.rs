@@ -210,8 +210,8 @@ fn rows_param<'a>(batch: impl Iterator<Item = &'a &'a Completion>) -> String {
 impl Store {
     /// [`Store::complete_batch`] on PostgreSQL: the completions that fit in one statement
     /// ([`PG_SQL`]); the others, and those whose fence did not hold, each in a transaction of
-    /// its own.
-    pub(super) async fn complete_batch_postgres(&self, batch: &[&Completion]) -> Result<Vec<bool>> {
+    /// its own (whose errors are theirs alone: the batch statement has committed).
+    pub(super) async fn complete_batch_postgres(&self, batch: &[&Completion]) -> Result<Vec<Result<bool>>> {
         let simple: Vec<&Completion> = batch.iter().copied().filter(|c| c.fits_batch()).collect();
         let mut held: HashSet<(String, String)> = HashSet::new();
         if !simple.is_empty() {
@@ -234,11 +234,11 @@ impl Store {
             held.extend(rows);
         }
         let is_held = |c: &Completion| held.contains(&(c.run_id.clone(), c.token.clone()));
-        let mut done: Vec<bool> = batch.iter().map(|c| is_held(c)).collect();
+        let mut done: Vec<Result<bool>> = batch.iter().map(|c| Ok(is_held(c))).collect();
         let rest = batch.iter().enumerate().filter(|(_, c)| !is_held(c));
         let alone = futures::future::join_all(rest.map(|(i, c)| async move { (i, self.complete_alone(c).await) })).await;
         for (i, result) in alone {
-            done[i] = result?;
+            done[i] = result;
         }
         Ok(done)
     }

@@ -234,26 +234,28 @@ impl Store {
     /// (nothing written), or the run was cancelled meanwhile — then an action's outcome and usage
     /// are still recorded (it did run), but nothing after it is scheduled.
     pub async fn complete(&self, c: &Completion) -> Result<bool> {
-        Ok(self.complete_batch(&[c]).await?.first().copied().unwrap_or(false))
+        self.complete_batch(&[c]).await?.pop().unwrap_or(Ok(false))
     }
 
-    /// Group commit: the completions of many runs (at most one each) in one transaction, each
-    /// fenced by its own lease token exactly as [`Store::complete`] fences one: a completion
+    /// Group commit: the completions of many runs in one transaction, each fenced by its own
+    /// lease token exactly as [`Store::complete`] fences one (a run twice in a batch writes at
+    /// most its current lease holder's completion): a completion
     /// whose lease was lost writes nothing and does not hold the others back. Answers
     /// [`Store::complete`]'s flag for each, in order. The common shape takes a handful of
     /// statements for the whole batch: one on PostgreSQL, one transaction of a few on SQLite
     /// (`complete.rs`).
     ///
-    /// An error fails the whole batch and writes nothing; the caller may then complete each
-    /// alone, so that one bad completion fails only itself.
-    pub async fn complete_batch(&self, batch: &[&Completion]) -> Result<Vec<bool>> {
+    /// The outer error fails the whole batch and writes nothing; the caller may then complete
+    /// each alone, so that one bad completion fails only itself. An inner error is one
+    /// completion's that took a transaction of its own (PostgreSQL), after the others committed.
+    pub async fn complete_batch(&self, batch: &[&Completion]) -> Result<Vec<Result<bool>>> {
         if self.dialect == super::Dialect::Postgres {
             return self.complete_batch_postgres(batch).await;
         }
         let mut tx = self.writer.begin().await?;
         let done = super::complete::complete_batch_sqlite(&mut tx, batch).await?;
         tx.commit().await?;
-        Ok(done)
+        Ok(done.into_iter().map(Ok).collect())
     }
 
     /// One completion in a transaction of its own (the general path: quota, outbox, fan-out,

@@ -239,7 +239,7 @@ async fn a_batch_of_completions_fences_each_run_alone(db: TestDb) {
     let ends = completion("r3", "w", Next::Finish, RunStatus::Succeeded);
     let cancelled = completion("r4", "w", next.clone(), RunStatus::Running);
     let twice = completion("r1", "other", Next::Finish, RunStatus::Failed);
-    let done = store.complete_batch(&[&waits, &lost, &ends, &cancelled, &twice]).await.unwrap();
+    let done: Vec<bool> = store.complete_batch(&[&waits, &lost, &ends, &cancelled, &twice]).await.unwrap().into_iter().map(Result::unwrap).collect();
     assert_eq!(done, [true, false, true, false, false]);
 
     let detail = |id: &'static str| {
