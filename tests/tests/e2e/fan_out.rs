@@ -209,19 +209,7 @@ async fn sigkill_mid_fan_out_starts_nothing_twice(db: TestDb) {
     let http = reqwest::Client::new();
     // An enterprise account (300 runs and texts are past the trial's tokens), quiet hours off:
     // this runs on the real clock, at any hour.
-    let account: Value = http
-        .post(format!("{base}/v1/accounts"))
-        .bearer_auth(crate::crash::ADMIN)
-        .json(&json!({ "name": "studio", "plan": "enterprise" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = account["api_key"].as_str().unwrap_or_else(|| panic!("{account}")).to_owned();
-    let res = http.put(format!("{base}/v1/contact-rules")).bearer_auth(&key).json(&json!({ "quiet_hours": null })).send().await.unwrap();
-    assert_eq!(res.status(), 200);
+    let key = server.account_key_on(&http, "studio", "enterprise").await;
     let connection =
         json!({ "provider": "twilio", "name": "main", "credentials": { "account_sid": "AC0123456789abcdef0123456789abcdef", "auth_token": "t0ken" } });
     assert_eq!(http.post(format!("{base}/v1/connections")).bearer_auth(&key).json(&connection).send().await.unwrap().status(), 201);
