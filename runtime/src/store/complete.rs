@@ -175,16 +175,13 @@ impl Completion {
 
     /// This completion as a batch row ([`COLUMNS`]).
     fn batch_row(&self) -> Value {
-        let (q_step_index, q_step_seq, q_attempt, q_due_at, keep, fin) = match &self.next {
+        // When the run ends its queue row goes (`fin`), and its run row keeps its step index and
+        // records the last step's seq.
+        let ((q_step_index, q_step_seq, q_attempt, q_due_at, keep, fin), (r_step_index, r_step_seq)) = match &self.next {
             Next::Continue { step_index, step_seq, attempt, due_at, keep_lease } => {
-                (*step_index, *step_seq, *attempt, keep_lease.unwrap_or(*due_at), keep_lease.is_some() as i64, 0)
+                ((*step_index, *step_seq, *attempt, keep_lease.unwrap_or(*due_at), keep_lease.is_some() as i64, 0), (*step_index, *step_seq))
             }
-            Next::Finish => (0, 0, 0, 0, 0, 1),
-        };
-        // The run row keeps its step index when the run ends, and records the last step's seq.
-        let (r_step_index, r_step_seq) = match &self.next {
-            Next::Continue { step_index, step_seq, .. } => (*step_index, *step_seq),
-            Next::Finish => (-1, self.step.seq),
+            Next::Finish => ((0, 0, 0, 0, 0, 1), (-1, self.step.seq)),
         };
         let s = &self.step;
         json!({
@@ -233,9 +230,9 @@ impl Store {
                 .await?;
             held.extend(rows);
         }
-        let is_held = |c: &Completion| held.contains(&(c.run_id.clone(), c.token.clone()));
-        let mut done: Vec<Result<bool>> = batch.iter().map(|c| Ok(is_held(c))).collect();
-        let rest = batch.iter().enumerate().filter(|(_, c)| !is_held(c));
+        let is_held: Vec<bool> = batch.iter().map(|c| held.contains(&(c.run_id.clone(), c.token.clone()))).collect();
+        let mut done: Vec<Result<bool>> = is_held.iter().map(|&h| Ok(h)).collect();
+        let rest = batch.iter().enumerate().filter(|&(i, _)| !is_held[i]);
         let alone = futures::future::join_all(rest.map(|(i, c)| async move { (i, self.complete_alone(c).await) })).await;
         for (i, result) in alone {
             done[i] = result;
@@ -269,7 +266,8 @@ pub(super) async fn complete_batch_sqlite(tx: &mut Transaction<'static, Any>, ba
             }
         }
         if !ok.is_empty() {
-            let rows = rows_param(ok.iter().copied());
+            // Usually every fence held: the rows already serialised are the rows to write.
+            let rows = if ok.len() == simple.len() { rows } else { rows_param(ok.iter().copied()) };
             for statement in [&sql.steps, &sql.runs] {
                 sqlx::query(sqlx::AssertSqlSafe(statement.as_str())).bind(&rows).execute(&mut **tx).await?;
             }
