@@ -38,7 +38,7 @@ impl Engine {
     fn new_run(&self, workflow_id: &str, version: i64, event: &Value, is_test: bool, timezone: &str, now: i64) -> NewRun {
         let id = new_id();
         let usage = (!is_test).then(|| self.start_charge(&id, timezone, now));
-        NewRun { id, workflow_id: workflow_id.to_string(), version, event: event.to_string(), is_test, usage }
+        NewRun { id, workflow_id: workflow_id.to_string(), version, event: event.to_string(), is_test, usage, lease: None }
     }
 
     /// A run's `workflow_run` charge.
@@ -174,7 +174,8 @@ impl Engine {
             id: answer.event_id.clone(),
             account_id: account_id.to_string(),
             event_type: source.to_string(),
-            data: payload.to_string(),
+            // The run holds the payload.
+            data: None,
             source: source.to_string(),
             dedupe_key,
             dedupe_since,
@@ -228,7 +229,7 @@ impl Engine {
             id: event_id,
             account_id: account_id.to_string(),
             event_type: event_type.to_string(),
-            data: data.to_string(),
+            data: runs.is_empty().then(|| data.to_string()),
             source: "api".into(),
             dedupe_key,
             dedupe_since: None,
@@ -264,7 +265,7 @@ impl Engine {
             id: event_id,
             account_id: account_id.to_string(),
             event_type,
-            data: event.to_string(),
+            data: runs.is_empty().then(|| event.to_string()),
             source: "stripe".into(),
             dedupe_key,
             dedupe_since: None,
@@ -281,8 +282,16 @@ impl Engine {
         let created: Vec<(String, String)> = runs.iter().map(|r| (r.id.clone(), r.workflow_id.clone())).collect();
         let (account_id, now) = (event.account_id.clone(), event.now);
         if event.dedupe_key.is_none() && resumes.is_empty() && quota.is_none() {
+            let mut runs = runs;
+            let handoffs = self.hand_off(&event, &mut runs);
+            let all_handed = handoffs.len() == runs.len();
             self.record_accepted(event, runs).await?;
-            self.notify();
+            for (permit, job) in handoffs {
+                permit.send(job);
+            }
+            if !all_handed {
+                self.notify();
+            }
             self.publish_created(&account_id, created, false, now).await;
             return Ok(answer);
         }

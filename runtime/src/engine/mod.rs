@@ -56,12 +56,14 @@ type AcceptResult = std::result::Result<(), (bool, String)>;
 /// The most items one group commit takes.
 const MAX_GROUP: usize = 256;
 
-/// Writer tasks per group-commit queue: SQLite has one writer connection; PostgreSQL overlaps a
-/// few commits.
+/// Writer tasks per group-commit queue: SQLite has one writer connection; PostgreSQL overlaps
+/// two commits. More writers make smaller batches, and each batch costs the database about the
+/// same to plan and commit: under `wrk` with the workers on, 1, 2, 4 and 8 writers took
+/// 7,770, 7,750, 6,710 and 5,920 webhooks/s (docs/performance.md).
 fn group_writers(dialect: Dialect) -> usize {
     match dialect {
         Dialect::Sqlite => 1,
-        Dialect::Postgres => 4,
+        Dialect::Postgres => 2,
     }
 }
 
@@ -115,6 +117,9 @@ pub struct Engine {
     accepts: std::sync::OnceLock<GroupCommit<(NewEvent, Vec<NewRun>), AcceptResult>>,
     /// Group commit of step completions, started on first use.
     completions: std::sync::OnceLock<GroupCommit<Arc<Completion>, Result<bool>>>,
+    /// While this process's workers run: their queue of accepted runs handed over in memory
+    /// (see `worker`).
+    handoff: Mutex<Option<tokio::sync::mpsc::Sender<worker::StepJob>>>,
     /// Vendor rate limits (in this process unless a shared limiter is set).
     limiter: Arc<dyn RateLimiter>,
     /// Live run events (in this process unless a shared bus is set).
@@ -135,6 +140,7 @@ impl Engine {
             wake: Notify::new(),
             accepts: std::sync::OnceLock::new(),
             completions: std::sync::OnceLock::new(),
+            handoff: Mutex::default(),
             limiter: Arc::new(LocalRateLimiter::new()),
             events: Arc::new(LocalEventBus::new()),
         }

@@ -3,17 +3,28 @@
 //! fetcher claims due steps from the store, so apalis never holds a delay or a retry: a task it
 //! holds is a leased queue row, and if the process dies the lease expires and the row is due
 //! again for any worker.
+//!
+//! A run accepted by this process while its workers run skips the claim: it is recorded with
+//! its first step already leased (see [`Engine::hand_off`]) and handed to the fetcher in memory,
+//! run row and all. The hand-off queue is bounded; when it is full, runs are recorded due now and
+//! claimed like any other. Its rows are leased like claimed ones, so a crash loses nothing: the
+//! lease expires and any worker claims them.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use apalis::prelude::{BackendBuilder, BoxDynError, Data, Task, TaskBuilder, TaskId, WorkerBuilder, WorkerBuilderExt};
 use futures::{FutureExt, SinkExt, StreamExt};
+use tokio::sync::mpsc;
 
 use super::{Engine, new_token};
-use crate::store::{Claim, RunRow};
+use crate::status::RunStatus;
+use crate::store::{Claim, NewEvent, NewRun, RunRow};
+
+/// A hand-off reserved for a run being recorded, and what to send once it is committed.
+pub(super) type HandOff = (mpsc::OwnedPermit<StepJob>, StepJob);
 
 /// One claimed step: what an apalis task carries (ids, not models).
 #[derive(Debug, Clone)]
@@ -26,25 +37,100 @@ pub struct StepJob {
     pub run: Option<RunRow>,
 }
 
-/// Claimed steps not yet handed to apalis; given back on drop so a shutdown does not leave them
-/// waiting for their lease to expire.
+impl Engine {
+    /// Leases the first step of each of `runs` (not test runs) for this process's workers, as
+    /// far as their hand-off queue has room; the caller records the runs, then sends each
+    /// returned job. Nothing when no workers run here.
+    pub(super) fn hand_off(&self, event: &NewEvent, runs: &mut [NewRun]) -> Vec<HandOff> {
+        let Some(sender) = self.handoff.lock().expect("hand-off lock").clone() else { return Vec::new() };
+        let lease_until = crate::clock::after(event.now, self.config.lease);
+        let mut out = Vec::new();
+        for run in runs.iter_mut().filter(|r| !r.is_test) {
+            let Ok(permit) = sender.clone().try_reserve_owned() else { break };
+            let token = new_token();
+            run.lease = Some((token.clone(), lease_until));
+            let claim = Claim { run_id: run.id.clone(), step_index: 0, step_seq: 1, attempt: 0, dispatching: 0, reserved_milli: 0, reserved_period: None };
+            // The row as recorded (`runs::insert_runs`).
+            let row = RunRow {
+                id: run.id.clone(),
+                account_id: event.account_id.clone(),
+                workflow_id: run.workflow_id.clone(),
+                version: run.version,
+                status: RunStatus::Queued,
+                event_id: event.id.clone(),
+                event: run.event.clone(),
+                context: "{}".into(),
+                error: None,
+                is_test: 0,
+                step_index: 0,
+                step_seq: 1,
+                created_at: event.now,
+                started_at: None,
+                finished_at: None,
+                parent_run_id: None,
+                parent_seq: None,
+                item_index: None,
+            };
+            out.push((permit, StepJob { claim, token, run: Some(row) }));
+        }
+        out
+    }
+}
+
+/// Gives leased steps back: due again at once, for any worker.
+async fn release(engine: &Engine, jobs: impl IntoIterator<Item = StepJob>) {
+    let now = engine.clock.now();
+    for job in jobs {
+        let _ = engine.store.release(&job.claim.run_id, &job.token, now).await;
+    }
+}
+
+/// Claimed and handed-off steps not yet given to apalis; given back on drop so a shutdown does
+/// not leave them waiting for their lease to expire.
 struct Buffer {
     engine: Arc<Engine>,
     jobs: VecDeque<StepJob>,
+    /// Runs accepted by this process, their first step leased already.
+    handed: mpsc::Receiver<StepJob>,
+    /// When the store was last asked for due steps.
+    claimed_at: Instant,
+    /// Whether the store may have due steps now (a wake-up, a due time, a full claim).
+    ask_store: bool,
+    /// Until when the store has nothing due, as of the last empty claim.
+    idle_until: Instant,
+    /// When the last hand-off was taken.
+    handed_at: Option<Instant>,
 }
+
+impl Buffer {
+    fn new(engine: Arc<Engine>, handed: mpsc::Receiver<StepJob>) -> Self {
+        let now = Instant::now();
+        Self { engine, jobs: VecDeque::new(), handed, claimed_at: now, ask_store: true, idle_until: now, handed_at: None }
+    }
+
+    /// Whether a hand-off was taken since the store was last asked.
+    fn handed_since_claim(&self) -> bool {
+        self.handed_at.is_some_and(|at| at >= self.claimed_at)
+    }
+}
+
+/// How often a fetcher busy with hand-offs still claims due steps from the store: what it adds
+/// to a due timer's lateness under a flood of webhooks, at most.
+const STORE_CLAIM_EVERY: Duration = Duration::from_millis(20);
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        if self.jobs.is_empty() {
-            return;
-        }
+        // No more hand-offs: runs accepted from now on are recorded due now.
+        self.engine.handoff.lock().expect("hand-off lock").take();
+        self.handed.close();
         let jobs: Vec<StepJob> = self.jobs.drain(..).collect();
-        let engine = self.engine.clone();
+        let (engine, mut handed) = (self.engine.clone(), std::mem::replace(&mut self.handed, mpsc::channel(1).1));
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                let now = engine.clock.now();
-                for job in jobs {
-                    let _ = engine.store.release(&job.claim.run_id, &job.token, now).await;
+                release(&engine, jobs).await;
+                // Hand-offs reserved before the close are still sent (or dropped): take them all.
+                while let Some(job) = handed.recv().await {
+                    release(&engine, [job]).await;
                 }
             });
         }
@@ -59,41 +145,73 @@ async fn next_job(mut buffer: Buffer) -> (StepJob, Buffer) {
             return (job, buffer);
         }
         let engine = buffer.engine.clone();
+        // Runs handed off by this process first, then whatever the store has due. The store is
+        // asked when it may have work (a wake-up, a due time, a full claim) and, while hand-offs
+        // keep coming, at least every `STORE_CLAIM_EVERY`: neither a flood of webhooks nor a
+        // backlog of due timers starves the other.
+        while buffer.jobs.len() < engine.config.batch as usize
+            && let Ok(job) = buffer.handed.try_recv()
+        {
+            buffer.jobs.push_back(job);
+        }
         // Register interest before looking, so a wake-up between the look and the wait is not lost.
         let woken = engine.wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        let now = engine.clock.now();
-        let token = new_token();
-        let lease_until = crate::clock::after(now, engine.config.lease);
-        match engine.store.claim(&token, now, lease_until, engine.config.batch).await {
-            Ok(claims) if !claims.is_empty() => {
-                // The batch's runs in one read rather than one each.
-                let ids: Vec<&str> = claims.iter().map(|c| c.run_id.as_str()).collect();
-                let mut runs: HashMap<String, RunRow> = match engine.store.runs_by_ids(&ids).await {
-                    Ok(runs) => runs.into_iter().map(|r| (r.id.clone(), r)).collect(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading a claimed batch's runs failed; reading each");
-                        HashMap::new()
-                    }
-                };
-                buffer.jobs.extend(claims.into_iter().map(|claim| {
-                    let run = runs.remove(&claim.run_id);
-                    StepJob { claim, token: token.clone(), run }
-                }));
+        if buffer.ask_store || buffer.claimed_at.elapsed() >= STORE_CLAIM_EVERY {
+            buffer.claimed_at = Instant::now();
+            buffer.ask_store = false;
+            let now = engine.clock.now();
+            let token = new_token();
+            let lease_until = crate::clock::after(now, engine.config.lease);
+            match engine.store.claim(&token, now, lease_until, engine.config.batch).await {
+                Ok(claims) if !claims.is_empty() => {
+                    // A full batch: more may be due.
+                    buffer.ask_store = claims.len() as i64 >= engine.config.batch;
+                    // The batch's runs in one read rather than one each.
+                    let ids: Vec<&str> = claims.iter().map(|c| c.run_id.as_str()).collect();
+                    let mut runs: HashMap<String, RunRow> = match engine.store.runs_by_ids(&ids).await {
+                        Ok(runs) => runs.into_iter().map(|r| (r.id.clone(), r)).collect(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading a claimed batch's runs failed; reading each");
+                            HashMap::new()
+                        }
+                    };
+                    buffer.jobs.extend(claims.into_iter().map(|claim| {
+                        let run = runs.remove(&claim.run_id);
+                        StepJob { claim, token: token.clone(), run }
+                    }));
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "claiming due steps failed; retrying"),
+            }
+            if !buffer.jobs.is_empty() {
                 continue;
             }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "claiming due steps failed; retrying"),
+            let mut sleep = engine.config.poll_interval;
+            if let Ok(Some(due)) = engine.store.next_due_at().await {
+                let until_due = Duration::from_millis((due - engine.clock.now()).max(0) as u64);
+                sleep = sleep.min(until_due);
+            }
+            buffer.idle_until = Instant::now() + sleep;
         }
-        let mut sleep = engine.config.poll_interval;
-        if let Ok(Some(due)) = engine.store.next_due_at().await {
-            let until_due = Duration::from_millis((due - engine.clock.now()).max(0) as u64);
-            sleep = sleep.min(until_due);
+        if !buffer.jobs.is_empty() {
+            continue;
         }
+        // A wake-up that came while this fetcher was busy with hand-offs was missed: after one,
+        // the store is asked again within `STORE_CLAIM_EVERY`.
+        let until = match buffer.handed_since_claim() {
+            true => buffer.idle_until.min(buffer.claimed_at + STORE_CLAIM_EVERY),
+            false => buffer.idle_until,
+        };
         tokio::select! {
-            _ = &mut woken => {}
-            _ = tokio::time::sleep(sleep) => {}
+            _ = &mut woken => buffer.ask_store = true,
+            _ = tokio::time::sleep_until(until.into()) => buffer.ask_store = true,
+            job = buffer.handed.recv() => {
+                buffer.jobs.extend(job);
+                buffer.handed_at = Some(Instant::now());
+            }
         }
     }
 }
@@ -142,7 +260,11 @@ async fn run_workers(engine: Arc<Engine>, shutdown: impl Future<Output = ()> + S
     let backend = BackendBuilder::new()
         .database(engine.clone())
         .fetcher(|engine: &mut Arc<Engine>, _: &(), _| {
-            let buffer = Buffer { engine: engine.clone(), jobs: VecDeque::new() };
+            // Room for as many handed-off runs as execute at once; beyond that, runs wait in the
+            // store. (A fetcher made again after a drop installs a fresh queue.)
+            let (sender, handed) = mpsc::channel(engine.config.concurrency.max(1));
+            *engine.handoff.lock().expect("hand-off lock") = Some(sender);
+            let buffer = Buffer::new(engine.clone(), handed);
             futures::stream::unfold(buffer, |buffer| async move {
                 let (job, buffer) = next_job(buffer).await;
                 // apalis's tracing layer names each task by its id.

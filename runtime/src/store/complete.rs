@@ -78,7 +78,7 @@ const USAGE_COLUMNS: [(&str, &str); 9] = [
 ];
 
 /// `$param` as rows of `columns` (PostgreSQL).
-fn pg_rows(param: &str, columns: &[(&str, &str)]) -> String {
+pub(super) fn pg_rows(param: &str, columns: &[(&str, &str)]) -> String {
     let spec: Vec<String> = columns.iter().map(|(name, ty)| format!("{name} {ty}")).collect();
     format!("json_to_recordset({param}::json) AS x({})", spec.join(", "))
 }

@@ -3,90 +3,97 @@
 //! (autocommit: the statement is its own transaction). SQLite has no data-modifying CTEs, and
 //! its statements are in-process calls anyway, so it runs a batch as one multi-statement
 //! transaction. (A batch of step completions has its own module, `complete.rs`.)
+//!
+//! As for completions, the batch travels as JSON parameters that the statement reads back as
+//! rows, so the statement's text, and its prepared plan, is the same for any batch: with a
+//! `VALUES` list per batch size, planning each size took about a sixth of the database's time
+//! under load.
 
-use super::runs::values;
+use std::sync::LazyLock;
+
+use serde_json::json;
+
+use super::complete::pg_rows;
 use super::{NewEvent, NewRun, Store};
 use crate::Result;
 
-/// The most bind parameters one batch statement may carry (PostgreSQL allows 65,535).
-const MAX_BATCH_BINDS: usize = 30_000;
+/// A batch's event rows.
+const EVENT_COLUMNS: [(&str, &str); 7] =
+    [("id", "text"), ("account_id", "text"), ("type", "text"), ("data", "text"), ("source", "text"), ("response", "text"), ("now", "bigint")];
+
+/// A batch's run rows: the run, its first queue row (`due_at`, `token`: leased when handed to
+/// this process's workers) and its `workflow_run` charge (`u_*`, absent when not billed).
+const RUN_COLUMNS: [(&str, &str); 16] = [
+    ("id", "text"),
+    ("account_id", "text"),
+    ("workflow_id", "text"),
+    ("version", "bigint"),
+    ("event_id", "text"),
+    ("event", "text"),
+    ("is_test", "bigint"),
+    ("now", "bigint"),
+    ("due_at", "bigint"),
+    ("token", "text"),
+    ("u_id", "text"),
+    ("u_unit", "text"),
+    ("u_quantity", "bigint"),
+    ("u_tokens_milli", "bigint"),
+    ("u_cost_micros", "bigint"),
+    ("u_day", "text"),
+];
+
+/// The statement: events `$1`, runs `$2`. 'queued' is `RunStatus::Queued`, as in
+/// `runs::insert_runs`; the queue and ledger rows join through the inserted runs.
+static SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH e AS (INSERT INTO events (id, account_id, type, data, source, dedupe_key, response, created_at) \
+         SELECT id, account_id, type, data, source, NULL, response, now FROM {events} ON CONFLICT DO NOTHING), \
+         v AS (SELECT * FROM {runs}), \
+         r AS (INSERT INTO runs (id, account_id, workflow_id, version, status, event_id, event, context, error, \
+            is_test, step_index, step_seq, created_at, started_at, finished_at) \
+            SELECT id, account_id, workflow_id, version, 'queued', event_id, event, '{{}}', NULL, is_test, 0, 1, now, NULL, NULL \
+            FROM v RETURNING id), \
+         q AS (INSERT INTO run_queue (run_id, account_id, due_at, step_index, step_seq, attempt, lease_token, dispatching) \
+            SELECT v.id, v.account_id, v.due_at, 0, 1, 0, v.token, 0 FROM v JOIN r ON r.id = v.id), \
+         u AS (INSERT INTO usage_ledger (id, account_id, workflow_id, run_id, step_id, unit, quantity, tokens_milli, \
+            cost_micros, created_at, day) \
+            SELECT v.u_id, v.account_id, v.workflow_id, v.id, NULL, v.u_unit, v.u_quantity, v.u_tokens_milli, \
+            v.u_cost_micros, v.now, v.u_day FROM v JOIN r ON r.id = v.id WHERE v.u_id IS NOT NULL \
+            ON CONFLICT (id) DO NOTHING) \
+         SELECT 1",
+        events = pg_rows("$1", &EVENT_COLUMNS),
+        runs = pg_rows("$2", &RUN_COLUMNS).replacen("AS x(", "AS y(", 1),
+    )
+});
 
 impl Store {
-    /// Records a group-commit batch (events, their runs, queue rows and charges) in one statement:
-    /// one round trip and one commit for the whole batch. False (nothing written) when the batch
-    /// is too large for one statement; the caller then uses the multi-statement transaction.
-    pub(crate) async fn record_batch_in_one(&self, items: &[(NewEvent, Vec<NewRun>)]) -> Result<bool> {
-        let runs: Vec<(&NewEvent, &NewRun)> = items.iter().flat_map(|(e, rs)| rs.iter().map(move |r| (e, r))).collect();
-        let charged: Vec<(&NewEvent, &NewRun)> = runs.iter().copied().filter(|(_, r)| r.usage.is_some()).collect();
-        if items.len() * 7 + runs.len() * 8 + charged.len() * 8 > MAX_BATCH_BINDS {
-            return Ok(false);
-        }
-        let mut sql = format!(
-            "WITH e AS (INSERT INTO events (id, account_id, type, data, source, dedupe_key, response, created_at) \
-             VALUES {} ON CONFLICT DO NOTHING)",
-            values("(?, ?, ?, ?, ?, NULL, ?, ?)", items.len())
-        );
-        let mut next = items.len() * 7;
-        if !runs.is_empty() {
-            // 'queued': `RunStatus::Queued`, as in `runs::insert_runs`.
-            let rows = renumber(&values("(?, ?, ?, ?, 'queued', ?, ?, '{}', NULL, ?, 0, 1, ?, NULL, NULL)", runs.len()), next);
-            next += runs.len() * 8;
-            sql.push_str(&format!(
-                ", r AS (INSERT INTO runs (id, account_id, workflow_id, version, status, event_id, event, context, error, \
-                 is_test, step_index, step_seq, created_at, started_at, finished_at) VALUES {rows} \
-                 RETURNING id, account_id, created_at), \
-                 q AS (INSERT INTO run_queue (run_id, account_id, due_at, step_index, step_seq, attempt, lease_token, \
-                 dispatching) SELECT id, account_id, created_at, 0, 1, 0, NULL, 0 FROM r)"
-            ));
-        }
-        if !charged.is_empty() {
-            let rows = renumber(&values("(?, ?, ?, ?, ?, ?, ?, ?)", charged.len()), next);
-            // The ledger row references its run: join through `r` so it is written with it.
-            sql.push_str(&format!(
-                ", u AS (INSERT INTO usage_ledger (id, account_id, workflow_id, run_id, step_id, unit, quantity, \
-                 tokens_milli, cost_micros, created_at, day) \
-                 SELECT v.id, r.account_id, v.workflow_id, r.id, NULL, v.unit, v.quantity, v.tokens_milli, \
-                 v.cost_micros, r.created_at, v.day FROM r JOIN (VALUES {rows}) \
-                 AS v(id, run_id, workflow_id, unit, quantity, tokens_milli, cost_micros, day) ON v.run_id = r.id \
-                 ON CONFLICT (id) DO NOTHING)"
-            ));
-        }
-        sql.push_str(" SELECT 1");
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (e, _) in items {
-            q = q.bind(&e.id).bind(&e.account_id).bind(&e.event_type).bind(&e.data).bind(&e.source);
-            q = q.bind(&e.response).bind(e.now);
-        }
-        for (e, r) in &runs {
-            q = q.bind(&r.id).bind(&e.account_id).bind(&r.workflow_id).bind(r.version);
-            q = q.bind(&e.id).bind(&r.event).bind(r.is_test as i64).bind(e.now);
-        }
-        for (_, r) in &charged {
-            let u = r.usage.as_ref().expect("filtered on usage");
-            q = q.bind(&u.id).bind(&r.id).bind(&r.workflow_id).bind(&u.unit).bind(u.quantity).bind(u.tokens_milli);
-            q = q.bind(u.cost_micros).bind(&u.day);
-        }
-        q.execute(&self.writer).await?;
-        Ok(true)
+    /// Records a group-commit batch (events, their runs, queue rows and charges) in one
+    /// statement: one round trip and one commit for the whole batch.
+    pub(crate) async fn record_batch_in_one(&self, items: &[(NewEvent, Vec<NewRun>)]) -> Result<()> {
+        let events: Vec<_> = items
+            .iter()
+            .map(|(e, _)| json!({"id": e.id, "account_id": e.account_id, "type": e.event_type, "data": e.data, "source": e.source, "response": e.response, "now": e.now}))
+            .collect();
+        let runs: Vec<_> = items
+            .iter()
+            .flat_map(|(e, runs)| runs.iter().map(move |r| (e, r)))
+            .map(|(e, r)| {
+                let (token, due_at) = r.lease.as_ref().map_or((None, e.now), |(token, until)| (Some(token), *until));
+                let u = r.usage.as_ref();
+                json!({
+                    "id": r.id, "account_id": e.account_id, "workflow_id": r.workflow_id, "version": r.version,
+                    "event_id": e.id, "event": r.event, "is_test": r.is_test as i64, "now": e.now,
+                    "due_at": due_at, "token": token,
+                    "u_id": u.map(|u| &u.id), "u_unit": u.map(|u| &u.unit), "u_quantity": u.map(|u| u.quantity),
+                    "u_tokens_milli": u.map(|u| u.tokens_milli), "u_cost_micros": u.map(|u| u.cost_micros), "u_day": u.map(|u| &u.day),
+                })
+            })
+            .collect();
+        sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+            .bind(serde_json::Value::Array(events).to_string())
+            .bind(serde_json::Value::Array(runs).to_string())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
-}
-
-/// Shifts `$n` placeholders by `offset`.
-fn renumber(sql: &str, offset: usize) -> String {
-    let mut out = String::with_capacity(sql.len() + 16);
-    let mut chars = sql.chars().peekable();
-    while let Some(ch) = chars.next() {
-        if ch != '$' {
-            out.push(ch);
-            continue;
-        }
-        let mut n = String::new();
-        while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
-            n.push(*d);
-            chars.next();
-        }
-        out.push('$');
-        out.push_str(&(n.parse::<usize>().unwrap_or(0) + offset).to_string());
-    }
-    out
 }

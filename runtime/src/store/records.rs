@@ -331,8 +331,8 @@ pub struct NewEvent {
     pub account_id: String,
     /// Its type (`webhook`, `manual`, or the app event's type).
     pub event_type: String,
-    /// Its payload (JSON).
-    pub data: String,
+    /// Its payload (JSON); `None` when it starts runs, whose `event` holds it.
+    pub data: Option<String>,
     /// `webhook`, `api` or `manual`.
     pub source: String,
     /// Repeat protection (`Idempotency-Key`, event `id`), scoped to the account.
@@ -360,6 +360,10 @@ pub struct NewRun {
     pub is_test: bool,
     /// Its `workflow_run` charge, none when not billed.
     pub usage: Option<NewUsage>,
+    /// A lease on its first step taken as it is recorded (token, until): the accepting process
+    /// hands the run to its own workers in memory instead of their claiming it. `None`: due now,
+    /// for any worker to claim.
+    pub lease: Option<(String, i64)>,
 }
 
 /// A waiting step an event resumes.

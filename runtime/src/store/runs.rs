@@ -85,8 +85,8 @@ impl Store {
     /// (group commit: one fsync for all). For events without a dedupe key or resumptions; the
     /// caller answers each only after this returns.
     pub async fn record_batch(&self, items: &[(NewEvent, Vec<NewRun>)]) -> Result<()> {
-        if self.dialect == super::Dialect::Postgres && self.record_batch_in_one(items).await? {
-            return Ok(());
+        if self.dialect == super::Dialect::Postgres {
+            return self.record_batch_in_one(items).await;
         }
         let mut tx = self.writer.begin().await?;
         let events: Vec<&NewEvent> = items.iter().map(|(e, _)| e).collect();
@@ -557,11 +557,12 @@ async fn insert_runs(tx: &mut Transaction<'static, Any>, runs: &[(&NewEvent, &Ne
         q.execute(&mut **tx).await?;
         let sql = format!(
             "INSERT INTO run_queue (run_id, account_id, due_at, step_index, step_seq, attempt, lease_token, dispatching) VALUES {}",
-            values("(?, ?, ?, 0, 1, 0, NULL, 0)", chunk.len())
+            values("(?, ?, ?, 0, 1, 0, ?, 0)", chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (e, r) in chunk {
-            q = q.bind(&r.id).bind(&e.account_id).bind(e.now);
+            let (token, due_at) = r.lease.as_ref().map_or((None, e.now), |(token, until)| (Some(token.as_str()), *until));
+            q = q.bind(&r.id).bind(&e.account_id).bind(due_at).bind(token);
         }
         q.execute(&mut **tx).await?;
         let charges: Vec<UsageInsert<'_>> =

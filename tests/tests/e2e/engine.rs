@@ -420,7 +420,80 @@ async fn apalis_workers_run_due_steps(db: TestDb) {
     assert_eq!(app.engine.store().queue_depth().await.unwrap(), 0, "finished runs leave the queue");
 }
 
+/// Runs accepted while this process's workers run are handed to them already leased (no claim),
+/// past the hand-off queue's room they wait in the store, and at shutdown whatever the workers
+/// held but had not started is given back due at once, not left leased until its lease expires.
+async fn accepted_runs_go_to_the_local_workers_and_back_to_the_store_at_shutdown(db: TestDb) {
+    let app = TestApp::new(db).await;
+    let (_, key) = app.account_on("a", "enterprise").await;
+    let steps: Vec<Value> = (0..3).map(|i| json!({ "id": format!("s{i}"), "action": "log", "input": { "message": "x" } })).collect();
+    let wf = app.workflow(&key, &manual(json!(steps))).await;
+    let wf_id = wf["id"].as_str().unwrap().to_string();
+    let empty = json!({});
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let workers = switchboard_runtime::engine::worker::run(app.engine.clone(), async move {
+        let _ = stopped.changed().await;
+    });
+    let check = async {
+        // More at once than the hand-off queue holds (the concurrency, 128): some runs are
+        // handed off, the rest claimed from the store.
+        let first: Vec<String> = futures::future::join_all((0..300).map(|_| app.start(&key, &wf_id, &empty))).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        for id in &first {
+            while app.run(&key, id).await["status"] != "succeeded" {
+                assert!(std::time::Instant::now() < deadline, "run {id} not done by the workers");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        assert_eq!(app.engine.store().queue_depth().await.unwrap(), 0, "finished runs leave the queue");
+        // A burst, then a stop straight away.
+        let burst: Vec<String> = futures::future::join_all((0..300).map(|_| app.start(&key, &wf_id, &empty))).await;
+        let _ = stop.send(true);
+        burst
+    };
+    let (worked, burst) = tokio::join!(workers, check);
+    worked.unwrap();
+    // What was not finished is due now (the give-back runs on its own task): a claim at this
+    // instant takes every such run; none waits for a lease to expire.
+    let lease = app.engine.config().lease.as_millis() as i64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut unfinished = Vec::new();
+        for id in &burst {
+            if app.run(&key, id).await["status"] != "succeeded" {
+                unfinished.push(id.clone());
+            }
+        }
+        let depth = app.engine.store().queue_depth().await.unwrap();
+        assert_eq!(depth as usize, unfinished.len(), "every unfinished run keeps its queue row");
+        let claims = app.engine.store().claim("after-stop", app.now(), app.now() + lease, 1_000).await.unwrap();
+        if claims.len() == unfinished.len() {
+            let mut claimed: Vec<String> = claims.into_iter().map(|c| c.run_id).collect();
+            claimed.sort();
+            unfinished.sort();
+            assert_eq!(claimed, unfinished);
+            break;
+        }
+        // Give back what this look took, and look again.
+        for c in &claims {
+            app.engine.store().release(&c.run_id, "after-stop", app.now()).await.unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {} unfinished runs still leased after shutdown",
+            unfinished.len() - claims.len(),
+            unfinished.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Accepted with no workers running: due now for any worker, not leased.
+    let late = app.start(&key, &wf_id, &json!({})).await;
+    let claims = app.engine.store().claim("late", app.now(), app.now() + lease, 1_000).await.unwrap();
+    assert!(claims.iter().any(|c| c.run_id == late), "a run accepted after the workers stopped is due now");
+}
+
 on_both_backends!(
+    accepted_runs_go_to_the_local_workers_and_back_to_the_store_at_shutdown,
     apalis_workers_run_due_steps,
     delay_then_action_runs_at_its_time,
     retries_back_off_and_bill_once,

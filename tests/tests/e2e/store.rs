@@ -35,7 +35,7 @@ fn event(id: &str, key: Option<&str>) -> NewEvent {
         id: id.into(),
         account_id: "acc".into(),
         event_type: "manual".into(),
-        data: "{}".into(),
+        data: Some("{}".into()),
         source: "api".into(),
         dedupe_key: key.map(str::to_string),
         dedupe_since: Some(T0 - 1_000),
@@ -60,6 +60,7 @@ fn run(id: &str) -> NewRun {
             cost_micros: 5_000,
             day: "2027-01-15".into(),
         }),
+        lease: None,
     }
 }
 
