@@ -285,10 +285,7 @@ impl Engine {
             let mut runs = runs;
             let handoffs = self.hand_off(&event, &mut runs);
             let all_handed = handoffs.len() == runs.len();
-            self.record_accepted(event, runs).await?;
-            for (permit, job) in handoffs {
-                permit.send(job);
-            }
+            self.record_accepted(event, runs, handoffs).await?;
             if !all_handed {
                 self.notify();
             }

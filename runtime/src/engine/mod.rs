@@ -53,6 +53,9 @@ const CACHE_ENTRIES: usize = 2_048;
 /// message))` when the batch failed.
 type AcceptResult = std::result::Result<(), (bool, String)>;
 
+/// An accepted event as the group commit takes it: the event, its runs, their hand-offs.
+type Accepted = (NewEvent, Vec<NewRun>, Vec<worker::HandOff>);
+
 /// The most items one group commit takes.
 const MAX_GROUP: usize = 256;
 
@@ -114,7 +117,7 @@ pub struct Engine {
     /// Wakes idle workers when work is committed in this process.
     wake: Notify,
     /// Group commit of accepted events, started on first use.
-    accepts: std::sync::OnceLock<GroupCommit<(NewEvent, Vec<NewRun>), AcceptResult>>,
+    accepts: std::sync::OnceLock<GroupCommit<Accepted, AcceptResult>>,
     /// Group commit of step completions, started on first use.
     completions: std::sync::OnceLock<GroupCommit<Arc<Completion>, Result<bool>>>,
     /// While this process's workers run: their queue of accepted runs handed over in memory
@@ -241,22 +244,31 @@ impl Engine {
     }
 
     /// Records an accepted event and its runs through the group commit; returns once they are
-    /// committed.
-    pub(crate) async fn record_accepted(&self, event: NewEvent, runs: Vec<NewRun>) -> Result<()> {
+    /// committed. The writer sends the runs' hand-offs ([`Engine::hand_off`]) once they are
+    /// committed, whether or not the caller still waits (a client that hangs up must not leave
+    /// a leased run behind).
+    pub(crate) async fn record_accepted(&self, event: NewEvent, runs: Vec<NewRun>, handoffs: Vec<worker::HandOff>) -> Result<()> {
         let accepts = self.accepts.get_or_init(|| {
             let store = self.store.clone();
-            GroupCommit::start(group_writers(store.dialect()), MAX_GROUP, move |items: Vec<(NewEvent, Vec<NewRun>)>| {
+            GroupCommit::start(group_writers(store.dialect()), MAX_GROUP, move |items: Vec<Accepted>| {
                 let store = store.clone();
                 async move {
-                    let result = store.record_batch(&items).await.map_err(|e| (e.is_unavailable(), e.to_string()));
-                    if let Err(e) = &result {
-                        tracing::error!(error = %e.1, events = items.len(), "group commit failed");
+                    let (records, handoffs): (Vec<_>, Vec<_>) = items.into_iter().map(|(event, runs, handoffs)| ((event, runs), handoffs)).unzip();
+                    let result = store.record_batch(&records).await.map_err(|e| (e.is_unavailable(), e.to_string()));
+                    match &result {
+                        Ok(()) => {
+                            for (permit, job) in handoffs.into_iter().flatten() {
+                                permit.send(job);
+                            }
+                        }
+                        // Dropping the hand-offs frees their room; their runs were not written.
+                        Err(e) => tracing::error!(error = %e.1, events = records.len(), "group commit failed"),
                     }
-                    vec![result; items.len()]
+                    vec![result; records.len()]
                 }
             })
         });
-        match accepts.submit((event, runs)).await {
+        match accepts.submit((event, runs, handoffs)).await {
             Some(result) => result.map_err(|(unavailable, message)| if unavailable { Error::Unavailable(message) } else { Error::Batch(message) }),
             None => Err(Error::Batch("the writer stopped".into())),
         }

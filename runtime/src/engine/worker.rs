@@ -39,8 +39,9 @@ pub struct StepJob {
 
 impl Engine {
     /// Leases the first step of each of `runs` (not test runs) for this process's workers, as
-    /// far as their hand-off queue has room; the caller records the runs, then sends each
-    /// returned job. Nothing when no workers run here.
+    /// far as their hand-off queue has room; [`Engine::record_accepted`] records the runs and
+    /// its writer sends each returned job once they are committed. Nothing when no workers run
+    /// here.
     pub(super) fn hand_off(&self, event: &NewEvent, runs: &mut [NewRun]) -> Vec<HandOff> {
         let Some(sender) = self.handoff.lock().expect("hand-off lock").clone() else { return Vec::new() };
         let lease_until = crate::clock::after(event.now, self.config.lease);

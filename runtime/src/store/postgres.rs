@@ -43,11 +43,14 @@ const RUN_COLUMNS: [(&str, &str); 16] = [
 ];
 
 /// The statement: events `$1`, runs `$2`. 'queued' is `RunStatus::Queued`, as in
-/// `runs::insert_runs`; the queue and ledger rows join through the inserted runs.
+/// `runs::insert_runs`; the queue and ledger rows join through the inserted runs. Plain
+/// INSERTs, no `ON CONFLICT`: every id is new (the batch holds no dedupe keys, and a ledger
+/// row's id is its new run's), and a speculative insert costs PostgreSQL an index probe and a
+/// second WAL record per row.
 static SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH e AS (INSERT INTO events (id, account_id, type, data, source, dedupe_key, response, created_at) \
-         SELECT id, account_id, type, data, source, NULL, response, now FROM {events} ON CONFLICT DO NOTHING), \
+         SELECT id, account_id, type, data, source, NULL, response, now FROM {events}), \
          v AS (SELECT * FROM {runs}), \
          r AS (INSERT INTO runs (id, account_id, workflow_id, version, status, event_id, event, context, error, \
             is_test, step_index, step_seq, created_at, started_at, finished_at) \
@@ -58,8 +61,7 @@ static SQL: LazyLock<String> = LazyLock::new(|| {
          u AS (INSERT INTO usage_ledger (id, account_id, workflow_id, run_id, step_id, unit, quantity, tokens_milli, \
             cost_micros, created_at, day) \
             SELECT v.u_id, v.account_id, v.workflow_id, v.id, NULL, v.u_unit, v.u_quantity, v.u_tokens_milli, \
-            v.u_cost_micros, v.now, v.u_day FROM v JOIN r ON r.id = v.id WHERE v.u_id IS NOT NULL \
-            ON CONFLICT (id) DO NOTHING) \
+            v.u_cost_micros, v.now, v.u_day FROM v JOIN r ON r.id = v.id WHERE v.u_id IS NOT NULL) \
          SELECT 1",
         events = pg_rows("$1", &EVENT_COLUMNS),
         runs = pg_rows("$2", &RUN_COLUMNS).replacen("AS x(", "AS y(", 1),
