@@ -413,6 +413,58 @@ async fn sigkill_while_a_batch_of_completions_is_in_flight(db: TestDb) {
     assert!(interrupted <= 128, "{interrupted} runs interrupted");
 }
 
+/// Clients that hang up while their webhook is being accepted: a run that was committed runs
+/// at once, whether or not its client heard the 202. (A run handed to the local workers is
+/// leased to them as it is recorded; were its hand-off dropped with the request, it would wait
+/// for the lease, 60 s here, to expire.)
+async fn webhooks_whose_clients_hang_up_still_run_at_once(db: TestDb) {
+    const LOAD: u64 = 400;
+    let data = TempDir::new();
+    let port = free_port();
+    let server = start_with(&db.url, &data, port, &[("SWITCHBOARD_LEASE_SECS", "60")]).await;
+    let http = reqwest::Client::new();
+    let key = server.account_key_on(&http, "hangups", "enterprise").await;
+    let steps = json!([{ "id": "log", "action": "log", "input": { "message": "{{ run.id }}" } }]);
+    let workflow: Value = http
+        .post(format!("{}/v1/workflows", server.base))
+        .bearer_auth(&key)
+        .json(&json!({ "name": "hangups", "trigger": { "webhook": {} }, "steps": steps }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hook = workflow["webhook_url"].as_str().unwrap_or_else(|| panic!("{workflow}")).to_string();
+    // Each client gives up after 0.5–8 ms: many hang up around the commit, some hear the 202.
+    let posts = (0..LOAD).map(|i| {
+        let req = http.post(&hook).timeout(Duration::from_micros(500 + (i % 16) * 500)).json(&json!({ "n": i }));
+        async move {
+            let res = req.send().await.ok().filter(|r| r.status() == 202)?;
+            res.json::<Value>().await.ok().and_then(|body| body["run_id"].as_str().map(str::to_string))
+        }
+    });
+    let answered: Vec<String> = futures::future::join_all(posts).await.into_iter().flatten().collect();
+    let runs = |status: &'static str| {
+        let req = http.get(format!("{}/v1/runs?status={status}&limit=200", server.base)).bearer_auth(&key);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap()["runs"].as_array().unwrap().len() }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (queued, running) = (runs("queued").await, runs("running").await);
+        if queued + running == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{queued} runs still queued and {running} running 20 s after their webhooks\n{}", server_log(&data));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in &answered {
+        let run: Value = http.get(format!("{}/v1/runs/{id}", server.base)).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+        assert_eq!(run["status"], "succeeded", "{run}");
+    }
+}
+
+on_both_backends!(webhooks_whose_clients_hang_up_still_run_at_once);
 on_both_backends!(sigkill_mid_delays_and_backoff_loses_nothing);
 on_both_backends!(sigkill_while_a_batch_of_completions_is_in_flight);
 // Many processes share one PostgreSQL; SQLite is the single-process default.
