@@ -122,7 +122,7 @@ pub struct Engine {
     completions: std::sync::OnceLock<GroupCommit<Arc<Completion>, Result<bool>>>,
     /// While this process's workers run: their queue of accepted runs handed over in memory
     /// (see `worker`).
-    handoff: Mutex<Option<tokio::sync::mpsc::Sender<worker::StepJob>>>,
+    handoff: Mutex<Option<worker::HandOffQueue>>,
     /// Vendor rate limits (in this process unless a shared limiter is set).
     limiter: Arc<dyn RateLimiter>,
     /// Live run events (in this process unless a shared bus is set).
@@ -257,7 +257,7 @@ impl Engine {
                     let result = store.record_batch(&records).await.map_err(|e| (e.is_unavailable(), e.to_string()));
                     match &result {
                         Ok(()) => {
-                            for (permit, job) in handoffs.into_iter().flatten() {
+                            for (permit, job, _ticket) in handoffs.into_iter().flatten() {
                                 permit.send(job);
                             }
                         }

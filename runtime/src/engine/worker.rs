@@ -23,8 +23,40 @@ use super::{Engine, new_token};
 use crate::status::RunStatus;
 use crate::store::{Claim, NewEvent, NewRun, RunRow};
 
-/// A hand-off reserved for a run being recorded, and what to send once it is committed.
-pub(super) type HandOff = (mpsc::OwnedPermit<StepJob>, StepJob);
+/// A hand-off reserved for a run being recorded, what to send once it is committed, and a
+/// ticket that tells the shutdown it is still outstanding.
+pub(super) type HandOff = (mpsc::OwnedPermit<StepJob>, StepJob, Arc<()>);
+
+/// This process's workers' hand-off queue while they run.
+#[derive(Debug)]
+pub(super) struct HandOffQueue {
+    sender: mpsc::Sender<StepJob>,
+    /// The lease token of every run handed off (a run's fence is its id and token).
+    token: String,
+    /// Cloned into each hand-off until it is sent or dropped.
+    ticket: Arc<()>,
+}
+
+/// The lease tokens of this process's fetcher's claims within the last lease: at shutdown, once
+/// no step is in flight, any queue row still holding one of them (or the hand-off token) was
+/// taken and never started, wherever it sat (the fetcher's buffer, the hand-off queue, apalis),
+/// and is given back.
+#[derive(Default)]
+struct Leases(std::sync::Mutex<VecDeque<(String, Instant)>>);
+
+impl Leases {
+    fn add(&self, token: &str, lease: Duration) {
+        let mut held = self.0.lock().expect("leases lock");
+        while held.front().is_some_and(|(_, at)| at.elapsed() > lease) {
+            held.pop_front();
+        }
+        held.push_back((token.to_string(), Instant::now()));
+    }
+
+    fn tokens(&self) -> Vec<String> {
+        self.0.lock().expect("leases lock").iter().map(|(t, _)| t.clone()).collect()
+    }
+}
 
 /// One claimed step: what an apalis task carries (ids, not models).
 #[derive(Debug, Clone)]
@@ -43,12 +75,15 @@ impl Engine {
     /// its writer sends each returned job once they are committed. Nothing when no workers run
     /// here.
     pub(super) fn hand_off(&self, event: &NewEvent, runs: &mut [NewRun]) -> Vec<HandOff> {
-        let Some(sender) = self.handoff.lock().expect("hand-off lock").clone() else { return Vec::new() };
+        let Some((sender, token, ticket)) = self.handoff.lock().expect("hand-off lock").as_ref().map(|q| (q.sender.clone(), q.token.clone(), q.ticket.clone()))
+        else {
+            return Vec::new();
+        };
         let lease_until = crate::clock::after(event.now, self.config.lease);
         let mut out = Vec::new();
         for run in runs.iter_mut().filter(|r| !r.is_test) {
             let Ok(permit) = sender.clone().try_reserve_owned() else { break };
-            let token = new_token();
+            let token = token.clone();
             run.lease = Some((token.clone(), lease_until));
             let claim = Claim { run_id: run.id.clone(), step_index: 0, step_seq: 1, attempt: 0, dispatching: 0, reserved_milli: 0, reserved_period: None };
             // The row as recorded (`runs::insert_runs`).
@@ -72,7 +107,7 @@ impl Engine {
                 parent_seq: None,
                 item_index: None,
             };
-            out.push((permit, StepJob { claim, token, run: Some(row) }));
+            out.push((permit, StepJob { claim, token, run: Some(row) }, ticket.clone()));
         }
         out
     }
@@ -101,12 +136,14 @@ struct Buffer {
     idle_until: Instant,
     /// When the last hand-off was taken.
     handed_at: Option<Instant>,
+    /// The lease tokens taken (shared with the shutdown).
+    leases: Arc<Leases>,
 }
 
 impl Buffer {
-    fn new(engine: Arc<Engine>, handed: mpsc::Receiver<StepJob>) -> Self {
+    fn new(engine: Arc<Engine>, handed: mpsc::Receiver<StepJob>, leases: Arc<Leases>) -> Self {
         let now = Instant::now();
-        Self { engine, jobs: VecDeque::new(), handed, claimed_at: now, ask_store: true, idle_until: now, handed_at: None }
+        Self { engine, jobs: VecDeque::new(), handed, claimed_at: now, ask_store: true, idle_until: now, handed_at: None, leases }
     }
 
     /// Whether a hand-off was taken since the store was last asked.
@@ -121,8 +158,6 @@ const STORE_CLAIM_EVERY: Duration = Duration::from_millis(20);
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        // No more hand-offs: runs accepted from now on are recorded due now.
-        self.engine.handoff.lock().expect("hand-off lock").take();
         self.handed.close();
         let jobs: Vec<StepJob> = self.jobs.drain(..).collect();
         let (engine, mut handed) = (self.engine.clone(), std::mem::replace(&mut self.handed, mpsc::channel(1).1));
@@ -162,26 +197,11 @@ async fn next_job(mut buffer: Buffer) -> (StepJob, Buffer) {
         if buffer.ask_store || buffer.claimed_at.elapsed() >= STORE_CLAIM_EVERY {
             buffer.claimed_at = Instant::now();
             buffer.ask_store = false;
-            let now = engine.clock.now();
-            let token = new_token();
-            let lease_until = crate::clock::after(now, engine.config.lease);
-            match engine.store.claim(&token, now, lease_until, engine.config.batch).await {
-                Ok(claims) if !claims.is_empty() => {
+            match claim_batch(&engine, &buffer.leases).await {
+                Ok(jobs) if !jobs.is_empty() => {
                     // A full batch: more may be due.
-                    buffer.ask_store = claims.len() as i64 >= engine.config.batch;
-                    // The batch's runs in one read rather than one each.
-                    let ids: Vec<&str> = claims.iter().map(|c| c.run_id.as_str()).collect();
-                    let mut runs: HashMap<String, RunRow> = match engine.store.runs_by_ids(&ids).await {
-                        Ok(runs) => runs.into_iter().map(|r| (r.id.clone(), r)).collect(),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "reading a claimed batch's runs failed; reading each");
-                            HashMap::new()
-                        }
-                    };
-                    buffer.jobs.extend(claims.into_iter().map(|claim| {
-                        let run = runs.remove(&claim.run_id);
-                        StepJob { claim, token: token.clone(), run }
-                    }));
+                    buffer.ask_store = jobs.len() as i64 >= engine.config.batch;
+                    buffer.jobs.extend(jobs);
                     continue;
                 }
                 Ok(_) => {}
@@ -215,6 +235,47 @@ async fn next_job(mut buffer: Buffer) -> (StepJob, Buffer) {
             }
         }
     }
+}
+
+/// Claims a batch of due steps and reads their runs (one query for the batch rather than one
+/// each), on a task of its own: if the fetcher is dropped meanwhile (a shutdown), that task
+/// gives the claimed rows back instead of leaving them leased until their lease expires.
+async fn claim_batch(engine: &Arc<Engine>, leases: &Arc<Leases>) -> crate::Result<Vec<StepJob>> {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let (engine, leases) = (engine.clone(), leases.clone());
+    tokio::spawn(async move {
+        let jobs = claim_and_read(&engine, &leases).await;
+        if let Err(Ok(jobs)) = answer.send(jobs) {
+            release(&engine, jobs).await;
+        }
+    });
+    answered.await.unwrap_or_else(|_| Ok(Vec::new()))
+}
+
+async fn claim_and_read(engine: &Engine, leases: &Leases) -> crate::Result<Vec<StepJob>> {
+    let now = engine.clock.now();
+    let token = new_token();
+    leases.add(&token, engine.config.lease);
+    let lease_until = crate::clock::after(now, engine.config.lease);
+    let claims = engine.store.claim(&token, now, lease_until, engine.config.batch).await?;
+    if claims.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = claims.iter().map(|c| c.run_id.as_str()).collect();
+    let mut runs: HashMap<String, RunRow> = match engine.store.runs_by_ids(&ids).await {
+        Ok(runs) => runs.into_iter().map(|r| (r.id.clone(), r)).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading a claimed batch's runs failed; reading each");
+            HashMap::new()
+        }
+    };
+    Ok(claims
+        .into_iter()
+        .map(|claim| {
+            let run = runs.remove(&claim.run_id);
+            StepJob { claim, token: token.clone(), run }
+        })
+        .collect())
 }
 
 async fn handle(job: StepJob, engine: Data<Arc<Engine>>) -> Result<(), BoxDynError> {
@@ -258,14 +319,18 @@ async fn run_scheduler(engine: Arc<Engine>, mut stop: tokio::sync::watch::Receiv
 }
 
 async fn run_workers(engine: Arc<Engine>, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), BoxDynError> {
+    let leases = Arc::new(Leases::default());
+    let fetcher_leases = leases.clone();
     let backend = BackendBuilder::new()
         .database(engine.clone())
-        .fetcher(|engine: &mut Arc<Engine>, _: &(), _| {
+        .fetcher(move |engine: &mut Arc<Engine>, _: &(), _| {
+            let leases = fetcher_leases.clone();
             // Room for as many handed-off runs as execute at once; beyond that, runs wait in the
             // store. (A fetcher made again after a drop installs a fresh queue.)
             let (sender, handed) = mpsc::channel(engine.config.concurrency.max(1));
-            *engine.handoff.lock().expect("hand-off lock") = Some(sender);
-            let buffer = Buffer::new(engine.clone(), handed);
+            let queue = HandOffQueue { sender, token: new_token(), ticket: Arc::new(()) };
+            *engine.handoff.lock().expect("hand-off lock") = Some(queue);
+            let buffer = Buffer::new(engine.clone(), handed, leases.clone());
             futures::stream::unfold(buffer, |buffer| async move {
                 let (job, buffer) = next_job(buffer).await;
                 // apalis's tracing layer names each task by its id.
@@ -282,7 +347,29 @@ async fn run_workers(engine: Arc<Engine>, shutdown: impl Future<Output = ()> + S
         .build()?;
     let name = format!("switchboard-{}", std::process::id());
     let concurrency = engine.config.concurrency;
-    let worker = WorkerBuilder::new(name).backend(backend).enable_tracing().catch_panic().concurrency(concurrency).data(engine).build(handle);
-    worker.run_until(shutdown.map(Ok::<(), std::io::Error>)).await?;
+    let worker = WorkerBuilder::new(name).backend(backend).enable_tracing().catch_panic().concurrency(concurrency).data(engine.clone()).build(handle);
+    let worked = worker.run_until(shutdown.map(Ok::<(), std::io::Error>)).await;
+    give_back(&engine, &leases).await;
+    worked?;
     Ok(())
+}
+
+/// After the workers stopped (no step in flight): no more hand-offs, and every queue row still
+/// leased to this process goes back to the store, due at once.
+async fn give_back(engine: &Engine, leases: &Leases) {
+    let mut tokens = leases.tokens();
+    let queue = engine.handoff.lock().expect("hand-off lock").take();
+    if let Some(queue) = queue {
+        // Hand-offs reserved before this moment may still be committing: let them land first.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&queue.ticket) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokens.push(queue.token);
+    }
+    match engine.store.release_leases(&tokens, engine.clock.now()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(steps = n, "gave back steps taken but not started"),
+        Err(e) => tracing::warn!(error = %e, "giving back taken steps failed; they are due again when their lease expires"),
+    }
 }

@@ -11,9 +11,9 @@
 
 use std::sync::LazyLock;
 
-use serde_json::json;
+use serde::Serialize;
 
-use super::complete::pg_rows;
+use super::complete::{json_param, pg_rows};
 use super::{NewEvent, NewRun, Store};
 use crate::Result;
 
@@ -68,34 +68,83 @@ static SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// A batch's event row ([`EVENT_COLUMNS`]).
+#[derive(Serialize)]
+struct EventRow<'a> {
+    id: &'a str,
+    account_id: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    data: Option<&'a str>,
+    source: &'a str,
+    response: &'a str,
+    now: i64,
+}
+
+/// A batch's run row ([`RUN_COLUMNS`]).
+#[derive(Serialize)]
+struct RunRow<'a> {
+    id: &'a str,
+    account_id: &'a str,
+    workflow_id: &'a str,
+    version: i64,
+    event_id: &'a str,
+    event: &'a str,
+    is_test: i64,
+    now: i64,
+    due_at: i64,
+    token: Option<&'a str>,
+    u_id: Option<&'a str>,
+    u_unit: Option<&'a str>,
+    u_quantity: Option<i64>,
+    u_tokens_milli: Option<i64>,
+    u_cost_micros: Option<i64>,
+    u_day: Option<&'a str>,
+}
+
 impl Store {
     /// Records a group-commit batch (events, their runs, queue rows and charges) in one
     /// statement: one round trip and one commit for the whole batch.
     pub(crate) async fn record_batch_in_one(&self, items: &[(NewEvent, Vec<NewRun>)]) -> Result<()> {
-        let events: Vec<_> = items
+        let events: Vec<EventRow<'_>> = items
             .iter()
-            .map(|(e, _)| json!({"id": e.id, "account_id": e.account_id, "type": e.event_type, "data": e.data, "source": e.source, "response": e.response, "now": e.now}))
+            .map(|(e, _)| EventRow {
+                id: &e.id,
+                account_id: &e.account_id,
+                event_type: &e.event_type,
+                data: e.data.as_deref(),
+                source: &e.source,
+                response: &e.response,
+                now: e.now,
+            })
             .collect();
-        let runs: Vec<_> = items
+        let runs: Vec<RunRow<'_>> = items
             .iter()
             .flat_map(|(e, runs)| runs.iter().map(move |r| (e, r)))
             .map(|(e, r)| {
-                let (token, due_at) = r.lease.as_ref().map_or((None, e.now), |(token, until)| (Some(token), *until));
+                let (token, due_at) = r.lease.as_ref().map_or((None, e.now), |(token, until)| (Some(token.as_str()), *until));
                 let u = r.usage.as_ref();
-                json!({
-                    "id": r.id, "account_id": e.account_id, "workflow_id": r.workflow_id, "version": r.version,
-                    "event_id": e.id, "event": r.event, "is_test": r.is_test as i64, "now": e.now,
-                    "due_at": due_at, "token": token,
-                    "u_id": u.map(|u| &u.id), "u_unit": u.map(|u| &u.unit), "u_quantity": u.map(|u| u.quantity),
-                    "u_tokens_milli": u.map(|u| u.tokens_milli), "u_cost_micros": u.map(|u| u.cost_micros), "u_day": u.map(|u| &u.day),
-                })
+                RunRow {
+                    id: &r.id,
+                    account_id: &e.account_id,
+                    workflow_id: &r.workflow_id,
+                    version: r.version,
+                    event_id: &e.id,
+                    event: &r.event,
+                    is_test: r.is_test as i64,
+                    now: e.now,
+                    due_at,
+                    token,
+                    u_id: u.map(|u| u.id.as_str()),
+                    u_unit: u.map(|u| u.unit.as_str()),
+                    u_quantity: u.map(|u| u.quantity),
+                    u_tokens_milli: u.map(|u| u.tokens_milli),
+                    u_cost_micros: u.map(|u| u.cost_micros),
+                    u_day: u.map(|u| u.day.as_str()),
+                }
             })
             .collect();
-        sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
-            .bind(serde_json::Value::Array(events).to_string())
-            .bind(serde_json::Value::Array(runs).to_string())
-            .execute(&self.writer)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(SQL.as_str())).bind(json_param(&events)).bind(json_param(&runs)).execute(&self.writer).await?;
         Ok(())
     }
 }

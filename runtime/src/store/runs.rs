@@ -167,6 +167,22 @@ impl Store {
         Ok(())
     }
 
+    /// Gives back every queue row leased under one of `tokens` (a process's workers stopping,
+    /// with no step in flight): due at once, for any worker. Answers how many.
+    pub async fn release_leases(&self, tokens: &[String], now: i64) -> Result<u64> {
+        let mut released = 0;
+        for chunk in tokens.chunks(CHUNK) {
+            let sql = format!("UPDATE run_queue SET due_at = ${}, lease_token = NULL WHERE lease_token IN ({})", chunk.len() + 1, values("?", chunk.len()));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for token in chunk {
+                q = q.bind(token);
+            }
+            q = q.bind(now);
+            released += q.execute(&self.writer).await?.rows_affected();
+        }
+        Ok(released)
+    }
+
     /// Moves a held lease's expiry (long actions).
     pub async fn extend_lease(&self, run_id: &str, token: &str, until: i64) -> Result<bool> {
         let done = sqlx::query("UPDATE run_queue SET due_at = $3 WHERE run_id = $1 AND lease_token = $2")
