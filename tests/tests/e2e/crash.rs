@@ -48,6 +48,13 @@ impl Server {
         self.account_key_on(http, name, "trial").await
     }
 
+    /// Creates a webhook-triggered workflow of `steps`; returns its webhook URL.
+    pub(crate) async fn webhook_workflow(&self, http: &reqwest::Client, key: &str, name: &str, steps: Value) -> String {
+        let req = http.post(format!("{}/v1/workflows", self.base)).bearer_auth(key);
+        let workflow: Value = req.json(&json!({ "name": name, "trigger": { "webhook": {} }, "steps": steps })).send().await.unwrap().json().await.unwrap();
+        workflow["webhook_url"].as_str().unwrap_or_else(|| panic!("{workflow}")).to_string()
+    }
+
     /// [`Server::account_key`] on a plan of choice.
     pub(crate) async fn account_key_on(&self, http: &reqwest::Client, name: &str, plan: &str) -> String {
         let req = http.post(format!("{}/v1/accounts", self.base)).bearer_auth(ADMIN).json(&json!({ "name": name, "plan": plan }));
@@ -326,17 +333,7 @@ async fn sigkill_while_a_batch_of_completions_is_in_flight(db: TestDb) {
         steps.push(json!({ "id": call, "action": "http.request", "timeout": "5s",
             "input": { "method": "POST", "url": target_url, "body": { "run": "{{ run.id }}", "step": call } } }));
     }
-    let workflow: Value = http
-        .post(format!("{}/v1/workflows", server.base))
-        .bearer_auth(&key)
-        .json(&json!({ "name": "batch", "trigger": { "webhook": {} }, "steps": steps }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let hook = workflow["webhook_url"].as_str().unwrap_or_else(|| panic!("{workflow}")).to_string();
+    let hook = server.webhook_workflow(&http, &key, "batch", json!(steps)).await;
     let posts = (0..LOAD).map(|i| {
         let req = http.post(&hook).json(&json!({ "n": i }));
         async move {
@@ -425,17 +422,7 @@ async fn webhooks_whose_clients_hang_up_still_run_at_once(db: TestDb) {
     let http = reqwest::Client::new();
     let key = server.account_key_on(&http, "hangups", "enterprise").await;
     let steps = json!([{ "id": "log", "action": "log", "input": { "message": "{{ run.id }}" } }]);
-    let workflow: Value = http
-        .post(format!("{}/v1/workflows", server.base))
-        .bearer_auth(&key)
-        .json(&json!({ "name": "hangups", "trigger": { "webhook": {} }, "steps": steps }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let hook = workflow["webhook_url"].as_str().unwrap_or_else(|| panic!("{workflow}")).to_string();
+    let hook = server.webhook_workflow(&http, &key, "hangups", steps).await;
     // Each client gives up after 0.5–8 ms: many hang up around the commit, some hear the 202.
     let posts = (0..LOAD).map(|i| {
         let req = http.post(&hook).timeout(Duration::from_micros(500 + (i % 16) * 500)).json(&json!({ "n": i }));
