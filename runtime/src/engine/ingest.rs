@@ -277,12 +277,11 @@ impl Engine {
 
     /// Commits an event: through group commit when nothing can conflict (no dedupe key, no
     /// waits to resume), else in a transaction of its own that checks for repeats.
-    async fn record<T: serde::de::DeserializeOwned>(&self, event: NewEvent, runs: Vec<NewRun>, resumes: Vec<Resume>, answer: T) -> Result<T> {
+    async fn record<T: serde::de::DeserializeOwned>(&self, event: NewEvent, mut runs: Vec<NewRun>, resumes: Vec<Resume>, answer: T) -> Result<T> {
         let quota = self.quota_check(&event.account_id, event.now).await?;
         let created: Vec<(String, String)> = runs.iter().map(|r| (r.id.clone(), r.workflow_id.clone())).collect();
         let (account_id, now) = (event.account_id.clone(), event.now);
         if event.dedupe_key.is_none() && resumes.is_empty() && quota.is_none() {
-            let mut runs = runs;
             let handoffs = self.hand_off(&event, &mut runs);
             let all_handed = handoffs.len() == runs.len();
             self.record_accepted(event, runs, handoffs).await?;

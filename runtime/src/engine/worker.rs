@@ -37,24 +37,30 @@ pub(super) struct HandOffQueue {
     ticket: Arc<()>,
 }
 
-/// The lease tokens of this process's fetcher's claims within the last lease: at shutdown, once
-/// no step is in flight, any queue row still holding one of them (or the hand-off token) was
-/// taken and never started, wherever it sat (the fetcher's buffer, the hand-off queue, apalis),
-/// and is given back.
-#[derive(Default)]
-struct Leases(std::sync::Mutex<VecDeque<(String, Instant)>>);
+/// The lease tokens of this process's fetcher's claims within the last lease (older ones have
+/// expired): at shutdown, once no step is in flight, any queue row still holding one of them (or
+/// the hand-off token) was taken and never started, wherever it sat (the fetcher's buffer, the
+/// hand-off queue, apalis, a claim cut off mid-way), and is given back.
+struct Leases {
+    lease: Duration,
+    held: std::sync::Mutex<VecDeque<(String, Instant)>>,
+}
 
 impl Leases {
-    fn add(&self, token: &str, lease: Duration) {
-        let mut held = self.0.lock().expect("leases lock");
-        while held.front().is_some_and(|(_, at)| at.elapsed() > lease) {
+    fn new(lease: Duration) -> Self {
+        Self { lease, held: std::sync::Mutex::default() }
+    }
+
+    fn add(&self, token: &str) {
+        let mut held = self.held.lock().expect("leases lock");
+        while held.front().is_some_and(|(_, at)| at.elapsed() > self.lease) {
             held.pop_front();
         }
         held.push_back((token.to_string(), Instant::now()));
     }
 
     fn tokens(&self) -> Vec<String> {
-        self.0.lock().expect("leases lock").iter().map(|(t, _)| t.clone()).collect()
+        self.held.lock().expect("leases lock").iter().map(|(t, _)| t.clone()).collect()
     }
 }
 
@@ -113,16 +119,8 @@ impl Engine {
     }
 }
 
-/// Gives leased steps back: due again at once, for any worker.
-async fn release(engine: &Engine, jobs: impl IntoIterator<Item = StepJob>) {
-    let now = engine.clock.now();
-    for job in jobs {
-        let _ = engine.store.release(&job.claim.run_id, &job.token, now).await;
-    }
-}
-
-/// Claimed and handed-off steps not yet given to apalis; given back on drop so a shutdown does
-/// not leave them waiting for their lease to expire.
+/// Claimed and handed-off steps not yet given to apalis (a shutdown gives them back: see
+/// [`give_back`]).
 struct Buffer {
     engine: Arc<Engine>,
     jobs: VecDeque<StepJob>,
@@ -134,8 +132,8 @@ struct Buffer {
     ask_store: bool,
     /// Until when the store has nothing due, as of the last empty claim.
     idle_until: Instant,
-    /// When the last hand-off was taken.
-    handed_at: Option<Instant>,
+    /// Whether the fetcher woke for a hand-off since it last asked the store.
+    handed_since_claim: bool,
     /// The lease tokens taken (shared with the shutdown).
     leases: Arc<Leases>,
 }
@@ -143,35 +141,13 @@ struct Buffer {
 impl Buffer {
     fn new(engine: Arc<Engine>, handed: mpsc::Receiver<StepJob>, leases: Arc<Leases>) -> Self {
         let now = Instant::now();
-        Self { engine, jobs: VecDeque::new(), handed, claimed_at: now, ask_store: true, idle_until: now, handed_at: None, leases }
-    }
-
-    /// Whether a hand-off was taken since the store was last asked.
-    fn handed_since_claim(&self) -> bool {
-        self.handed_at.is_some_and(|at| at >= self.claimed_at)
+        Self { engine, jobs: VecDeque::new(), handed, claimed_at: now, ask_store: true, idle_until: now, handed_since_claim: false, leases }
     }
 }
 
 /// How often a fetcher busy with hand-offs still claims due steps from the store: what it adds
 /// to a due timer's lateness under a flood of webhooks, at most.
 const STORE_CLAIM_EVERY: Duration = Duration::from_millis(20);
-
-impl Drop for Buffer {
-    fn drop(&mut self) {
-        self.handed.close();
-        let jobs: Vec<StepJob> = self.jobs.drain(..).collect();
-        let (engine, mut handed) = (self.engine.clone(), std::mem::replace(&mut self.handed, mpsc::channel(1).1));
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                release(&engine, jobs).await;
-                // Hand-offs reserved before the close are still sent (or dropped): take them all.
-                while let Some(job) = handed.recv().await {
-                    release(&engine, [job]).await;
-                }
-            });
-        }
-    }
-}
 
 /// Waits for the next due step and claims a batch. Never yields "nothing": an idle worker sleeps
 /// until the earliest due time, a local wake-up, or the poll interval, whichever comes first.
@@ -197,6 +173,7 @@ async fn next_job(mut buffer: Buffer) -> (StepJob, Buffer) {
         if buffer.ask_store || buffer.claimed_at.elapsed() >= STORE_CLAIM_EVERY {
             buffer.claimed_at = Instant::now();
             buffer.ask_store = false;
+            buffer.handed_since_claim = false;
             match claim_batch(&engine, &buffer.leases).await {
                 Ok(jobs) if !jobs.is_empty() => {
                     // A full batch: more may be due.
@@ -222,7 +199,7 @@ async fn next_job(mut buffer: Buffer) -> (StepJob, Buffer) {
         }
         // A wake-up that came while this fetcher was busy with hand-offs was missed: after one,
         // the store is asked again within `STORE_CLAIM_EVERY`.
-        let until = match buffer.handed_since_claim() {
+        let until = match buffer.handed_since_claim {
             true => buffer.idle_until.min(buffer.claimed_at + STORE_CLAIM_EVERY),
             false => buffer.idle_until,
         };
@@ -231,31 +208,19 @@ async fn next_job(mut buffer: Buffer) -> (StepJob, Buffer) {
             _ = tokio::time::sleep_until(until.into()) => buffer.ask_store = true,
             job = buffer.handed.recv() => {
                 buffer.jobs.extend(job);
-                buffer.handed_at = Some(Instant::now());
+                buffer.handed_since_claim = true;
             }
         }
     }
 }
 
 /// Claims a batch of due steps and reads their runs (one query for the batch rather than one
-/// each), on a task of its own: if the fetcher is dropped meanwhile (a shutdown), that task
-/// gives the claimed rows back instead of leaving them leased until their lease expires.
-async fn claim_batch(engine: &Arc<Engine>, leases: &Arc<Leases>) -> crate::Result<Vec<StepJob>> {
-    let (answer, answered) = tokio::sync::oneshot::channel();
-    let (engine, leases) = (engine.clone(), leases.clone());
-    tokio::spawn(async move {
-        let jobs = claim_and_read(&engine, &leases).await;
-        if let Err(Ok(jobs)) = answer.send(jobs) {
-            release(&engine, jobs).await;
-        }
-    });
-    answered.await.unwrap_or_else(|_| Ok(Vec::new()))
-}
-
-async fn claim_and_read(engine: &Engine, leases: &Leases) -> crate::Result<Vec<StepJob>> {
+/// each). The claim's token is recorded first, so rows claimed by a claim cut off mid-way (a
+/// shutdown) are given back with the rest.
+async fn claim_batch(engine: &Engine, leases: &Leases) -> crate::Result<Vec<StepJob>> {
     let now = engine.clock.now();
     let token = new_token();
-    leases.add(&token, engine.config.lease);
+    leases.add(&token);
     let lease_until = crate::clock::after(now, engine.config.lease);
     let claims = engine.store.claim(&token, now, lease_until, engine.config.batch).await?;
     if claims.is_empty() {
@@ -319,18 +284,17 @@ async fn run_scheduler(engine: Arc<Engine>, mut stop: tokio::sync::watch::Receiv
 }
 
 async fn run_workers(engine: Arc<Engine>, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), BoxDynError> {
-    let leases = Arc::new(Leases::default());
+    let leases = Arc::new(Leases::new(engine.config.lease));
     let fetcher_leases = leases.clone();
     let backend = BackendBuilder::new()
         .database(engine.clone())
         .fetcher(move |engine: &mut Arc<Engine>, _: &(), _| {
-            let leases = fetcher_leases.clone();
             // Room for as many handed-off runs as execute at once; beyond that, runs wait in the
             // store. (A fetcher made again after a drop installs a fresh queue.)
             let (sender, handed) = mpsc::channel(engine.config.concurrency.max(1));
             let queue = HandOffQueue { sender, token: new_token(), ticket: Arc::new(()) };
             *engine.handoff.lock().expect("hand-off lock") = Some(queue);
-            let buffer = Buffer::new(engine.clone(), handed, leases.clone());
+            let buffer = Buffer::new(engine.clone(), handed, fetcher_leases.clone());
             futures::stream::unfold(buffer, |buffer| async move {
                 let (job, buffer) = next_job(buffer).await;
                 // apalis's tracing layer names each task by its id.

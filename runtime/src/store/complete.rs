@@ -223,7 +223,7 @@ impl Completion {
 
 /// A batch row: the fields of [`COLUMNS`], serialised straight to the JSON parameter (no
 /// intermediate `Value`, a map of 32 entries per completion).
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 struct BatchRow<'a> {
     run_id: &'a str,
     token: &'a str,
@@ -260,7 +260,7 @@ struct BatchRow<'a> {
 }
 
 /// A batch's ledger row ([`USAGE_COLUMNS`]).
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 struct UsageRow<'a> {
     run_id: &'a str,
     token: &'a str,
@@ -372,4 +372,29 @@ pub(super) async fn complete_batch_sqlite(tx: &mut Transaction<'static, Any>, ba
         done[i] = complete_in(tx, batch[i]).await?;
     }
     Ok(done)
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// The names a serialised row carries, sorted.
+    pub(in crate::store) fn field_names<T: Serialize>(row: &T) -> Vec<String> {
+        let text = serde_json::to_string(row).expect("serialises");
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).expect("an object");
+        map.keys().cloned().collect()
+    }
+
+    /// The names of `columns`, sorted.
+    pub(in crate::store) fn column_names(columns: &[(&str, &str)]) -> Vec<String> {
+        let mut names: Vec<String> = columns.iter().map(|(name, _)| name.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn batch_rows_carry_exactly_their_columns() {
+        assert_eq!(field_names(&BatchRow::default()), column_names(&COLUMNS));
+        assert_eq!(field_names(&UsageRow::default()), column_names(&USAGE_COLUMNS));
+    }
 }

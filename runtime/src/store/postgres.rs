@@ -69,7 +69,7 @@ static SQL: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// A batch's event row ([`EVENT_COLUMNS`]).
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 struct EventRow<'a> {
     id: &'a str,
     account_id: &'a str,
@@ -82,7 +82,7 @@ struct EventRow<'a> {
 }
 
 /// A batch's run row ([`RUN_COLUMNS`]).
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 struct RunRow<'a> {
     id: &'a str,
     account_id: &'a str,
@@ -122,7 +122,7 @@ impl Store {
             .iter()
             .flat_map(|(e, runs)| runs.iter().map(move |r| (e, r)))
             .map(|(e, r)| {
-                let (token, due_at) = r.lease.as_ref().map_or((None, e.now), |(token, until)| (Some(token.as_str()), *until));
+                let (token, due_at) = r.first_due(e.now);
                 let u = r.usage.as_ref();
                 RunRow {
                     id: &r.id,
@@ -146,5 +146,17 @@ impl Store {
             .collect();
         sqlx::query(sqlx::AssertSqlSafe(SQL.as_str())).bind(json_param(&events)).bind(json_param(&runs)).execute(&self.writer).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::complete::tests::{column_names, field_names};
+
+    #[test]
+    fn accept_rows_carry_exactly_their_columns() {
+        assert_eq!(field_names(&EventRow::default()), column_names(&EVENT_COLUMNS));
+        assert_eq!(field_names(&RunRow::default()), column_names(&RUN_COLUMNS));
     }
 }

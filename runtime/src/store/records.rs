@@ -366,6 +366,14 @@ pub struct NewRun {
     pub lease: Option<(String, i64)>,
 }
 
+impl NewRun {
+    /// Its first queue row's lease token and due time, for an event recorded at `now`: leased
+    /// until the lease's end when handed off, else unleased and due at once.
+    pub(crate) fn first_due(&self, now: i64) -> (Option<&str>, i64) {
+        self.lease.as_ref().map_or((None, now), |(token, until)| (Some(token.as_str()), *until))
+    }
+}
+
 /// A waiting step an event resumes.
 #[derive(Debug, Clone)]
 pub struct Resume {

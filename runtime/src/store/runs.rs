@@ -577,7 +577,7 @@ async fn insert_runs(tx: &mut Transaction<'static, Any>, runs: &[(&NewEvent, &Ne
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (e, r) in chunk {
-            let (token, due_at) = r.lease.as_ref().map_or((None, e.now), |(token, until)| (Some(token.as_str()), *until));
+            let (token, due_at) = r.first_due(e.now);
             q = q.bind(&r.id).bind(&e.account_id).bind(due_at).bind(token);
         }
         q.execute(&mut **tx).await?;
