@@ -1,9 +1,9 @@
 //! Group commit of step completions: the completions of many runs written with a handful of
 //! statements, whatever the batch's size.
 //!
-//! The batch travels as one JSON parameter — a row per completion, the columns of [`COLUMNS`] —
-//! that the database reads back as rows (`json_to_recordset` on PostgreSQL, `jsonb_each` on
-//! SQLite), so each statement's text, and its prepared plan, is the same for any batch. Each
+//! The batch travels as parameters that the database reads back as rows — one typed array per
+//! column on PostgreSQL, one JSON parameter on SQLite ([`super::batch_rows`]) — so each
+//! statement's text, and its prepared plan, is the same for any batch. Each
 //! run's queue row is fenced by its own lease token, exactly as a lone completion is: a
 //! completion whose lease was lost writes nothing and does not hold the others back.
 //!
@@ -20,74 +20,72 @@
 use std::collections::HashSet;
 use std::sync::LazyLock;
 
-use serde::Serialize;
-use sqlx::{Any, Transaction};
+use sqlx::{Any, Row, Transaction};
 
+use super::batch_rows::unnest;
 use super::runs::{UsageInsert, complete_in, insert_usage};
 use super::{Completion, Next, Store};
 use crate::Result;
 
-/// A batch row's columns and their PostgreSQL types. `q_*`: the queue row's next state (`fin`:
-/// the run ends and the row goes); the step row's columns; `r_*`: the run row's.
-const COLUMNS: [(&str, &str); 32] = [
-    ("run_id", "text"),
-    ("token", "text"),
-    ("fin", "bigint"),
-    ("q_step_index", "bigint"),
-    ("q_step_seq", "bigint"),
-    ("q_attempt", "bigint"),
-    ("q_due_at", "bigint"),
-    ("keep", "bigint"),
-    ("seq", "bigint"),
-    ("step_id", "text"),
-    ("status", "text"),
-    ("attempts", "bigint"),
-    ("input", "text"),
-    ("output", "text"),
-    ("error", "text"),
-    ("started_at", "bigint"),
-    ("finished_at", "bigint"),
-    ("due_at", "bigint"),
-    ("rate_slot_at", "bigint"),
-    ("rate_slot_key", "text"),
-    ("run_status", "text"),
-    ("context", "text"),
-    ("run_error", "text"),
-    ("r_step_index", "bigint"),
-    ("r_step_seq", "bigint"),
-    ("r_started_at", "bigint"),
-    ("r_finished_at", "bigint"),
-    ("account_id", "text"),
-    ("workflow_id", "text"),
-    ("wait_event", "text"),
-    ("clear_wait", "bigint"),
-    ("now", "bigint"),
-];
-
-/// A batch's ledger rows (joined to their completion by run and token).
-const USAGE_COLUMNS: [(&str, &str); 9] = [
-    ("run_id", "text"),
-    ("token", "text"),
-    ("id", "text"),
-    ("step_id", "text"),
-    ("unit", "text"),
-    ("quantity", "bigint"),
-    ("tokens_milli", "bigint"),
-    ("cost_micros", "bigint"),
-    ("day", "text"),
-];
-
-/// `$param` as rows of `columns` (PostgreSQL).
-pub(super) fn pg_rows(param: &str, columns: &[(&str, &str)]) -> String {
-    let spec: Vec<String> = columns.iter().map(|(name, ty)| format!("{name} {ty}")).collect();
-    format!("json_to_recordset({param}::json) AS x({})", spec.join(", "))
+batch_rows! {
+    /// A batch row, one per completion. `q_*`: the queue row's next state (`fin`: the run ends
+    /// and the row goes); the step row's columns; `r_*`: the run row's.
+    BatchRow, BatchColumns {
+        run_id: &'a str => "text",
+        token: &'a str => "text",
+        fin: i64 => "bigint",
+        q_step_index: i64 => "bigint",
+        q_step_seq: i64 => "bigint",
+        q_attempt: i64 => "bigint",
+        q_due_at: i64 => "bigint",
+        keep: i64 => "bigint",
+        seq: i64 => "bigint",
+        step_id: &'a str => "text",
+        status: &'a str => "text",
+        attempts: i64 => "bigint",
+        input: Option<&'a str> => "text",
+        output: Option<&'a str> => "text",
+        error: Option<&'a str> => "text",
+        started_at: Option<i64> => "bigint",
+        finished_at: Option<i64> => "bigint",
+        due_at: Option<i64> => "bigint",
+        rate_slot_at: Option<i64> => "bigint",
+        rate_slot_key: Option<&'a str> => "text",
+        run_status: &'a str => "text",
+        context: Option<&'a str> => "text",
+        run_error: Option<&'a str> => "text",
+        r_step_index: i64 => "bigint",
+        r_step_seq: i64 => "bigint",
+        r_started_at: i64 => "bigint",
+        r_finished_at: Option<i64> => "bigint",
+        account_id: &'a str => "text",
+        workflow_id: &'a str => "text",
+        wait_event: Option<&'a str> => "text",
+        clear_wait: i64 => "bigint",
+        now: i64 => "bigint",
+    }
 }
 
-/// `$1` as rows of [`COLUMNS`] (SQLite), to use as `FROM {rows} AS j`. `jsonb_each` parses the
+batch_rows! {
+    /// A batch's ledger row (joined to its completion by run and token).
+    UsageRow, UsageColumns {
+        run_id: &'a str => "text",
+        token: &'a str => "text",
+        id: &'a str => "text",
+        step_id: Option<&'a str> => "text",
+        unit: &'a str => "text",
+        quantity: i64 => "bigint",
+        tokens_milli: i64 => "bigint",
+        cost_micros: i64 => "bigint",
+        day: &'a str => "text",
+    }
+}
+
+/// `$1` as rows of [`BatchColumns::COLUMNS`] (SQLite), to use as `FROM {rows} AS j`. `jsonb_each` parses the
 /// parameter once and hands each element over as a JSONB blob, whose fields `->>` reads without
 /// parsing the element again (with `json_each`, each of the 32 reads re-parsed it).
 fn sqlite_rows() -> String {
-    let select: Vec<String> = COLUMNS.iter().map(|(name, _)| format!("value ->> '{name}' AS {name}")).collect();
+    let select: Vec<String> = BatchColumns::COLUMNS.iter().map(|(name, _)| format!("value ->> '{name}' AS {name}")).collect();
     format!("(SELECT {} FROM jsonb_each($1))", select.join(", "))
 }
 
@@ -130,8 +128,8 @@ static PG_SQL: LazyLock<String> = LazyLock::new(|| {
             v.cost_micros, ok.now, v.day FROM {usage} JOIN ok ON ok.run_id = v.run_id AND ok.token = v.token \
             ON CONFLICT (id) DO NOTHING) \
          SELECT run_id, token FROM q",
-        rows = pg_rows("$1", &COLUMNS),
-        usage = pg_rows("$2", &USAGE_COLUMNS).replacen("AS x(", "AS v(", 1),
+        rows = unnest(1, BatchColumns::COLUMNS, "x"),
+        usage = unnest(1 + BatchColumns::COLUMNS.len(), UsageColumns::COLUMNS, "v"),
     )
 });
 
@@ -173,7 +171,7 @@ impl Completion {
         self.quota.is_none() && self.outbox.is_none() && self.step.deferred_handle.is_none() && self.spawn.is_none() && self.parent.is_none()
     }
 
-    /// This completion as a batch row ([`COLUMNS`]).
+    /// This completion as a batch row.
     fn batch_row(&self) -> BatchRow<'_> {
         // When the run ends its queue row goes (`fin`), and its run row keeps its step index and
         // records the last step's seq.
@@ -221,66 +219,9 @@ impl Completion {
     }
 }
 
-/// A batch row: the fields of [`COLUMNS`], serialised straight to the JSON parameter (no
-/// intermediate `Value`, a map of 32 entries per completion).
-#[derive(Serialize, Default)]
-struct BatchRow<'a> {
-    run_id: &'a str,
-    token: &'a str,
-    fin: i64,
-    q_step_index: i64,
-    q_step_seq: i64,
-    q_attempt: i64,
-    q_due_at: i64,
-    keep: i64,
-    seq: i64,
-    step_id: &'a str,
-    status: &'a str,
-    attempts: i64,
-    input: Option<&'a str>,
-    output: Option<&'a str>,
-    error: Option<&'a str>,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
-    due_at: Option<i64>,
-    rate_slot_at: Option<i64>,
-    rate_slot_key: Option<&'a str>,
-    run_status: &'a str,
-    context: Option<&'a str>,
-    run_error: Option<&'a str>,
-    r_step_index: i64,
-    r_step_seq: i64,
-    r_started_at: i64,
-    r_finished_at: Option<i64>,
-    account_id: &'a str,
-    workflow_id: &'a str,
-    wait_event: Option<&'a str>,
-    clear_wait: i64,
-    now: i64,
-}
-
-/// A batch's ledger row ([`USAGE_COLUMNS`]).
-#[derive(Serialize, Default)]
-struct UsageRow<'a> {
-    run_id: &'a str,
-    token: &'a str,
-    id: &'a str,
-    step_id: Option<&'a str>,
-    unit: &'a str,
-    quantity: i64,
-    tokens_milli: i64,
-    cost_micros: i64,
-    day: &'a str,
-}
-
-/// Rows as one JSON array parameter.
+/// Rows as one JSON array parameter (SQLite; serialising plain rows cannot fail).
 fn rows_param<'a>(batch: impl Iterator<Item = &'a &'a Completion>) -> String {
-    json_param(&batch.map(|c| c.batch_row()).collect::<Vec<_>>())
-}
-
-/// Rows as one JSON array parameter (serialising plain rows cannot fail).
-pub(super) fn json_param<T: Serialize>(rows: &[T]) -> String {
-    serde_json::to_string(rows).expect("rows serialise")
+    serde_json::to_string(&batch.map(|c| c.batch_row()).collect::<Vec<_>>()).expect("rows serialise")
 }
 
 impl Store {
@@ -291,10 +232,12 @@ impl Store {
         let simple: Vec<&Completion> = batch.iter().copied().filter(|c| c.fits_batch()).collect();
         let mut held: HashSet<(String, String)> = HashSet::new();
         if !simple.is_empty() {
-            let usage: Vec<UsageRow<'_>> = simple
-                .iter()
-                .flat_map(|c| {
-                    c.usage.iter().map(|u| UsageRow {
+            let mut rows = BatchColumns::default();
+            let mut usage = UsageColumns::default();
+            for c in &simple {
+                rows.push(c.batch_row());
+                for u in &c.usage {
+                    usage.push(UsageRow {
                         run_id: &c.run_id,
                         token: &c.token,
                         id: &u.id,
@@ -304,12 +247,13 @@ impl Store {
                         tokens_milli: u.tokens_milli,
                         cost_micros: u.cost_micros,
                         day: &u.day,
-                    })
-                })
-                .collect();
-            let rows: Vec<(String, String)> =
-                sqlx::query_as(sqlx::AssertSqlSafe(PG_SQL.as_str())).bind(rows_param(simple.iter())).bind(json_param(&usage)).fetch_all(&self.writer).await?;
-            held.extend(rows);
+                    });
+                }
+            }
+            let query = usage.bind(rows.bind(sqlx::query(sqlx::AssertSqlSafe(PG_SQL.as_str()))));
+            for row in query.fetch_all(self.batches()).await? {
+                held.insert((row.try_get(0)?, row.try_get(1)?));
+            }
         }
         let is_held: Vec<bool> = batch.iter().map(|c| held.contains(&(c.run_id.clone(), c.token.clone()))).collect();
         let mut done: Vec<Result<bool>> = is_held.iter().map(|&h| Ok(h)).collect();
@@ -372,29 +316,4 @@ pub(super) async fn complete_batch_sqlite(tx: &mut Transaction<'static, Any>, ba
         done[i] = complete_in(tx, batch[i]).await?;
     }
     Ok(done)
-}
-
-#[cfg(test)]
-pub(super) mod tests {
-    use super::*;
-
-    /// The names a serialised row carries, sorted.
-    pub(in crate::store) fn field_names<T: Serialize>(row: &T) -> Vec<String> {
-        let text = serde_json::to_string(row).expect("serialises");
-        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).expect("an object");
-        map.keys().cloned().collect()
-    }
-
-    /// The names of `columns`, sorted.
-    pub(in crate::store) fn column_names(columns: &[(&str, &str)]) -> Vec<String> {
-        let mut names: Vec<String> = columns.iter().map(|(name, _)| name.to_string()).collect();
-        names.sort();
-        names
-    }
-
-    #[test]
-    fn batch_rows_carry_exactly_their_columns() {
-        assert_eq!(field_names(&BatchRow::default()), column_names(&COLUMNS));
-        assert_eq!(field_names(&UsageRow::default()), column_names(&USAGE_COLUMNS));
-    }
 }

@@ -10,6 +10,8 @@
 //! Behind the `bench` feature, `bench` adds the benchmark's own queries (`BenchProbe`, the ledger
 //! fill); only the `switchboard-bench` crate enables it.
 
+#[macro_use]
+mod batch_rows;
 mod accounts;
 mod analytics;
 #[cfg(feature = "bench")]
@@ -36,6 +38,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use analytics::{
@@ -76,6 +79,11 @@ pub struct Store {
     writer: AnyPool,
     /// Reads.
     reader: AnyPool,
+    /// PostgreSQL only: the same database through sqlx's own PostgreSQL driver, for the group
+    /// commit statements ([`postgres`], [`complete`]), which send their rows as typed arrays in
+    /// the binary protocol (`sqlx::Any` has no array types). Its connections open on demand:
+    /// one per group-commit writer.
+    batches: Option<PgPool>,
     dialect: Dialect,
 }
 
@@ -110,18 +118,23 @@ impl Store {
                 })
             })
         };
-        let (writer, reader) = match dialect {
+        let (writer, reader, batches) = match dialect {
             Dialect::Sqlite => {
                 let writer = pool(1).connect_with(options.clone()).await?;
                 let reader = pool(config.max_connections.max(2)).connect_with(options).await?;
-                (writer, reader)
+                (writer, reader, None)
             }
             Dialect::Postgres => {
                 let p = pool(config.max_connections).connect_with(options).await?;
-                (p.clone(), p)
+                let pg_options = PgConnectOptions::from_str(&config.url)?.application_name("switchboard");
+                let batches = PgPoolOptions::new()
+                    .max_connections(config.max_connections)
+                    .acquire_timeout(acquire_timeout)
+                    .connect_lazy_with(pg_options.log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1)));
+                (p.clone(), p, Some(batches))
             }
         };
-        Ok(Self { writer, reader, dialect })
+        Ok(Self { writer, reader, batches, dialect })
     }
 
     /// Applies pending migrations of this dialect.
@@ -161,5 +174,13 @@ impl Store {
     pub async fn close(&self) {
         self.writer.close().await;
         self.reader.close().await;
+        if let Some(batches) = &self.batches {
+            batches.close().await;
+        }
+    }
+
+    /// The PostgreSQL pool of the group-commit statements (PostgreSQL only).
+    fn batches(&self) -> &PgPool {
+        self.batches.as_ref().expect("group-commit statements run on PostgreSQL only")
     }
 }

@@ -345,6 +345,18 @@ pub struct NewEvent {
     pub now: i64,
 }
 
+impl NewEvent {
+    /// Whether the group commit (events without a dedupe key) writes this event's row: only
+    /// when the event started no run, for the row is then its only record. An event that
+    /// started runs is recorded in them — each holds the event's id, payload and time, and its
+    /// workflow's trigger says what kind of event it was — and nothing would read its row, which
+    /// is there to answer repeats of a dedupe key.
+    pub(crate) fn needs_batch_row(&self, runs: &[NewRun]) -> bool {
+        debug_assert!(self.dedupe_key.is_none(), "the group commit takes no dedupe key");
+        runs.is_empty()
+    }
+}
+
 /// A run to start.
 #[derive(Debug, Clone)]
 pub struct NewRun {

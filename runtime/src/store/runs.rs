@@ -83,13 +83,14 @@ impl Store {
 
     /// Records many events with their runs in one transaction and a few multi-row statements
     /// (group commit: one fsync for all). For events without a dedupe key or resumptions; the
-    /// caller answers each only after this returns.
+    /// caller answers each only after this returns. An event's own row is written only when it
+    /// started no run ([`NewEvent::needs_batch_row`]).
     pub async fn record_batch(&self, items: &[(NewEvent, Vec<NewRun>)]) -> Result<()> {
         if self.dialect == super::Dialect::Postgres {
             return self.record_batch_in_one(items).await;
         }
         let mut tx = self.writer.begin().await?;
-        let events: Vec<&NewEvent> = items.iter().map(|(e, _)| e).collect();
+        let events: Vec<&NewEvent> = items.iter().filter(|(e, runs)| e.needs_batch_row(runs)).map(|(e, _)| e).collect();
         insert_events(&mut tx, &events).await?;
         let runs: Vec<(&NewEvent, &NewRun)> = items.iter().flat_map(|(e, runs)| runs.iter().map(move |r| (e, r))).collect();
         insert_runs(&mut tx, &runs).await?;
