@@ -99,8 +99,15 @@ impl Store {
     }
 
     /// Claims up to `limit` due steps for a lease ending at `lease_until`.
+    ///
+    /// On PostgreSQL the claim is planned at each execution (an unnamed statement), against the
+    /// queue's size at that moment. The queue table churns — a row per run, inserted, updated,
+    /// deleted — and between autovacuum passes holds mostly dead rows; a plan cached while it
+    /// looked small (a hash join over a sequential scan of `run_queue`) went on scanning every
+    /// dead row at every claim once it had grown. Planning it costs far less than that scan.
     pub async fn claim(&self, token: &str, now: i64, lease_until: i64, limit: i64) -> Result<Vec<Claim>> {
-        Ok(sqlx::query_as(self.dialect.claim_sql()).bind(token).bind(lease_until).bind(limit).bind(now).fetch_all(&self.writer).await?)
+        let query = sqlx::query_as(self.dialect.claim_sql()).persistent(self.dialect == super::Dialect::Sqlite);
+        Ok(query.bind(token).bind(lease_until).bind(limit).bind(now).fetch_all(&self.writer).await?)
     }
 
     /// Claims one run's row if it is due (a test run being driven by its request). Concurrent
