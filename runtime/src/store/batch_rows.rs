@@ -26,7 +26,6 @@ macro_rules! batch_rows {
             $($name: Vec<$ty>,)*
         }
 
-        #[allow(dead_code)]
         impl<'a> $cols<'a> {
             /// The columns' names and PostgreSQL types, in binding order.
             pub(super) const COLUMNS: &'static [(&'static str, &'static str)] = &[$((stringify!($name), $sql),)*];
@@ -34,11 +33,6 @@ macro_rules! batch_rows {
             /// Appends a row.
             pub(super) fn push(&mut self, row: $row<'a>) {
                 $(self.$name.push(row.$name);)*
-            }
-
-            /// How many rows.
-            pub(super) fn len(&self) -> usize {
-                [$(self.$name.len(),)*][0]
             }
 
             /// Binds the columns' arrays, in [`Self::COLUMNS`] order.
