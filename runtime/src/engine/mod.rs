@@ -37,7 +37,7 @@ use crate::events::{EventBus, LocalEventBus};
 use crate::expr::ExprEngine;
 use crate::metering::PriceList;
 use crate::ratelimit::{LocalRateLimiter, RateLimiter};
-use crate::store::{Account, Claim, Completion, Dialect, NewEvent, NewRun, RunRow, Store};
+use crate::store::{Account, Claim, Completion, NewEvent, NewRun, RunRow, Store};
 use crate::{Error, Result};
 use batch::GroupCommit;
 
@@ -59,16 +59,14 @@ type Accepted = (NewEvent, Vec<NewRun>, Vec<worker::HandOff>);
 /// The most items one group commit takes.
 const MAX_GROUP: usize = 256;
 
-/// Writer tasks per group-commit queue: SQLite has one writer connection; PostgreSQL overlaps
-/// two commits. More writers make smaller batches, and each batch costs the database about the
-/// same to plan and commit: under `wrk` with the workers on, 1, 2, 4 and 8 writers took
-/// 7,770, 7,750, 6,710 and 5,920 webhooks/s (docs/performance.md).
-fn group_writers(dialect: Dialect) -> usize {
-    match dialect {
-        Dialect::Sqlite => 1,
-        Dialect::Postgres => 2,
-    }
-}
+/// Writer tasks per group-commit queue, on both databases. SQLite has one writer connection.
+/// On PostgreSQL more writers overlap commits but make smaller batches, and a batch costs the
+/// database much the same whatever its size. Under `wrk` against `serve` with the workers on,
+/// accept / completion writers 1/1, 2/1, 3/1 and 2/2 took 10,370, 10,140, 10,060 and 9,410
+/// webhooks/s; in the bench, one writer each took ingest from 0.51× to 0.55× of pgbench and
+/// one-step runs from 7,053 to 8,345 steps/s, and 10-step runs from 14,954 to 13,593 steps/s
+/// (docs/performance.md).
+const GROUP_WRITERS: usize = 1;
 
 /// Inserts into a bounded cache, evicting an arbitrary entry when it is full.
 fn insert_bounded<K: std::hash::Hash + Eq + Clone, V>(map: &mut HashMap<K, V>, key: K, value: V) {
@@ -250,7 +248,7 @@ impl Engine {
     pub(crate) async fn record_accepted(&self, event: NewEvent, runs: Vec<NewRun>, handoffs: Vec<worker::HandOff>) -> Result<()> {
         let accepts = self.accepts.get_or_init(|| {
             let store = self.store.clone();
-            GroupCommit::start(group_writers(store.dialect()), MAX_GROUP, move |items: Vec<Accepted>| {
+            GroupCommit::start(GROUP_WRITERS, MAX_GROUP, move |items: Vec<Accepted>| {
                 let store = store.clone();
                 async move {
                     let (records, handoffs): (Vec<_>, Vec<_>) = items.into_iter().map(|(event, runs, handoffs)| ((event, runs), handoffs)).unzip();
@@ -279,7 +277,7 @@ impl Engine {
     pub(crate) async fn complete(&self, completion: Arc<Completion>) -> Result<bool> {
         let completions = self.completions.get_or_init(|| {
             let store = self.store.clone();
-            GroupCommit::start(group_writers(store.dialect()), MAX_GROUP, move |batch: Vec<Arc<Completion>>| {
+            GroupCommit::start(GROUP_WRITERS, MAX_GROUP, move |batch: Vec<Arc<Completion>>| {
                 let store = store.clone();
                 async move {
                     let refs: Vec<&Completion> = batch.iter().map(|c| &**c).collect();
