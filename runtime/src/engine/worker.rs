@@ -214,10 +214,23 @@ async fn next_job(mut buffer: Buffer) -> (StepJob, Buffer) {
     }
 }
 
+/// Claims a batch of due steps and reads their runs, on a task of its own.
+///
+/// apalis stops polling the fetcher once a shutdown begins, and waits for the steps in flight.
+/// A claim suspended there mid-statement would keep its connection for good: on SQLite the one
+/// writer connection, which those steps' completions wait for, so the shutdown never ended
+/// (`engine::accepted_runs_go_to_the_local_workers_and_back_to_the_store_at_shutdown` hung in
+/// about one run in three). On its own task the claim finishes and gives the connection back;
+/// what it claimed is given back with the rest ([`give_back`]).
+async fn claim_batch(engine: &Arc<Engine>, leases: &Arc<Leases>) -> crate::Result<Vec<StepJob>> {
+    let (engine, leases) = (engine.clone(), leases.clone());
+    tokio::spawn(async move { claim_now(&engine, &leases).await }).await.map_err(|e| crate::Error::Batch(format!("the claim's task ended: {e}")))?
+}
+
 /// Claims a batch of due steps and reads their runs (one query for the batch rather than one
 /// each). The claim's token is recorded first, so rows claimed by a claim cut off mid-way (a
 /// shutdown) are given back with the rest.
-async fn claim_batch(engine: &Engine, leases: &Leases) -> crate::Result<Vec<StepJob>> {
+async fn claim_now(engine: &Engine, leases: &Leases) -> crate::Result<Vec<StepJob>> {
     let now = engine.clock.now();
     let token = new_token();
     leases.add(&token);
