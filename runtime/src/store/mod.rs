@@ -87,6 +87,9 @@ pub struct Store {
     dialect: Dialect,
 }
 
+/// Statements slower than this are logged as warnings (both pools).
+const SLOW_STATEMENT: Duration = Duration::from_secs(1);
+
 /// How long a PostgreSQL statement waits for a connection before the database counts as
 /// unavailable.
 pub const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(750);
@@ -99,8 +102,7 @@ impl Store {
         if let Dialect::Sqlite = dialect {
             dialect::ensure_sqlite_dir(&config.url)?;
         }
-        let options =
-            AnyConnectOptions::from_str(&dialect::normalize_url(&config.url))?.log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+        let options = AnyConnectOptions::from_str(&dialect::normalize_url(&config.url))?.log_slow_statements(tracing::log::LevelFilter::Warn, SLOW_STATEMENT);
         // PostgreSQL can go away: a request then gets no connection within the acquire timeout
         // and answers 503 promptly instead of hanging (sqlx retries a refused connect until
         // the deadline). SQLite is a file in this process and only waits for its one writer.
@@ -130,7 +132,7 @@ impl Store {
                 let batches = PgPoolOptions::new()
                     .max_connections(config.max_connections)
                     .acquire_timeout(acquire_timeout)
-                    .connect_lazy_with(pg_options.log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1)));
+                    .connect_lazy_with(pg_options.log_slow_statements(tracing::log::LevelFilter::Warn, SLOW_STATEMENT));
                 (p.clone(), p, Some(batches))
             }
         };

@@ -49,6 +49,7 @@ batch_rows! {
         u_day: Option<&'a str> => "text",
     }
 }
+
 /// The statement: events' columns first, then runs'. 'queued' is `RunStatus::Queued`, as in
 /// `runs::insert_runs`; the queue and ledger rows join through the inserted runs. Plain
 /// INSERTs, no `ON CONFLICT`: every id is new (the batch holds no dedupe keys, and a ledger
